@@ -1,0 +1,201 @@
+"""(request, response) -> the catalog entry that explains it, plus anomalies.
+
+Pure and total: no I/O, and it never raises, whatever the method, path,
+headers, status or body. A response the table does not explain still gets a
+Classification (id None, an `unlisted-status` anomaly), so the recorder and the
+report never have to special-case it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mpsdproxy import catalog
+from mpsdproxy import resources
+from mpsdproxy.catalog import BodyKind
+from mpsdproxy.catalog import Target
+
+__all__ = ["Anomaly", "Classification", "classify", "Headers"]
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A way the response departs from the table. `code` is stable, `message` is for people."""
+
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    id: str | None
+    meaning: str
+    anomalies: tuple[Anomaly, ...] = ()
+
+    @property
+    def conformant(self) -> bool:
+        return self.id is not None and not self.anomalies
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "meaning": self.meaning,
+            "anomalies": [a.to_dict() for a in self.anomalies],
+        }
+
+
+NO_RESPONSE = Classification(
+    None, "No response: the connection failed or was closed before an answer.",
+    (Anomaly("no-response", "the exchange ended without a response"),),
+)
+
+
+def _lower_headers(headers: Headers | None) -> dict[str, str]:
+    """Case-insensitive view (first value wins) that tolerates junk input."""
+    out: dict[str, str] = {}
+    if headers is None:
+        return out
+    try:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for pair in items:
+            try:
+                k, v = pair
+            except (TypeError, ValueError):
+                continue
+            out.setdefault(str(k).lower(), str(v))
+    except Exception:  # noqa: BLE001 - classification must never raise
+        pass
+    return out
+
+
+def _media_type(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.split(";", 1)[0].strip().lower() or None
+
+
+def _target(resource: resources.Resource) -> Target:
+    if resource.kind is resources.Kind.SESSION:
+        return Target.SESSION
+    if resource.is_element:
+        return Target.ELEMENT
+    return Target.ANY
+
+
+def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
+           body: bytes, req: dict[str, str]) -> int:
+    """How well a sub-row's situation fits the exchange; the best fit explains it."""
+    score = 0
+    if method in entry.methods:
+        score += 4
+    if entry.target is Target.ANY or entry.target is target:
+        score += 2 if entry.target is target else 1
+    if entry.content_type is not None and media == entry.content_type:
+        score += 8
+    if entry.body is BodyKind.SESSION and body:
+        score += 2
+    if entry.body is BodyKind.NONE and not body:
+        score += 1
+    if entry.preconditions and any(p.lower() in req for p in entry.preconditions):
+        score += 1
+    return score
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _INVALID
+
+
+_INVALID = object()
+
+
+def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
+               media: str | None, body: bytes, req: dict[str, str],
+               resp: dict[str, str]) -> list[Anomaly]:
+    found: list[Anomaly] = []
+    for name in entry.required_headers:
+        value = resp.get(name.lower())
+        if value is None:
+            found.append(Anomaly("missing-header", f"{entry.status} must carry {name}"))
+        elif name == "Retry-After" and not value.strip().isdigit():
+            found.append(Anomaly(
+                "bad-retry-after",
+                f"Retry-After should be whole seconds (all the client parses), not {value!r}",
+            ))
+    if entry.preconditions and not any(p.lower() in req for p in entry.preconditions):
+        wanted = " or ".join(entry.preconditions)
+        found.append(Anomaly(
+            "missing-precondition", f"{entry.status} answers a request without {wanted}"))
+    if entry.body is BodyKind.NONE:
+        if body:
+            found.append(Anomaly("unexpected-body", f"the table lists no body for {entry.id}"))
+    elif entry.content_type is not None and media != entry.content_type:
+        found.append(Anomaly(
+            "content-type",
+            f"{entry.id} should be {entry.content_type}, not {media or 'missing'}",
+        ))
+    if entry.content_type == catalog.JSON and body and media == catalog.JSON:
+        document = _parse_json(body)
+        if document is _INVALID:
+            found.append(Anomaly("bad-json", "the body is not valid JSON"))
+        elif (entry.returns_session and entry.status >= 400
+              and resource.is_session_or_element and not _whole_session(document)):
+            found.append(Anomaly(
+                "partial-session",
+                f"a {entry.status} that returns the session must return the whole session",
+            ))
+    return found
+
+
+def _whole_session(document: Any) -> bool:
+    return isinstance(document, dict) and catalog.SESSION_DOCUMENT_KEYS <= document.keys()
+
+
+def classify(
+    method: str,
+    url: str,
+    request_headers: Headers | None,
+    status: int | None,
+    response_headers: Headers | None,
+    body: bytes | None,
+) -> Classification:
+    """The table row that explains this exchange, and how the response departs from it.
+
+    `status` None means no response arrived. Never raises.
+    """
+    try:
+        return _classify(method, url, request_headers, status, response_headers, body)
+    except Exception as e:  # noqa: BLE001 - a classifier bug must not break the proxy
+        return Classification(None, "Could not classify this exchange.",
+                              (Anomaly("classifier-error", repr(e)),))
+
+
+def _classify(method: str, url: str, request_headers: Headers | None, status: int | None,
+              response_headers: Headers | None, body: bytes | None) -> Classification:
+    if status is None:
+        return NO_RESPONSE
+    method = str(method).upper()
+    body = body if isinstance(body, bytes | bytearray) else b""
+    candidates = catalog.for_status(status) if isinstance(status, int) else ()
+    if not candidates:
+        return Classification(None, f"Status {status} is not in the MPSD status table.",
+                              (Anomaly("unlisted-status", f"the table does not list {status}"),))
+    resource = resources.parse(str(url))
+    req = _lower_headers(request_headers)
+    resp = _lower_headers(response_headers)
+    media = _media_type(resp.get("content-type"))
+    target = _target(resource)
+    entry = max(candidates, key=lambda e: _score(e, method, target, media, body, req))
+    anomalies = _anomalies(entry, method, resource, media, body, req, resp)
+    return Classification(entry.id, entry.meaning, tuple(anomalies))

@@ -1,0 +1,112 @@
+"""Build responses that conform to a row of the status table.
+
+`build` turns a catalog entry into the status, headers and body the table
+describes for it: its content type, its body kind (the whole session, a
+message, or nothing) and its required headers (Retry-After, ETag). The
+stand-in answers with it and the fault injector injects with it, so an
+injected 503 and an emulated 503 are the same bytes and both classify as
+conformant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from mpsdproxy import catalog
+from mpsdproxy.catalog import BodyKind
+
+__all__ = ["Reply", "build", "fgrl_message", "encode_json", "DEFAULT_RETRY_AFTER"]
+
+#: Whole seconds: the client library parses Retry-After as an integer only
+#: (protocol notes §5.3), so it is never a date or a fraction here.
+DEFAULT_RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response in plain data, before it becomes a mitmproxy or asyncio answer."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        for k, v in self.headers:
+            if k.lower() == low:
+                return v
+        return None
+
+
+def encode_json(value: Any) -> bytes:
+    """The compact JSON form the service sends (and recordings keep as JSON)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def fgrl_message(
+    current: int = 31, maximum: int = 30, period: int = 15, limit_type: str = "Rate"
+) -> dict[str, Any]:
+    """The documented FGRL throttling body (protocol notes §5.1)."""
+    return {
+        "version": 1,
+        "currentRequests": current,
+        "maxRequests": maximum,
+        "periodInSeconds": period,
+        "limitType": limit_type,
+    }
+
+
+def _default_message(entry: catalog.Entry) -> bytes:
+    if entry.status == 429:
+        return encode_json(fgrl_message())
+    return entry.meaning.encode()
+
+
+def build(
+    entry: catalog.Entry | str,
+    *,
+    session: dict[str, Any] | None = None,
+    etag: str | None = None,
+    message: str | bytes | None = None,
+    retry_after: int | None = None,
+    extra_headers: list[tuple[str, str]] | None = None,
+) -> Reply:
+    """A response exactly as the table describes `entry`.
+
+    `session` is the whole session document for rows that return one, and
+    `etag` its current (quoted) ETag; `message` replaces the default message
+    text; `retry_after` replaces DEFAULT_RETRY_AFTER where the row requires
+    the header. Raises ValueError when a session row gets no session.
+    """
+    if isinstance(entry, str):
+        entry = catalog.get(entry)
+    headers: list[tuple[str, str]] = []
+    body = b""
+    if entry.body is BodyKind.SESSION:
+        if session is None:
+            raise ValueError(f"{entry.id} returns the whole session, but none was given")
+        body = encode_json(session)
+    elif entry.body is BodyKind.MESSAGE:
+        if message is None:
+            body = _default_message(entry)
+        else:
+            body = message.encode() if isinstance(message, str) else message
+    if entry.content_type is not None:
+        headers.append(("Content-Type", f"{entry.content_type}; charset=utf-8"))
+    for name in entry.required_headers:
+        if name == "Retry-After":
+            headers.append(("Retry-After", str(int(retry_after or DEFAULT_RETRY_AFTER))))
+        elif name == "ETag":
+            if etag is None:
+                raise ValueError(f"{entry.id} must carry the session's ETag, but none was given")
+            headers.append(("ETag", etag))
+    if entry.returns_session and etag is not None and not any(k == "ETag" for k, _ in headers):
+        headers.append(("ETag", etag))
+    if entry.status >= 400 and entry.returns_session:
+        headers.append(("Cache-Control", "no-cache, no-store"))
+    headers.extend(extra_headers or ())
+    return Reply(entry.status, entry.reason, headers, body)

@@ -1,0 +1,271 @@
+"""Recordings: one exchange per JSON line, redacted before it touches disk.
+
+The outline of a record is a contract that CI jobs and other tools read
+(fields may be added, these stay)::
+
+    {"seq": 1,
+     "start": "2026-11-25T09:37:44.123456Z", "end": "...", "duration_ms": 12.5,
+     "client": "127.0.0.1:50412",
+     "request": {"method": "PUT", "url": "https://...", "headers": [["Name", "value"], ...],
+                 "body": {"json": {...}} | {"text": "..."} | {"base64": "..."} | null},
+     "response": {"status": 201, "reason": "Created", "headers": [...], "body": ...} | null,
+     "error": null | "message why there was no response",
+     "resource": {"kind": "session", "scid": ..., "template": ..., "name": ..., "element": ...},
+     "classification": {"id": "201.created", "meaning": "...", "anomalies": [{"code", "message"}]},
+     "provenance": {"source": "forwarded"} | {"source": "injected", "rule": ...} | ...}
+
+Headers are [name, value] pairs so order and repeated headers survive. A
+redacted value reads `redacted:` plus 12 hex digits of its SHA-256: secret, yet
+two users (or two tokens) stay distinguishable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+from typing import Any
+
+__all__ = [
+    "DEFAULT_REDACT",
+    "FORMAT_VERSION",
+    "Redactor",
+    "redact_value",
+    "encode_body",
+    "decode_body",
+    "timestamp",
+    "Writer",
+    "RecordError",
+    "ReadIssue",
+    "read",
+    "iter_records",
+]
+
+FORMAT_VERSION = 1
+
+#: Headers that carry credentials (protocol notes §2.1, §2.3): never written raw.
+DEFAULT_REDACT: tuple[str, ...] = ("Authorization", "Signature", "Cookie", "Set-Cookie")
+
+REDACTED_PREFIX = "redacted:"
+
+
+def redact_value(value: str) -> str:
+    """`redacted:` + a short stable hash, so equal secrets stay recognisably equal."""
+    if value.startswith(REDACTED_PREFIX):
+        return value  # never hash a hash: redaction is idempotent
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+    return REDACTED_PREFIX + digest[:12]
+
+
+class Redactor:
+    """Replaces the values of secret headers. Names compare case-insensitively."""
+
+    def __init__(self, names: Iterable[str] = DEFAULT_REDACT, enabled: bool = True) -> None:
+        self.names = frozenset(n.lower() for n in names)
+        self.enabled = enabled
+
+    def headers(self, pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
+        if not self.enabled:
+            return [[k, v] for k, v in pairs]
+        return [[k, redact_value(v) if k.lower() in self.names else v] for k, v in pairs]
+
+
+def encode_body(raw: bytes | None, content_type: str | None = None) -> dict[str, Any] | None:
+    """JSON stays JSON, text stays text, anything else is base64.
+
+    A body is kept as JSON only when its compact re-encoding gives back the same
+    bytes, so a recording can always reproduce what was on the wire.
+    """
+    if not raw:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode("ascii")}
+    if text[:1] in "{[":
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        else:
+            if json.dumps(value, separators=(",", ":"), ensure_ascii=False) == text:
+                return {"json": value}
+    return {"text": text}
+
+
+def decode_body(body: dict[str, Any] | None) -> bytes:
+    """The bytes a recorded body stood for."""
+    if not body:
+        return b""
+    if "json" in body:
+        return json.dumps(body["json"], separators=(",", ":"), ensure_ascii=False).encode()
+    if "text" in body:
+        return str(body["text"]).encode()
+    if "base64" in body:
+        return base64.b64decode(body["base64"])
+    raise ValueError(f"body should have one of json, text, base64, not {sorted(body)}")
+
+
+def timestamp(epoch: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC with microseconds, as records store times."""
+    if epoch is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: str) -> float:
+    """ISO 8601 UTC as written by `timestamp` -> epoch seconds."""
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.UTC
+    ).timestamp()
+
+
+class Writer:
+    """Appends records as JSON lines and flushes each one.
+
+    Flushing per record means a killed proxy loses at most the exchange in
+    flight. Sequence numbers continue from the last record of an existing file,
+    so appending to a recording keeps them unique and contiguous.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.seq = _last_seq(self.path)
+        self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> int:
+        """Stamp the next sequence number on `record`, write it, flush. Returns seq."""
+        self.seq += 1
+        record = {"seq": self.seq, **record}
+        self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._file.flush()
+        return self.seq
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _last_seq(path: str) -> int:
+    """The highest seq of an existing recording (0 for a new or empty file)."""
+    if not os.path.exists(path):
+        return 0
+    last = 0
+    for item in iter_records(path):
+        if isinstance(item, dict):
+            last = max(last, int(item.get("seq") or 0))
+    return last
+
+
+class RecordError(ValueError):
+    """A recording line that cannot be read; names the file and line."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        super().__init__(f"{path}:{line}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class ReadIssue:
+    """A line the reader skipped, and why: reported, never silently dropped."""
+
+    path: str
+    line: int
+    problem: str
+    truncated: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.problem}"
+
+
+def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any] | ReadIssue]:
+    """Stream records from a recording, yielding a ReadIssue for each bad line.
+
+    A last line without its newline is what a killed writer leaves behind: it
+    is reported as truncated rather than raised.
+    """
+    path = os.fspath(path)
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            complete = line.endswith("\n")
+            try:
+                item = json.loads(line)
+            except ValueError as e:
+                if not complete:
+                    yield ReadIssue(path, number, "truncated last line (writer stopped mid-record)",
+                                    truncated=True)
+                else:
+                    yield ReadIssue(path, number, f"not valid JSON: {e}")
+                continue
+            if not isinstance(item, dict):
+                kind = type(item).__name__
+                yield ReadIssue(path, number, f"a record should be a JSON object, not {kind}")
+                continue
+            problem = _check_outline(item)
+            if problem:
+                yield ReadIssue(path, number, problem)
+                continue
+            yield item
+
+
+def _check_outline(item: dict[str, Any]) -> str | None:
+    """Why a parsed line is not a record, or None when it is one."""
+    if not isinstance(item.get("seq"), int):
+        return "missing or non-integer 'seq'"
+    request = item.get("request")
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str) \
+            or not isinstance(request.get("url"), str):
+        return "missing 'request' with 'method' and 'url'"
+    response = item.get("response")
+    if response is not None and (
+        not isinstance(response, dict) or not isinstance(response.get("status"), int)
+    ):
+        return "'response' should be null or an object with an integer 'status'"
+    for part in (request, response or {}):
+        body = part.get("body")
+        if body is not None and not (isinstance(body, dict) and len(body) == 1
+                                     and next(iter(body)) in ("json", "text", "base64")):
+            return "a 'body' should be null or one of {json|text|base64: ...}"
+        if "base64" in (body or {}):
+            try:
+                base64.b64decode(body["base64"], validate=True)
+            except (binascii.Error, TypeError):
+                return "a 'base64' body that is not base64"
+    return None
+
+
+def read(
+    path: str | os.PathLike[str], *, strict: bool = False, issues: list[ReadIssue] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stream the records of a recording.
+
+    With `strict`, the first bad line raises RecordError (a truncated last line
+    too); otherwise bad lines are skipped and appended to `issues`, so a caller
+    can always say which lines it did not use.
+    """
+    for item in iter_records(path):
+        if isinstance(item, ReadIssue):
+            if strict:
+                raise RecordError(item.path, item.line, item.problem)
+            if issues is not None:
+                issues.append(item)
+            continue
+        yield item
