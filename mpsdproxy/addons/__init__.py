@@ -1,0 +1,23 @@
+"""The mpsdproxy addons, one per module, in the order a request meets them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def default_addons() -> list[Any]:
+    """Every mpsdproxy addon in chain order (DESIGN.md, "One request's way through").
+
+    Each is inert until its options are set, so the full chain is always loaded.
+    """
+    from mpsdproxy.addons import classifier
+    from mpsdproxy.addons import livelog
+    from mpsdproxy.addons import recorder
+    from mpsdproxy.addons import router
+
+    return [
+        router.Router(),
+        classifier.StatusClassifier(),
+        recorder.Recorder(),
+        livelog.LiveLog(),
+    ]

@@ -6,6 +6,7 @@ The mark is plain data (mitmproxy serialises flow metadata when flows are
 saved), filled in along the way:
 
     flow.metadata["mpsd"] = {
+        "url": "https://...",       # the URL the title asked for, before any redirect
         "resource": {...},          # Resource.to_dict(), set by the router
         "provenance": {...},        # {"source": "forwarded"} unless an addon answered
         "classification": {...},    # set by the classifier once the flow ends

@@ -1,0 +1,42 @@
+"""Classifier: what the title actually got, explained by a row of the status table.
+
+Runs after every addon that can answer or rewrite a response (replay, fault
+injection), so the classification always describes what reached the title.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from mpsdproxy import classify
+from mpsdproxy.addons import common
+
+
+def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
+    """Classify a finished flow; a flow without a response is `no-response`."""
+    request = flow.request
+    response = flow.response
+    if response is None:
+        return classify.NO_RESPONSE
+    return classify.classify(
+        request.method,
+        request.path,
+        request.headers.items(multi=True),
+        response.status_code,
+        response.headers.items(multi=True),
+        response.get_content(strict=False),
+    )
+
+
+class StatusClassifier:
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._classify(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._classify(flow)
+
+    def _classify(self, flow: http.HTTPFlow) -> None:
+        info = common.mark(flow)
+        if info is None or "classification" in info:
+            return
+        info["classification"] = classify_flow(flow).to_dict()

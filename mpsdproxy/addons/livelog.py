@@ -1,0 +1,97 @@
+"""LiveLog: one line per session-directory exchange, as it completes.
+
+    09:41:50.123 PUT sessions/lobby-1  412 Precondition Failed  412.if-match-session  [injected: x]
+
+Colour when the terminal supports it; `mpsd_quiet` silences it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO
+from typing import Any
+
+import click
+from mitmproxy import ctx
+from mitmproxy import http
+from mitmproxy.addonmanager import Loader
+
+from mpsdproxy.addons import common
+
+
+def _status_colour(status: int | None) -> str:
+    if status is None or status >= 500:
+        return "red"
+    if status >= 400:
+        return "yellow"
+    if status >= 300:
+        return "cyan"
+    return "green"
+
+
+def _provenance_marker(provenance: dict[str, Any]) -> str:
+    source = provenance.get("source")
+    if source == "injected":
+        return f"[injected: {provenance.get('rule')}]"
+    if source == "replayed":
+        return f"[replayed: #{provenance.get('record')}]"
+    if source and source != "forwarded":
+        return f"[{source}]"
+    return ""
+
+
+def format_line(flow: http.HTTPFlow, colour: bool = False) -> str:
+    """The live log line for a finished, marked flow."""
+    info = common.mark(flow) or {}
+    resource = common.resource(flow)
+    short = resource.short if resource and resource.kind != "unknown" else flow.request.path
+    classification = info.get("classification") or {}
+    status = flow.response.status_code if flow.response else None
+    if flow.response is not None:
+        answer = f"{status} {flow.response.reason}"
+    else:
+        answer = f"--- {flow.error.msg if flow.error else 'no response'}"
+    stamp = time.strftime("%H:%M:%S", time.localtime(flow.request.timestamp_start))
+    millis = int((flow.request.timestamp_start % 1) * 1000)
+    parts = [
+        f"{stamp}.{millis:03d}",
+        f"{flow.request.method:<6}",
+        f"{short:<36}",
+        click.style(f"{answer:<24}", fg=_status_colour(status)) if colour else f"{answer:<24}",
+        classification.get("id") or "-",
+    ]
+    marker = _provenance_marker(info.get("provenance") or {})
+    if marker:
+        parts.append(click.style(marker, fg="magenta", bold=True) if colour else marker)
+    for anomaly in classification.get("anomalies") or ():
+        text = f"! {anomaly['code']}: {anomaly['message']}"
+        parts.append(click.style(text, fg="red") if colour else text)
+    return " ".join(parts)
+
+
+class LiveLog:
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "mpsd_quiet", bool, False,
+            "Do not print the live log line for each session-directory exchange.",
+        )
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._log(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._log(flow)
+
+    def _log(self, flow: http.HTTPFlow) -> None:
+        info = common.mark(flow)
+        if info is None or info.get("logged") or ctx.options.mpsd_quiet:
+            return
+        info["logged"] = True
+        out = self.out or sys.stdout
+        colour = hasattr(out, "isatty") and out.isatty()
+        out.write(format_line(flow, colour) + "\n")
+        out.flush()

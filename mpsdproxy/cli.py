@@ -1,0 +1,142 @@
+"""The `mpsdproxy` command line: assembles addons and options, holds no logic of its own."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from mpsdproxy.addons.router import DEFAULT_INTERCEPT_HOSTS
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _validate_port(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise click.BadParameter(f"should be in range [0, 65535], not {value}")
+    return value
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="mpsdproxy")
+def cli() -> None:
+    """Record, replay and fault-inject Xbox Multiplayer Session Directory (MPSD) traffic.
+
+    Start with `mpsdproxy demo`, then put a title behind `mpsdproxy run`.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--record", "record", metavar="FILE", default="",
+              help="Append every session-directory exchange to this JSON Lines recording.")
+@click.option("--mode", "modes", metavar="MODE", multiple=True,
+              help="A mitmproxy mode spec: regular (default), reverse:URL, upstream:URL, "
+                   "wireguard, local, ... Repeat to listen in several modes at once.")
+@click.option("--listen-host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --set proxyauth=USER:PASS.")
+@click.option("--listen-port", default=8080, show_default=True, callback=_validate_port,
+              help="Port to listen on.")
+@click.option("--intercept-host", "intercept_hosts", metavar="HOST", multiple=True,
+              help="A host whose traffic is session-directory traffic (repeatable; replaces "
+                   f"the default list: {', '.join(DEFAULT_INTERCEPT_HOSTS)}). Other hosts "
+                   "pass through undecrypted.")
+@click.option("--upstream", metavar="URL", default="",
+              help="Send intercepted session-directory traffic to this server (e.g. the "
+                   "stand-in at http://127.0.0.1:8081) instead of the real host.")
+@click.option("--redact", "redact", metavar="HEADER", multiple=True,
+              help="Another header to redact in recordings (repeatable).")
+@click.option("--no-redact", is_flag=True,
+              help="Write tokens and signatures to the recording in clear text. Never share "
+                   "such a file.")
+@click.option("--quiet", "-q", is_flag=True, help="No live log line per exchange.")
+@click.option("--confdir", metavar="DIR", default="",
+              help="mitmproxy configuration directory (CA certificate); default ~/.mitmproxy.")
+@click.option("--set", "sets", metavar="OPTION=VALUE", multiple=True,
+              help="Set any mitmproxy or mpsdproxy option, as `mitmdump --set` does "
+                   "(e.g. proxyauth=user:pass).")
+def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
+        intercept_hosts: tuple[str, ...], upstream: str, redact: tuple[str, ...],
+        no_redact: bool, quiet: bool, confdir: str, sets: tuple[str, ...]) -> None:
+    """Run the proxy: classify, record (and later inject and replay) session traffic.
+
+    \b
+    Examples:
+      mpsdproxy run --record recordings/playtest.jsonl
+      mpsdproxy run --mode reverse:http://127.0.0.1:8081 --record run.jsonl
+      mpsdproxy run --upstream http://127.0.0.1:8081   # a console against the stand-in
+    """
+    from mpsdproxy import proxy
+
+    modes = modes or ("regular",)
+    if upstream and any(m.startswith("reverse") for m in modes):
+        raise click.BadParameter("reverse mode already names its upstream", param_hint="--upstream")
+    try:
+        routing = proxy.routing_options(modes, intercept_hosts or DEFAULT_INTERCEPT_HOSTS)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--mode") from None
+    settings: dict[str, Any] = {
+        "mode": list(modes),
+        "listen_host": listen_host,
+        "listen_port": listen_port,
+        "mpsd_record": record,
+        "mpsd_upstream": upstream,
+        "mpsd_redact": list(redact),
+        "mpsd_no_redact": no_redact,
+        "mpsd_quiet": quiet,
+        **routing,
+    }
+    if intercept_hosts:
+        settings["mpsd_intercept_hosts"] = list(intercept_hosts)
+    if confdir:
+        settings["confdir"] = confdir
+    if not proxy.is_loopback(listen_host):
+        click.secho(
+            f"Warning: listening on {listen_host} exposes the proxy beyond this machine. "
+            "Protect it with --set proxyauth=USER:PASS (mitmproxy's proxyauth option).",
+            fg="yellow", err=True,
+        )
+    try:
+        proxy.serve(settings, sets)
+    except proxy.ProxyError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--listen-host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--listen-port", default=8081, show_default=True, callback=_validate_port,
+              help="Port to listen on (0 picks a free one).")
+@click.option("--config", "config", metavar="FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="YAML file of SCIDs, templates, hoppers and limits (default: the shipped one).")
+def emulate(listen_host: str, listen_port: int, config: str | None) -> None:
+    """Run the local MPSD stand-in: every row of the status table, no network needed."""
+    from mpsdproxy import emulator
+
+    def ready(port: int) -> None:
+        click.echo(f"MPSD stand-in listening on http://{listen_host}:{port}", err=True)
+
+    try:
+        emulator.run(listen_host, listen_port, config, ready=ready)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--record", "record", metavar="FILE", default="",
+              help="Where the recording goes (default: a new file under recordings/).")
+def demo(record: str) -> None:
+    """Start the stand-in and the proxy on free loopback ports, drive a scripted title
+    through a session lifecycle that produces every row of the status table, and show
+    the live log and where the recording went. Finishes in seconds."""
+    from mpsdproxy import demo as demo_module
+
+    sys.exit(demo_module.main(record or None))
+
+
+def main() -> None:
+    cli(prog_name="mpsdproxy")
+
+
+if __name__ == "__main__":
+    main()
