@@ -128,7 +128,7 @@ def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
         value = resp.get(name.lower())
         if value is None:
             found.append(Anomaly("missing-header", f"{entry.status} must carry {name}"))
-        elif name == "Retry-After" and not value.strip().isdigit():
+        elif name == "Retry-After" and not _whole_seconds(value):
             found.append(Anomaly(
                 "bad-retry-after",
                 f"Retry-After should be whole seconds (all the client parses), not {value!r}",
@@ -156,6 +156,13 @@ def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
                 f"a {entry.status} that returns the session must return the whole session",
             ))
     return found
+
+
+def _whole_seconds(value: str) -> bool:
+    """ASCII digits only: the client parses an integer (protocol notes §5.3), and
+    `str.isdigit` alone would also accept digits such as '²' or Arabic-Indic ones."""
+    text = value.strip()
+    return text.isascii() and text.isdigit()
 
 
 def _whole_session(document: Any) -> bool:

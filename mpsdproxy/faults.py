@@ -66,6 +66,16 @@ def _default_message(entry: catalog.Entry) -> bytes:
     return entry.meaning.encode()
 
 
+def _whole_seconds(retry_after: float | None) -> int:
+    """The Retry-After value: 0 is a real answer ("retry now"), only None means default."""
+    if retry_after is None:
+        return DEFAULT_RETRY_AFTER
+    seconds = int(retry_after)
+    if seconds < 0:
+        raise ValueError(f"retry_after should be whole seconds >= 0, not {retry_after!r}")
+    return seconds
+
+
 def build(
     entry: catalog.Entry | str,
     *,
@@ -80,7 +90,8 @@ def build(
     `session` is the whole session document for rows that return one, and
     `etag` its current (quoted) ETag; `message` replaces the default message
     text; `retry_after` replaces DEFAULT_RETRY_AFTER where the row requires
-    the header. Raises ValueError when a session row gets no session.
+    the header. Raises ValueError when a session row gets no session, or
+    retry_after is negative.
     """
     if isinstance(entry, str):
         entry = catalog.get(entry)
@@ -99,7 +110,7 @@ def build(
         headers.append(("Content-Type", f"{entry.content_type}; charset=utf-8"))
     for name in entry.required_headers:
         if name == "Retry-After":
-            headers.append(("Retry-After", str(int(retry_after or DEFAULT_RETRY_AFTER))))
+            headers.append(("Retry-After", str(_whole_seconds(retry_after))))
         elif name == "ETag":
             if etag is None:
                 raise ValueError(f"{entry.id} must carry the session's ETag, but none was given")

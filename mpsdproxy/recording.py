@@ -92,11 +92,14 @@ def encode_body(raw: bytes | None, content_type: str | None = None) -> dict[str,
     if text[:1] in "{[":
         try:
             value = json.loads(text)
-        except ValueError:
-            value = None
-        else:
-            if json.dumps(value, separators=(",", ":"), ensure_ascii=False) == text:
-                return {"json": value}
+            # allow_nan=False: NaN and Infinity are not JSON, and a record must stay
+            # strict JSON for the other tools that read it; such a body stays text.
+            compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                                 allow_nan=False)
+        except (ValueError, RecursionError):
+            compact = None
+        if compact == text:
+            return {"json": value}
     return {"text": text}
 
 
@@ -140,6 +143,11 @@ class Writer:
         self.path = os.fspath(path)
         self.seq = _last_seq(self.path)
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        if not _ends_with_newline(self.path):
+            # A killed writer left half a line: end it, or the next record would be
+            # glued onto it and lost with it.
+            self._file.write("\n")
+            self._file.flush()
 
     def write(self, record: dict[str, Any]) -> int:
         """Stamp the next sequence number on `record`, write it, flush. Returns seq."""
@@ -158,6 +166,15 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ends_with_newline(path: str) -> bool:
+    """True for an empty file or one whose last byte ends a line."""
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _last_seq(path: str) -> int:
@@ -208,7 +225,7 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any] | Read
             complete = line.endswith("\n")
             try:
                 item = json.loads(line)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 if not complete:
                     yield ReadIssue(path, number, "truncated last line (writer stopped mid-record)",
                                     truncated=True)
@@ -247,7 +264,7 @@ def _check_outline(item: dict[str, Any]) -> str | None:
         if "base64" in (body or {}):
             try:
                 base64.b64decode(body["base64"], validate=True)
-            except (binascii.Error, TypeError):
+            except (binascii.Error, ValueError, TypeError):  # ValueError: non-ASCII text
                 return "a 'base64' body that is not base64"
     return None
 

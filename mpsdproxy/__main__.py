@@ -1,0 +1,3 @@
+from mpsdproxy.cli import main
+
+main()

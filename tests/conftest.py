@@ -1,0 +1,152 @@
+"""Fixtures that start real processes on loopback: the stand-in and `mpsdproxy run`.
+
+End-to-end tests talk to them over real sockets with a real HTTP client.
+Every process started here is stopped by its PID when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mpsdproxy import title
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path,
+                  timeout: float = 20.0) -> None:
+    """Wait until something accepts on 127.0.0.1:port, failing fast if proc died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = log.read_text(errors="replace")
+            raise RuntimeError(f"process exited with {proc.returncode} before listening:\n{out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
+
+
+@dataclass
+class Process:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    record: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        """Everything the process printed so far (stdout and stderr)."""
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+
+class Launcher:
+    """Starts `python -m mpsdproxy ...` processes and stops them all afterwards."""
+
+    def __init__(self, tmp_path: Path, confdir: Path) -> None:
+        self.tmp_path = tmp_path
+        self.confdir = confdir
+        self.started: list[Process] = []
+
+    def _spawn(self, args: list[str], port: int, record: Path | None = None) -> Process:
+        log = self.tmp_path / f"{args[0]}-{port}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mpsdproxy", *args],
+                cwd=self.tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process = Process(port, proc, log, record)
+        self.started.append(process)
+        wait_for_port(port, proc, log)
+        return process
+
+    def standin(self, *args: str) -> Process:
+        port = free_port()
+        return self._spawn(["emulate", "--listen-port", str(port), *args], port)
+
+    def proxy(self, *args: str, record: bool = True) -> Process:
+        port = free_port()
+        path = self.tmp_path / f"proxy-{port}.jsonl" if record else None
+        cli = ["run", "--listen-port", str(port), "--confdir", str(self.confdir), *args]
+        if path:
+            cli += ["--record", str(path)]
+        return self._spawn(cli, port, path)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
+@pytest.fixture(scope="session")
+def confdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mitmproxy confdir (and so one CA) for the whole run."""
+    return tmp_path_factory.mktemp("mitmproxy-conf")
+
+
+@pytest.fixture
+def launch(tmp_path: Path, confdir: Path) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path, confdir)
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+
+
+def httpx_sender(client: httpx.Client, base: str, admin_base: str) -> title.Sender:
+    """A title.Sender on httpx, for end-to-end tests."""
+
+    def send(method: str, path: str, headers: list[tuple[str, str]], body: bytes,
+             admin: bool) -> tuple[int, dict[str, str], bytes]:
+        url = (admin_base if admin else base) + path
+        if admin:
+            response = httpx.request(method, url, content=body, headers=headers, timeout=10)
+        else:
+            response = client.request(method, url, content=body, headers=headers)
+        return response.status_code, {k.lower(): v for k, v in response.headers.items()}, \
+            response.content
+
+    return send
+
+
+def read_records(path: Path) -> list[dict]:
+    from mpsdproxy import recording
+
+    issues: list[recording.ReadIssue] = []
+    records = list(recording.read(path, issues=issues))
+    assert not issues, [str(i) for i in issues]
+    return records
+
