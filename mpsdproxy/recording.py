@@ -27,6 +27,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,11 +55,12 @@ FORMAT_VERSION = 1
 DEFAULT_REDACT: tuple[str, ...] = ("Authorization", "Signature", "Cookie", "Set-Cookie")
 
 REDACTED_PREFIX = "redacted:"
+_REDACTED = re.compile(r"redacted:[0-9a-f]{12}")
 
 
 def redact_value(value: str) -> str:
     """`redacted:` + a short stable hash, so equal secrets stay recognisably equal."""
-    if value.startswith(REDACTED_PREFIX):
+    if _REDACTED.fullmatch(value):
         return value  # never hash a hash: redaction is idempotent
     digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
     return REDACTED_PREFIX + digest[:12]

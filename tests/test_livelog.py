@@ -1,0 +1,168 @@
+"""LiveLog: one line per session-directory exchange, with its markers; silent when quiet."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from mitmproxy import http
+from mitmproxy.test import taddons
+from mitmproxy.test import tflow
+from mitmproxy.test import tutils
+
+from mpsdproxy import faults
+from mpsdproxy.addons import classifier
+from mpsdproxy.addons import common
+from mpsdproxy.addons import livelog
+from mpsdproxy.addons import router
+
+LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/LobbySession"
+         "/sessions/lobby-1")
+WHOLE = {"constants": {}, "properties": {}, "members": {}, "changeNumber": 1}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def finished(method: str = "GET", path: str = LOBBY, reply: faults.Reply | None = None,
+             host: str = "sessiondirectory.xboxlive.com",
+             req_headers: dict[str, str] | None = None) -> http.HTTPFlow:
+    """A flow that went through router and classifier, answered with `reply` (or an error)."""
+    request = tutils.treq(host=host, port=443, scheme=b"https", method=method.encode(),
+                          path=path.encode(), headers=http.Headers(host=host,
+                                                                   **(req_headers or {})),
+                          content=b"")
+    f = tflow.tflow(req=request)
+    r, c = router.Router(), classifier.StatusClassifier()
+    with taddons.context(r, c):
+        r.request(f)
+        if reply is None:
+            f.error = tflow.terr("connection refused")
+            c.error(f)
+        else:
+            fields = [(k.encode(), v.encode()) for k, v in reply.headers]
+            f.response = http.Response.make(reply.status, reply.body, http.Headers(fields))
+            c.response(f)
+    return f
+
+
+def log_lines(flow: http.HTTPFlow, out: io.StringIO | None = None, **options: object) -> list[str]:
+    out = out or io.StringIO()
+    log = livelog.LiveLog(out)
+    with taddons.context(log) as tctx:
+        if options:
+            tctx.configure(log, **options)
+        if flow.response:
+            log.response(flow)
+        else:
+            log.error(flow)
+    return out.getvalue().splitlines()
+
+
+def test_one_line_with_method_resource_status_and_id():
+    f = finished("DELETE", LOBBY + "/members/me", faults.build("204.element-gone"))
+    (line,) = log_lines(f)
+    assert re.match(r"\d\d:\d\d:\d\d\.\d{3} DELETE ", line)
+    assert " sessions/lobby-1/members/me " in line
+    assert "204 No Content" in line
+    assert line.rstrip().endswith("204.element-gone")
+    assert "[" not in line and "!" not in line
+
+
+def test_injected_marker():
+    f = finished("PUT", LOBBY, faults.build("412.if-match-session", session=WHOLE, etag='"e"'),
+                 req_headers={"If-Match": '"old"'})
+    common.set_provenance(f, source="injected", rule="stale-write", phase="request")
+    (line,) = log_lines(f)
+    assert "412 Precondition Failed" in line
+    assert "412.if-match-session" in line
+    assert line.endswith("[injected: stale-write]")
+
+
+def test_replayed_marker():
+    f = finished("GET", LOBBY, faults.build("200.ok", session=WHOLE, etag='"e"'))
+    common.set_provenance(f, source="replayed", record=17, file="run.jsonl")
+    (line,) = log_lines(f)
+    assert "[replayed: #17]" in line
+
+
+def test_anomaly_markers():
+    f = finished("GET", LOBBY, faults.Reply(503, "Service Unavailable",
+                                            [("Content-Type", "text/plain")], b"busy"))
+    (line,) = log_lines(f)
+    assert "503.service-unavailable" in line
+    assert "! missing-header: 503 must carry Retry-After" in line
+    assert "! unexpected-body:" in line
+    assert line.index("missing-header") < line.index("unexpected-body")
+
+
+def test_unlisted_status_has_no_id():
+    f = finished("GET", LOBBY, faults.Reply(500, "Internal Server Error", [], b""))
+    (line,) = log_lines(f)
+    assert "500 Internal Server Error" in line
+    assert " - " in line
+    assert "! unlisted-status" in line
+
+
+def test_error_line():
+    f = finished("GET", LOBBY, None)
+    (line,) = log_lines(f)
+    assert "--- connection refused" in line
+    assert "! no-response" in line
+
+
+def test_unknown_resource_shows_the_path():
+    f = finished("GET", "/connections/?x=1", faults.build("404.not-found"))
+    (line,) = log_lines(f)
+    assert " /connections/?x=1 " in line
+
+
+def test_quiet_prints_nothing():
+    f = finished("GET", LOBBY, faults.build("204.get-session"))
+    assert log_lines(f, mpsd_quiet=True) == []
+
+
+def test_unmarked_flows_print_nothing():
+    f = finished("GET", "/", faults.build("200.ok", session=WHOLE), host="example.com")
+    assert common.mark(f) is None
+    assert log_lines(f) == []
+
+
+def test_one_line_per_exchange():
+    f = finished("GET", LOBBY, faults.build("204.get-session"))
+    out = io.StringIO()
+    log = livelog.LiveLog(out)
+    with taddons.context(log):
+        log.response(f)
+        log.response(f)
+        f.error = tflow.terr("late")
+        log.error(f)
+    assert len(out.getvalue().splitlines()) == 1
+
+
+@pytest.mark.parametrize("out, coloured", [(io.StringIO(), False), (TTY(), True)])
+def test_colour_only_on_a_terminal(out, coloured):
+    f = finished("GET", LOBBY, faults.build("503.service-unavailable"))
+    (line,) = log_lines(f, out)
+    assert bool(ANSI.search(line)) is coloured
+    assert "503 Service Unavailable" in ANSI.sub("", line)
+
+
+def test_writes_to_stdout_by_default(capsys):
+    f = finished("GET", LOBBY, faults.build("204.get-session"))
+    log = livelog.LiveLog()
+    with taddons.context(log):
+        log.response(f)
+    assert "204.get-session" in capsys.readouterr().out
+
+
+def test_format_line_plain():
+    f = finished("GET", LOBBY, faults.build("304.not-modified"),
+                 req_headers={"If-None-Match": '"e"'})
+    line = livelog.format_line(f)
+    assert line.split()[1:] == ["GET", "sessions/lobby-1", "304", "Not", "Modified",
+                                "304.not-modified"]

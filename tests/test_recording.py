@@ -1,0 +1,398 @@
+"""The recording format: bodies, redaction, the append-and-flush writer and the streaming reader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import example
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from mpsdproxy import recording
+from mpsdproxy.recording import ReadIssue
+from mpsdproxy.recording import RecordError
+
+TOKEN = "XBL3.0 x=2814646326226712;eyJlbmMiOiJBMTI4Q0JDK0hTMjU2IiwiYWxnIjoiUlNBLU9BRVAifQ"
+OTHER_TOKEN = "XBL3.0 x=2814670358539055;eyJlbmMiOiJBMTI4Q0JDK0hTMjU2IiwiYWxnIjoiUlNBLU9BRVBifQ"
+SIGNATURE = "AAAAAQHS7hcmPq0WEhCbZ0M7aQ2W1b3i0F2oQdJ4CjW+4Rtt9sKm5fFQWw=="
+
+
+def record(method: str = "GET", url: str = "https://sessiondirectory.xboxlive.com/handles",
+           **extra: object) -> dict[str, object]:
+    return {"request": {"method": method, "url": url, "headers": [], "body": None},
+            "response": {"status": 200, "reason": "OK", "headers": [], "body": None}, **extra}
+
+
+def line(seq: int, **extra: object) -> str:
+    return json.dumps({"seq": seq, **record(**extra)}) + "\n"
+
+
+# --- bodies ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, encoded",
+    [
+        (None, None),
+        (b"", None),
+        (b'{"a":1,"b":[true,null]}', {"json": {"a": 1, "b": [True, None]}}),
+        (b"[1,2]", {"json": [1, 2]}),
+        (b"{}", {"json": {}}),
+        ('{"n":"Zoë"}'.encode(), {"json": {"n": "Zoë"}}),
+        (b'{"a":1.0}', {"json": {"a": 1.0}}),
+        # JSON, but not in its compact form: kept as the text that was on the wire
+        (b'{"a": 1}', {"text": '{"a": 1}'}),
+        (b'{"n":"Zo\\u00eb"}', {"text": '{"n":"Zo\\u00eb"}'}),
+        (b'{"a":1e5}', {"text": '{"a":1e5}'}),
+        (b'{"a":1,"a":2}', {"text": '{"a":1,"a":2}'}),
+        (b'{"a":1}\n', {"text": '{"a":1}\n'}),
+        # not JSON at all (NaN is not JSON; a record must stay strict JSON for other tools)
+        (b"[NaN]", {"text": "[NaN]"}),
+        (b'{"x":Infinity}', {"text": '{"x":Infinity}'}),
+        (b'"just a string"', {"text": '"just a string"'}),
+        (b"42", {"text": "42"}),
+        (b"{not json", {"text": "{not json"}),
+        (b"[" * 100_000, {"text": "[" * 100_000}),
+        (b"The requested session wasn't found", {"text": "The requested session wasn't found"}),
+        (b"\xff\xfe\x00\x01", {"base64": "//4AAQ=="}),
+        (b"\xc3", {"base64": "ww=="}),
+    ],
+)
+def test_encode_body(raw, encoded):
+    assert recording.encode_body(raw) == encoded
+    assert recording.decode_body(encoded) == (raw or b"")
+
+
+def test_decode_body_rejects_unknown_kinds():
+    with pytest.raises(ValueError, match=r"one of json, text, base64, not \['yaml'\]"):
+        recording.decode_body({"yaml": "a: 1"})
+
+
+def _through_a_line(body: dict[str, object] | None) -> dict[str, object] | None:
+    """What a reader gets back after the writer put `body` on a line."""
+    return json.loads(json.dumps({"body": body}, ensure_ascii=False, allow_nan=False))["body"]
+
+
+@settings(max_examples=300)
+@given(st.binary())
+@example(b"[NaN]")
+@example(b'[1e400]')
+@example(b"[-0.0]")
+@example('{"\u2028":"\ud7ff"}'.encode())
+def test_body_round_trips_any_bytes(raw):
+    encoded = recording.encode_body(raw)
+    assert recording.decode_body(_through_a_line(encoded)) == raw
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200)
+@given(st.one_of(st.lists(JSON_VALUES, max_size=4),
+                 st.dictionaries(st.text(), JSON_VALUES, max_size=4)))
+def test_compact_json_stays_json(value):
+    raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded = recording.encode_body(raw)
+    assert encoded is not None and "json" in encoded
+    assert recording.decode_body(_through_a_line(encoded)) == raw
+
+
+# --- redaction ---------------------------------------------------------------------------
+
+
+def test_redacts_the_default_secrets():
+    pairs = [
+        ("Authorization", TOKEN),
+        ("Signature", SIGNATURE),
+        ("Cookie", "session=abc"),
+        ("Set-Cookie", "session=def; Secure"),
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("x-xbl-contract-version", "107"),
+    ]
+    out = recording.Redactor().headers(pairs)
+    assert [name for name, _ in out] == [name for name, _ in pairs]
+    for (name, value), (_, raw) in zip(out[:4], pairs[:4], strict=True):
+        assert value == "redacted:" + hashlib.sha256(raw.encode()).hexdigest()[:12], name
+    assert out[4:] == [list(p) for p in pairs[4:]]
+    text = json.dumps(out)
+    for secret in (TOKEN, "eyJ", SIGNATURE, "session=abc", "session=def"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("name", ["authorization", "AUTHORIZATION", "signature", "cOOKIE",
+                                  "set-cookie"])
+def test_redaction_ignores_name_case(name):
+    ((_, value),) = recording.Redactor().headers([(name, TOKEN)])
+    assert value.startswith("redacted:")
+
+
+def test_extra_names():
+    redactor = recording.Redactor((*recording.DEFAULT_REDACT, "X-Xbl-Debug", "x-secret"))
+    out = dict(redactor.headers([("x-xbl-debug", "node=7"), ("X-SECRET", "s"), ("ETag", '"e"'),
+                                 ("Authorization", TOKEN)]))
+    assert out["x-xbl-debug"].startswith("redacted:")
+    assert out["X-SECRET"].startswith("redacted:")
+    assert out["Authorization"].startswith("redacted:")
+    assert out["ETag"] == '"e"'
+
+
+def test_redaction_is_stable_and_keeps_users_apart():
+    assert recording.redact_value(TOKEN) == recording.redact_value(TOKEN)
+    assert recording.redact_value(TOKEN) != recording.redact_value(OTHER_TOKEN)
+    assert len(recording.redact_value(TOKEN)) == len("redacted:") + 12
+
+
+def test_redaction_is_idempotent():
+    once = recording.redact_value(TOKEN)
+    assert recording.redact_value(once) == once
+    redactor = recording.Redactor()
+    first = redactor.headers([("Authorization", TOKEN), ("Accept", "*/*")])
+    assert redactor.headers([tuple(p) for p in first]) == first
+
+
+def test_repeated_headers_keep_order():
+    out = recording.Redactor().headers([("Set-Cookie", "a=1"), ("X", "y"), ("Set-Cookie", "b=2")])
+    assert [n for n, _ in out] == ["Set-Cookie", "X", "Set-Cookie"]
+    assert out[0][1] != out[2][1]
+
+
+def test_disabled_redactor_writes_raw():
+    pairs = [("Authorization", TOKEN), ("Signature", SIGNATURE)]
+    assert recording.Redactor(enabled=False).headers(pairs) == [list(p) for p in pairs]
+
+
+# --- times -------------------------------------------------------------------------------
+
+
+def test_timestamps():
+    assert recording.timestamp(None) is None
+    assert recording.timestamp(946684800.25) == "2000-01-01T00:00:00.250000Z"
+    assert recording.parse_timestamp("2000-01-01T00:00:00.250000Z") == 946684800.25
+
+
+@given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
+def test_timestamp_round_trip(epoch):
+    assert recording.parse_timestamp(recording.timestamp(epoch)) == pytest.approx(epoch,
+                                                                                  abs=1e-6)
+
+
+# --- writer ------------------------------------------------------------------------------
+
+
+def test_writer_numbers_and_flushes_each_line(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    with recording.Writer(path) as writer:
+        assert writer.write(record()) == 1
+        # Read through another handle while the writer is still open.
+        assert [json.loads(x)["seq"] for x in path.read_text().splitlines()] == [1]
+        assert writer.write(record("PUT")) == 2
+        lines = path.read_text().splitlines()
+        assert [json.loads(x)["seq"] for x in lines] == [1, 2]
+        assert path.read_text().endswith("\n")
+    assert writer._file.closed
+    first = json.loads(lines[0])
+    assert next(iter(first)) == "seq"
+    assert first == {"seq": 1, **record()}
+
+
+def test_writer_keeps_unicode_readable(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    with recording.Writer(path) as writer:
+        writer.write(record(url="https://h/handles/Zoë"))
+    assert "Zoë" in path.read_text(encoding="utf-8")
+
+
+def test_writer_continues_an_existing_recording(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    with recording.Writer(path) as writer:
+        writer.write(record())
+        writer.write(record())
+    with recording.Writer(path) as writer:
+        assert writer.seq == 2
+        assert writer.write(record()) == 3
+    assert [r["seq"] for r in recording.read(path, strict=True)] == [1, 2, 3]
+
+
+def test_writer_continues_after_the_highest_seq(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(4) + line(9) + "garbage\n" + line(7))
+    with recording.Writer(path) as writer:
+        assert writer.write(record()) == 10
+
+
+def test_writer_after_a_killed_writer_loses_nothing_new(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1) + line(2) + line(3)[:25])  # the third record was cut mid-line
+    with recording.Writer(path) as writer:
+        assert writer.write(record("DELETE")) == 3
+    issues: list[ReadIssue] = []
+    records = list(recording.read(path, issues=issues))
+    assert [(r["seq"], r["request"]["method"]) for r in records] == [
+        (1, "GET"), (2, "GET"), (3, "DELETE"),
+    ]
+    assert [issue.line for issue in issues] == [3]
+
+
+def test_writer_on_an_empty_file(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text("")
+    with recording.Writer(path) as writer:
+        assert writer.write(record()) == 1
+    assert path.read_text().count("\n") == 1
+
+
+# --- reader ------------------------------------------------------------------------------
+
+
+def test_reader_streams(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1))
+    records = recording.read(path)
+    assert next(records)["seq"] == 1
+    # A line appended after reading began is still seen: nothing was slurped up front.
+    with path.open("a") as f:
+        f.write(line(2))
+    assert [r["seq"] for r in records] == [2]
+
+
+def test_reader_names_a_truncated_last_line(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1) + line(2) + line(3)[:-20])
+    issues: list[ReadIssue] = []
+    assert [r["seq"] for r in recording.read(path, issues=issues)] == [1, 2]
+    (issue,) = issues
+    assert issue.truncated
+    assert issue.line == 3
+    assert str(issue) == f"{path}:3: truncated last line (writer stopped mid-record)"
+
+
+def test_a_complete_last_line_without_newline_is_a_record(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1) + line(2).rstrip("\n"))
+    assert [r["seq"] for r in recording.read(path, strict=True)] == [1, 2]
+
+
+def test_strict_raises_with_file_and_line(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1) + "{oops\n" + line(3))
+    with pytest.raises(RecordError, match=rf"^{path}:2: not valid JSON") as e:
+        list(recording.read(path, strict=True))
+    assert (e.value.path, e.value.line) == (str(path), 2)
+    assert isinstance(e.value, ValueError)
+
+
+def test_strict_raises_on_a_truncated_last_line(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1) + line(2)[:10])
+    with pytest.raises(RecordError, match=r":2: truncated last line"):
+        list(recording.read(path, strict=True))
+
+
+def _good(seq: int) -> dict[str, object]:
+    return {"seq": seq, **record()}
+
+
+def _with(seq: int, /, **changes: object) -> str:
+    item = _good(seq)
+    for dotted, value in changes.items():
+        target = item
+        *parents, leaf = dotted.split("__")
+        for parent in parents:
+            target = target[parent]  # type: ignore[assignment,index]
+        if value is KeyError:
+            del target[leaf]  # type: ignore[attr-defined]
+        else:
+            target[leaf] = value  # type: ignore[index]
+    return json.dumps(item) + "\n"
+
+
+# (the bad line, the problem it must be reported with)
+MALFORMED = [
+    ("{not json}\n", "not valid JSON"),
+    ("[1, 2, 3]\n", "a record should be a JSON object, not list"),
+    ('"a string"\n', "a record should be a JSON object, not str"),
+    (_with(0, seq=KeyError), "missing or non-integer 'seq'"),
+    (_with(0, seq="7"), "missing or non-integer 'seq'"),
+    (_with(0, request=KeyError), "missing 'request' with 'method' and 'url'"),
+    (_with(0, request__method=7), "missing 'request' with 'method' and 'url'"),
+    (_with(0, request__url=None), "missing 'request' with 'method' and 'url'"),
+    (_with(0, response__status="200"), "'response' should be null or an object"),
+    (_with(0, response=[]), "'response' should be null or an object"),
+    (_with(0, request__body="raw"), "a 'body' should be null or one of"),
+    (_with(0, response__body={"text": "a", "json": 1}), "a 'body' should be null or one of"),
+    (_with(0, response__body={"hex": "00"}), "a 'body' should be null or one of"),
+    (_with(0, response__body={"base64": "not base64!"}), "a 'base64' body that is not base64"),
+    (_with(0, request__body={"base64": "é"}), "a 'base64' body that is not base64"),
+    (_with(0, request__body={"base64": 12}), "a 'base64' body that is not base64"),
+    ("[" * 100_000 + "\n", "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("bad, problem", MALFORMED, ids=[p for _, p in MALFORMED])
+def test_malformed_lines_are_reported_with_their_line(tmp_path: Path, bad, problem):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1) + "\n" + bad + line(4), encoding="utf-8")
+    issues: list[ReadIssue] = []
+    assert [r["seq"] for r in recording.read(path, issues=issues)] == [1, 4]
+    (issue,) = issues
+    assert issue.line == 3
+    assert problem in issue.problem
+    assert not issue.truncated
+    with pytest.raises(RecordError, match=rf":3: .*{problem[:12]}"):
+        list(recording.read(path, strict=True))
+
+
+def test_nothing_is_silently_dropped(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    bad = [b for b, _ in MALFORMED]
+    path.write_text("".join(line(i) + b for i, b in enumerate(bad, start=1)))
+    issues: list[ReadIssue] = []
+    records = list(recording.read(path, issues=issues))
+    assert len(records) == len(bad)
+    assert [i.line for i in issues] == list(range(2, 2 * len(bad) + 1, 2))
+
+
+def test_a_response_may_be_null(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(_with(1, response=None))
+    assert next(recording.read(path, strict=True))["response"] is None
+
+
+def test_iter_records_yields_issues_in_place(tmp_path: Path):
+    path = tmp_path / "run.jsonl"
+    path.write_text(line(1) + "x\n" + line(3))
+    items = list(recording.iter_records(path))
+    assert [type(i).__name__ for i in items] == ["dict", "ReadIssue", "dict"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.one_of(st.sampled_from([line(1), line(2).rstrip("\n"), "\n", "{", "[]\n",
+                                        _with(3, request__body={"base64": "ü"})]),
+                       st.text(max_size=40)), max_size=6).map(lambda x: "".join(x).encode()),
+))
+@example(b"[" * 50_000)
+@example(b'{"seq":1,"request":{"method":"GET","url":"/","body":{"base64":"\xc3\xa9"}}}\n')
+@example(b"\r\r\n\x00\xff")
+def test_reader_raises_nothing_but_record_error(tmp_path_factory, content):
+    path = tmp_path_factory.getbasetemp() / "fuzz.jsonl"
+    path.write_bytes(content)
+    issues: list[ReadIssue] = []
+    records = list(recording.read(path, issues=issues))
+    assert all(isinstance(r, dict) and isinstance(r["seq"], int) for r in records)
+    try:
+        strict = list(recording.read(path, strict=True))
+    except RecordError:
+        assert issues
+    else:
+        assert strict == records and not issues
