@@ -134,6 +134,131 @@ def demo(record: str) -> None:
     sys.exit(demo_module.main(record or None))
 
 
+def _existing_file() -> click.Path:
+    return click.Path(exists=True, dir_okay=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("old", type=_existing_file())
+@click.argument("new", type=_existing_file())
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Report format; the JSON form is stable.")
+@click.option("--ignore", multiple=True, metavar="PATH",
+              help="Also ignore this dotted field path (glob, repeatable), e.g. "
+                   "'members.*.properties.custom' or 'header:x-custom'.")
+@click.option("--no-default-ignores", is_flag=True,
+              help="Compare the volatile fields too (correlationId, ETag, Date, ...).")
+@click.option("--strict-timestamps", is_flag=True, help="Compare date-time values too.")
+def diff(old: str, new: str, fmt: str, ignore: tuple[str, ...], no_default_ignores: bool,
+         strict_timestamps: bool) -> None:
+    """Pair the exchanges of two recordings and report what changed.
+
+    Per pair: status, classification, new anomalies and changed JSON fields;
+    plus exchanges only one side has. Exit 0 when nothing regressed, 1 otherwise.
+    """
+    from mpsdproxy import diff as diff_module
+
+    patterns = (*(() if no_default_ignores else diff_module.DEFAULT_IGNORES), *ignore)
+    try:
+        result = diff_module.diff(old, new, patterns, ignore_timestamps=not strict_timestamps)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(result.to_json() if fmt == "json" else result.to_text())
+    sys.exit(diff_module.exit_code(result))
+
+
+def _target(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from mpsdproxy import resend as resend_module
+
+    try:
+        resend_module.parse_target(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=_existing_file())
+@click.option("--to", "to_url", required=True, callback=_target, metavar="URL",
+              help="Service to re-send to: http(s)://host[:port][/base], e.g. the stand-in.")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
+              help="Append the answers to this recording (then `mpsdproxy diff` it).")
+@click.option("--rename", is_flag=True,
+              help="Give every session a fresh unique name so runs do not collide.")
+@click.option("--keep-host", is_flag=True, help="Send the recorded Host header, not the target's.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for each answer.")
+@click.option("--insecure", is_flag=True, help="Do not verify the target's TLS certificate.")
+def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_host: bool,
+           timeout: float, insecure: bool) -> None:
+    """Re-issue a recording's requests, in order, against a stand-in or test service.
+
+    Redacted tokens are replaced by stand-in tokens derived from their hash, so
+    distinct users stay distinct. Exit 1 when any request got no answer.
+    """
+    from mpsdproxy import resend as resend_module
+
+    def show(outcome: resend_module.ResentExchange) -> None:
+        answer = outcome.status if outcome.status is not None else f"failed: {outcome.error}"
+        click.echo(f"#{outcome.record:<5} {outcome.method:<6} {outcome.url}  {answer}")
+
+    result = resend_module.resend(file, to_url, record_path, rename, keep_host=keep_host,
+                                  timeout=timeout, verify=not insecure, on_exchange=show)
+    for issue in result.issues:
+        click.secho(f"skipped {issue}", fg="yellow", err=True)
+    click.echo(f"{result.sent} sent, {result.answered} answered, {result.failed} failed"
+               + (f"; recorded to {record_path}" if record_path else ""))
+    sys.exit(0 if result.ok else 1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=_existing_file())
+@click.option("--format", "fmt", type=click.Choice(["har", "mitm", "saz"]), required=True,
+              help="har (browser devtools, mitmweb), mitm (mitmproxy flows), saz (Fiddler, "
+                   "the Xbox Live Trace Analyzer).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="File to write.")
+def export(file: str, fmt: str, output: str) -> None:
+    """Write a recording as HAR, a mitmproxy flow file, or a Fiddler SAZ archive."""
+    from mpsdproxy import interchange
+
+    try:
+        result = interchange.export_file(file, output, fmt)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{file}: {e}") from None
+    for line in (*map(str, result.issues), *result.skipped):
+        click.secho(f"skipped {line}", fg="yellow", err=True)
+    click.echo(f"Exported {result.count} exchanges to {output}")
+
+
+@cli.command("import", context_settings=CONTEXT)
+@click.argument("file", type=_existing_file())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Recording to append to.")
+@click.option("--format", "fmt", type=click.Choice(["har", "mitm", "saz"]), default=None,
+              help="Default: guessed from the file name.")
+@click.option("--host", "hosts", multiple=True, metavar="HOST",
+              help="Keep only exchanges with this host (repeatable).")
+@click.option("--redact", multiple=True, metavar="HEADER", help="More headers to redact.")
+@click.option("--no-redact", is_flag=True, help="Keep secrets (private captures only).")
+def import_(file: str, output: str, fmt: str | None, hosts: tuple[str, ...],
+            redact: tuple[str, ...], no_redact: bool) -> None:
+    """Turn a HAR, mitmproxy flow file (e.g. from `mitmdump -w`) or Fiddler SAZ capture
+    into a classified, redacted recording."""
+    from mpsdproxy import interchange
+    from mpsdproxy import recording
+
+    redactor = recording.Redactor((*recording.DEFAULT_REDACT, *redact), enabled=not no_redact)
+    try:
+        result = interchange.import_file(file, output, fmt, redactor=redactor,
+                                         hosts=list(hosts) or None)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{file}: {e}") from None
+    for line in result.skipped:
+        click.secho(f"skipped {line}", fg="yellow", err=True)
+    click.echo(f"Imported {result.count} exchanges into {output}")
+
+
 def main() -> None:
     cli(prog_name="mpsdproxy")
 

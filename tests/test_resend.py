@@ -1,0 +1,389 @@
+"""resend: re-issue a recording against a live service over real sockets, then diff the runs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mpsdproxy import diff
+from mpsdproxy import recording
+from mpsdproxy import resend
+from mpsdproxy import resources
+
+SCID = "5deb0100-1111-2222-3333-444455556666"
+SESSION_PATH = f"/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/"
+USER_A = "redacted:aaaaaaaaaaaa"
+USER_B = "redacted:bbbbbbbbbbbb"
+
+
+# --- a small session directory: enough MPSD to exercise ETags, handles and names ------------
+
+class MiniDirectory:
+    """Sessions with changeNumber and ETag, If-Match, activity handles.
+
+    `seed` makes its ETags and handle ids its own (as two service builds
+    would); `broken_handles` makes GET /handles/{id} answer 404 (a behaviour
+    change for diff to find).
+    """
+
+    def __init__(self, seed: str, broken_handles: bool = False) -> None:
+        self.seed = seed
+        self.broken_handles = broken_handles
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.handles: dict[str, dict[str, Any]] = {}
+        self.seen: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def etag(self, doc: dict[str, Any]) -> str:
+        return f'"{self.seed}-{doc["changeNumber"]}"'
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes
+               ) -> tuple[int, list[tuple[str, str]], bytes]:
+        self.seen.append({"method": method, "path": path, "headers": headers, "body": body})
+        resource = resources.parse(path)
+        if resource.kind is resources.Kind.SESSION:
+            return self.session(method, resource.name.lower(), headers, body)
+        if resource.kind is resources.Kind.HANDLE:
+            return self.handle_call(method, resource.element, body)
+        return 404, [("Content-Type", "text/plain")], b"no such resource"
+
+    def session(self, method: str, name: str, headers: dict[str, str], body: bytes):
+        doc = self.sessions.get(name)
+        if method == "GET":
+            return (200, self.doc_headers(doc), _json(doc)) if doc else (204, [], b"")
+        match = headers.get("if-match")
+        if match and match != "*" and (doc is None or match != self.etag(doc)):
+            return (412, self.doc_headers(doc), _json(doc)) if doc else (412, [], b"")
+        request = json.loads(body or b"{}")
+        xuid = headers.get("authorization", "x=?;").split("x=", 1)[1].split(";", 1)[0]
+        created = doc is None
+        doc = doc or {"constants": {"system": {"maxMembersCount": 8}}, "changeNumber": 0,
+                      "properties": {"system": {}, "custom": {}}, "members": {},
+                      "correlationId": str(uuid.uuid4()), "startTime": "2026-11-25T09:00:00Z"}
+        doc["properties"]["custom"].update(request.get("properties", {}).get("custom", {}))
+        members = {m["constants"]["system"]["xuid"]: k for k, m in doc["members"].items()}
+        me = request.get("members", {}).get("me", "absent")
+        if me is None and xuid in members:
+            del doc["members"][members[xuid]]
+        elif isinstance(me, dict) and xuid not in members:
+            doc["members"][str(len(doc["members"]))] = {
+                "constants": {"system": {"xuid": xuid}},
+                "properties": me.get("properties", {})}
+        doc["changeNumber"] += 1
+        if not doc["members"]:
+            self.sessions.pop(name, None)
+            return 204, [], b""
+        self.sessions[name] = doc
+        return (201 if created else 200), self.doc_headers(doc), _json(doc)
+
+    def doc_headers(self, doc: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("Content-Type", "application/json"), ("ETag", self.etag(doc))]
+
+    def handle_call(self, method: str, handle_id: str | None, body: bytes):
+        if method == "POST" and handle_id is None:
+            new_id = f"{self.seed}{len(self.handles) + 1:07d}-0000-4000-8000-000000000000"
+            self.handles[new_id] = {**json.loads(body), "id": new_id}
+            return (201, [("Content-Type", "application/json"), ("Location", f"/handles/{new_id}")],
+                    _json(self.handles[new_id]))
+        if method == "GET" and handle_id in self.handles and not self.broken_handles:
+            return 200, [("Content-Type", "application/json")], _json(self.handles[handle_id])
+        return 404, [("Content-Type", "text/plain")], b"handle not found"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@contextlib.contextmanager
+def serving(directory: MiniDirectory) -> Iterator[int]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with directory.lock:
+                status, out, data = directory.handle(self.command, self.path, headers, body)
+            self.send_response(status)
+            for k, v in out:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _any
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --- recordings -----------------------------------------------------------------------------
+
+def request_record(method: str, path: str, body: Any = None, user: str = USER_A,
+                   extra: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """A record of a request whose answer is not known yet (a script to send)."""
+    raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+    headers = [("Host", "sessiondirectory.xboxlive.com"), ("Authorization", user),
+               ("Signature", "redacted:0123456789ab"), ("x-xbl-contract-version", "107"),
+               ("Content-Type", "application/json; charset=utf-8"), *(extra or [])]
+    return {"start": "2026-11-25T09:00:00.000000Z", "end": None, "duration_ms": None,
+            "client": "127.0.0.1:50000",
+            "request": {"method": method, "url": "https://sessiondirectory.xboxlive.com" + path,
+                        "headers": [list(h) for h in headers],
+                        "body": recording.encode_body(raw)},
+            "response": None, "error": "not sent yet", "resource": None,
+            "classification": None, "provenance": {"source": "script"}}
+
+
+def script(name: str = "lobby-1", first_handle: str | None = None) -> list[dict[str, Any]]:
+    """A session lifecycle of two users, as a title would run it against seed `a`."""
+    ref = {"scid": SCID, "templateName": "LobbySession", "name": name}
+    me = {"members": {"me": {"properties": {"system": {"active": True}}}}}
+    steps = [
+        request_record("PUT", SESSION_PATH + name, {**me, "properties": {"custom": {"m": "ffa"}}}),
+        request_record("GET", SESSION_PATH + name),
+        request_record("PUT", SESSION_PATH + name, {"properties": {"custom": {"m": "teams"}}},
+                       extra=[("If-Match", '"a-1"')]),
+        request_record("POST", "/handles", {"type": "activity", "version": 1, "sessionRef": ref}),
+        request_record("PUT", SESSION_PATH + name, me, user=USER_B),
+        request_record("PUT", SESSION_PATH + name, {"members": {"me": None}}),
+    ]
+    if first_handle:
+        steps.insert(4, request_record("GET", f"/handles/{first_handle}"))
+    return steps
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> str:
+    with recording.Writer(path) as w:
+        for r in records:
+            w.write(r)
+    return str(path)
+
+
+def statuses(path: str) -> list[int | None]:
+    return [(r["response"] or {}).get("status") for r in recording.read(path, strict=True)]
+
+
+@pytest.fixture
+def original(tmp_path: Path) -> str:
+    """The script run against seed `a`: the recording every test re-sends."""
+    plan = write(tmp_path / "script.jsonl",
+                 script(first_handle="a0000001-0000-4000-8000-000000000000"))
+    out = str(tmp_path / "original.jsonl")
+    with serving(MiniDirectory("a")) as port:
+        result = resend.resend(plan, f"http://127.0.0.1:{port}", out)
+    assert result.ok and result.sent == 7
+    assert statuses(out) == [201, 200, 200, 201, 200, 200, 200]
+    return out
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+def test_resend_renames_carries_ids_and_etags_and_diffs_clean(original: str, tmp_path: Path
+                                                                ) -> None:
+    service = MiniDirectory("b")
+    out = str(tmp_path / "resent.jsonl")
+    with serving(service) as port:
+        result = resend.resend(original, f"http://127.0.0.1:{port}", out, rename=True)
+    assert (result.sent, result.answered, result.failed) == (7, 7, 0)
+    fresh = result.renames["lobby-1"]
+    assert fresh.startswith("lobby-1-") and fresh != "lobby-1"
+
+    seen = service.seen
+    assert {s["path"] for s in seen if s["path"].startswith(SESSION_PATH)} == {SESSION_PATH + fresh}
+    assert json.loads(seen[3]["body"])["sessionRef"]["name"] == fresh
+    assert seen[2]["headers"]["if-match"] == '"b-1"'  # the ETag b gave, not a's
+    assert seen[4]["path"] == "/handles/b0000001-0000-4000-8000-000000000000"
+    assert seen[0]["headers"]["authorization"] == "XBL3.0 x=aaaaaaaaaaaa;resent"
+    assert seen[5]["headers"]["authorization"] == "XBL3.0 x=bbbbbbbbbbbb;resent"
+    assert "signature" not in seen[0]["headers"]
+    assert seen[0]["headers"]["host"] == f"127.0.0.1:{port}"
+
+    records = list(recording.read(out, strict=True))
+    assert [r["provenance"] for r in records] == [
+        {"source": "resent", "record": n} for n in range(1, 8)]
+    assert records[0]["classification"]["id"] == "201.created"
+    assert records[0]["resource"]["name"] == fresh
+    # the record keeps the user's redacted identity, not the stand-in token
+    assert dict(records[0]["request"]["headers"])["Authorization"] == USER_A
+    assert "Signature" not in dict(records[0]["request"]["headers"])
+
+    compared = diff.diff(original, out)
+    assert compared.pairs == 7
+    assert not compared.regressed, compared.to_text()
+
+
+def test_a_changed_behaviour_is_named_by_diff(original: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "resent.jsonl")
+    with serving(MiniDirectory("c", broken_handles=True)) as port:
+        resend.resend(original, f"http://127.0.0.1:{port}", out)
+    compared = diff.diff(original, out)
+    assert compared.regressed and diff.exit_code(compared) == 1
+    assert [(c.old.seq, c.new.seq) for c in compared.changes] == [(5, 5)]
+    assert (compared.changes[0].old.status, compared.changes[0].new.status) == (200, 404)
+    assert not compared.unpaired_old and not compared.unpaired_new
+
+
+def test_without_rename_names_are_kept(tmp_path: Path) -> None:
+    plan = write(tmp_path / "script.jsonl", script())
+    service = MiniDirectory("a")
+    with serving(service) as port:
+        result = resend.resend(plan, f"http://127.0.0.1:{port}", None, keep_host=True)
+    assert result.renames == {}
+    assert service.seen[0]["path"] == SESSION_PATH + "lobby-1"
+    assert service.seen[0]["headers"]["host"] == "sessiondirectory.xboxlive.com"
+
+
+def test_unreachable_target_records_errors(original: str, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "resent.jsonl")
+    result = resend.resend(original, f"http://127.0.0.1:{port}", out, timeout=2.0)
+    assert (result.sent, result.answered, result.failed) == (7, 0, 7)
+    assert not result.ok
+    first = next(recording.read(out, strict=True))
+    assert first["response"] is None
+    assert "ConnectionRefusedError" in first["error"]
+    assert first["classification"]["anomalies"][0]["code"] == "no-response"
+    assert diff.diff(original, out).regressed
+
+
+def test_progress_callback_and_bad_lines(original: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jsonl"
+    lines = Path(original).read_text().splitlines(keepends=True)
+    broken.write_text("".join(lines[:2]) + "garbage\n" + "".join(lines[2:]))
+    seen: list[resend.ResentExchange] = []
+    with serving(MiniDirectory("a")) as port:
+        result = resend.resend(str(broken), f"http://127.0.0.1:{port}", on_exchange=seen.append)
+    assert [i.line for i in result.issues] == [3]
+    assert [e.record for e in seen] == [1, 2, 3, 4, 5, 6, 7]
+    assert seen[0].status == 201 and seen[0].seq is None
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1:8081", resend.Target("http", "127.0.0.1", 8081, "")),
+    ("https://test.example/base/", resend.Target("https", "test.example", 443, "/base")),
+])
+def test_parse_target(url: str, expected: resend.Target) -> None:
+    assert resend.parse_target(url) == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "127.0.0.1:80", "http://h/?q=1", "http://h:99999"])
+def test_parse_target_rejects(url: str) -> None:
+    with pytest.raises(ValueError, match="http"):
+        resend.parse_target(url)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("redacted:0123456789ab", "XBL3.0 x=0123456789ab;resent"),
+    ("XBL3.0 x=1;token", None),
+])
+def test_stand_in_authorization(value: str, expected: str | None) -> None:
+    assert resend.stand_in_authorization(value) == expected
+
+
+def test_renamer_is_consistent_and_case_insensitive() -> None:
+    rename = resend.Renamer(True)
+    guid = "5E361402-9875-4A53-BB1D-47556775F680"
+    fresh = rename(guid)
+    assert fresh != guid and fresh == fresh.upper() and len(fresh) == len(guid)
+    assert rename(guid.lower()) == fresh
+    assert rename("lobby") != rename("game")
+    assert resend.Renamer(False)("lobby") == "lobby"
+
+
+EMULATOR_SCID = "7492baca-c1b4-440d-a391-b7ef00000001"  # in the stand-in's shipped config
+
+
+def _response_header(record: dict[str, Any], name: str) -> str:
+    return next(v for k, v in record["response"]["headers"] if k.lower() == name)
+
+
+def _stand_in_flow(emulator: Any, tmp_path: Path) -> str:
+    """A title's session flow run against the stand-in, learning ETags and ids as it goes."""
+    path = f"/serviceconfigs/{EMULATOR_SCID}/sessiontemplates/LobbySession/sessions/lobby-7"
+    ref = {"scid": EMULATOR_SCID, "templateName": "LobbySession", "name": "lobby-7"}
+    me = {"members": {"me": {"properties": {"system": {"active": True}}}}}
+    first = tmp_path / "first.jsonl"
+    with emulator.running() as (_emu, port):
+        url = f"http://127.0.0.1:{port}"
+        resend.resend(write(tmp_path / "1.jsonl", [request_record("PUT", path, me)]), url,
+                      str(first))
+        etag = _response_header(next(recording.read(first)), "etag")
+        resend.resend(write(tmp_path / "2.jsonl", [
+            request_record("GET", path),
+            request_record("PUT", path, {"properties": {"custom": {"m": "teams"}}},
+                           extra=[("If-Match", etag)]),
+            request_record("POST", "/handles", {"type": "activity", "version": 1,
+                                                "sessionRef": ref}),
+        ]), url, str(first))
+        handle = list(recording.read(first))[-1]["response"]["body"]["json"]["id"]
+        resend.resend(write(tmp_path / "3.jsonl", [
+            request_record("PUT", path, me, user=USER_B),
+            request_record("GET", f"/handles/{handle}"),
+            request_record("PUT", path, {"members": {"me": None}}),
+            request_record("PUT", path, {"members": {"me": None}}, user=USER_B),
+        ]), url, str(first))
+    assert statuses(str(first)) == [201, 200, 200, 201, 200, 200, 200, 204]
+    return str(first)
+
+
+def test_resend_against_the_stand_in(tmp_path: Path) -> None:
+    """Re-sent renamed to a fresh stand-in, the flow answers the same: no regressions."""
+    emulator = pytest.importorskip("mpsdproxy.emulator")
+    first = _stand_in_flow(emulator, tmp_path)
+    second = str(tmp_path / "second.jsonl")
+    with emulator.running() as (_emu, port):
+        result = resend.resend(first, f"http://127.0.0.1:{port}", second, rename=True)
+    assert result.failed == 0 and "lobby-7" in result.renames
+    assert statuses(second) == statuses(first)
+    compared = diff.diff(first, second)
+    assert compared.pairs == 8
+    assert not compared.regressed, compared.to_text()
+
+
+def test_a_stand_in_that_answers_one_case_differently_is_caught(tmp_path: Path) -> None:
+    emulator = pytest.importorskip("mpsdproxy.emulator")
+    first = _stand_in_flow(emulator, tmp_path)
+    second = str(tmp_path / "second.jsonl")
+    with emulator.running() as (_emu, port), recording.Writer(second) as writer:
+        def overloaded_before_sixth() -> Iterator[dict[str, Any]]:
+            for record in recording.read(first):
+                if record["seq"] == 6:  # the stand-in is overloaded for exactly one request
+                    with urllib.request.urlopen(urllib.request.Request(
+                            f"http://127.0.0.1:{port}/_emulator/overload", method="POST",
+                            data=b'{"retry_after": 2, "requests": 1}'), timeout=5) as answer:
+                        assert answer.status < 300
+                yield record
+        outcomes = list(resend.resend_records(overloaded_before_sixth(),
+                                              f"http://127.0.0.1:{port}", writer=writer))
+    assert [o.status for o in outcomes][5] == 503
+    compared = diff.diff(first, second)
+    assert diff.exit_code(compared) == 1
+    assert [(c.old.seq, c.new.seq) for c in compared.changes] == [(6, 6)]
+    assert compared.changes[0].new.classification == "503.service-unavailable"
+    assert "#6 -> #6  GET handles/" in compared.to_text()
