@@ -49,6 +49,10 @@ def cli() -> None:
 @click.option("--no-redact", is_flag=True,
               help="Write tokens and signatures to the recording in clear text. Never share "
                    "such a file.")
+@click.option("--scenario", "scenarios", metavar="FILE", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Inject faults from this YAML scenario (repeatable). Checked before the "
+                   "proxy listens; edits while it runs are reloaded.")
 @click.option("--quiet", "-q", is_flag=True, help="No live log line per exchange.")
 @click.option("--confdir", metavar="DIR", default="",
               help="mitmproxy configuration directory (CA certificate); default ~/.mitmproxy.")
@@ -57,7 +61,8 @@ def cli() -> None:
                    "(e.g. proxyauth=user:pass).")
 def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
         intercept_hosts: tuple[str, ...], upstream: str, redact: tuple[str, ...],
-        no_redact: bool, quiet: bool, confdir: str, sets: tuple[str, ...]) -> None:
+        no_redact: bool, scenarios: tuple[str, ...], quiet: bool, confdir: str,
+        sets: tuple[str, ...]) -> None:
     """Run the proxy: classify, record (and later inject and replay) session traffic.
 
     \b
@@ -65,6 +70,7 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
       mpsdproxy run --record recordings/playtest.jsonl
       mpsdproxy run --mode reverse:http://127.0.0.1:8081 --record run.jsonl
       mpsdproxy run --upstream http://127.0.0.1:8081   # a console against the stand-in
+      mpsdproxy run --scenario scenarios/outage.yaml --record pass.jsonl
     """
     from mpsdproxy import proxy
 
@@ -88,6 +94,8 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
     }
     if intercept_hosts:
         settings["mpsd_intercept_hosts"] = list(intercept_hosts)
+    if scenarios:
+        settings["mpsd_scenario"] = list(scenarios)
     if confdir:
         settings["confdir"] = confdir
     if not proxy.is_loopback(listen_host):
@@ -132,6 +140,24 @@ def demo(record: str) -> None:
     from mpsdproxy import demo as demo_module
 
     sys.exit(demo_module.main(record or None))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def check(files: tuple[str, ...]) -> None:
+    """Validate scenario files against the schema and the status table.
+
+    Prints one line per problem, `file:line:column: key.path: what is wrong`, and
+    exits 1 when there is any; exits 0 when every file is valid.
+    """
+    from mpsdproxy import scenario
+
+    problems = scenario.check(files)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{len(files)} scenario file{'s' if len(files) != 1 else ''} valid")
 
 
 def _existing_file() -> click.Path:
