@@ -67,3 +67,24 @@ def test_demo_produces_every_row_and_exits_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = record.read_text().splitlines()
     assert len(lines) >= total
+
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+BROKEN = Path(__file__).resolve().parent / "scenarios_broken"
+
+
+def test_check_accepts_every_shipped_scenario() -> None:
+    files = sorted(str(p) for p in SCENARIOS.glob("*.yaml"))
+    result = CliRunner().invoke(cli, ["check", *files])
+    assert result.exit_code == 0, result.output
+    assert f"{len(files)} scenario files valid" in result.output
+
+
+def test_check_names_file_line_and_key_of_each_problem() -> None:
+    broken = BROKEN / "nth-zero.yaml"
+    result = CliRunner().invoke(cli, ["check", str(broken), str(SCENARIOS / "outage.yaml")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{broken}:")
+    assert ": rules[0].when.nth: " in lines[0]
