@@ -53,6 +53,21 @@ def cli() -> None:
               type=click.Path(exists=True, dir_okay=False),
               help="Inject faults from this YAML scenario (repeatable). Checked before the "
                    "proxy listens; edits while it runs are reloaded.")
+@click.option("--replay", "replays", metavar="FILE", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Answer from this recording instead of the service (repeatable).")
+@click.option("--exhausted", type=click.Choice(["repeat-last", "error", "forward"]),
+              default="repeat-last", show_default=True,
+              help="Replay: what a request gets once its recorded answers are used up.")
+@click.option("--unmatched", type=click.Choice(["forward", "emulate", "error"]),
+              default="error", show_default=True,
+              help="Replay: what a request the recording does not hold gets: the service, "
+                   "the built-in stand-in (seeded from the recording), or a 502 naming the "
+                   "closest recorded request. With emulate or error nothing is ever sent "
+                   "upstream.")
+@click.option("--pace", type=click.Choice(["fast", "recorded"]), default="fast",
+              show_default=True,
+              help="Replay: answer at once, or hold each answer for its recorded latency.")
 @click.option("--quiet", "-q", is_flag=True, help="No live log line per exchange.")
 @click.option("--confdir", metavar="DIR", default="",
               help="mitmproxy configuration directory (CA certificate); default ~/.mitmproxy.")
@@ -61,7 +76,8 @@ def cli() -> None:
                    "(e.g. proxyauth=user:pass).")
 def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
         intercept_hosts: tuple[str, ...], upstream: str, redact: tuple[str, ...],
-        no_redact: bool, scenarios: tuple[str, ...], quiet: bool, confdir: str,
+        no_redact: bool, scenarios: tuple[str, ...], replays: tuple[str, ...],
+        exhausted: str, unmatched: str, pace: str, quiet: bool, confdir: str,
         sets: tuple[str, ...]) -> None:
     """Run the proxy: classify, record (and later inject and replay) session traffic.
 
@@ -71,6 +87,7 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
       mpsdproxy run --mode reverse:http://127.0.0.1:8081 --record run.jsonl
       mpsdproxy run --upstream http://127.0.0.1:8081   # a console against the stand-in
       mpsdproxy run --scenario scenarios/outage.yaml --record pass.jsonl
+      mpsdproxy run --replay playtest.jsonl --unmatched emulate   # offline, no network
     """
     from mpsdproxy import proxy
 
@@ -96,6 +113,9 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
         settings["mpsd_intercept_hosts"] = list(intercept_hosts)
     if scenarios:
         settings["mpsd_scenario"] = list(scenarios)
+    if replays:
+        settings.update(mpsd_replay=list(replays), mpsd_replay_exhausted=exhausted,
+                        mpsd_replay_unmatched=unmatched, mpsd_replay_pace=pace)
     if confdir:
         settings["confdir"] = confdir
     if not proxy.is_loopback(listen_host):

@@ -47,6 +47,7 @@ __all__ = [
     "ReadIssue",
     "read",
     "iter_records",
+    "check_outline",
 ]
 
 FORMAT_VERSION = 1
@@ -238,14 +239,14 @@ def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any] | Read
                 kind = type(item).__name__
                 yield ReadIssue(path, number, f"a record should be a JSON object, not {kind}")
                 continue
-            problem = _check_outline(item)
+            problem = check_outline(item)
             if problem:
                 yield ReadIssue(path, number, problem)
                 continue
             yield item
 
 
-def _check_outline(item: dict[str, Any]) -> str | None:
+def check_outline(item: dict[str, Any]) -> str | None:
     """Why a parsed line is not a record, or None when it is one."""
     if not isinstance(item.get("seq"), int):
         return "missing or non-integer 'seq'"

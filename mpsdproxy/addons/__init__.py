@@ -13,10 +13,12 @@ def default_addons() -> list[Any]:
     from mpsdproxy.addons import classifier
     from mpsdproxy.addons import livelog
     from mpsdproxy.addons import recorder
+    from mpsdproxy.addons import replayer
     from mpsdproxy.addons import router
 
     return [
         router.Router(),
+        replayer.Replayer(),
         classifier.StatusClassifier(),
         recorder.Recorder(),
         livelog.LiveLog(),

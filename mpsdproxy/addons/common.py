@@ -13,9 +13,13 @@ saved), filled in along the way:
         "seq": 12,                  # set by the recorder once the record is written
     }
 
-Provenance is `{"source": "forwarded"}`, `{"source": "injected", "rule": ...,
-"scenario": ..., "seed": ..., "phase": "request"|"response"}` or
-`{"source": "replayed", "record": N, "file": ...}`.
+Provenance says who answered:
+- `{"source": "forwarded"}`: the service (or `--upstream`) did; with `replay` and `note`
+  when an unmatched or exhausted replay request was forwarded;
+- `{"source": "injected", "rule", "scenario", "seed", "phase": "request"|"response"}`;
+- `{"source": "replayed", "record": N, "file", "repeat"?}`: a recorded answer;
+- `{"source": "emulated"}`: the built-in stand-in, for a request the replay did not hold;
+- `{"source": "replay-error"}`: the replay refused an unmatched or exhausted request.
 """
 
 from __future__ import annotations

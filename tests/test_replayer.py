@@ -1,0 +1,499 @@
+"""Replayer addon: recorded answers in the request hook, policies, pace, options."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy import http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.test import taddons
+from mitmproxy.test import tflow
+
+from mpsdproxy import emulator
+from mpsdproxy import faults
+from mpsdproxy import recording
+from mpsdproxy.addons import classifier
+from mpsdproxy.addons import common
+from mpsdproxy.addons import recorder
+from mpsdproxy.addons import replayer
+from mpsdproxy.addons import router
+
+HOST = "https://sessiondirectory.xboxlive.com"
+SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
+LOBBY = f"{HOST}/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/lobby-1"
+ME = {"members": {"me": {"constants": {"system": {"xuid": "1001", "initialize": True}},
+                         "properties": {"system": {"active": True}}}}}
+
+
+def doc(change: int) -> dict[str, Any]:
+    return {"constants": {"system": {"maxMembersCount": 8}, "custom": {}},
+            "properties": {"system": {}, "custom": {}},
+            "members": {"0": {"constants": {"system": {"xuid": "1001", "index": 0}}}},
+            "membersInfo": {"first": 0, "next": 1, "count": 1, "accepted": 1},
+            "changeNumber": change}
+
+
+def make_flow(method: str, url: str, body: Any = None,
+              headers: list[tuple[str, str]] | None = None) -> http.HTTPFlow:
+    raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None
+                                                 else b"")
+    fields = [("Authorization", "XBL3.0 x=alice;token-of-alice"),
+              ("x-xbl-contract-version", "107"), *(headers or [])]
+    f = tflow.tflow(req=http.Request.make(method, url, raw,
+                                          [(k.encode(), v.encode()) for k, v in fields]))
+    f.request.timestamp_start = time.time()
+    return f
+
+
+def answer(status: int, body: Any = None, headers: list[tuple[str, str]] | None = None,
+           reason: str | None = None) -> http.Response:
+    raw = body if isinstance(body, bytes) else (faults.encode_json(body) if body is not None
+                                                 else b"")
+    fields = list(headers or [])
+    if body is not None and not isinstance(body, bytes):
+        fields.insert(0, ("Content-Type", "application/json; charset=utf-8"))
+    response = http.Response.make(status, b"", [(k.encode(), v.encode()) for k, v in fields])
+    response.raw_content = raw  # as it came off the wire, even when encoded
+    if reason:
+        response.reason = reason
+    response.timestamp_end = response.timestamp_start = time.time()
+    return response
+
+
+class Recording:
+    """Writes records exactly as the recorder does, from flows the router marked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.router = router.Router()
+        self.writer = recording.Writer(path)
+
+    def add(self, f: http.HTTPFlow, response: http.Response | None,
+            duration_ms: float = 20.0) -> Recording:
+        with taddons.context(self.router):
+            self.router.request(f)
+        if response is None:
+            f.error = tflow.terr("server disconnected")
+        else:
+            f.response = response
+            f.response.timestamp_end = f.request.timestamp_start + duration_ms / 1000
+        common.mark(f)["classification"] = classifier.classify_flow(f).to_dict()
+        self.writer.write(recorder.flow_record(f, recording.Redactor()))
+        return self
+
+    def close(self) -> Path:
+        self.writer.close()
+        return self.path
+
+
+@pytest.fixture
+def lifecycle(tmp_path: Path) -> Path:
+    """Create, two polls with different answers, a conditional write, a read of a member."""
+    rec = Recording(tmp_path / "lifecycle.jsonl")
+    rec.add(make_flow("PUT", LOBBY, ME), answer(201, doc(1), [("ETag", '"e1"')]))
+    rec.add(make_flow("GET", LOBBY), answer(200, doc(1), [("ETag", '"e1"'),
+                                                          ("X-Xbl-Debug", "a"),
+                                                          ("X-Xbl-Debug", "b")]))
+    rec.add(make_flow("GET", LOBBY), answer(200, doc(2), [("ETag", '"e2"')]))
+    rec.add(make_flow("PUT", LOBBY, {"properties": {"custom": {"mode": "ctf"}}},
+                      [("If-Match", '"e1"')]),
+            answer(412, doc(2), [("ETag", '"e2"'), ("Cache-Control", "no-cache, no-store")]))
+    rec.add(make_flow("GET", LOBBY + "/members/7"), answer(204, reason="No Content"),
+            duration_ms=300.0)
+    return rec.close()
+
+
+class Proxy:
+    """The router and the replayer in one context, as the proxy chains them."""
+
+    def __init__(self, tctx: taddons.context, rp: replayer.Replayer) -> None:
+        self.tctx = tctx
+        self.rp = rp
+        self.router = router.Router()
+        tctx.master.addons.add(self.router)
+
+    def send(self, f: http.HTTPFlow) -> Any:
+        self.router.request(f)
+        return self.rp.request(f)
+
+
+@pytest.fixture
+def rp() -> Any:
+    addon = replayer.Replayer()
+    yield addon
+    addon.done()
+
+
+def replaying(rp: replayer.Replayer, path: Path, **options: Any) -> Any:
+    """Context + configured replayer; yields a Proxy."""
+
+    class _Ctx:
+        def __enter__(self) -> Proxy:
+            self.tctx = taddons.context(rp)
+            self.tctx.__enter__()
+            self.tctx.configure(rp, mpsd_replay=[str(path)], **options)
+            return Proxy(self.tctx, rp)
+
+        def __exit__(self, *exc: object) -> None:
+            self.tctx.__exit__(*exc)
+
+    return _Ctx()
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+def test_answers_are_the_recorded_bytes(rp: replayer.Replayer, lifecycle: Path) -> None:
+    records = list(recording.read(lifecycle, strict=True))
+    with replaying(rp, lifecycle) as proxy:
+        f = make_flow("GET", LOBBY)
+        assert proxy.send(f) is None
+    assert f.response is not None
+    assert (f.response.status_code, f.response.reason) == (200, "OK")
+    assert f.response.raw_content == recording.decode_body(records[1]["response"]["body"])
+    assert f.response.headers.fields == (
+        (b"Content-Type", b"application/json; charset=utf-8"), (b"ETag", b'"e1"'),
+        (b"X-Xbl-Debug", b"a"), (b"X-Xbl-Debug", b"b"),
+        (b"Content-Length", str(len(f.response.raw_content)).encode()),
+    )
+    assert f.is_replay == "response"
+    assert common.provenance(f) == {"source": "replayed", "record": 2, "file": str(lifecycle)}
+
+
+def test_identical_requests_get_answers_in_recorded_order(rp: replayer.Replayer,
+                                                          lifecycle: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        flows = [make_flow("GET", LOBBY) for _ in range(3)]
+        for f in flows:
+            proxy.send(f)
+    assert [f.response.headers["ETag"] for f in flows] == ['"e1"', '"e2"', '"e2"']
+    assert [common.provenance(f).get("record") for f in flows] == [2, 3, 3]
+    assert common.provenance(flows[2])["repeat"] is True
+
+
+def test_precondition_with_a_replayed_etag_gets_the_recorded_412(rp: replayer.Replayer,
+                                                                  lifecycle: Path) -> None:
+    """The title writes with the ETag the replay just gave it ("e2"); the recorded write
+    carried "e1". Still the same request: the recorded 412 comes back, no other."""
+    with replaying(rp, lifecycle) as proxy:
+        for _ in range(2):
+            proxy.send(make_flow("GET", LOBBY))
+        f = make_flow("PUT", LOBBY, {"properties": {"custom": {"mode": "ctf"}}},
+                      [("If-Match", '"e2"')])
+        proxy.send(f)
+    assert f.response is not None and f.response.status_code == 412
+    assert common.provenance(f)["record"] == 4
+
+
+def test_recorded_exchange_without_response_is_killed(rp: replayer.Replayer,
+                                                      tmp_path: Path) -> None:
+    path = Recording(tmp_path / "r.jsonl").add(make_flow("GET", LOBBY), None).close()
+    with replaying(rp, path) as proxy:
+        f = make_flow("GET", LOBBY)
+        proxy.send(f)
+    assert f.response is None
+    assert f.error is not None and f.error.msg == f.error.KILLED_MESSAGE
+    assert common.provenance(f)["record"] == 1
+
+
+def test_decoded_body_loses_its_content_encoding(rp: replayer.Replayer, tmp_path: Path) -> None:
+    """The recorder keeps bodies decoded: replayed, they must not claim to be gzip."""
+    plain = faults.encode_json(doc(1))
+    rec = Recording(tmp_path / "r.jsonl")
+    rec.add(make_flow("GET", LOBBY), answer(200, gzip.compress(plain), [
+        ("Content-Type", "application/json"), ("Content-Encoding", "gzip")]))
+    with replaying(rp, rec.close()) as proxy:
+        f = make_flow("GET", LOBBY)
+        proxy.send(f)
+    assert f.response is not None
+    assert "content-encoding" not in f.response.headers
+    assert f.response.raw_content == plain
+
+
+def test_unmarked_flows_pass_untouched(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with replaying(rp, lifecycle):
+        f = make_flow("GET", "https://example.com/serviceconfigs")
+        rp.request(f)
+    assert f.response is None and f.error is None
+    assert common.mark(f) is None
+
+
+def test_already_handled(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        killed = make_flow("GET", LOBBY)
+        killed.kill()
+        proxy.send(killed)
+        answered = make_flow("GET", LOBBY)
+        answered.response = answer(503)
+        proxy.send(answered)
+        nxt = make_flow("GET", LOBBY)
+        proxy.send(nxt)
+    assert killed.response is None
+    assert answered.response.status_code == 503
+    assert common.provenance(nxt)["record"] == 2  # nothing was consumed by the two above
+
+
+def test_inert_without_recordings(rp: replayer.Replayer) -> None:
+    with taddons.context(rp) as tctx:
+        proxy = Proxy(tctx, rp)
+        f = make_flow("GET", LOBBY)
+        proxy.send(f)
+    assert f.response is None
+
+
+# -- policies --------------------------------------------------------------------------------
+
+
+def test_unmatched_error_is_a_502_naming_the_near_miss(rp: replayer.Replayer, lifecycle: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING")
+    with replaying(rp, lifecycle) as proxy:
+        f = make_flow("PUT", LOBBY, {"properties": {"custom": {"mode": "tdm"}}},
+                      [("If-Match", '"e1"')])
+        proxy.send(f)
+    assert f.response is not None and f.response.status_code == 502
+    assert f.response.headers["X-Mpsdproxy-Replay"] == "unmatched"
+    text = f.response.text
+    assert text.startswith(f"mpsdproxy replay: no recorded answer for PUT {LOBBY} "
+                           "(mpsd_replay_unmatched=error); closest recorded request is #4")
+    assert 'body (properties.custom.mode: "tdm" here, "ctf" recorded)' in text
+    assert text.strip().removeprefix("mpsdproxy replay: ") in caplog.text
+    assert common.provenance(f)["source"] == "replay-error"
+
+
+def test_unmatched_forward_leaves_the_flow_to_go_upstream(rp: replayer.Replayer, lifecycle: Path,
+                                                          caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    caplog.set_level("WARNING")
+    with replaying(rp, lifecycle, mpsd_replay_unmatched="forward") as proxy:
+        f = make_flow("DELETE", LOBBY + "/members/me")
+        proxy.send(f)
+    assert f.response is None and f.error is None
+    assert common.provenance(f)["source"] == "forwarded"
+    assert common.provenance(f)["replay"] == "unmatched"
+    assert "closest recorded request is #" in caplog.text
+
+
+def test_unmatched_emulate_answers_from_the_seeded_stand_in(rp: replayer.Replayer,
+                                                            lifecycle: Path) -> None:
+    """The stand-in knows the recorded session (as last seen) and answers a request the
+    recording lacks; its ETag then counts as one of the replay's."""
+    with replaying(rp, lifecycle, mpsd_replay_unmatched="emulate") as proxy:
+        first = make_flow("GET", LOBBY)
+        proxy.send(first)  # replayed: the title now holds changeNumber 1, "e1"
+        f = make_flow("PUT", LOBBY, {"properties": {"custom": {"mode": "tdm"}}},
+                      [("If-Match", '"e1"')])
+        proxy.send(f)
+        assert f.response is not None and f.response.status_code == 200, f.response.text
+        assert common.provenance(f)["source"] == "emulated"
+        written = json.loads(f.response.content)
+        assert written["properties"]["custom"]["mode"] == "tdm"
+        assert written["changeNumber"] == 2
+        # the recorded conditional write, with the stand-in's ETag: the recorded 412
+        g = make_flow("PUT", LOBBY, {"properties": {"custom": {"mode": "ctf"}}},
+                      [("If-Match", f.response.headers["ETag"])])
+        proxy.send(g)
+        assert g.response is not None and g.response.status_code == 412
+        assert common.provenance(g)["record"] == 4
+
+
+def test_emulate_needs_no_connection(rp: replayer.Replayer, lifecycle: Path) -> None:
+    """A path the stand-in has never heard of still gets an answer from it (a 404)."""
+    with replaying(rp, lifecycle, mpsd_replay_unmatched="emulate") as proxy:
+        f = make_flow("GET", f"{HOST}/serviceconfigs/{SCID}/sessiontemplates/Nope/sessions/x")
+        proxy.send(f)
+    assert f.response is not None and f.response.status_code == 404
+
+
+def test_unmatched_policy_holds_once_the_recording_is_used_up(rp: replayer.Replayer,
+                                                              lifecycle: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        assert rp.player is not None
+        for _ in range(3):
+            proxy.send(make_flow("GET", LOBBY))
+        proxy.send(make_flow("PUT", LOBBY, ME))
+        proxy.send(make_flow("PUT", LOBBY, {"properties": {"custom": {"mode": "ctf"}}},
+                             [("If-Match", '"e1"')]))
+        proxy.send(make_flow("GET", LOBBY + "/members/7"))
+        assert rp.player.remaining() == 0
+        f = make_flow("GET", LOBBY + "/members/8")
+        proxy.send(f)
+    assert f.response is not None and f.response.status_code == 502
+
+
+@pytest.mark.parametrize("policy,status", [("repeat-last", 204), ("error", 502),
+                                           ("forward", None)])
+def test_exhausted_policies(rp: replayer.Replayer, lifecycle: Path, policy: str,
+                            status: int | None) -> None:
+    with replaying(rp, lifecycle, mpsd_replay_exhausted=policy) as proxy:
+        proxy.send(make_flow("GET", LOBBY + "/members/7"))
+        f = make_flow("GET", LOBBY + "/members/7")
+        proxy.send(f)
+    assert (f.response.status_code if f.response else None) == status
+    if policy == "error":
+        assert "all 1 recorded answers" in f.response.text
+        assert f.response.headers["X-Mpsdproxy-Replay"] == "exhausted"
+
+
+def test_policies_change_at_runtime(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        proxy.tctx.configure(rp, mpsd_replay_unmatched="forward")
+        f = make_flow("DELETE", LOBBY)
+        proxy.send(f)
+    assert f.response is None
+
+
+# -- pace ------------------------------------------------------------------------------------
+
+
+def test_recorded_pace_holds_the_answer_without_blocking(rp: replayer.Replayer,
+                                                         lifecycle: Path) -> None:
+    with replaying(rp, lifecycle, mpsd_replay_pace="recorded") as proxy:
+        slow, fast = make_flow("GET", LOBBY + "/members/7"), make_flow("GET", LOBBY)
+
+        async def both() -> tuple[float, float]:
+            started = time.monotonic()
+            done: dict[str, float] = {}
+
+            async def one(name: str, f: http.HTTPFlow) -> None:
+                pending = proxy.send(f)
+                if pending is not None:
+                    await pending
+                done[name] = time.monotonic() - started
+
+            await asyncio.gather(one("slow", slow), one("fast", fast))
+            return done["slow"], done["fast"]
+
+        slow_took, fast_took = asyncio.run(both())
+    assert slow.response is not None and slow.response.status_code == 204
+    assert 0.25 <= slow_took < 5  # recorded 300 ms
+    assert fast_took < 0.25  # recorded 20 ms, not held behind the slow one
+
+
+def test_fast_pace_answers_at_once(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        assert proxy.send(make_flow("GET", LOBBY + "/members/7")) is None
+
+
+# -- options ---------------------------------------------------------------------------------
+
+
+def test_missing_file(rp: replayer.Replayer, tmp_path: Path) -> None:
+    with taddons.context(rp) as tctx:
+        with pytest.raises(exceptions.OptionsError,
+                           match=r"Cannot read mpsd_replay file .*nope.jsonl: No such file"):
+            tctx.configure(rp, mpsd_replay=[str(tmp_path / "nope.jsonl")])
+        assert rp.player is None
+
+
+def test_corrupt_line_stops_the_load(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with open(lifecycle, "a") as f:
+        f.write("{oops\n")
+    with taddons.context(rp) as tctx:
+        with pytest.raises(exceptions.OptionsError, match=r"Cannot read mpsd_replay file "
+                                                          r".*lifecycle.jsonl:6: not valid JSON"):
+            tctx.configure(rp, mpsd_replay=[str(lifecycle)])
+
+
+def test_truncated_last_line_is_only_reported(rp: replayer.Replayer, lifecycle: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING")
+    with open(lifecycle, "a") as f:
+        f.write('{"seq":6,"requ')
+    with replaying(rp, lifecycle):
+        assert rp.player is not None and len(rp.player.index) == 5
+    assert "lifecycle.jsonl:6: truncated last line" in caplog.text
+
+
+def test_a_failed_load_keeps_the_replay_in_force(rp: replayer.Replayer, lifecycle: Path,
+                                                 tmp_path: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        with pytest.raises(exceptions.OptionsError):
+            proxy.tctx.configure(rp, mpsd_replay=[str(tmp_path / "nope.jsonl")])
+        f = make_flow("GET", LOBBY)
+        proxy.send(f)
+    assert common.provenance(f)["record"] == 2
+
+
+@pytest.mark.parametrize("option,value,error", [
+    ("mpsd_replay_use_headers", ["Authorization"],
+     "Cannot parse mpsd_replay_use_headers option Authorization: Authorization is redacted"),
+    ("mpsd_replay_ignore_payload_params", ["a..b"],
+     "Cannot parse mpsd_replay_ignore_payload_params option a..b: should not have an empty"),
+    ("mpsd_replay_unmatched", "drop", "Cannot parse mpsd_replay_unmatched option drop: 'drop' "
+     "is not a valid choice. Valid choices are: 'forward', 'emulate', 'error'."),
+    ("mpsd_replay_exhausted", "rewind", "Valid choices are: 'repeat-last', 'error', 'forward'"),
+    ("mpsd_replay_pace", "slow", "Valid choices are: 'fast', 'recorded'"),
+])
+def test_bad_options(rp: replayer.Replayer, option: str, value: Any, error: str) -> None:
+    with taddons.context(rp) as tctx:
+        with pytest.raises(exceptions.OptionsError, match=error):
+            tctx.configure(rp, **{option: value})
+
+
+def test_matching_options_rehash_and_keep_what_was_served(rp: replayer.Replayer,
+                                                          lifecycle: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        proxy.send(make_flow("GET", LOBBY))  # record 2 served
+        elsewhere = LOBBY.replace(HOST, "https://momatch.xboxlive.com:8443")
+        f = make_flow("GET", elsewhere)
+        proxy.send(f)
+        assert f.response is not None and f.response.status_code == 502
+        proxy.tctx.configure(rp, mpsd_replay_ignore_host=True)
+        g = make_flow("GET", elsewhere)
+        proxy.send(g)
+    assert common.provenance(g)["record"] == 3
+
+
+def test_use_headers_joins_the_match(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with replaying(rp, lifecycle, mpsd_replay_use_headers=["x-xbl-contract-version"]) as proxy:
+        same = make_flow("GET", LOBBY)
+        proxy.send(same)
+        other = make_flow("GET", LOBBY)
+        other.request.headers["x-xbl-contract-version"] = "105"
+        proxy.send(other)
+    assert common.provenance(same)["record"] == 2
+    assert other.response is not None and other.response.status_code == 502
+    assert "header x-xbl-contract-version" in other.response.text
+
+
+class ConnectionStrategy:
+    """mitmproxy's proxyserver option, without the proxy server."""
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option("connection_strategy", str, "eager", "as in proxyserver",
+                          choices=("eager", "lazy"))
+
+
+def test_replay_makes_connections_lazy(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with taddons.context(ConnectionStrategy(), rp) as tctx:
+        assert tctx.options.connection_strategy == "eager"
+        tctx.configure(rp, mpsd_replay=[str(lifecycle)])
+        assert tctx.options.connection_strategy == "lazy"
+
+
+def test_emulate_uses_the_real_stand_in(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with replaying(rp, lifecycle, mpsd_replay_unmatched="emulate"):
+        assert isinstance(rp.emulator, emulator.Emulator)
+    with replaying(rp, lifecycle, mpsd_replay_unmatched="error"):
+        assert rp.emulator is None
+
+
+def test_a_failing_replay_still_never_forwards(rp: replayer.Replayer, lifecycle: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The recording is rewritten under a running replay: the answer is a 502 naming the
+    problem, never a request to the service."""
+    with replaying(rp, lifecycle, mpsd_replay_unmatched="forward") as proxy:
+        lifecycle.write_text(lifecycle.read_text().replace('"seq":2,', '"seq":20,'))
+        f = make_flow("GET", LOBBY)
+        proxy.send(f)
+    assert f.response is not None and f.response.status_code == 502
+    assert "no longer holds record #2" in f.response.text
+    assert "the replay failed" in caplog.text
