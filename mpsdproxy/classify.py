@@ -54,7 +54,8 @@ class Classification:
 
 
 NO_RESPONSE = Classification(
-    None, "No response: the connection failed or was closed before an answer.",
+    None, "Upstream failure: no complete answer (connection refused, reset, timed out or "
+    "not HTTP).",
     (Anomaly("no-response", "the exchange ended without a response"),),
 )
 

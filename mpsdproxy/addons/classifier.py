@@ -12,10 +12,18 @@ from mpsdproxy import classify
 from mpsdproxy.addons import common
 
 
-def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
-    """Classify a finished flow; a flow without a response is `no-response`."""
-    request = flow.request
+def complete_response(flow: http.HTTPFlow) -> http.Response | None:
+    """The response the title fully received, or None (none, or cut off mid-body)."""
     response = flow.response
+    if response is None or response.raw_content is None:
+        return None
+    return response
+
+
+def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
+    """Classify a finished flow; a flow without a complete response is `no-response`."""
+    request = flow.request
+    response = complete_response(flow)
     if response is None:
         return classify.NO_RESPONSE
     return classify.classify(

@@ -21,6 +21,7 @@ from mitmproxy.addonmanager import Loader
 from mpsdproxy import recording
 from mpsdproxy.addons import common
 from mpsdproxy.addons.classifier import classify_flow
+from mpsdproxy.addons.classifier import complete_response
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def flow_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str, 
     """
     info = common.mark(flow) or {}
     request = flow.request
-    response = flow.response
+    response = complete_response(flow)
     start = request.timestamp_start
     end = (response.timestamp_end if response else None) or (
         flow.error.timestamp if flow.error else None
@@ -58,7 +59,7 @@ def flow_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str, 
             "body": recording.encode_body(request.get_content(strict=False)),
         },
         "response": None,
-        "error": flow.error.msg if flow.error and not response else None,
+        "error": flow.error.msg if flow.error else None,
         "resource": info.get("resource"),
         "classification": classification,
         "provenance": info.get("provenance", common.FORWARDED),
