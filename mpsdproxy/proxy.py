@@ -68,6 +68,12 @@ async def start(
     options. The caller stops it with `master.shutdown()` and awaits
     `master.run_task` (set here).
     """
+    # As mitmproxy's own tools do: let every record through and the termlog filter them.
+    logging.getLogger().setLevel(logging.DEBUG)
+    # The live log already shows each exchange: keep mitmproxy's per-connection chatter
+    # ("client connect", "server disconnect") out of the way unless asked for.
+    if settings.get("termlog_verbosity") != "debug":
+        logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     opts = mitm_options.Options()
     master = DumpMaster(opts, with_termlog=not quiet_mitmproxy, with_dumper=False)
     master.addons.add(*default_addons())

@@ -11,6 +11,7 @@ def default_addons() -> list[Any]:
     Each is inert until its options are set, so the full chain is always loaded.
     """
     from mpsdproxy.addons import classifier
+    from mpsdproxy.addons import injector
     from mpsdproxy.addons import livelog
     from mpsdproxy.addons import recorder
     from mpsdproxy.addons import replayer
@@ -19,6 +20,7 @@ def default_addons() -> list[Any]:
     return [
         router.Router(),
         replayer.Replayer(),
+        injector.FaultInjector(),
         classifier.StatusClassifier(),
         recorder.Recorder(),
         livelog.LiveLog(),

@@ -1,0 +1,276 @@
+"""Tracked session state: the last whole session document and its ETag, per session.
+
+A forced 412 must carry "the current session and its current ETag" (catalog
+row `412.if-match-session`), and a title that handles it adopts both and
+retries. The proxy never invents a session: it remembers the last whole
+document the service (or a replay) returned for each session, keyed by
+`Resource.key`, and answers from that.
+
+What changes the state, row by row of the table:
+
+- a response whose row returns the session (`catalog.Entry.returns_session`:
+  200, 201, 403.read-only, 412.if-match-session) and whose body is a whole
+  session document: stored, with the response's ETag;
+- `204.get-session`, `204.put-session-deleted`, `204.element-gone`: the
+  session is gone, forgotten;
+- any other answer about the session that carries a different ETag (an element
+  write, whose body is the element only): the stored document is out of date,
+  forgotten, so the next 412 reads the real one instead of a stale one;
+- a handle created for a session (POST /handles with a `sessionRef`): the
+  service bumps that session's changeNumber and ETag (protocol notes §4.2), so
+  it is forgotten too.
+
+Memory stays flat: at most `max_sessions` sessions and `max_bytes` of
+documents, the least recently used forgotten first. Documents are kept as the
+bytes that came over the wire and parsed only when a fault needs one.
+Nothing here imports mitmproxy.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mpsdproxy import catalog
+from mpsdproxy import resources
+from mpsdproxy.resources import Kind
+from mpsdproxy.resources import Resource
+
+__all__ = [
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_BYTES",
+    "GONE_ENTRIES",
+    "Update",
+    "TrackedSession",
+    "SessionTracker",
+    "whole_session",
+]
+
+DEFAULT_MAX_SESSIONS = 10_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+#: Rows that say the session no longer exists.
+GONE_ENTRIES: frozenset[str] = frozenset(
+    {"204.get-session", "204.put-session-deleted", "204.element-gone"})
+
+#: Statuses with a row that returns the whole session.
+_SESSION_STATUSES: frozenset[int] = frozenset(
+    e.status for e in catalog.ENTRIES if e.returns_session)
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
+
+
+class Update(enum.StrEnum):
+    """What one observed exchange did to the tracked state."""
+
+    NONE = "none"
+    STORED = "stored"
+    FORGOTTEN = "forgotten"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedSession:
+    """The last whole document seen for one session, as received, and its ETag."""
+
+    key: str
+    path: str
+    body: bytes
+    etag: str | None
+
+    def document(self) -> dict[str, Any]:
+        """The session document (parsed on demand: most are never needed)."""
+        value = json.loads(self.body)
+        assert isinstance(value, dict)  # only whole documents are stored
+        return value
+
+
+def whole_session(body: bytes | None) -> dict[str, Any] | None:
+    """The body as a whole session document (every top-level key the table's note
+    requires), or None when it is something else: an element, a handle, junk."""
+    if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(value, dict) and catalog.SESSION_DOCUMENT_KEYS <= value.keys():
+        return value
+    return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def _header_table(headers: Headers | None) -> dict[str, str]:
+    """Lower-cased name -> first value, from str or bytes pairs; tolerant of odd input."""
+    table: dict[str, str] = {}
+    if headers is None:
+        return table
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for pair in items:
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            continue
+        table.setdefault(_text(name).lower(), _text(value))
+    return table
+
+
+def _target(resource: Resource) -> catalog.Target:
+    if resource.kind is Kind.SESSION:
+        return catalog.Target.SESSION
+    return catalog.Target.ELEMENT if resource.is_element else catalog.Target.ANY
+
+
+def _row_of_204(method: str, resource: Resource) -> str | None:
+    """Which 204 row a 204 to this request is (they differ only by method and target)."""
+    target = _target(resource)
+    for entry in catalog.for_status(204):
+        if method in entry.methods and entry.target in (target, catalog.Target.ANY):
+            return entry.id
+    return None
+
+
+def _referenced_session(body: bytes | None) -> Resource | None:
+    """The session a handle's `sessionRef` names, from a handle request or response body."""
+    if not body:
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    ref = value.get("sessionRef") if isinstance(value, dict) else None
+    if not isinstance(ref, dict):
+        return None
+    parts = [ref.get("scid"), ref.get("templateName"), ref.get("name")]
+    if not all(isinstance(p, str) and p for p in parts):
+        return None
+    scid, template, name = parts
+    return Resource(Kind.SESSION, scid, template, name)
+
+
+class SessionTracker:
+    """The last whole document and ETag of each session, bounded (least recently used
+    sessions are forgotten first). Thread-safe."""
+
+    def __init__(self, max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions should be at least 1, not {max_sessions}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes should be at least 1, not {max_bytes}")
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self._sessions: OrderedDict[str, TrackedSession] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    # -- state -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._sessions
+
+    @property
+    def size(self) -> int:
+        """Bytes of documents held."""
+        return self._bytes
+
+    def get(self, key: str) -> TrackedSession | None:
+        """The tracked session with this `Resource.key`, or None."""
+        with self._lock:
+            tracked = self._sessions.get(key.lower())
+            if tracked is not None:
+                self._sessions.move_to_end(tracked.key)
+            return tracked
+
+    def remember(self, key: str, path: str, body: bytes, etag: str | None) -> bool:
+        """Store a whole session document (bytes as received) and its ETag.
+
+        Returns False, storing nothing, for a document larger than the whole budget.
+        """
+        key = key.lower()
+        with self._lock:
+            self._drop(key)
+            if len(body) > self.max_bytes:
+                return False
+            self._sessions[key] = TrackedSession(key, path, bytes(body), etag)
+            self._bytes += len(body)
+            while len(self._sessions) > self.max_sessions or self._bytes > self.max_bytes:
+                self._drop(next(iter(self._sessions)))
+            return True
+
+    def forget(self, key: str) -> bool:
+        """Forget a session; whether it was tracked."""
+        with self._lock:
+            return self._drop(key.lower())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+            self._bytes = 0
+
+    def _drop(self, key: str) -> bool:
+        tracked = self._sessions.pop(key, None)
+        if tracked is None:
+            return False
+        self._bytes -= len(tracked.body)
+        return True
+
+    # -- learning from exchanges ---------------------------------------------------------
+
+    def observe(self, method: str, path: str, status: int, headers: Headers | None,
+                body: bytes | None, request_body: bytes | None = None) -> Update:
+        """Learn from one exchange the title (or the proxy itself) had with the service.
+
+        `path` is the request path (or URL), `headers` and `body` the response's.
+        Never raises on odd input.
+        """
+        method = str(method).upper()
+        resource = resources.parse(path)
+        table = _header_table(headers)
+        if resource.kind is Kind.HANDLE and method == "POST" and 200 <= status < 300:
+            ref = _referenced_session(request_body) or _referenced_session(body)
+            return self._forgotten(ref.key) if ref is not None and ref.key else Update.NONE
+        session = self._session_of(resource, table)
+        if session is None or session.key is None:
+            return Update.NONE
+        if status == 204:
+            gone = _row_of_204(method, resource) in GONE_ENTRIES
+            return self._forgotten(session.key) if gone else Update.NONE
+        etag = table.get("etag")
+        if status in _SESSION_STATUSES and whole_session(body) is not None:
+            assert body is not None and session.session_path is not None
+            stored = self.remember(session.key, session.session_path, body, etag)
+            return Update.STORED if stored else Update.NONE
+        tracked = self._sessions.get(session.key)
+        if etag is not None and tracked is not None and tracked.etag != etag:
+            return self._forgotten(session.key)
+        return Update.NONE
+
+    def _forgotten(self, key: str) -> Update:
+        return Update.FORGOTTEN if self.forget(key) else Update.NONE
+
+    @staticmethod
+    def _session_of(resource: Resource, headers: Mapping[str, str]) -> Resource | None:
+        """The session an exchange is about: the request's own, else the one its
+        Content-Location names (GET /handles/{id}/session answers with it)."""
+        if resource.is_session_or_element:
+            return resource
+        location = headers.get("content-location")
+        if location:
+            named = resources.parse(location)
+            if named.is_session_or_element:
+                return named
+        return None
