@@ -225,3 +225,28 @@ def test_unmatched_forward_reaches_the_service(launch: Launcher, recorded: Recor
     (record,) = read_records(proxy.record)
     assert record["provenance"]["source"] == "forwarded"
     assert record["provenance"]["replay"] == "unmatched"
+
+
+def test_faults_on_top_of_a_replay(launch: Launcher, recorded: Recorded, service: Listener,
+                                   tmp_path: Path) -> None:
+    """`--replay` with `--scenario`: a request-phase rule answers instead of the recorded
+    answer, which the replay still counts as served; nothing reaches the service."""
+    scenario = tmp_path / "on-top.yaml"
+    scenario.write_text(
+        "version: 1\nname: on-top\nseed: 3\nrules:\n"
+        "  - name: first-read-fails\n    match: {method: GET}\n    when: {nth: 1}\n"
+        "    fault: {status: 503, retry_after: 1}\n"
+    )
+    proxy = launch.proxy("--mode", f"reverse:http://127.0.0.1:{service.port}", "--quiet",
+                         "--replay", str(recorded.path), "--scenario", str(scenario),
+                         "--set", "mpsd_replay_ignore_host=true")
+    lobby = title.session_path("replayed-lobby")
+    headers = [title.CONTRACT, ("Authorization", "XBL3.0 x=alice;token-of-alice")]
+    with httpx.Client(timeout=10) as client:
+        answers = [client.get(proxy.url + lobby, headers=headers) for _ in range(2)]
+    assert [a.status_code for a in answers] == [503, 403]
+    assert answers[0].headers["retry-after"] == "1"
+    assert service.connections == 0
+    provenance = [r["provenance"] for r in read_records(proxy.record)]
+    assert provenance[0]["source"] == "injected" and provenance[0]["rule"] == "first-read-fails"
+    assert provenance[1]["source"] == "replayed"

@@ -164,6 +164,11 @@ def load_scenarios(paths: Sequence[str]) -> list[scenario.Scenario]:
     return loaded
 
 
+def _replayed(flow: http.HTTPFlow) -> bool:
+    """Whether the replay (or its stand-in) answered this flow."""
+    return common.provenance(flow).get("source") in ("replayed", "emulated")
+
+
 def request_view(flow: http.HTTPFlow) -> scenario.RequestView:
     """The flow's request as the engine sees it: the host the title addressed (before
     any redirect to an upstream), and the caller by its redacted Authorization."""
@@ -549,7 +554,8 @@ class FaultInjector:
     # -- hooks ---------------------------------------------------------------------------
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if flow.response or flow.error or not flow.live:
+        # A replayed answer is still open to faults: "faults on top of a replay".
+        if flow.error or not flow.live or (flow.response and not _replayed(flow)):
             return None
         if not self.loaded or not self.inject or common.mark(flow) is None:
             return None
@@ -561,6 +567,11 @@ class FaultInjector:
             return None
         if not self.loaded or common.mark(flow) is None:
             return None
+        if _replayed(flow):
+            if not self.inject:
+                return None
+            hit = self._evaluate(request_view(flow), Phase.RESPONSE)
+            return self._act(flow, hit, Phase.RESPONSE) if hit is not None else None
         if not self._from_service(flow):
             return None
         self.learn(flow)
