@@ -143,6 +143,55 @@ def run(steps: Iterable[Step], send: Sender) -> list[Result]:
     return results
 
 
+def _call(send: Sender, says: str, method: str, path: str, user: str, body: Any = None,
+          headers: tuple[tuple[str, str], ...] = (), expect: str = "") -> Result:
+    step = Step(says, method, path, expect, user=user, body=body, headers=headers)
+    status, got, data = send(method, path, _headers(step, []), _body(step), False)
+    return Result(step, status, got, data, got.get("etag"))
+
+
+def _play_pass(send: Sender, name: str, user: str, honours: bool,
+               sleep: Callable[[float], None]) -> list[Result]:
+    """Create a lobby, read it through an outage, lose a race to a friend's join,
+    and recover from the 412, either as the service asks (`honours`) or not."""
+    lobby = session_path(name)
+    friend = f"{user}-friend"
+    done = [_call(send, "creates the lobby", "PUT", lobby, user, _me("2001"))]
+    read = _call(send, "reads the lobby", "GET", lobby, user)
+    done.append(read)
+    if read.status == 503:
+        if honours:
+            sleep(float(read.headers.get("retry-after", "1")))
+        read = _call(send, "reads it again", "GET", lobby, user)
+        done.append(read)
+    seen = read.etag or done[0].etag or ""
+    done.append(_call(send, "a friend joins", "PUT", lobby, friend, _me("2002")))
+    change = {"properties": {"custom": {"map": "harbour"}}}
+    stale = _call(send, "writes with the ETag it read", "PUT", lobby, user, change,
+                  (("If-Match", seen),))
+    done.append(stale)
+    if stale.status == 412:
+        retry_etag = (stale.etag or seen) if honours else seen
+        done.append(_call(send, "retries the write", "PUT", lobby, user, change,
+                          (("If-Match", retry_etag),)))
+    done.append(_call(send, "the friend leaves", "DELETE", f"{lobby}/members/me", friend))
+    done.append(_call(send, "leaves", "PUT", lobby, user, {"members": {"me": None}}))
+    return done
+
+
+def well_behaved(send: Sender, name: str = "good-lobby", user: str = "good",
+                 sleep: Callable[[float], None] | None = None) -> list[Result]:
+    """A title that waits out Retry-After and retries a 412 with the ETag it returned."""
+    import time
+
+    return _play_pass(send, name, user, True, sleep or time.sleep)
+
+
+def misbehaving(send: Sender, name: str = "bad-lobby", user: str = "bad") -> list[Result]:
+    """A title that retries at once after a 503 and resends its stale ETag after a 412."""
+    return _play_pass(send, name, user, False, lambda _: None)
+
+
 class HttpClientSender:
     """A Sender on the standard library's http.client (one keep-alive connection)."""
 
