@@ -68,6 +68,10 @@ def cli() -> None:
 @click.option("--pace", type=click.Choice(["fast", "recorded"]), default="fast",
               show_default=True,
               help="Replay: answer at once, or hold each answer for its recorded latency.")
+@click.option("--limits", metavar="FILE", default="", type=click.Path(dir_okay=False),
+              help="YAML call-rate budgets and verdict thresholds, merged over the defaults.")
+@click.option("--no-verdicts", is_flag=True,
+              help="Do not judge the title's behaviour live (verdict lines in the log).")
 @click.option("--quiet", "-q", is_flag=True, help="No live log line per exchange.")
 @click.option("--confdir", metavar="DIR", default="",
               help="mitmproxy configuration directory (CA certificate); default ~/.mitmproxy.")
@@ -77,8 +81,8 @@ def cli() -> None:
 def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
         intercept_hosts: tuple[str, ...], upstream: str, redact: tuple[str, ...],
         no_redact: bool, scenarios: tuple[str, ...], replays: tuple[str, ...],
-        exhausted: str, unmatched: str, pace: str, quiet: bool, confdir: str,
-        sets: tuple[str, ...]) -> None:
+        exhausted: str, unmatched: str, pace: str, limits: str, no_verdicts: bool,
+        quiet: bool, confdir: str, sets: tuple[str, ...]) -> None:
     """Run the proxy: classify, record (and later inject and replay) session traffic.
 
     \b
@@ -107,6 +111,8 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
         "mpsd_redact": list(redact),
         "mpsd_no_redact": no_redact,
         "mpsd_quiet": quiet,
+        "mpsd_verdicts": not no_verdicts,
+        "mpsd_limits": limits,
         **routing,
     }
     if intercept_hosts:
@@ -158,8 +164,12 @@ def demo(record: str) -> None:
     through a session lifecycle that produces every row of the status table, and show
     the live log and where the recording went. Finishes in seconds."""
     from mpsdproxy import demo as demo_module
+    from mpsdproxy import proxy
 
-    sys.exit(demo_module.main(record or None))
+    try:
+        sys.exit(demo_module.main(record or None))
+    except (proxy.ProxyError, OSError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 @cli.command(context_settings=CONTEXT)
@@ -178,6 +188,48 @@ def check(files: tuple[str, ...]) -> None:
     if problems:
         sys.exit(1)
     click.echo(f"{len(files)} scenario file{'s' if len(files) != 1 else ''} valid")
+
+
+@cli.command("report", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html", "junit"]),
+              default="text", show_default=True,
+              help="text for people, json for CI (stable, versioned), junit for CI test "
+                   "views, html for one self-contained page.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of stdout.")
+@click.option("--fail-on", type=click.Choice(["fail", "anomaly"]), default=None,
+              help="Exit 1 when a verdict failed (fail), or also on any anomaly (anomaly).")
+@click.option("--limits", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML call-rate budgets and thresholds, merged over the defaults.")
+def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
+                   limits: str | None) -> None:
+    """Summarise a recording and judge what the title did after each fault.
+
+    Totals by status and table row, per resource and operation; injected vs organic
+    vs replayed; anomalies; latency percentiles; verdicts (Retry-After honoured,
+    backoff, 412 handled, 409 not blindly retried, polling, call-rate budgets, the
+    Trace Analyzer's call-pattern rules); and which rows of the table the pass reached.
+    """
+    from mpsdproxy import report
+    from mpsdproxy import verdicts
+
+    try:
+        budgets = verdicts.load_limits(limits) if limits else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--limits") from None
+    try:
+        built = report.build_report(file, budgets)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{file}: {e}") from None
+    text = report.render(built, fmt)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+        click.echo(f"Wrote the {fmt} report to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    sys.exit(report.exit_code(built, fail_on))
 
 
 def _existing_file() -> click.Path:

@@ -67,6 +67,12 @@ def test_demo_produces_every_row_and_exits_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = record.read_text().splitlines()
     assert len(lines) >= total
+    # the second pass: faults from a shipped scenario, two titles, and the report
+    assert "[injected: first-read-unavailable]" in result.stdout
+    assert "first-read-unavailable: 4 matched, 2 fired" in result.stdout
+    assert "FAIL Retry-After honoured: GET sessions/bad-lobby" in result.stdout
+    assert "FAIL Retry-After honoured: GET sessions/good-lobby" not in result.stdout
+    assert (tmp_path / "demo-faults.html").exists()
 
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"

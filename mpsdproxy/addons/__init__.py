@@ -16,6 +16,7 @@ def default_addons() -> list[Any]:
     from mpsdproxy.addons import recorder
     from mpsdproxy.addons import replayer
     from mpsdproxy.addons import router
+    from mpsdproxy.addons import verdictlog
 
     return [
         router.Router(),
@@ -24,4 +25,5 @@ def default_addons() -> list[Any]:
         classifier.StatusClassifier(),
         recorder.Recorder(),
         livelog.LiveLog(),
+        verdictlog.VerdictLog(),
     ]

@@ -1,0 +1,156 @@
+"""VerdictLog: title-behaviour verdicts in the log, each as soon as it is decided.
+
+Every finished session-directory flow goes through the verdict engine
+(mpsdproxy.verdicts) as the same record the recorder writes. A verdict is one
+log line: a fail at ERROR and a warning at WARNING, so they stand out among
+the INFO passes. Verdicts that wait for time to pass (Retry-After honoured, a
+client that stopped retrying) are decided by a one-second ticker while the
+proxy runs. At shutdown the engine finishes and a summary line follows.
+
+Put it after the Recorder, so a verdict names records by the seq numbers of
+the recording (without a recorder it numbers the flows itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from mitmproxy import ctx
+from mitmproxy import exceptions
+from mitmproxy import http
+from mitmproxy.addonmanager import Loader
+
+from mpsdproxy import recording
+from mpsdproxy import verdicts
+from mpsdproxy.addons import common
+from mpsdproxy.addons import recorder
+from mpsdproxy.verdicts import Status
+from mpsdproxy.verdicts import Verdict
+
+logger = logging.getLogger(__name__)
+
+LEVELS = {
+    Status.FAIL: logging.ERROR,
+    Status.WARN: logging.WARNING,
+    Status.PASS: logging.INFO,
+    Status.NOT_APPLICABLE: logging.DEBUG,
+}
+TICK_S = 1.0
+
+
+def flow_to_record(flow: http.HTTPFlow, seq: int,
+                   redactor: recording.Redactor) -> dict[str, Any]:
+    """The recording record of a finished, marked flow, numbered `seq`.
+
+    The only place this addon turns a flow into a record; it defers to the
+    recorder's own conversion so the live verdicts and the recording agree.
+    """
+    return {"seq": seq, **recorder.flow_record(flow, redactor)}
+
+
+def summary_line(counts: dict[tuple[str, Status], int]) -> str:
+    """`verdicts: 2 fail, 1 warn, 5 pass, 6 not-applicable; failed: Retry-After honoured (2)`."""
+    totals = {s: sum(n for (_, st), n in counts.items() if st is s) for s in Status}
+    line = "verdicts: " + ", ".join(
+        f"{totals[s]} {s.value}" for s in (Status.FAIL, Status.WARN, Status.PASS,
+                                            Status.NOT_APPLICABLE))
+    failed = [f"{rule.title} ({counts[(rule.id, Status.FAIL)]})" for rule in verdicts.RULES
+              if counts.get((rule.id, Status.FAIL))]
+    if failed:
+        line += "; failed: " + ", ".join(failed)
+    return line
+
+
+class VerdictLog:
+    def __init__(self) -> None:
+        self.engine: verdicts.Engine | None = None
+        self.redactor = recording.Redactor()
+        self.flows = 0
+        self._ticker: asyncio.Task[None] | None = None
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "mpsd_verdicts", bool, True,
+            "Judge the title's behaviour live (Retry-After honoured, backoff, 412 and 409 "
+            "handling, polling, call-rate budgets, the Trace Analyzer's call patterns) and log "
+            "one line per verdict as it is decided, with a summary at exit.",
+        )
+        loader.add_option(
+            "mpsd_limits", str, "",
+            "YAML file of call-rate budgets and verdict thresholds, merged over the built-in "
+            "defaults (mpsdproxy/data/limits.yaml): it only needs the keys it changes.",
+        )
+        # On by default: judge with the built-in limits until the options say otherwise
+        # (mitmproxy only calls configure for options that were set).
+        self.engine = verdicts.Engine()
+
+    def configure(self, updated: set[str]) -> None:
+        if not {"mpsd_verdicts", "mpsd_limits"} & updated:
+            return
+        path = ctx.options.mpsd_limits
+        try:
+            limits = verdicts.load_limits(path or None)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"Cannot parse mpsd_limits option {path}: {e}") from e
+        if self.engine is not None and self.engine.fed:
+            logger.info("mpsd_verdicts or mpsd_limits changed: verdicts start afresh")
+        self.engine = verdicts.Engine(limits) if ctx.options.mpsd_verdicts else None
+
+    def running(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.tick()
+
+    def tick(self, now: float | None = None) -> None:
+        """Decide the verdicts that were waiting for time to pass (`now` defaults to the clock)."""
+        if self.engine is not None and not self.engine.finished:
+            self._log(self.engine.advance(time.time() if now is None else now))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._feed(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None:  # a flow that got a response was judged then
+            self._feed(flow)
+
+    def _feed(self, flow: http.HTTPFlow) -> None:
+        info = common.mark(flow)
+        if info is None or self.engine is None or self.engine.finished:
+            return
+        self.flows += 1
+        seq = info.get("seq") if isinstance(info.get("seq"), int) else self.flows
+        try:
+            record = flow_to_record(flow, seq, self.redactor)
+        except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
+            logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
+            return
+        self._log(self.engine.feed(record))
+
+    def done(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self.engine is None or self.engine.finished:
+            return
+        self._log(self.engine.finish())
+        counts = self.engine.counts
+        level = logging.INFO
+        if any(s is Status.FAIL for _, s in counts):
+            level = logging.ERROR
+        elif any(s is Status.WARN for _, s in counts):
+            level = logging.WARNING
+        logger.log(level, f"mpsd {summary_line(counts)}")
+
+    @staticmethod
+    def _log(decided: Iterable[Verdict]) -> None:
+        for v in decided:
+            where = f" ({v.resource})" if v.resource and v.resource not in v.reason else ""
+            logger.log(LEVELS[v.status], f"verdict {v}{where}")

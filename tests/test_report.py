@@ -1,0 +1,350 @@
+"""Reports over recordings: totals, coverage, verdicts, and the text, json and junit forms."""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import tracemalloc
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mpsdproxy import catalog
+from mpsdproxy import classify
+from mpsdproxy import faults
+from mpsdproxy import recording
+from mpsdproxy import report
+from mpsdproxy import resources
+from mpsdproxy.verdicts import Status
+
+T0 = 1_800_000_000.0
+MPSD = "https://sessiondirectory.xboxlive.com"
+SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
+LOBBY = f"/serviceconfigs/{SCID}/sessiontemplates/LobbySession/sessions/lobby-1"
+GONE = f"/serviceconfigs/{SCID}/sessiontemplates/LobbySession/sessions/gone"
+SESSION = {"constants": {}, "properties": {}, "members": {}, "changeNumber": 2}
+
+
+def exchange(at: float, method: str, path: str, reply: faults.Reply | None, *,
+             headers: Iterable[tuple[str, str]] = (), source: str = "forwarded",
+             rule: str | None = None, took: float = 0.02, user: str = "alice") -> dict[str, Any]:
+    """A record without its seq (the Writer stamps it), classified as the proxy would."""
+    req = [("Authorization", recording.redact_value(f"XBL3.0 x={user};t")), *headers]
+    status = reply.status if reply else None
+    classification = classify.classify(method, MPSD + path, req, status,
+                                       reply.headers if reply else None,
+                                       reply.body if reply else None)
+    provenance: dict[str, Any] = {"source": source}
+    if rule:
+        provenance["rule"] = rule
+    return {
+        "start": recording.timestamp(T0 + at),
+        "end": recording.timestamp(T0 + at + took),
+        "duration_ms": took * 1000,
+        "client": "127.0.0.1:50000",
+        "request": {"method": method, "url": MPSD + path, "headers": [list(h) for h in req],
+                    "body": None},
+        "response": None if reply is None else {
+            "status": reply.status, "reason": reply.reason,
+            "headers": [list(h) for h in reply.headers],
+            "body": recording.encode_body(reply.body)},
+        "error": None if reply else "connection refused",
+        "resource": resources.parse(path).to_dict(),
+        "classification": classification.to_dict(),
+        "provenance": provenance,
+    }
+
+
+def playtest() -> list[dict[str, Any]]:
+    """A short pass: create, read, a stale write, an outage the title ignores, a lost reply."""
+    ok = faults.build("200.ok", session=SESSION, etag='"e2"')
+    return [
+        exchange(0, "PUT", LOBBY, faults.build("201.created", session=SESSION, etag='"e1"')),
+        exchange(1, "GET", LOBBY, ok),
+        exchange(2, "PUT", LOBBY, faults.build("412.if-match-session", session=SESSION,
+                                               etag='"e2"'),
+                 headers=[("If-Match", '"e0"')], source="injected", rule="stale-write"),
+        exchange(3, "PUT", LOBBY, ok, headers=[("If-Match", '"e2"')]),
+        exchange(10, "GET", LOBBY, faults.build("503.service-unavailable", retry_after=5),
+                 source="injected", rule="outage"),
+        exchange(11, "GET", LOBBY, ok, source="replayed"),  # 1 s later: too early
+        exchange(20, "GET", GONE, faults.build("204.get-session")),
+        exchange(21, "GET", GONE, faults.Reply(204, "No Content", [], b"oops")),  # anomaly
+        exchange(30, "DELETE", LOBBY + "/members/me", None),
+    ]
+
+
+def write(path: Path, records: Iterable[dict[str, Any]], *, tail: str = "") -> Path:
+    with recording.Writer(path) as w:
+        for r in records:
+            w.write(r)
+    if tail:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(tail)
+    return path
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> report.Report:
+    path = write(tmp_path / "pass.jsonl", playtest(), tail='not json\n{"seq": 99, "requ')
+    return report.build_report(path)
+
+
+def test_totals_by_status_entry_kind_and_source(built: report.Report) -> None:
+    assert built.exchanges == 9
+    assert built.skipped_total == 2
+    assert built.skipped[1][1] == "truncated last line (writer stopped mid-record)"
+    assert built.by_status == {201: 1, 200: 3, 412: 1, 503: 1, 204: 2, None: 1}
+    assert built.by_entry == {"201.created": 1, "200.ok": 3, "412.if-match-session": 1,
+                              "503.service-unavailable": 1, "204.get-session": 2, None: 1}
+    assert built.by_kind == {"session": 8, "member": 1}
+    assert built.by_source == {"forwarded": 6, "injected": 2, "replayed": 1}
+    assert built.injected_rules == {"stale-write": 1, "outage": 1}
+    assert (built.start, built.end) == (T0, T0 + 30.02)
+
+
+def test_operations_carry_status_classes_and_latency(built: report.Report) -> None:
+    ops = {(op.method, op.kind): op for op in built.operations}
+    get = ops[("GET", "session")]
+    assert get.count == 5
+    assert get.status_classes == {"2xx": 4, "5xx": 1}
+    assert get.latency["count"] == 5
+    assert get.latency["max"] == pytest.approx(20.0)
+    assert 18 <= get.latency["p50"] <= 22
+    assert ops[("DELETE", "member")].status_classes == {"no response": 1}
+
+
+def test_anomalies_are_counted_with_their_records(built: report.Report) -> None:
+    codes = {a.code: a for a in built.anomalies}
+    assert codes["unexpected-body"].records == (8,)
+    assert codes["no-response"].count == 1
+    assert built.anomaly_total == sum(a.count for a in built.anomalies)
+
+
+def test_coverage_names_the_rows_exercised_and_never_reached(built: report.Report) -> None:
+    exercised = {"201.created", "200.ok", "412.if-match-session", "503.service-unavailable",
+                 "204.get-session"}
+    assert {e.id for e in built.exercised} == exercised
+    assert [e.id for e in built.never_reached] == [
+        e.id for e in catalog.ENTRIES if e.id not in exercised]
+
+
+def test_verdicts_are_counted_and_kept_failures_first(built: report.Report) -> None:
+    assert built.verdict_counts["retry-after"] == {"fail": 1}
+    assert built.verdict_counts["412-handled"] == {"pass": 1}
+    first = built.verdicts[0]
+    assert (first.rule, first.status, first.records) == ("retry-after", Status.FAIL, (5, 6))
+    assert set(built.evidence) >= {5, 6}
+    assert built.evidence[5].rule == "outage"
+    assert built.failed
+
+
+def test_json_form_is_the_documented_contract(built: report.Report) -> None:
+    doc = json.loads(report.render(built, "json"))
+    assert list(doc) == ["report", "version", "source", "limits", "exchanges", "skipped_lines",
+                         "skipped", "start", "end", "duration_s", "outcome", "by_status",
+                         "by_entry", "by_kind", "by_source", "injected_rules", "operations",
+                         "anomalies", "verdicts", "coverage", "evidence", "timeline"]
+    assert (doc["report"], doc["version"]) == ("mpsdproxy", 1)
+    assert doc["outcome"] == {"failed": True, "anomalies": built.anomaly_total,
+                              "verdicts": {"pass": 5, "warn": 3, "fail": 1,
+                                           "not-applicable": 5}}
+    assert doc["by_status"][-1] == {"status": None, "count": 1}
+    assert doc["by_entry"][1] == {"id": "201.created", "status": 201,
+                                  "meaning": catalog.get("201.created").meaning, "count": 1}
+    assert [e["id"] for e in doc["by_entry"]] == [  # in the order of the table, unlisted last
+        "200.ok", "201.created", "204.get-session", "412.if-match-session",
+        "503.service-unavailable", None]
+    assert list(doc["operations"][0]) == ["method", "kind", "count", "status_classes",
+                                          "latency_ms"]
+    assert list(doc["operations"][0]["latency_ms"]) == ["count", "mean", "p50", "p90", "p99",
+                                                        "max"]
+    assert [r["rule"] for r in doc["verdicts"]["rules"]][:2] == ["retry-after", "backoff"]
+    assert list(doc["verdicts"]["rules"][0]) == ["rule", "title", "group", "checks", "counts",
+                                                 "omitted"]
+    item = doc["verdicts"]["items"][0]
+    assert list(item) == ["rule", "title", "status", "reason", "records", "gaps_ms", "client",
+                          "resource", "time"]
+    assert (item["status"], item["records"], item["gaps_ms"]) == ("fail", [5, 6], [980.0])
+    assert doc["coverage"]["entries"] == len(catalog.ENTRIES)
+    assert [r["id"] for r in doc["coverage"]["rows"]] == [e.id for e in catalog.ENTRIES]
+    assert list(doc["evidence"][0]) == ["seq", "time", "method", "resource", "status", "entry",
+                                        "source", "rule"]
+    assert list(doc["timeline"]) == ["lanes", "points", "sampled_every", "marked"]
+
+
+def test_junit_puts_each_verdict_in_a_testcase(built: report.Report) -> None:
+    root = ET.fromstring(report.render(built, "junit"))
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("name") == "mpsdproxy.verdicts"
+    cases = suite.findall("testcase")
+    assert len(cases) == len(built.verdicts) == int(suite.get("tests", "0"))
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert len(failures) == int(suite.get("failures", "0")) == 1
+    assert failures[0].get("classname") == "mpsdproxy.verdicts.retry-after"
+    assert "4020 ms too early" in (failures[0].find("failure").get("message") or "")
+    warns = [c for c in cases if (c.findtext("system-out") or "").startswith("WARNING:")]
+    assert len(warns) == 3
+    skipped = [c for c in cases if c.find("skipped") is not None]
+    assert len(skipped) == int(suite.get("skipped", "0")) == 5
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["exchanges"] == "9"
+
+
+def test_junit_counts_failures_beyond_the_kept_ones() -> None:
+    records = [exchange(2 * n, "GET", LOBBY, faults.build("503.service-unavailable",
+                                                          retry_after=5))
+               for n in range(8)]
+    for n, r in enumerate(records, start=1):
+        r["seq"] = n
+    builder = report.ReportBuilder(keep_verdicts=2)
+    for r in records:
+        builder.add(r)
+    rep = builder.finish()
+    assert rep.verdict_counts["retry-after"]["fail"] == 7
+    assert rep.omitted["retry-after"] == {"fail": 5}
+    suite = ET.fromstring(report.render(rep, "junit")).find("testsuite")
+    names = [c.get("name") for c in suite.findall("testcase")]
+    assert "Retry-After honoured: 5 more fail verdicts (not listed)" in names
+    assert suite.get("failures") == "3"
+
+
+def test_text_is_readable(built: report.Report) -> None:
+    text = report.render(built, "text")
+    assert text.startswith(f"mpsdproxy report: {built.source}\n9 exchanges from ")
+    assert "FAILED: 1 title-behaviour verdict(s) failed, 3 warning(s)" in text
+    assert re.search(r"Retry-After honoured +1 fail", text)
+    assert "  - FAIL Retry-After honoured: GET sessions/lobby-1 (record 6)" in text
+    assert "COVERAGE  5 of 18 rows of the status table exercised" in text
+    assert f"  NO        -  202.accepted: {catalog.get('202.accepted').meaning}" in text
+    assert "2 line(s) skipped" in text
+
+
+@pytest.mark.parametrize("fail_on,expected", [(None, 0), ("fail", 1), ("anomaly", 1)])
+def test_exit_code_on_a_failing_pass(built: report.Report, fail_on: str | None,
+                                     expected: int) -> None:
+    assert report.exit_code(built, fail_on) == expected
+
+
+def test_exit_code_on_a_clean_pass() -> None:
+    ok = faults.build("200.ok", session=SESSION, etag='"e1"')
+    clean = report.report_records([dict(exchange(at, "GET", LOBBY, ok), seq=n)
+                                   for n, at in enumerate((0, 30, 90), start=1)])
+    assert not clean.failed and clean.anomaly_total == 0
+    assert report.exit_code(clean, "fail") == report.exit_code(clean, "anomaly") == 0
+    noisy = report.report_records([dict(exchange(0, "GET", GONE, faults.Reply(
+        204, "No Content", [], b"body")), seq=1)])
+    assert (report.exit_code(noisy, "fail"), report.exit_code(noisy, "anomaly")) == (0, 1)
+
+
+def test_bad_format_and_gate_are_refused(built: report.Report) -> None:
+    with pytest.raises(ValueError, match="format should be one of text, json, html, junit"):
+        report.render(built, "pdf")
+    with pytest.raises(ValueError, match="fail_on should be one of fail, anomaly"):
+        report.exit_code(built, "warn")
+
+
+def test_records_without_classification_are_classified() -> None:
+    r = exchange(0, "GET", GONE, faults.build("204.get-session"))
+    r.update(seq=1, classification=None)
+    assert report.report_records([r]).by_entry == {"204.get-session": 1}
+
+
+def test_latency_histogram_estimates_within_a_bucket() -> None:
+    h = report.LatencyHistogram()
+    assert h.percentile(50) is None and h.to_dict()["max"] is None
+    for ms in range(1, 1001):
+        h.add(float(ms))
+    h.add(float("nan"))
+    assert h.count == 1000  # the NaN is not counted
+    assert h.percentile(50) == pytest.approx(500, rel=0.05)
+    assert h.percentile(99) == pytest.approx(990, rel=0.05)
+    assert h.percentile(100) == 1000.0
+    assert h.to_dict()["mean"] == pytest.approx(500.5)
+    assert len(h.buckets) == report.LatencyHistogram.SIZE
+
+
+def test_timeline_is_downsampled_and_keeps_injected_faults() -> None:
+    ok = faults.build("200.ok", session=SESSION, etag='"e1"')
+    builder = report.ReportBuilder(max_points=50, max_marked=5)
+    for n in range(1, 1001):
+        injected = n % 100 == 0
+        builder.add(dict(exchange(n * 7.0, "GET", LOBBY, ok,
+                                  source="injected" if injected else "forwarded"), seq=n))
+    rep = builder.finish()
+    assert 50 <= len(rep.points) < 100
+    assert rep.sampled_every == 16
+    assert [p.seq for p in rep.marked] == [100, 200, 300, 400, 500]
+    svg = report.render(rep, "html")
+    assert svg.count("<circle") <= 100 + len(rep.evidence)
+
+
+# ---------------------------------------------------------------- flat memory
+
+
+def test_report_memory_stays_flat_while_streaming(tmp_path: Path) -> None:
+    """Every aggregate is capped: once the caps fill, more records leave memory where it was.
+
+    A recording is generated, then streamed from disk through the builder; only the tail is
+    traced (tracing every allocation is slow) and the small caps fill during the head.
+    """
+    path = tmp_path / "long.jsonl"
+    body = {"json": {"members": {"me": None}}}
+    with open(path, "w", encoding="utf-8") as f:
+        for n in range(1, 36_001):
+            at = T0 + n * 0.25
+            status = 503 if n % 97 == 0 else 204 if n % 5 == 0 else 200
+            f.write(json.dumps({
+                "seq": n, "start": recording.timestamp(at),
+                "end": recording.timestamp(at + 0.001 * (n % 50)),
+                "client": f"10.0.0.{n % 7}:4000",
+                "request": {"method": "PUT" if n % 4 == 0 else "GET",
+                            "url": f"{MPSD}/serviceconfigs/{SCID}/sessiontemplates/t/sessions/"
+                                   f"s{n % 31}", "headers": [], "body": body if n % 4 == 0
+                            else None},
+                "response": {"status": status, "reason": "", "headers": [], "body": None},
+                "resource": {"kind": "session", "scid": SCID, "template": "t",
+                             "name": f"s{n % 31}", "element": None},
+                "classification": {"id": None, "meaning": "",
+                                   "anomalies": [{"code": f"c{n % 3}", "message": "m"}]},
+                "provenance": {"source": "injected" if status == 503 else "forwarded",
+                               "rule": f"rule-{n % 3}"},
+            }) + "\n")
+    builder = report.ReportBuilder(max_points=64, max_marked=16, keep_verdicts=3, ring=256,
+                                   max_evidence=64, max_lanes=8)
+    records = recording.read(path)
+    for _ in range(30_000):
+        builder.add(next(records))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        samples = []
+        for n in range(6_000):
+            builder.add(next(records))
+            if n >= 2_000 and n % 100 == 0:  # the first 2,000 turn the state over
+                samples.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert next(records, None) is None
+    half = len(samples) // 2
+    earlier, later = sum(samples[:half]) / half, sum(samples[half:]) / half
+    assert later - earlier < 48 * 1024, (earlier, later)
+    rep = builder.finish()
+    assert rep.exchanges == 36_000
+    assert len(rep.evidence) <= 64 and len(rep.points) < 128 and len(rep.lanes) <= 9
+
+
+def test_odd_records_are_counted_not_fatal() -> None:
+    odd = [{"seq": 1, "request": ["not", "a", "request"], "provenance": "forwarded"},
+           {"seq": 2, "request": {"method": "GET", "url": MPSD + LOBBY},
+            "response": {"status": 799, "headers": "none"}, "start": "never"}]
+    rep = report.report_records(odd)
+    assert rep.exchanges == 2
+    assert rep.by_status == {None: 1, 799: 1}
+    assert {a.code for a in rep.anomalies} == {"no-response", "unlisted-status"}
+    assert report.render(rep, "html").startswith("<!DOCTYPE html>")
