@@ -16,6 +16,7 @@ from dataclasses import field
 from typing import Any
 
 from mpsdproxy import catalog
+from mpsdproxy import recording
 from mpsdproxy.catalog import BodyKind
 
 __all__ = ["Reply", "build", "fgrl_message", "encode_json", "DEFAULT_RETRY_AFTER"]
@@ -35,11 +36,7 @@ class Reply:
     body: bytes = b""
 
     def header(self, name: str) -> str | None:
-        low = name.lower()
-        for k, v in self.headers:
-            if k.lower() == low:
-                return v
-        return None
+        return recording.header(self.headers, name)
 
 
 def encode_json(value: Any) -> bytes:

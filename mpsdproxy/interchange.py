@@ -147,15 +147,18 @@ def _headers(pairs: Iterable[Any] | None) -> http.Headers:
     ])
 
 
-def _wire(body: bytes, headers: http.Headers) -> bytes:
-    """A decoded body as the wire carries it: encoded with its Content-Encoding."""
-    ce = headers.get("content-encoding")
-    if not body or not ce:
+def wire_body(body: bytes, content_encoding: str | None) -> bytes:
+    """A decoded body (as records keep it) encoded back with its Content-Encoding."""
+    if not body or not content_encoding:
         return body
     try:
-        return encoding.encode(body, ce)
+        return encoding.encode(body, content_encoding)
     except ValueError:
         return body
+
+
+def _wire(body: bytes, headers: http.Headers) -> bytes:
+    return wire_body(body, headers.get("content-encoding"))
 
 
 def _connections(record: dict[str, Any], host: str, port: int, start: float, end: float

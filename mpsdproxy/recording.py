@@ -42,6 +42,7 @@ __all__ = [
     "encode_body",
     "decode_body",
     "timestamp",
+    "header",
     "Writer",
     "RecordError",
     "ReadIssue",
@@ -117,6 +118,15 @@ def decode_body(body: dict[str, Any] | None) -> bytes:
     if "base64" in body:
         return base64.b64decode(body["base64"])
     raise ValueError(f"body should have one of json, text, base64, not {sorted(body)}")
+
+
+def header(pairs: Iterable[Any], name: str) -> str | None:
+    """The first value of a header in [name, value] pairs, compared case-insensitively."""
+    low = name.lower()
+    for pair in pairs:
+        if str(pair[0]).lower() == low:
+            return str(pair[1])
+    return None
 
 
 def timestamp(epoch: float | None) -> str | None:

@@ -334,11 +334,7 @@ class Request:
         return cls(part["method"], part["url"], headers, recording.decode_body(body))
 
     def header(self, name: str) -> str | None:
-        low = name.lower()
-        for k, v in self.headers:
-            if k.lower() == low:
-                return v
-        return None
+        return recording.header(self.headers, name)
 
 
 class MatchKey(NamedTuple):

@@ -64,6 +64,7 @@ from mitmproxy.net import encoding
 from mpsdproxy import classify
 from mpsdproxy import recording
 from mpsdproxy import resources
+from mpsdproxy.interchange import wire_body
 from mpsdproxy.resources import Kind
 
 __all__ = [
@@ -228,10 +229,7 @@ class _Carry:
 
 
 def _header(pairs: Iterable[Any], name: str) -> str | None:
-    for pair in pairs:
-        if len(pair) == 2 and str(pair[0]).lower() == name:
-            return str(pair[1])
-    return None
+    return recording.header(pairs, name)
 
 
 def _json_field(raw: bytes, key: str) -> str | None:
@@ -290,13 +288,7 @@ def _request_headers(pairs: Iterable[Any], carry: _Carry, host: str | None
 
 
 def _encode(body: bytes, headers: list[tuple[str, str]]) -> bytes:
-    ce = _header(headers, "content-encoding")
-    if not body or not ce:
-        return body
-    try:
-        return encoding.encode(body, ce)
-    except ValueError:
-        return body
+    return wire_body(body, _header(headers, "content-encoding"))
 
 
 def _decode(body: bytes, headers: list[tuple[str, str]]) -> bytes:
