@@ -31,5 +31,16 @@ browser:
 test: $(STAMP) lint browser
 	$(BIN)/pytest -q
 
+# Side by side with plain mitmproxy (wrk and nginx from Debian's packages); writes
+# docs/benchmarks.md. About half an hour; `$(BIN)/python bench/run.py --quick` is shorter.
+bench: $(STAMP)
+	@{ command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; \
+	  else \
+	    echo "wrk and nginx are not installed: the benchmark falls back to its own load tool"; \
+	  fi; }
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""Benchmarks of mpsdproxy side by side with plain mitmproxy (`make bench`, docs/benchmarks.md)."""

@@ -1,0 +1,359 @@
+"""Part 1, addon overhead: plain mitmdump vs `mpsdproxy run` in reverse mode, side by side.
+
+Five proxies run at once in front of one upstream: plain `mitmdump -q` (the
+base), a second identical one (the A/A control: its ratio to the base is the
+noise), and three `mpsdproxy run --quiet` variants, each adding one part:
+
+    classify   the chain with nothing switched on: router, classifier (and
+               every inert addon, which is still walked for each hook)
+    record     + --record FILE
+    full       + a 20-rule scenario whose rules all match but never fire
+
+Throughput and latency ratios compare `full` with the base at 1, 16 and 64
+connections; the CPU µs per request of each variant, minus the one before it,
+is what each part adds. A second, in-process measure times every addon's hooks
+directly on a realistic flow, which is exact where the process figures are
+noisy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from dataclasses import asdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+#: Rules in the generated scenario; each matches every benchmark request, none fires.
+RULES = 20
+NEVER = 1_000_000_000
+#: The variants in chain-building order: each adds one part to the one before.
+BASE, CONTROL, CLASSIFY, RECORD, FULL = "mitmdump", "mitmdump-control", "classify", "record", \
+    "full"
+VARIANTS = (BASE, CONTROL, CLASSIFY, RECORD, FULL)
+PARTS = ((CLASSIFY, BASE, "classify (router, classifier, inert addons)"),
+         (RECORD, CLASSIFY, "record (redact, JSON line, flush)"),
+         (FULL, RECORD, f"scenario ({RULES} rules matched, none fires)"))
+HOOKS = ("requestheaders", "request", "responseheaders", "response")
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Config:
+    connections: tuple[int, ...] = (1, 16, 64)
+    rounds: int = 10
+    seconds: float = 2.0
+    paths: int = 64  # distinct session URLs rotated by the load generator
+    upstream: str = "auto"  # auto | nginx | python
+    tool: str = "auto"  # auto | wrk | python
+    hook_iterations: int = 20_000
+    warm_up: bool = True
+    variants: tuple[str, ...] = VARIANTS  # the smoke run starts fewer proxies
+
+
+QUICK = Config(rounds=3, seconds=1.0, hook_iterations=5_000)
+SMOKE = Config(connections=(2,), rounds=1, seconds=0.3, paths=4, upstream="python",
+               tool="python", hook_iterations=200, warm_up=False,
+               variants=(BASE, CLASSIFY, FULL))
+
+
+# --- the scenario -------------------------------------------------------------------------
+
+FAULTS = ("{status: 412}", "{status: 429, retry_after: 3}", "{status: 503, retry_after: 5}",
+          "{delay: 1500ms}", "{drop: true}")
+MATCHES = (
+    "{method: GET, resource: session}",
+    "{resource: [session, member], path: '*/sessiontemplates/*/sessions/*'}",
+    "{method: [GET, PUT], path: '/serviceconfigs/*'}",
+    "{resource: any}",
+)
+PER = ("global", "client", "session")
+
+
+def scenario_yaml(rules: int = RULES) -> str:
+    """A scenario whose every rule matches the benchmark's session GETs and counts them
+    (per global, client or session scope), but waits for a request that never comes."""
+    lines = ["name: bench-never-fires", "description: every rule matches, none fires",
+             "seed: 1", "rules:"]
+    for i in range(rules):
+        lines += [
+            f"  - name: never-{i:02d}",
+            f"    match: {MATCHES[i % len(MATCHES)]}",
+            f"    per: {PER[i % len(PER)]}",
+            f"    when: {{nth: {NEVER + i}}}",
+            f"    fault: {FAULTS[i % len(FAULTS)]}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_scenario(path: Path, rules: int = RULES) -> None:
+    """Write the scenario and check it loads (a broken one would measure nothing)."""
+    path.write_text(scenario_yaml(rules))
+    from mpsdproxy import scenario
+
+    scenario.load(path)
+
+
+# --- the proxies --------------------------------------------------------------------------
+
+def session_paths(count: int) -> list[str]:
+    return [common.session_path(f"bench-lobby-{i}") for i in range(count)]
+
+
+def variant_argvs(port: dict[str, int], target: str, confdir: Path, workdir: Path,
+                  with_scenario: bool) -> dict[str, list[str]]:
+    mode = f"reverse:{target}"
+    scenario_set = common.option_args("--scenario", "mpsd_scenario",
+                                      str(workdir / "scenario.yaml"))
+    return {
+        BASE: common.mitmdump_argv(port[BASE], mode, confdir),
+        CONTROL: common.mitmdump_argv(port[CONTROL], mode, confdir),
+        CLASSIFY: common.mpsdproxy_argv(port[CLASSIFY], mode, confdir),
+        RECORD: common.mpsdproxy_argv(port[RECORD], mode, confdir,
+                                      "--record", str(workdir / "record.jsonl")),
+        FULL: common.mpsdproxy_argv(port[FULL], mode, confdir,
+                                    "--record", str(workdir / "full.jsonl"),
+                                    *(scenario_set if with_scenario else []),
+                                    needs=["mpsd_scenario"] if with_scenario else []),
+    }
+
+
+def start_proxies(services: common.Services, target: str, confdir: Path, with_scenario: bool,
+                  names: tuple[str, ...] = VARIANTS
+                  ) -> tuple[dict[str, common.Service], dict[str, str]]:
+    """Start the variants at once (startups overlap), then wait for each to listen."""
+    ports = {name: common.free_port() for name in VARIANTS}
+    argvs = variant_argvs(ports, target, confdir, services.workdir, with_scenario)
+    started = {name: services.spawn(name, argvs[name], ports[name]) for name in names}
+    common.wait_all(started.values(), timeout=120)
+    launchers = {name: common.launcher(argv) for name, argv in argvs.items() if name in names}
+    return started, launchers
+
+
+# --- analysis -----------------------------------------------------------------------------
+
+def round_differences(runs: dict[str, list[common.Run]], test: str, base: str) -> list[float]:
+    """Per-round CPU µs/request of `test` minus `base` (same round, so same CPU state)."""
+    out = []
+    for a, b in zip(runs[test], runs[base], strict=True):
+        if a.cpu_us_per_request is not None and b.cpu_us_per_request is not None:
+            out.append(a.cpu_us_per_request - b.cpu_us_per_request)
+    return out
+
+
+def summarise(runs: dict[str, list[common.Run]]) -> dict[str, Any]:
+    """Ratios (median of per-round ratios), absolute medians and the CPU breakdown."""
+    ratios = {}
+    for label, test in (("full", FULL), ("control", CONTROL)):
+        if test not in runs:
+            continue
+        ratios[label] = {m: common.median_ratio(runs, test, BASE, m)
+                         for m in ("rps", "p50", "p99", "cpu_us")}
+    absolute = {name: {m: common.median_metric(runs, name, m)
+                       for m in ("rps", "p50", "p99", "cpu_us")} | {
+                           "errors": common.total_errors(runs, name),
+                           "requests": sum(r.load.requests for r in runs[name])}
+                for name in runs}
+    extra = {part: common.median(round_differences(runs, test, base))
+             for test, base, part in PARTS if test in runs and base in runs}
+    extra["total"] = common.median(round_differences(runs, FULL, BASE))
+    return {"ratios": ratios, "absolute": absolute, "extra_cpu_us": extra,
+            "rounds": len(runs[BASE])}
+
+
+def upstream_direct(generator: common.LoadGenerator, upstream: common.Service,
+                    config: Config, paths: list[str]) -> dict[str, Any]:
+    """The upstream measured alone, at the highest concurrency: it must be far faster
+    than any proxy in front of it, or it would be what the proxies are measured by."""
+    connections = max(config.connections)
+    run = common.measured_run(generator, upstream, connections, config.seconds, paths)
+    return {"connections": connections, "rps": run.load.rps, "p50": run.load.p50_ms,
+            "p99": run.load.p99_ms, "cpu_us": run.cpu_us_per_request,
+            "errors": run.load.errors}
+
+
+# --- in-process hook timing ---------------------------------------------------------------
+
+def realistic_flow(body: bytes) -> tuple[Any, Any]:
+    """A session GET as a title sends it (a live flow, no response yet) and the
+    service's answer to it."""
+    from mitmproxy.test import tflow
+    from mitmproxy.test import tutils
+
+    request = tutils.treq(
+        method=b"GET", scheme=b"https", host="sessiondirectory.xboxlive.com", port=443,
+        authority=b"", path=common.session_path("bench-lobby-1").encode(),
+        headers=[(b"Host", b"sessiondirectory.xboxlive.com"),
+                 (b"Authorization", b"XBL3.0 x=2814600000000001;eyJhbGciOiJSUzI1NiJ9.e30.sig"),
+                 (b"Signature", b"AAAAAQHZ3jzNhd5OaR5+PjQ8Wg=="),
+                 (b"x-xbl-contract-version", b"107"), (b"Accept-Language", b"en-US"),
+                 (b"Accept", b"application/json")],
+        content=b"")
+    response = tutils.tresp(
+        status_code=200, reason=b"OK",
+        headers=[(b"Content-Type", b"application/json; charset=utf-8"),
+                 (b"ETag", b'"0x8D9F3A1B2C3D4E5"'), (b"Content-Length", str(len(body)).encode()),
+                 (b"X-Xbl-Correlation-Id", b"4b1a7c3e-0000-4000-8000-00000000beef")],
+        content=body)
+    return tflow.tflow(req=request), response
+
+
+def _chain(with_scenario: bool) -> list[Any]:
+    from mpsdproxy.addons import default_addons
+
+    options = common.mpsdproxy_options()
+    if not options or (with_scenario and "mpsd_scenario" not in options):
+        import importlib
+
+        return importlib.import_module("bench.shim")._chain()
+    return default_addons()
+
+
+def time_hooks(iterations: int, with_scenario: bool, body: bytes) -> dict[str, Any]:
+    """Each addon's hooks on one realistic flow, `iterations` times: median µs per
+    request per addon and per hook, after a warm-up of a tenth."""
+    from mitmproxy.test import taddons
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
+    chain = _chain(with_scenario)
+    options: dict[str, Any] = {"mpsd_record": str(workdir / "hooks.jsonl"), "mpsd_quiet": True}
+    if with_scenario:
+        write_scenario(workdir / "scenario.yaml")
+        options["mpsd_scenario"] = str(workdir / "scenario.yaml")
+    template, response = realistic_flow(body)
+    samples: dict[tuple[str, str], list[float]] = {}
+    with taddons.context(*chain) as tctx:
+        if with_scenario and tctx.options._options["mpsd_scenario"].typespec is not str:
+            options["mpsd_scenario"] = [options["mpsd_scenario"]]  # a list of scenario files
+        tctx.configure(chain[0], **options)
+        for i in range(iterations + iterations // 10):
+            flow = template.copy()
+            flow.live = True  # a copy is not live, and every hook leaves a dead flow alone
+            spent = _one_request(chain, flow, response)
+            if i >= iterations // 10:
+                for key, ns in spent.items():
+                    samples.setdefault(key, []).append(ns / 1000)
+        with contextlib.redirect_stdout(sys.stderr):  # done() may print a summary
+            for addon in chain:
+                if hasattr(addon, "done"):
+                    addon.done()
+    (workdir / "hooks.jsonl").unlink(missing_ok=True)
+    per_hook = {f"{a}.{h}": statistics.median(v) for (a, h), v in samples.items()}
+    per_addon: dict[str, float] = {}
+    for (addon, _), values in samples.items():
+        per_addon[addon] = per_addon.get(addon, 0.0) + statistics.median(values)
+    return {"iterations": iterations, "per_addon_us": per_addon, "per_hook_us": per_hook,
+            "total_us": sum(per_addon.values()), "scenario": with_scenario,
+            "hot_spots_us": hot_spots(body, max(100, iterations // 4))}
+
+
+def _one_request(chain: list[Any], flow: Any, response: Any) -> dict[tuple[str, str], int]:
+    """Run every hook of the chain on `flow` in mitmproxy's event order, the upstream's
+    `response` arriving between the request and the response hooks; ns per addon hook."""
+    spent: dict[tuple[str, str], int] = {}
+    for hook in HOOKS:
+        if hook == "responseheaders" and flow.response is None:
+            flow.response = response.copy()
+        for addon in chain:
+            method = getattr(addon, hook, None)
+            if method is None:
+                continue
+            started = time.perf_counter_ns()
+            result = method(flow)
+            spent[(type(addon).__name__, hook)] = time.perf_counter_ns() - started
+            if hasattr(result, "close"):
+                result.close()  # an awaitable (a delay) would only wait: never the case here
+    return spent
+
+
+def hot_spots(body: bytes, number: int) -> dict[str, float]:
+    """µs per call of the domain functions the hooks are made of, on the same exchange
+    (best of five batches): where the time inside the addons goes."""
+    import json
+
+    from mpsdproxy import classify
+    from mpsdproxy import recording
+    from mpsdproxy import resources
+    from mpsdproxy.addons import recorder
+
+    flow, response = realistic_flow(body)
+    flow.response = response
+    req_headers = list(flow.request.headers.items(multi=True))
+    resp_headers = list(response.headers.items(multi=True))
+    path = flow.request.path
+    redactor = recording.Redactor()
+    record = recorder.flow_record(flow, redactor)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-hot-"))
+    with recording.Writer(workdir / "hot.jsonl") as writer:
+        calls: dict[str, Callable[[], Any]] = {
+            "resources.parse(path)": lambda: resources.parse(path),
+            "json.loads(response body)": lambda: json.loads(body),
+            "recording.encode_body(response body)": lambda: recording.encode_body(body),
+            "classify.classify(...)": lambda: classify.classify(
+                "GET", path, req_headers, 200, resp_headers, body),
+            "recorder.flow_record(flow)": lambda: recorder.flow_record(flow, redactor),
+            "recording.Writer.write(record)": lambda: writer.write(dict(record)),
+            "response.get_content()": lambda: response.get_content(strict=False),
+            "request.headers.items(multi=True)": lambda: list(
+                flow.request.headers.items(multi=True)),
+        }
+        out = {name: min(timeit.repeat(fn, number=number, repeat=5)) * 1e6 / number
+               for name, fn in calls.items()}
+    (workdir / "hot.jsonl").unlink(missing_ok=True)
+    return out
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[str, Any]:
+    """Measure everything part 1 reports; every process is stopped before returning."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    confdir = common.prepare_confdir(workdir / "confdir")
+    body = common.compact_json(common.session_document("bench-lobby-1"))
+    with_scenario = common.supported("mpsd_scenario")
+    if with_scenario:
+        write_scenario(workdir / "scenario.yaml")
+    else:
+        log("  mpsd_scenario is not available in this tree: 'full' runs without a scenario")
+    paths = session_paths(config.paths)
+    generator = common.LoadGenerator(workdir, config.tool)
+    result: dict[str, Any] = {"config": asdict(config), "tool": generator.tool,
+                              "scenario": with_scenario, "body_bytes": len(body)}
+    with common.Services(workdir) as services:
+        upstream, what = common.start_upstream(services, body, config.upstream)
+        result["upstream"] = what
+        result["upstream_direct"] = upstream_direct(generator, upstream, config, paths)
+        log(f"  upstream {what}: {result['upstream_direct']['rps']:.0f} req/s direct")
+        proxies, result["launchers"] = start_proxies(services, upstream.url, confdir,
+                                                     with_scenario, config.variants)
+        targets = list(proxies.values())
+        if config.warm_up:
+            common.interleave(generator, targets, 1, 1, min(config.seconds, 1.0), paths)
+        result["by_connections"] = {}
+        for connections in config.connections:
+            log(f"  {connections} connection(s): {config.rounds} rounds x {len(targets)} "
+                f"proxies x {config.seconds:g} s")
+            runs = common.interleave(generator, targets, connections, config.rounds,
+                                     config.seconds, paths)
+            result["by_connections"][connections] = summarise(runs)
+        result["peak_rss_mb"] = {name: s.peak_rss_mb() for name, s in proxies.items()}
+        result["recorded_lines"] = _count_lines(workdir / "full.jsonl")
+    log(f"  timing hooks in-process ({config.hook_iterations} requests)")
+    result["hooks"] = time_hooks(config.hook_iterations, with_scenario, body)
+    return result
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)

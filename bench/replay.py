@@ -1,0 +1,327 @@
+"""Part 2, replay: `mpsdproxy run` replaying a recording vs mitmproxy's `--server-replay`.
+
+A realistic recording is generated (session lifecycles: create, read, join,
+conditional read, property write, throttled and stale writes, leave; bodies
+of about 1.5 KB) and exported with `mpsdproxy export --format mitm`, so both
+proxies hold the same exchanges. Measured:
+
+- time to first answer: from process start until a recorded GET gets its
+  recorded 200 (repeated for mpsdproxy, whose start is cheap), beside the
+  start-up floor of a plain mitmdump (Python and mitmproxy starting);
+- peak memory (VmHWM) and memory once ready (VmRSS);
+- throughput and latency, as interleaved rounds of the two replaying proxies
+  plus a second mpsdproxy as the A/A control, the load rotating over many
+  recorded session GETs.
+
+Neither proxy can reach a service: both are in reverse mode towards the real
+host with lazy connections, misses are answered with an error status (which
+the load tool counts), never forwarded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import asdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+MITM, MPSD, MPSD_CONTROL = "mitmproxy --server-replay", "mpsdproxy replay", \
+    "mpsdproxy replay (control)"
+HOST = "sessiondirectory.xboxlive.com"
+STEPS_PER_SESSION = 8
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Config:
+    count: int = 100_000
+    rounds: int = 8
+    seconds: float = 2.0
+    connections: int = 16
+    paths: int = 1000  # distinct recorded session GETs the load rotates over
+    mpsd_starts: int = 3  # mpsdproxy's time to first answer is the median of this many
+    tool: str = "auto"
+    ready_timeout: float = 900.0
+    floor: bool = True  # also time a plain mitmdump's start (the smoke run skips it)
+
+
+QUICK = Config(count=10_000, rounds=3, seconds=1.0)
+SMOKE = Config(count=200, rounds=1, seconds=0.3, paths=8, mpsd_starts=1, tool="python",
+               ready_timeout=120.0, floor=False)
+
+
+# --- the recording -------------------------------------------------------------------------
+
+def _token(user: int) -> str:
+    from mpsdproxy import recording
+
+    return recording.redact_value(f"XBL3.0 x={2814600000000000 + user};token-{user}")
+
+
+def _request_headers(user: int, extra: list[tuple[str, str]], body: bytes) -> list[list[str]]:
+    from mpsdproxy import recording
+
+    headers = [("Host", HOST), ("Authorization", _token(user)),
+               ("Signature", recording.redact_value(f"sig-{user}")),
+               ("x-xbl-contract-version", "107"), ("Accept-Language", "en-US"), *extra]
+    if body:
+        headers += [("Content-Type", "application/json; charset=utf-8"),
+                    ("Content-Length", str(len(body)))]
+    return [list(h) for h in headers]
+
+
+def lifecycle(n: int) -> Iterator[tuple[str, str, list[tuple[str, str]], Any, str, dict]]:
+    """The exchanges of session n: (method, path, request headers, request JSON,
+    catalog id of the answer, faults.build arguments)."""
+    name = f"bench-lobby-{n}"
+    path = common.session_path(name)
+    doc1 = common.session_document(name, members=1, seed=n)
+    doc2 = common.session_document(name, members=2, seed=n)
+    etag1, etag2, etag3 = (f'"0x8D9{n:09X}{k}"' for k in range(3))
+    me = {"members": {"me": {"constants": {"system": {"xuid": str(n), "initialize": True}}}}}
+    yield "PUT", path, [("If-None-Match", "*")], me, "201.created", {"session": doc1,
+                                                                      "etag": etag1}
+    yield "GET", path, [], None, "200.ok", {"session": doc1, "etag": etag1}
+    yield "PUT", path, [], me, "200.ok", {"session": doc2, "etag": etag2}
+    yield "GET", path, [("If-None-Match", etag2)], None, "304.not-modified", {}
+    props = {"properties": {"custom": {"state": "ready", "round": n % 7}}}
+    if n % 10 == 3:
+        yield "PUT", path, [("If-Match", etag1)], props, "412.if-match-session", {
+            "session": doc2, "etag": etag2}
+    else:
+        yield "PUT", path, [("If-Match", etag2)], props, "200.ok", {"session": doc2,
+                                                                     "etag": etag3}
+    if n % 10 == 7:
+        yield "GET", path, [], None, "429.too-many-requests", {"retry_after": 3}
+    elif n % 25 == 11:
+        yield "GET", path, [], None, "503.service-unavailable", {"retry_after": 5}
+    else:
+        yield "GET", path, [], None, "200.ok", {"session": doc2, "etag": etag3}
+    yield "GET", path, [], None, "200.ok", {"session": doc2, "etag": etag3}
+    leave = {"members": {"me": None}}
+    yield "PUT", path, [], leave, "204.put-session-deleted", {}
+
+
+def write_recording(path: Path, count: int, start: float = 1_790_000_000.0) -> int:
+    """Write `count` exchanges (whole lifecycles, the last one cut short) with the
+    recording module's own Writer, as the recorder would have; returns the count."""
+    from mpsdproxy import classify
+    from mpsdproxy import faults
+    from mpsdproxy import recording
+    from mpsdproxy import resources
+
+    classified: dict[tuple[int, str], dict[str, Any]] = {}
+    written = 0
+    now = start
+    with recording.Writer(path) as writer:
+        for n in range(count // STEPS_PER_SESSION + 1):
+            for step, (method, url_path, extra, body, entry, args) in enumerate(lifecycle(n)):
+                if written >= count:
+                    return written
+                raw = common.compact_json(body) if body is not None else b""
+                reply = faults.build(entry, **args, extra_headers=[
+                    ("X-Xbl-Correlation-Id", f"4b1a7c3e-0000-4000-8000-{written:012d}"),
+                    ("Date", "Mon, 21 Sep 2026 14:13:20 GMT")])
+                resp_headers = [list(h) for h in reply.headers]
+                if reply.status not in (204, 304):  # as the service sends them
+                    resp_headers.append(["Content-Length", str(len(reply.body))])
+                req_headers = _request_headers(n, extra, raw)
+                key = (step, entry)
+                if key not in classified:  # every lifecycle classifies alike: once per step
+                    classified[key] = classify.classify(
+                        method, url_path, [tuple(h) for h in req_headers], reply.status,
+                        [tuple(h) for h in resp_headers], reply.body).to_dict()
+                duration = 0.004 + (written % 13) / 1000
+                writer.write({
+                    "start": recording.timestamp(now),
+                    "end": recording.timestamp(now + duration),
+                    "duration_ms": round(duration * 1000, 3),
+                    "client": f"127.0.0.1:{50000 + n % 1000}",
+                    "request": {"method": method, "url": f"https://{HOST}{url_path}",
+                                "headers": req_headers, "body": recording.encode_body(raw)},
+                    "response": {"status": reply.status, "reason": reply.reason,
+                                 "headers": resp_headers,
+                                 "body": recording.encode_body(reply.body)},
+                    "error": None,
+                    "resource": resources.parse(url_path).to_dict(),
+                    "classification": classified[key],
+                    "provenance": {"source": "forwarded"},
+                })
+                written += 1
+                now += 0.01
+    return written
+
+
+def always_ok(n: int) -> bool:
+    """Whether every recorded GET of session n (without If-None-Match) was answered 200:
+    `lifecycle` gives some a 429 or 503, which mpsdproxy replays in recorded order."""
+    return n % 10 != 7 and n % 25 != 11
+
+
+def replay_paths(count: int, paths: int) -> list[str]:
+    """Up to `paths` session paths whose recorded GETs were all answered 200, so any
+    error the load tool counts is a replay failure, not a recorded fault."""
+    sessions = [n for n in range(max(1, count // STEPS_PER_SESSION)) if always_ok(n)]
+    return [common.session_path(f"bench-lobby-{n}") for n in sessions[:paths]]
+
+
+def export_mitm(recording_path: Path, out: Path) -> float:
+    """`mpsdproxy export --format mitm`; returns its wall time."""
+    started = time.perf_counter()
+    subprocess.run([common.PYTHON, "-m", "mpsdproxy", "export", str(recording_path),
+                    "--format", "mitm", "-o", str(out)], check=True, capture_output=True,
+                   timeout=3600)
+    return time.perf_counter() - started
+
+
+# --- time to first answer ------------------------------------------------------------------
+
+def first_answer(service: common.Service, path: str, timeout: float,
+                 want: int | None = 200) -> float:
+    """Seconds from spawn until `path` gets an answer (with status `want`, if given)."""
+    deadline = service.spawned + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise RuntimeError(f"{service.name} exited with {service.proc.returncode}:\n"
+                               f"{service.output()[-3000:]}")
+        status = _get(service.port, path)
+        if status is not None and (want is None or status == want):
+            return time.monotonic() - service.spawned
+        time.sleep(0.02)
+    raise RuntimeError(f"{service.name} gave no answer within {timeout:.0f} s")
+
+
+def _get(port: int, path: str) -> int | None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+# --- the proxies ---------------------------------------------------------------------------
+
+def mitm_argv(port: int, flows: Path, confdir: Path) -> list[str]:
+    return common.mitmdump_argv(
+        port, f"reverse:{common.NOWHERE}", confdir, "--server-replay", str(flows),
+        "--set", "server_replay_reuse=true", "--set", "server_replay_extra=404",
+        "--set", "connection_strategy=lazy")
+
+
+def mpsd_argv(port: int, recording_path: Path, confdir: Path) -> list[str]:
+    return common.mpsdproxy_argv(port, f"reverse:{common.NOWHERE}", confdir,
+                                 *common.option_args("--replay", "mpsd_replay",
+                                                     str(recording_path)),
+                                 needs=["mpsd_replay"])
+
+
+def start_ready(services: common.Services, name: str, argv_for: Callable[[int], list[str]],
+                path: str, timeout: float) -> tuple[common.Service, float]:
+    """Start a proxy on a free port (`argv_for(port)`) and wait for its first answer."""
+    port = common.free_port()
+    service = services.spawn(name, argv_for(port), port)
+    return service, first_answer(service, path, timeout)
+
+
+def startup_floor(services: common.Services, confdir: Path, path: str) -> float:
+    """Time to first answer of a plain mitmdump with nothing to load (its 502 for an
+    upstream that refuses), then stopped: what every start costs anyway."""
+    port = common.free_port()
+    argv = common.mitmdump_argv(port, f"reverse:http://127.0.0.1:{common.free_port()}", confdir,
+                                "--set", "connection_strategy=lazy")
+    service = services.spawn("mitmdump-empty", argv, port)
+    try:
+        return first_answer(service, path, 60.0, want=None)
+    finally:
+        service.stop()
+
+
+# --- the benchmark -------------------------------------------------------------------------
+
+def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[str, Any]:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    confdir = common.prepare_confdir(workdir / "confdir")
+    result: dict[str, Any] = {"config": asdict(config)}
+    if not common.supported("mpsd_replay"):
+        log("  mpsd_replay is not available in this tree: replay not measured")
+        return result | {"available": False}
+    recording_path, flows = workdir / "replay.jsonl", workdir / "replay.mitm"
+    with common.timed() as t:
+        written = write_recording(recording_path, config.count)
+    log(f"  generated {written} exchanges in {t[0]:.1f} s; exporting to a mitmproxy flow file")
+    result |= {"available": True, "exchanges": written, "generate_s": t[0],
+               "export_s": export_mitm(recording_path, flows),
+               "recording_mb": recording_path.stat().st_size / 2**20,
+               "flows_mb": flows.stat().st_size / 2**20}
+    paths = replay_paths(written, config.paths)
+    generator = common.LoadGenerator(workdir, config.tool)
+    result["tool"] = generator.tool
+    with common.Services(workdir) as services:
+        result["startup_floor_s"] = (startup_floor(services, confdir, paths[0])
+                                     if config.floor else None)
+        mpsd, control, ready = _start_mpsd(services, config, recording_path, confdir, paths[0])
+        result["launchers"] = {
+            MPSD: common.launcher(mpsd_argv(0, recording_path, confdir)),
+            MITM: common.launcher(mitm_argv(0, flows, confdir))}
+        result["ready_s"] = {MPSD: common.median(ready), "mpsd_starts": ready}
+        result["ready_rss_mb"] = {MPSD: mpsd.rss_mb()}
+        log(f"  mpsdproxy answered first after {result['ready_s'][MPSD]:.2f} s; "
+            f"starting mitmproxy --server-replay")
+        mitm, mitm_ready = start_ready(services, MITM, lambda p: mitm_argv(p, flows, confdir),
+                                       paths[0], config.ready_timeout)
+        result["ready_s"][MITM] = mitm_ready
+        result["ready_rss_mb"][MITM] = mitm.rss_mb()
+        log(f"  mitmproxy answered first after {mitm_ready:.2f} s; "
+            f"{config.rounds} interleaved rounds at {config.connections} connections")
+        runs = common.interleave(generator, [mitm, mpsd, control], config.connections,
+                                 config.rounds, config.seconds, paths)
+        result["throughput"] = _summarise(runs)
+        result["peak_rss_mb"] = {MITM: mitm.peak_rss_mb(), MPSD: mpsd.peak_rss_mb()}
+    return result
+
+
+def _start_mpsd(services: common.Services, config: Config, recording_path: Path,
+                confdir: Path, path: str
+                ) -> tuple[common.Service, common.Service, list[float]]:
+    """Start mpsdproxy `mpsd_starts` times, one at a time (each measured alone), and
+    keep the last start and a control started after it."""
+    ready: list[float] = []
+    service: common.Service | None = None
+
+    def argv(port: int) -> list[str]:
+        return mpsd_argv(port, recording_path, confdir)
+
+    for _ in range(max(1, config.mpsd_starts)):
+        if service is not None:
+            service.stop()
+        service, seconds = start_ready(services, MPSD, argv, path, config.ready_timeout)
+        ready.append(seconds)
+    assert service is not None
+    control, _ = start_ready(services, MPSD_CONTROL, argv, path, config.ready_timeout)
+    return service, control, ready
+
+
+def _summarise(runs: dict[str, list[common.Run]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"rounds": len(runs[MITM])}
+    for label, test, base in (("mpsd_vs_mitm", MPSD, MITM), ("control", MPSD_CONTROL, MPSD)):
+        out[label] = {m: common.median_ratio(runs, test, base, m)
+                      for m in ("rps", "p50", "p99", "cpu_us")}
+    out["absolute"] = {name: {m: common.median_metric(runs, name, m)
+                              for m in ("rps", "p50", "p99", "cpu_us")}
+                       | {"errors": common.total_errors(runs, name)}
+                       for name in runs}
+    return out
