@@ -393,6 +393,18 @@ class HeaderMatch:
         return self.glob is None or any(self.glob.matches(v) for v in values)
 
 
+@functools.lru_cache(maxsize=256)
+def _kinds_of(names: tuple[str, ...]) -> frozenset[Kind] | None:
+    """Worked out once per set of resource names: every rule asks on every request."""
+    kinds: set[Kind] = set()
+    for name in names:
+        covered = RESOURCE_KINDS[name]
+        if covered is None:
+            return None
+        kinds |= covered
+    return frozenset(kinds) if names else None
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     """Which requests a rule concerns; every None or empty field matches everything."""
@@ -406,13 +418,7 @@ class Match:
     @property
     def kinds(self) -> frozenset[Kind] | None:
         """The resource kinds the rule's resource names cover (None: any)."""
-        kinds: set[Kind] = set()
-        for name in self.resources:
-            covered = RESOURCE_KINDS[name]
-            if covered is None:
-                return None
-            kinds |= covered
-        return frozenset(kinds) if self.resources else None
+        return _kinds_of(self.resources)
 
     def matches(self, method: str, host: str, path: str, headers: Headers | None,
                 resource: Resource | None = None) -> bool:

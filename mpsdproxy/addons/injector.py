@@ -568,14 +568,14 @@ class FaultInjector:
         if not self.loaded or common.mark(flow) is None:
             return None
         if _replayed(flow):
-            if not self.inject:
+            if not self.inject or not self._has(Phase.RESPONSE):
                 return None
             hit = self._evaluate(request_view(flow), Phase.RESPONSE)
             return self._act(flow, hit, Phase.RESPONSE) if hit is not None else None
         if not self._from_service(flow):
             return None
         self.learn(flow)
-        if not self.inject:
+        if not self.inject or not self._has(Phase.RESPONSE):
             return None
         hit = self._evaluate(request_view(flow), Phase.RESPONSE)
         return self._act(flow, hit, Phase.RESPONSE) if hit is not None else None
@@ -609,6 +609,10 @@ class FaultInjector:
         return self.tracker.observe(
             request.method, request.path, response.status_code, response.headers.fields,
             response.get_content(strict=False), request_body)
+
+    def _has(self, phase: Phase) -> bool:
+        """Whether any loaded rule acts in this phase (else there is nothing to evaluate)."""
+        return any(rule.phase is phase for item in self.loaded for rule in item.scenario.rules)
 
     def _evaluate(self, view: scenario.RequestView, phase: Phase) -> Hit | None:
         now = self.clock()
