@@ -237,6 +237,15 @@ class Overload:
             _positive("requests", self.requests)
 
 
+def _handle_type(body: dict[str, Any]) -> str:
+    """The handle `type` of a request body; 400 when it is not one MPSD knows."""
+    kind = body.get("type")
+    if kind not in _HANDLE_TYPES:
+        raise _Refusal("400.bad-request", f"type should be one of {', '.join(_HANDLE_TYPES)}"
+                                          f", not {json.dumps(kind)}.")
+    return kind
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     """Everything the stand-in is told rather than taught by requests."""
@@ -1396,10 +1405,7 @@ class Emulator:
 
     def _post_handle(self, call: _Call, resource: Resource) -> faults.Reply:
         body = _json_object(call.body)
-        kind = body.get("type")
-        if kind not in _HANDLE_TYPES:
-            raise _Refusal("400.bad-request", f"type should be one of {', '.join(_HANDLE_TYPES)}"
-                                              f", not {json.dumps(kind)}.")
+        kind = _handle_type(body)
         if body.get("version") != 1 or isinstance(body.get("version"), bool):
             raise _Refusal("400.bad-request",
                            f"version should be 1, not {json.dumps(body.get('version'))}.")
@@ -1440,10 +1446,7 @@ class Emulator:
 
     def _query_handles(self, call: _Call, resource: Resource) -> faults.Reply:
         body = _json_object(call.body)
-        kind = body.get("type")
-        if kind not in _HANDLE_TYPES:
-            raise _Refusal("400.bad-request", f"type should be one of {', '.join(_HANDLE_TYPES)}"
-                                              f", not {json.dumps(kind)}.")
+        kind = _handle_type(body)
         scid = body.get("scid")
         owners = body.get("owners")
         xuids = None
