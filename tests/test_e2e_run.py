@@ -180,3 +180,36 @@ def test_listens_on_loopback_only_by_default(launch: Launcher) -> None:
     for address in addresses - {"127.0.0.1", "127.0.1.1", "::1"}:
         with pytest.raises(OSError), socket.create_connection((address, proxy.port), timeout=1):
             pass
+
+
+def test_mitmdump_loads_the_same_addons_and_options(launch: Launcher, tmp_path: Path) -> None:
+    """`mitmdump -s addons/mpsdproxy.py` works even though the script shares the package's
+    name, and takes the same `mpsd_` options as `mpsdproxy run`."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from conftest import free_port
+    from conftest import wait_for_port
+
+    standin = launch.standin()
+    port, record, log = free_port(), tmp_path / "mitmdump.jsonl", tmp_path / "mitmdump.log"
+    mitmdump = Path(sys.executable).parent / "mitmdump"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(mitmdump), "-s", str(ROOT / "addons" / "mpsdproxy.py"), "-p", str(port),
+             "--mode", f"reverse:{standin.url}", "--set", f"mpsd_record={record}",
+             "--set", f"confdir={tmp_path}"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_for_port(port, proc, log)
+        headers = [title.CONTRACT, ("Authorization", f"XBL3.0 x=a;{SECRET_TOKEN}")]
+        response = httpx.get(f"http://127.0.0.1:{port}{title.session_path('via-mitmdump')}",
+                             headers=headers, timeout=10)
+        assert response.status_code == 204
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    (rec,) = read_records(record)
+    assert rec["classification"]["id"] == "204.get-session"
+    assert SECRET_TOKEN.encode() not in record.read_bytes()
