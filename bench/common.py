@@ -262,33 +262,16 @@ def _options_of(addons: Sequence[Any]) -> set[str]:
         return set(tctx.options.keys())
 
 
-def mpsdproxy_options(shim: bool = False) -> set[str]:
-    """Every option the `mpsdproxy run` chain declares as installed right now (with
-    `shim`, the chain bench/shim.py builds); empty when the chain cannot even be built."""
-    try:
-        if shim:
-            sys.path.insert(0, str(BENCH))
-            try:
-                import shim as shim_module
-            finally:
-                sys.path.remove(str(BENCH))
-            return _options_of(shim_module._chain())
-        from mpsdproxy.addons import default_addons
+def mpsdproxy_options() -> set[str]:
+    """Every option the `mpsdproxy run` chain declares as installed right now."""
+    from mpsdproxy.addons import default_addons
 
-        return _options_of(default_addons())
-    except ImportError:
-        return set()
+    return _options_of(default_addons())
 
 
-def mpsdproxy_argv(port: int, mode: str, confdir: Path, *extra: str,
-                   needs: Iterable[str] = ()) -> list[str]:
-    """`mpsdproxy run` in `mode`; through bench/shim.py when the chain lacks an option in
-    `needs` (or cannot be built) and an existing addon module provides it (see shim.py)."""
-    head = [PYTHON, "-m", "mpsdproxy"]
-    options = mpsdproxy_options()
-    if not options or set(needs) - options:
-        head = [PYTHON, str(BENCH / "shim.py")]
-    return [*head, "run", "--mode", mode, "--listen-host", "127.0.0.1",
+def mpsdproxy_argv(port: int, mode: str, confdir: Path, *extra: str) -> list[str]:
+    """`mpsdproxy run` in `mode`, quiet, on loopback."""
+    return [PYTHON, "-m", "mpsdproxy", "run", "--mode", mode, "--listen-host", "127.0.0.1",
             "--listen-port", str(port), "--confdir", str(confdir), "--quiet", *extra]
 
 
@@ -309,7 +292,7 @@ def option_args(flag: str, option: str, value: str) -> list[str]:
 
 def supported(option: str) -> bool:
     """Whether a proxy started by `mpsdproxy_argv` can take `option` at all."""
-    return option in mpsdproxy_options() or option in mpsdproxy_options(shim=True)
+    return option in mpsdproxy_options()
 
 
 def launcher(argv: Sequence[str]) -> str:
@@ -317,8 +300,7 @@ def launcher(argv: Sequence[str]) -> str:
     ports and confdir, files by their names."""
     args = list(argv)
     if "run" in args and args[0] == PYTHON:
-        head = "bench/shim.py run" if "shim.py" in " ".join(args) else "mpsdproxy run"
-        args = [head, *args[args.index("run") + 1:]]
+        args = ["mpsdproxy run", *args[args.index("run") + 1:]]
     else:
         args = [Path(args[0]).name, *args[1:]]
     out: list[str] = []

@@ -122,8 +122,7 @@ def variant_argvs(port: dict[str, int], target: str, confdir: Path, workdir: Pat
                                       "--record", str(workdir / "record.jsonl")),
         FULL: common.mpsdproxy_argv(port[FULL], mode, confdir,
                                     "--record", str(workdir / "full.jsonl"),
-                                    *(scenario_set if with_scenario else []),
-                                    needs=["mpsd_scenario"] if with_scenario else []),
+                                    *(scenario_set if with_scenario else [])),
     }
 
 
@@ -207,24 +206,15 @@ def realistic_flow(body: bytes) -> tuple[Any, Any]:
     return tflow.tflow(req=request), response
 
 
-def _chain(with_scenario: bool) -> list[Any]:
-    from mpsdproxy.addons import default_addons
-
-    options = common.mpsdproxy_options()
-    if not options or (with_scenario and "mpsd_scenario" not in options):
-        import importlib
-
-        return importlib.import_module("bench.shim")._chain()
-    return default_addons()
-
-
 def time_hooks(iterations: int, with_scenario: bool, body: bytes) -> dict[str, Any]:
     """Each addon's hooks on one realistic flow, `iterations` times: median µs per
     request per addon and per hook, after a warm-up of a tenth."""
     from mitmproxy.test import taddons
 
+    from mpsdproxy.addons import default_addons
+
     workdir = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
-    chain = _chain(with_scenario)
+    chain = default_addons()
     options: dict[str, Any] = {"mpsd_record": str(workdir / "hooks.jsonl"), "mpsd_quiet": True}
     if with_scenario:
         write_scenario(workdir / "scenario.yaml")

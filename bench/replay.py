@@ -225,8 +225,7 @@ def mitm_argv(port: int, flows: Path, confdir: Path) -> list[str]:
 def mpsd_argv(port: int, recording_path: Path, confdir: Path) -> list[str]:
     return common.mpsdproxy_argv(port, f"reverse:{common.NOWHERE}", confdir,
                                  *common.option_args("--replay", "mpsd_replay",
-                                                     str(recording_path)),
-                                 needs=["mpsd_replay"])
+                                                     str(recording_path)))
 
 
 def start_ready(services: common.Services, name: str, argv_for: Callable[[int], list[str]],

@@ -212,12 +212,3 @@ def test_launcher_names_the_command_without_ports_or_paths(tmp_path):
         "mpsdproxy run --mode reverse:http://127.0.0.1:9 --quiet --record full.jsonl")
     plain = common.mitmdump_argv(8124, "reverse:http://127.0.0.1:9", tmp_path / "conf")
     assert common.launcher(plain) == "mitmdump --mode reverse:http://127.0.0.1:9 -q"
-
-
-def test_shim_chain_keeps_the_documented_order():
-    from bench import shim
-
-    names = [type(a).__name__ for a in shim._chain()]
-    order = ["Router", "Replayer", "FaultInjector", "StatusClassifier", "Recorder"]
-    present = [n for n in names if n in order]
-    assert present == order
