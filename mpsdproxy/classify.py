@@ -8,13 +8,13 @@ report never have to special-case it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mpsdproxy import catalog
+from mpsdproxy import jsonbody
 from mpsdproxy import resources
 from mpsdproxy.catalog import BodyKind
 from mpsdproxy.catalog import Target
@@ -65,6 +65,15 @@ def _lower_headers(headers: Headers | None) -> dict[str, str]:
     out: dict[str, str] = {}
     if headers is None:
         return out
+    fields = getattr(headers, "fields", None)
+    if isinstance(fields, tuple):
+        # mitmproxy's Headers: read its raw (name, value) bytes pairs directly, decoded
+        # as its own items() would, without a generator per header.
+        for k, v in fields:
+            key = k.decode("utf-8", "surrogateescape").lower()
+            if key not in out:
+                out[key] = v.decode("utf-8", "surrogateescape")
+        return out
     try:
         items = headers.items() if isinstance(headers, Mapping) else headers
         for pair in items:
@@ -111,16 +120,6 @@ def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
     return score
 
 
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return _INVALID
-
-
-_INVALID = object()
-
-
 def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
                media: str | None, body: bytes, req: dict[str, str],
                resp: dict[str, str]) -> list[Anomaly]:
@@ -147,8 +146,8 @@ def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
             f"{entry.id} should be {entry.content_type}, not {media or 'missing'}",
         ))
     if entry.content_type == catalog.JSON and body and media == catalog.JSON:
-        document = _parse_json(body)
-        if document is _INVALID:
+        document = jsonbody.parse(bytes(body))
+        if document is jsonbody.INVALID:
             found.append(Anomaly("bad-json", "the body is not valid JSON"))
         elif (entry.returns_session and entry.status >= 400
               and resource.is_session_or_element and not _whole_session(document)):
@@ -204,6 +203,7 @@ def _classify(method: str, url: str, request_headers: Headers | None, status: in
     resp = _lower_headers(response_headers)
     media = _media_type(resp.get("content-type"))
     target = _target(resource)
-    entry = max(candidates, key=lambda e: _score(e, method, target, media, body, req))
+    entry = candidates[0] if len(candidates) == 1 else max(
+        candidates, key=lambda e: _score(e, method, target, media, body, req))
     anomalies = _anomalies(entry, method, resource, media, body, req, resp)
     return Classification(entry.id, entry.meaning, tuple(anomalies))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -106,6 +107,20 @@ def test_compact_json_stays_json(value):
     assert recording.decode_body(_through_a_line(encoded)) == raw
 
 
+@settings(max_examples=200)
+@given(st.dictionaries(st.text(), JSON_VALUES, max_size=4), st.text())
+def test_a_line_is_utf8_json_that_reads_back_as_the_record(body, text):
+    """Whatever a record holds (a header that was not UTF-8 becomes lone surrogates),
+    its line is valid UTF-8 JSON on one line and reads back as the same record."""
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    record = {"seq": 1, "request": {"url": text, "body": recording.encode_body(raw)},
+              "response": {"status": 200, "headers": [["X", text], ["Y", "\udcff"]]},
+              "big": 2**70}
+    line = recording.encode_line(record)
+    assert b"\n" not in line
+    assert json.loads(line.decode("utf-8")) == record
+
+
 # --- redaction ---------------------------------------------------------------------------
 
 
@@ -177,6 +192,14 @@ def test_timestamps():
     assert recording.timestamp(None) is None
     assert recording.timestamp(946684800.25) == "2000-01-01T00:00:00.250000Z"
     assert recording.parse_timestamp("2000-01-01T00:00:00.250000Z") == 946684800.25
+
+
+@given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
+@example(1764063464.9999996)  # rounds up into the next second
+@example(1764063464.0000005)
+def test_timestamp_is_what_datetime_writes(epoch):
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    assert recording.timestamp(epoch) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))

@@ -29,9 +29,9 @@ def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
     return classify.classify(
         request.method,
         request.path,
-        request.headers.items(multi=True),
+        request.headers,
         response.status_code,
-        response.headers.items(multi=True),
+        response.headers,
         response.get_content(strict=False),
     )
 

@@ -73,12 +73,18 @@ def format_line(flow: http.HTTPFlow, colour: bool = False) -> str:
 class LiveLog:
     def __init__(self, out: IO[str] | None = None) -> None:
         self.out = out
+        self.quiet = False
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
             "mpsd_quiet", bool, False,
             "Do not print the live log line for each session-directory exchange.",
         )
+
+    def configure(self, updated: set[str]) -> None:
+        if "mpsd_quiet" in updated:
+            # Read once here: an option lookup on every flow costs more than the check.
+            self.quiet = ctx.options.mpsd_quiet
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._log(flow)
@@ -88,7 +94,7 @@ class LiveLog:
 
     def _log(self, flow: http.HTTPFlow) -> None:
         info = common.mark(flow)
-        if info is None or info.get("logged") or ctx.options.mpsd_quiet:
+        if info is None or self.quiet or info.get("logged"):
             return
         info["logged"] = True
         out = self.out or sys.stdout

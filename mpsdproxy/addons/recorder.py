@@ -80,7 +80,7 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str
         "request": {
             "method": request.method,
             "url": info.get("url") or request.url,
-            "headers": redactor.headers(request.headers.items(multi=True)),
+            "headers": redactor.headers(request.headers),
             "body": recording.encode_body(request.get_content(strict=False)),
         },
         "response": None,
@@ -93,7 +93,7 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str
         record["response"] = {
             "status": response.status_code,
             "reason": response.reason,
-            "headers": redactor.headers(response.headers.items(multi=True)),
+            "headers": redactor.headers(response.headers),
             "body": recording.encode_body(response.get_content(strict=False)),
         }
     return record

@@ -1,0 +1,132 @@
+"""JSON on the hot path: one parse per body, one fast encoder, the stdlib's meaning.
+
+Several addons look at the same response body in the same hook round (the
+classifier checks it is valid JSON, the injector whether it is a whole session,
+the recorder whether it can be kept as JSON). `parse` parses it once and hands
+the same value to each: the cache holds one body, the one being handled. A
+parsed value is shared, so callers read it and never change it.
+
+orjson does the work where it is several times faster than the json module, and
+the json module stays the reference: `parse` gives what `json.loads` gives, and
+`is_compact` answers exactly as comparing with `json.dumps` would. Where the two
+libraries could disagree (orjson refuses NaN, integers beyond 64 bits and lone
+surrogates; it writes some small floats differently) the json module decides.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+__all__ = ["INVALID", "parse", "compact", "is_compact", "dumps_line"]
+
+#: What `parse` returns for bytes that are not JSON (None is a JSON value).
+INVALID: Any = object()
+
+_last_raw: bytes | None = None
+_last_value: Any = INVALID
+
+_ERRORS = (ValueError, UnicodeDecodeError, RecursionError)
+
+
+#: orjson reads an integer beyond 64 bits as a float; the json module keeps it exact.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _loads(raw: bytes) -> Any:
+    if not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # maybe still JSON to the json module (NaN, UTF-16, a BOM)
+    try:
+        return json.loads(raw)
+    except _ERRORS:
+        return INVALID
+
+
+def parse(raw: bytes) -> Any:
+    """The JSON value of `raw` (as `json.loads` reads it), or INVALID. Equal bytes in a
+    row are parsed once."""
+    global _last_raw, _last_value
+    if raw is _last_raw or raw == _last_raw:
+        return _last_value
+    value = _loads(raw)
+    _last_raw, _last_value = raw, value
+    return value
+
+
+#: Compact, UTF-8 as is, strict JSON (NaN and Infinity are refused): the form records
+#: keep and `decode_body` gives back. Built once; `json.dumps` with options would
+#: build an encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def compact(value: Any) -> str:
+    """`value` as compact JSON text, as the json module writes it; ValueError for NaN
+    or Infinity."""
+    return _COMPACT.encode(value)
+
+
+_DIGITS = frozenset(b"0123456789")
+_NUMBER_ENDS = frozenset(b",]}")
+
+
+def _ambiguous(text: bytes) -> bool:
+    """Whether orjson's `text` may spell a float differently from the json module:
+    orjson writes 1e-05 as 0.00001 and 1e-08 as 1e-8 (a number ends at `,`, `]`, `}`
+    or the end of the text). True sends the question to the json module: a string
+    that happens to hold such text only costs the slower answer, and GUIDs
+    ("...3e-0000-...") are not numbers. Plain finds: a regex is ten times slower here.
+    """
+    if b"0.0000" in text:
+        return True
+    end = len(text)
+    at = text.find(b"e-")
+    while at != -1:
+        digits = at + 2
+        while digits < end and text[digits] in _DIGITS:
+            digits += 1
+        if (at > 0 and text[at - 1] in _DIGITS and digits > at + 2
+                and (digits == end or text[digits] in _NUMBER_ENDS)):
+            return True
+        at = text.find(b"e-", at + 2)
+    return False
+
+
+def is_compact(value: Any, raw: bytes) -> bool:
+    """Whether `compact(value)`, UTF-8 encoded, is exactly `raw`: the test for keeping a
+    body as JSON in a record. orjson answers when its text cannot differ."""
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        text = None
+    if text is not None and not _ambiguous(text):
+        return text == raw
+    try:
+        return compact(value).encode("utf-8") == raw
+    except (ValueError, RecursionError):
+        return False
+
+
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps_line(record: dict[str, Any]) -> bytes:
+    """A record as one compact JSON line in UTF-8 (no newline).
+
+    What orjson cannot write (a lone surrogate from a header that was not UTF-8, an
+    integer beyond 64 bits) the json module writes, with escapes where UTF-8 cannot
+    carry a character: a line is always valid UTF-8 and valid JSON.
+    """
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return _LINE.encode(record).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record, separators=(",", ":")).encode("ascii")
