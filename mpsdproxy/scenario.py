@@ -420,26 +420,95 @@ class Match:
         """The resource kinds the rule's resource names cover (None: any)."""
         return _kinds_of(self.resources)
 
+    def compiled(self) -> _CompiledMatch:
+        """The match as the cheapest checks: absent conditions dropped, globs as regexes."""
+        return _CompiledMatch(
+            self.methods, self.kinds,
+            tuple(g.regex for g in self.paths), tuple(g.regex for g in self.hosts),
+            tuple((h.name.lower(), h.present, h.glob.regex if h.glob is not None else None)
+                  for h in self.headers))
+
     def matches(self, method: str, host: str, path: str, headers: Headers | None,
                 resource: Resource | None = None) -> bool:
         """Whether a request is one this rule concerns. Never raises on odd input."""
-        method, host, path = _text(method), _text(host), _text(path)
-        if self.methods is not None and method.upper() not in self.methods:
+        return _Facts(method, host, path, headers, resource).matches(self.compiled())
+
+
+class _CompiledMatch(NamedTuple):
+    """A Match reduced to what a request is checked against (equal ones check alike)."""
+
+    methods: frozenset[str] | None
+    kinds: frozenset[Kind] | None
+    paths: tuple[re.Pattern[str], ...]
+    hosts: tuple[re.Pattern[str], ...]
+    headers: tuple[tuple[str, bool, re.Pattern[str] | None], ...]
+
+
+class _Facts:
+    """One request as every rule's match sees it, normalised once: the method upper-cased,
+    the resource kind; the bare path, bare host and header table when first needed."""
+
+    __slots__ = ("method", "kind", "_path", "_host", "_headers", "_bare_path", "_bare_host",
+                 "_table")
+
+    def __init__(self, method: Any, host: Any, path: Any, headers: Headers | None,
+                 resource: Any = None) -> None:
+        # Requests bring str; _text is for whatever else arrives.
+        path = path if type(path) is str else _text(path)
+        self.method = (method if type(method) is str else _text(method)).upper()
+        self._host = host if type(host) is str else _text(host)
+        self._path = path
+        self._headers = headers
+        if not isinstance(resource, Resource):
+            resource = resources.parse(path)
+        self.kind = resource.kind
+        self._bare_path: str | None = None
+        self._bare_host: str | None = None
+        self._table: dict[str, list[str]] | None = None
+
+    def matches(self, c: _CompiledMatch) -> bool:
+        # Plain loops, not any(): a generator costs more than the checks it runs.
+        if c.methods is not None and self.method not in c.methods:
             return False
-        kinds = self.kinds
-        if kinds is not None:
-            if not isinstance(resource, Resource):
-                resource = resources.parse(path)
-            if resource.kind not in kinds:
+        if c.kinds is not None and self.kind not in c.kinds:
+            return False
+        if c.paths:
+            path = self._bare_path
+            if path is None:
+                path = self._bare_path = _bare_path(self._path)
+            if not _any_match(c.paths, path):
                 return False
-        if self.paths and not any(g.matches(_bare_path(path)) for g in self.paths):
-            return False
-        if self.hosts and not any(g.matches(_bare_host(host)) for g in self.hosts):
-            return False
-        if self.headers:
-            table = _header_table(headers)
-            return all(h.matches(table) for h in self.headers)
+        if c.hosts:
+            host = self._bare_host
+            if host is None:
+                host = self._bare_host = _bare_host(self._host)
+            if not _any_match(c.hosts, host):
+                return False
+        if c.headers:
+            table = self._table
+            if table is None:
+                table = self._table = _header_table(self._headers)
+            for name, present, regex in c.headers:
+                values = table.get(name)
+                if not present:
+                    if values is not None:
+                        return False
+                elif values is None:
+                    return False
+                elif regex is not None:
+                    for value in values:
+                        if regex.match(value) is not None:
+                            break
+                    else:
+                        return False
         return True
+
+
+def _any_match(regexes: tuple[re.Pattern[str], ...], value: str) -> bool:
+    for regex in regexes:
+        if regex.match(value) is not None:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1432,6 +1501,9 @@ class _Bounded(OrderedDict[str, Any]):
         return value
 
 
+_NO_SCOPE: Any = object()
+
+
 class Trigger:
     """Decides, match by match, whether a rule fires; counters are kept per scope key.
 
@@ -1439,6 +1511,9 @@ class Trigger:
     counts (a match that an earlier rule answered). `now` is any monotonic
     clock in seconds, the same one `start` was read from.
     """
+
+    __slots__ = ("when", "rng", "start", "match_count", "fire_count", "_scopes",
+                 "_last_scope", "_last_counters")
 
     def __init__(self, when: When, rng: random.Random, start: float,
                  max_scopes: int = MAX_SCOPES) -> None:
@@ -1448,12 +1523,17 @@ class Trigger:
         self.match_count = 0
         self.fire_count = 0
         self._scopes: _Bounded = _Bounded(max_scopes)
+        # The scope counted last and its counters: already the most recently used, so
+        # counting it again (a title polling its session) needs no look-up.
+        self._last_scope: Any = _NO_SCOPE
+        self._last_counters = _Counters()
 
     def reset(self, start: float | None = None, rng: random.Random | None = None) -> None:
         self.start = self.start if start is None else start
         self.rng = rng or self.rng
         self.match_count = self.fire_count = 0
         self._scopes.clear()
+        self._last_scope = _NO_SCOPE
 
     def _in_window(self, now: float, counters: _Counters) -> bool:
         when = self.when
@@ -1464,13 +1544,55 @@ class Trigger:
         return now >= begin and (when.for_ is None or now < begin + when.for_)
 
     def count(self, now: float, scope: str = "") -> _Counters:
-        counters: _Counters = self._scopes.touch(scope, _Counters)
+        counters = self._counted(now, scope)
+        if self.when.after is None or self._in_window(now, counters):
+            counters.eligible += 1
+        return counters
+
+    def _counted(self, now: float, scope: str) -> _Counters:
+        """The scope's counters with this match counted (not yet `eligible`)."""
+        if scope == self._last_scope:
+            counters = self._last_counters
+        else:
+            counters = self._touch(scope)
         counters.matches += 1
         self.match_count += 1
         if counters.first_match is None:
             counters.first_match = now
-        if self._in_window(now, counters):
-            counters.eligible += 1
+        return counters
+
+    def step(self, now: float, scope: str = "") -> _Counters | None:
+        """`count`, then `ready`, in one go: the counters when the match just counted
+        satisfies every condition (drawing the probability), else None."""
+        counters = self._counted(now, scope)
+        when = self.when
+        if when.after is not None and not self._in_window(now, counters):
+            return None
+        n = counters.eligible = counters.eligible + 1
+        if when.nth is not None and n != when.nth:
+            return None
+        if when.first is not None and n > when.first:
+            return None
+        if when.every is not None and n % when.every:
+            return None
+        if when.times is not None and counters.fired >= when.times:
+            return None
+        if when.probability is None or self.rng.random() < when.probability:
+            return counters
+        return None
+
+    def _touch(self, scope: str) -> _Counters:
+        """The scope's counters, made the most recently used (new ones start at 0)."""
+        scopes = self._scopes
+        counters: _Counters | None = scopes.get(scope)
+        if counters is None:
+            counters = scopes.touch(scope, _Counters)
+            if scope not in scopes:  # a limit below 1 keeps nothing
+                return counters
+        else:
+            scopes.move_to_end(scope)
+        self._last_scope = scope
+        self._last_counters = counters
         return counters
 
     def ready(self, now: float, counters: _Counters) -> bool:
@@ -1619,6 +1741,8 @@ class RuleStats:
 
 
 class _Runtime:
+    __slots__ = ("rule", "seed", "enabled", "trigger", "delay_rng", "throttle")
+
     def __init__(self, rule: Rule, seed: int, start: float) -> None:
         self.rule = rule
         self.seed = seed
@@ -1638,12 +1762,9 @@ class _Runtime:
             self.throttle.reset()
 
 
-def _scope(per: Per, view: RequestView, resource: Resource) -> str | None:
-    if per is Per.CLIENT:
-        return view.client
-    if per is Per.SESSION:
-        return resource.key
-    return ""
+#: Where each `per` finds its scope key among a request's three (see Engine.evaluate).
+_GLOBAL, _CLIENT, _SESSION = 0, 1, 2
+_PER_SLOT = {Per.GLOBAL: _GLOBAL, Per.CLIENT: _CLIENT, Per.SESSION: _SESSION}
 
 
 class Engine:
@@ -1661,6 +1782,26 @@ class Engine:
         self.enabled = True
         self._lock = threading.Lock()
         self._runtimes = [_Runtime(rule, scenario.seed, self.start) for rule in scenario.rules]
+        #: Each distinct match once, so a request is checked once per distinct match.
+        self._matches: list[_CompiledMatch] = []
+        slots: dict[_CompiledMatch, int] = {}
+        plans: dict[Phase, list[tuple[_Runtime, Trigger, int, int]]] = {p: [] for p in Phase}
+        for runtime in self._runtimes:
+            rule = runtime.rule
+            compiled = rule.match.compiled()
+            slot = slots.get(compiled)
+            if slot is None:
+                slot = slots[compiled] = len(self._matches)
+                self._matches.append(compiled)
+            if not isinstance(rule.phase, Phase):
+                continue  # a rule of no known phase is never evaluated
+            per = _PER_SLOT[rule.per] if isinstance(rule.per, Per) else _GLOBAL
+            plans[rule.phase].append((runtime, runtime.trigger, slot, per))
+        #: Per phase, the rules of that phase in file order: (runtime, its trigger, its
+        #: match's slot, its scope's slot).
+        self._plans = {phase: tuple(plan) for phase, plan in plans.items()}
+        #: The phases some rule acts in.
+        self.phases = frozenset(phase for phase, plan in plans.items() if plan)
 
     def evaluate(self, view: RequestView, phase: Phase = Phase.REQUEST,
                  now: float | None = None) -> Firing | None:
@@ -1669,27 +1810,43 @@ class Engine:
             return None
         now = time.monotonic() if now is None else now
         resource = view.resource if view.resource is not None else resources.parse(view.path)
+        plan = self._plans[phase] if isinstance(phase, Phase) else ()
+        if not plan:
+            return None
+        facts = _Facts(view.method, view.host, view.path, view.headers, resource)
+        compiled = self._matches
+        matched: list[bool | None] = [None] * len(compiled)
+        scopes: list[str | None] = ["", view.client, None]
+        session_scope = False
         with self._lock:
             winner: Firing | None = None
-            for runtime in self._runtimes:
-                rule = runtime.rule
-                if not runtime.enabled or rule.phase is not phase:
+            for runtime, trigger, slot, per in plan:
+                if not runtime.enabled:
                     continue
-                scope = _scope(rule.per, view, resource)
-                if scope is None or not rule.match.matches(
-                        view.method, view.host, view.path, view.headers, resource):
+                if per == _SESSION and not session_scope:
+                    scopes[_SESSION] = resource.key
+                    session_scope = True
+                scope = scopes[per]
+                if scope is None:
+                    continue
+                ok = matched[slot]
+                if ok is None:
+                    ok = matched[slot] = facts.matches(compiled[slot])
+                if not ok:
                     continue
                 if winner is not None:
-                    runtime.trigger.count(now, scope)
-                else:
-                    winner = self._try(runtime, view, now, scope)
+                    trigger.count(now, scope)
+                    continue
+                counters = trigger.step(now, scope)
+                if counters is not None:
+                    winner = self._fire(runtime, view, now, scope, counters)
             return winner
 
-    def _try(self, runtime: _Runtime, view: RequestView, now: float, scope: str) -> Firing | None:
+    def _fire(self, runtime: _Runtime, view: RequestView, now: float, scope: str,
+              counters: _Counters) -> Firing | None:
+        """A match that satisfies the rule's `when`: the rule fires unless its throttle
+        lets the request through."""
         trigger = runtime.trigger
-        counters = trigger.count(now, scope)
-        if not trigger.ready(now, counters):
-            return None
         decision = None
         if runtime.throttle is not None:
             decision = runtime.throttle.allow(now, view.user or view.client)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpsdproxy import catalog
+from mpsdproxy import jsonbody
 from mpsdproxy import resources
 from mpsdproxy.resources import Kind
 from mpsdproxy.resources import Resource
@@ -92,13 +93,14 @@ class TrackedSession:
 
 def whole_session(body: bytes | None) -> dict[str, Any] | None:
     """The body as a whole session document (every top-level key the table's note
-    requires), or None when it is something else: an element, a handle, junk."""
+    requires), or None when it is something else: an element, a handle, junk.
+
+    The document is the one `jsonbody.parse` shares with the other addons looking at
+    the same body: read it, never change it.
+    """
     if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
         return None
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    value = jsonbody.parse(body)
     if isinstance(value, dict) and catalog.SESSION_DOCUMENT_KEYS <= value.keys():
         return value
     return None
@@ -110,19 +112,37 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _header_table(headers: Headers | None) -> dict[str, str]:
-    """Lower-cased name -> first value, from str or bytes pairs; tolerant of odd input."""
-    table: dict[str, str] = {}
+def _etag_and_location(headers: Headers | None) -> tuple[str | None, str | None]:
+    """The first ETag and Content-Location values (names ignore case), from str or bytes
+    pairs or a mapping; tolerant of odd input. Nothing else of the headers is needed."""
+    etag: str | None = None
+    location: str | None = None
     if headers is None:
-        return table
-    items = headers.items() if isinstance(headers, Mapping) else headers
+        return etag, location
+    if isinstance(headers, tuple | list):  # mitmproxy's raw fields: the usual case
+        items: Iterable[Any] = headers
+    else:
+        items = headers.items() if isinstance(headers, Mapping) else headers
     for pair in items:
         try:
             name, value = pair
         except (TypeError, ValueError):
             continue
-        table.setdefault(_text(name).lower(), _text(value))
-    return table
+        if isinstance(name, bytes):
+            # Only ASCII bytes decode and lower-case to either name: compare as bytes.
+            if len(name) == 4:
+                if etag is None and name.lower() == b"etag":
+                    etag = _text(value)
+            elif len(name) == 16 and location is None and name.lower() == b"content-location":
+                location = _text(value)
+            continue
+        low = _text(name).lower()
+        if low == "etag":
+            if etag is None:
+                etag = _text(value)
+        elif low == "content-location" and location is None:
+            location = _text(value)
+    return etag, location
 
 
 def _target(resource: Resource) -> catalog.Target:
@@ -171,6 +191,7 @@ class SessionTracker:
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self._sessions: OrderedDict[str, TrackedSession] = OrderedDict()
+        self._checked: set[str] = set()  # keys whose document `observe` found whole
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -200,13 +221,18 @@ class SessionTracker:
 
         Returns False, storing nothing, for a document larger than the whole budget.
         """
-        key = key.lower()
+        return self._store(key.lower(), path, body, etag, checked=False)
+
+    def _store(self, key: str, path: str, body: bytes, etag: str | None,
+               checked: bool) -> bool:
         with self._lock:
             self._drop(key)
             if len(body) > self.max_bytes:
                 return False
             self._sessions[key] = TrackedSession(key, path, bytes(body), etag)
             self._bytes += len(body)
+            if checked:
+                self._checked.add(key)
             while len(self._sessions) > self.max_sessions or self._bytes > self.max_bytes:
                 self._drop(next(iter(self._sessions)))
             return True
@@ -219,12 +245,14 @@ class SessionTracker:
     def clear(self) -> None:
         with self._lock:
             self._sessions.clear()
+            self._checked.clear()
             self._bytes = 0
 
     def _drop(self, key: str) -> bool:
         tracked = self._sessions.pop(key, None)
         if tracked is None:
             return False
+        self._checked.discard(key)
         self._bytes -= len(tracked.body)
         return True
 
@@ -239,36 +267,55 @@ class SessionTracker:
         """
         method = str(method).upper()
         resource = resources.parse(path)
-        table = _header_table(headers)
+        etag, location = _etag_and_location(headers)
         if resource.kind is Kind.HANDLE and method == "POST" and 200 <= status < 300:
             ref = _referenced_session(request_body) or _referenced_session(body)
             return self._forgotten(ref.key) if ref is not None and ref.key else Update.NONE
-        session = self._session_of(resource, table)
-        if session is None or session.key is None:
+        session = self._session_of(resource, location)
+        if session is None:
+            return Update.NONE
+        key = session.key
+        if key is None:
             return Update.NONE
         if status == 204:
             gone = _row_of_204(method, resource) in GONE_ENTRIES
-            return self._forgotten(session.key) if gone else Update.NONE
-        etag = table.get("etag")
-        if status in _SESSION_STATUSES and whole_session(body) is not None:
-            assert body is not None and session.session_path is not None
-            stored = self.remember(session.key, session.session_path, body, etag)
-            return Update.STORED if stored else Update.NONE
-        tracked = self._sessions.get(session.key)
+            return self._forgotten(key) if gone else Update.NONE
+        if status in _SESSION_STATUSES and body:
+            path = session.session_path
+            assert path is not None
+            if self._refresh(key, path, body, etag):
+                return Update.STORED
+            if whole_session(body) is not None:
+                stored = self._store(key, path, body, etag, checked=True)
+                return Update.STORED if stored else Update.NONE
+        tracked = self._sessions.get(key)
         if etag is not None and tracked is not None and tracked.etag != etag:
-            return self._forgotten(session.key)
+            return self._forgotten(key)
         return Update.NONE
+
+    def _refresh(self, key: str, path: str, body: bytes, etag: str | None) -> bool:
+        """When the session is stored already, as a document `observe` found whole, with
+        these very bytes, ETag and path (a title polling an unchanged session), mark it
+        most recently used, as storing it again would, without parsing it again; whether
+        it was."""
+        with self._lock:
+            tracked = self._sessions.get(key)
+            if (tracked is None or key not in self._checked or tracked.etag != etag
+                    or tracked.path != path or len(body) > self.max_bytes
+                    or tracked.body != body):
+                return False
+            self._sessions.move_to_end(key)
+            return True
 
     def _forgotten(self, key: str) -> Update:
         return Update.FORGOTTEN if self.forget(key) else Update.NONE
 
     @staticmethod
-    def _session_of(resource: Resource, headers: Mapping[str, str]) -> Resource | None:
+    def _session_of(resource: Resource, location: str | None) -> Resource | None:
         """The session an exchange is about: the request's own, else the one its
         Content-Location names (GET /handles/{id}/session answers with it)."""
         if resource.is_session_or_element:
             return resource
-        location = headers.get("content-location")
         if location:
             named = resources.parse(location)
             if named.is_session_or_element:

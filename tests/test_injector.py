@@ -29,6 +29,7 @@ from mitmproxy.test import tflow
 from mpsdproxy import catalog
 from mpsdproxy import faults
 from mpsdproxy import recording
+from mpsdproxy import sessions
 from mpsdproxy.addons import classifier
 from mpsdproxy.addons import common
 from mpsdproxy.addons import injector
@@ -515,6 +516,26 @@ def test_throttling_counts_users_by_their_redacted_authorization(tmp_path: Path)
     assert view.user == recording.redact_value(auth()) == view.client
     assert view.host == "sessiondirectory.xboxlive.com"
     assert view.resource is not None and view.resource.key == KEY
+
+
+def test_the_request_view_reads_headers_as_mitmproxy_does(tmp_path: Path) -> None:
+    """Two Authorization fields fold into one value, as `Headers.get` gives it; a body
+    with a Content-Encoding is decoded before the tracker reads it."""
+    with rig(tmp_path, scenario_text(rule("x", "{status: 503}"))) as rg:
+        f = make_flow(headers=[("authorization", "second")])
+        rg.router.request(f)
+        view = injector.request_view(f)
+        folded = f.request.headers.get("Authorization")
+        assert folded == f"second, {auth()}"
+        assert view.user == recording.redact_value(folded) == view.client
+        assert view.resource == common.resource(f)
+        assert injector.request_view(make_flow(user=None)).user == ""
+        answer = service_answer(200, doc())
+        answer.encode("gzip")
+        assert answer.raw_content != faults.encode_json(doc())
+        f.response = answer
+        assert rg.inj.learn(f) is sessions.Update.STORED
+        assert rg.inj.tracker.get(KEY).document() == doc()  # type: ignore[union-attr]
 
 
 # --- delays -----------------------------------------------------------------------------------

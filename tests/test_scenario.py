@@ -679,6 +679,50 @@ def test_scopes_are_bounded() -> None:
     assert trigger.fires(1.0, "d") is False
 
 
+@pytest.mark.parametrize("max_scopes", [1, 2, 3, 0])
+def test_scope_counters_are_least_recently_used_whatever_the_order(max_scopes: int) -> None:
+    """Counting the same scope again in a row takes no look-up, and forgets nothing a
+    plain LRU of `max_scopes` scopes would keep."""
+    rng = random.Random(max_scopes)
+    scopes = [rng.choice("aabbcde") for _ in range(500)]
+    trigger = Trigger(When(every=3), random.Random(0), start=0.0, max_scopes=max_scopes)
+    model: dict[str, int] = {}  # scope -> matches, least recently used first
+    for scope in scopes:
+        trigger.count(1.0, scope) if rng.random() < 0.5 else trigger.step(1.0, scope)
+        model[scope] = model.pop(scope, 0) + 1
+        while len(model) > max_scopes:
+            del model[next(iter(model))]
+        assert {k: c.matches for k, c in trigger._scopes.items()} == model
+    assert trigger.match_count == len(scopes)
+
+
+@pytest.mark.parametrize("when", [
+    When(), When(nth=3), When(first=2), When(every=3), When(every=2, times=2), When(times=3),
+    When(after=3.0), When(after=3.0, for_=2.0), When(after=2.0, nth=2),
+    When(after=0.0, for_=1.5, first=5), When(probability=0.3),
+    When(after=5.0, for_=5.0, from_=scenario.Origin.FIRST_MATCH, every=2),
+])
+def test_step_is_count_then_ready(when: When) -> None:
+    """The engine's one-call `step` decides, counts and draws exactly as `count` then
+    `ready` do, scope by scope."""
+    times = [100.0 + i / 2 for i in range(40)]
+    scopes = [("a", "b", "")[i % 3] for i in range(40)]
+    one = Trigger(when, random.Random(5), start=100.0, max_scopes=2)
+    two = Trigger(when, random.Random(5), start=100.0, max_scopes=2)
+    for now, scope in zip(times, scopes, strict=True):
+        counters = one.count(now, scope)
+        expected = one.ready(now, counters)
+        if expected:
+            one.record_fire(counters)
+        stepped = two.step(now, scope)
+        assert (stepped is not None) == expected
+        if stepped is not None:
+            two.record_fire(stepped)
+        assert stepped is None or stepped == counters
+    assert (one.match_count, one.fire_count) == (two.match_count, two.fire_count)
+    assert dict(one._scopes) == dict(two._scopes)
+
+
 # --- delays -----------------------------------------------------------------------------
 
 
@@ -857,6 +901,44 @@ def test_enable_disable_and_reset() -> None:
     assert engine.evaluate(view(), now=1.0).rule.name == "a"
     with pytest.raises(ValueError, match="no rule named 'zzz'.*rules are: a, b"):
         engine.disable("zzz")
+
+
+def test_rules_sharing_a_match_still_count_on_their_own() -> None:
+    """Equal matches are checked once per request; each rule keeps its own phase, scope,
+    switch and counters."""
+    engine = engine_for(
+        "{name: a, match: {method: PUT, path: '*/sessions/*'}, when: {nth: 2}, "
+        "fault: {status: 503}}",
+        "{name: b, match: {method: PUT, path: '*/sessions/*'}, per: session, "
+        "when: {nth: 1}, fault: {status: 404}}",
+        "{name: c, match: {method: PUT, path: '*/sessions/*'}, phase: response, "
+        "fault: {status: 409}}",
+        "{name: d, match: {method: PUT, path: '*/sessions/*'}, per: client, "
+        "when: {nth: 3}, fault: {status: 429}}",
+    )
+    assert len(engine._matches) == 1
+    assert engine.phases == {Phase.REQUEST, Phase.RESPONSE}
+    seq = [view("PUT", client="x"), view("PUT", client="x"), view("GET"), view("PUT", HOPPER),
+           view("PUT", client="x"), view("PUT", GAME, client="y")]
+    fired = [engine.evaluate(v, now=1.0) for v in seq]
+    assert [(f.rule.name, f.scope) if f else None for f in fired] == [
+        ("b", resources.parse(LOBBY).key), ("a", ""), None, None, ("d", "x"),
+        ("b", resources.parse(GAME).key)]
+    stats = {s.name: (s.matches, s.fires) for s in engine.stats()}
+    assert stats == {"a": (4, 1), "b": (4, 2), "c": (0, 0), "d": (4, 1)}
+    engine.disable("b")
+    assert engine.evaluate(view("PUT", "/serviceconfigs/x/sessiontemplates/t/sessions/new"),
+                           now=1.0) is None
+    assert engine.evaluate(view("PUT"), Phase.RESPONSE, now=1.0).rule.name == "c"
+
+
+def test_match_compiles_to_the_same_checks_for_equal_matches() -> None:
+    one = scenario.parse_match({"method": ["GET", "put"], "path": "*/sessions/*",
+                                "headers": {"If-Match": "*"}})
+    two = scenario.parse_match({"method": ["PUT", "get"], "path": "*/sessions/*",
+                                "headers": {"if-match": "*"}})
+    assert one.compiled() == two.compiled()
+    assert one.compiled() != scenario.parse_match({"method": "GET"}).compiled()
 
 
 def test_disabled_in_file_starts_off() -> None:

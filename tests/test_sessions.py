@@ -217,6 +217,52 @@ def test_the_least_recently_used_session_is_forgotten_first() -> None:
     assert all(tracker.get(key_of(i)) is not None for i in (0, 2, 3))
 
 
+def test_the_same_document_again_is_stored_again_without_a_second_look() -> None:
+    """A title polling an unchanged session: the document stays, its session becomes the
+    most recently used, as if stored anew."""
+    tracker = SessionTracker(max_sessions=3)
+    for i in range(3):
+        tracker.observe("GET", path_of(i), 200, etag(i), body(doc(i)))
+    kept = tracker.get(key_of(1))
+    tracker.observe("GET", path_of(2), 200, etag(2), body(doc(2)))
+    assert tracker.observe("GET", path_of(0), 200, etag(0), body(doc(0))) is Update.STORED
+    tracker.observe("GET", path_of(3), 200, etag(3), body(doc(3)))
+    assert tracker.get(key_of(1)) is None  # s0 was refreshed, so s1 was the oldest
+    assert tracker.get(key_of(0)).body == body(doc(0))  # type: ignore[union-attr]
+    assert kept is not None and len(tracker) == 3
+
+
+@pytest.mark.parametrize(("stored", "etag_now", "path_now"), [
+    (b"junk", '"etag-1"', LOBBY),  # remembered, never found whole: still looked at
+    (None, '"etag-2"', LOBBY),  # same bytes, another ETag
+    (None, '"etag-1"', LOBBY.replace("LobbySession", "lobbysession")),  # another spelling
+])
+def test_the_same_bytes_are_looked_at_again_unless_all_else_is_the_same(
+        stored: bytes | None, etag_now: str, path_now: str) -> None:
+    raw = stored if stored is not None else body(doc())
+    tracker = SessionTracker()
+    if stored is not None:
+        tracker.remember(KEY, LOBBY, raw, '"etag-1"')
+    else:
+        tracker.observe("GET", LOBBY, 200, etag(1), raw)
+    got = tracker.observe("GET", path_now, 200, [("ETag", etag_now)], raw)
+    assert got is (Update.NONE if stored is not None else Update.STORED)
+    session = tracker.get(KEY)
+    assert session is not None and (session.etag, session.path) == (etag_now, path_now)
+
+
+@pytest.mark.parametrize("headers", [
+    [("etag", '"1"'), ("ETag", '"2"'), ("Content-Location", LOBBY)],
+    [(b"ETAG", b'"1"'), (b"etag", b'"2"'), (b"content-location", LOBBY.encode())],
+    {"Etag": '"1"', "content-location": LOBBY},
+])
+def test_the_first_etag_and_content_location_are_the_ones(headers: Any) -> None:
+    tracker = SessionTracker()
+    assert tracker.observe("GET", "/handles/abc/session", 200, headers,
+                           body(doc())) is Update.STORED
+    assert tracker.get(KEY).etag == '"1"'  # type: ignore[union-attr]
+
+
 def test_memory_stays_flat_however_many_sessions_pass() -> None:
     tracker = SessionTracker()
     for i in range(sessions.DEFAULT_MAX_SESSIONS + 2_000):

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import functools
 import logging
 import os
 import socket
@@ -174,20 +175,82 @@ def request_view(flow: http.HTTPFlow) -> scenario.RequestView:
     any redirect to an upstream), and the caller by its redacted Authorization."""
     info = common.mark(flow) or {}
     request = flow.request
+    fields = request.headers.fields
     url = info.get("url") or request.url
-    auth = request.headers.get("authorization")
-    user = recording.redact_value(auth) if auth else ""
+    auth = _header(fields, b"authorization")
+    user = _redacted(auth) if auth else ""
     peer = flow.client_conn.peername
     client = user or (str(peer[0]) if peer else "")
     return scenario.RequestView(
         method=request.method,
         path=request.path,
-        host=urlsplit(url).hostname or request.host,
-        headers=request.headers.fields,
-        resource=common.resource(flow),
+        host=_hostname(url) or request.host,
+        headers=fields,
+        resource=_resource(flow),
         client=client,
         user=user,
     )
+
+
+def _header(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | None:
+    """`Headers.get(name)` read straight from the raw fields (`name` in lower case):
+    the values of every field of that name, folded with ", "; None when there is none."""
+    found: bytes | None = None
+    more: list[bytes] | None = None
+    for key, value in fields:
+        if key.lower() == name:
+            if found is None:
+                found = value
+            elif more is None:
+                more = [found, value]
+            else:
+                more.append(value)
+    if more is not None:
+        return ", ".join(v.decode("utf-8", "surrogateescape") for v in more)
+    return None if found is None else found.decode("utf-8", "surrogateescape")
+
+
+# A title sends the same few URLs and tokens over and over: work each out once.
+
+
+@functools.lru_cache(maxsize=1024)
+def _redacted(auth: str) -> str:
+    return recording.redact_value(auth)
+
+
+@functools.lru_cache(maxsize=1024)
+def _hostname(url: str) -> str | None:
+    return urlsplit(url).hostname
+
+
+@functools.lru_cache(maxsize=4096)
+def _resource_of(kind: Any, scid: Any, template: Any, name: Any, element: Any) -> Resource:
+    return Resource.from_dict(
+        {"kind": kind, "scid": scid, "template": template, "name": name, "element": element})
+
+
+def _resource(flow: http.HTTPFlow) -> Resource | None:
+    """`common.resource(flow)`, worked out once per resource (Resource is immutable)."""
+    info = common.mark(flow)
+    if info is None:
+        return None
+    data = info["resource"]
+    try:
+        return _resource_of(data.get("kind"), data.get("scid"), data.get("template"),
+                            data.get("name"), data.get("element"))
+    except TypeError:  # unhashable junk: no caching
+        return Resource.from_dict(data)
+
+
+def _content(message: http.Message) -> bytes | None:
+    """`message.get_content(strict=False)`, without its header lookup when the body
+    carries no Content-Encoding (the usual case): then it is the raw body."""
+    raw = message.raw_content
+    if raw is None:
+        return None
+    if _header(message.headers.fields, b"content-encoding"):
+        return message.get_content(strict=False)
+    return raw
 
 
 def service_headers(now: float | None = None) -> list[tuple[str, str]]:
@@ -605,14 +668,17 @@ class FaultInjector:
         """Keep the tracked session state in step with a real answer."""
         assert flow.response is not None
         request, response = flow.request, flow.response
-        request_body = request.get_content(strict=False) if request.method == "POST" else None
-        return self.tracker.observe(
-            request.method, request.path, response.status_code, response.headers.fields,
-            response.get_content(strict=False), request_body)
+        method = request.method
+        request_body = _content(request) if method == "POST" else None
+        return self.tracker.observe(method, request.path, response.status_code,
+                                    response.headers.fields, _content(response), request_body)
 
     def _has(self, phase: Phase) -> bool:
         """Whether any loaded rule acts in this phase (else there is nothing to evaluate)."""
-        return any(rule.phase is phase for item in self.loaded for rule in item.scenario.rules)
+        for item in self.loaded:
+            if phase in item.engine.phases:
+                return True
+        return False
 
     def _evaluate(self, view: scenario.RequestView, phase: Phase) -> Hit | None:
         now = self.clock()
