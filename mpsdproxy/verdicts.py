@@ -45,8 +45,10 @@ from dataclasses import field
 from dataclasses import fields
 from dataclasses import replace
 from importlib import resources as importlib_resources
+from types import MappingProxyType
 from typing import Any
 from typing import Generic
+from typing import NamedTuple
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -511,39 +513,89 @@ def load_limits(path: str | None = None) -> Limits:
 # --------------------------------------------------------------------------- exchanges
 
 
-@dataclass(slots=True)
-class Exchange:
-    """What the rules need from one record, read once."""
+class Exchange(NamedTuple):
+    """What the rules need from one record, read once (built by `to_exchange`).
+
+    The rules that look at every exchange read its fields. What only the
+    fault-handling rules (woken by few exchanges), the verdicts and the report
+    ask for is a property: the resource (`route`), the preconditions sent
+    (`request_headers`), and the end time, Retry-After and ETag returned, which
+    are read from the record each time they are asked for.
+
+    A named tuple, built without running any Python code: one is built for every
+    exchange, and the live log's cost is mostly how much code an exchange runs.
+    """
 
     seq: int
     start: float
-    end: float
     client: str
     host: str
     method: str
     target: str  # lower-cased path and query: what "the same URI" means
-    resource: Resource
-    session: str | None  # the session's key (Resource.key) for sessions and their elements
-    place: str  # the resource's identity: the session key, else kind and path
-    where: str  # the resource for people: sessions/lobby-1, handles/query, ...
+    route: tuple[Resource, str | None, str, str]  # `_describe`: see the properties
     status: int | None
-    retry_after: int | None
-    etag: str | None
-    if_match: str | None
-    if_none_match: str | None
     body_hash: int
     xuids: int | None  # users in a batch call, None when not a batch call
     social: bool  # sent by SocialManager (the Trace Analyzer skips those for repeats)
     service: str
     # Keys several rules share, built once per exchange.
-    per_host: tuple[str, str] = ("", "")  # (client, host)
-    request: tuple[str, str, str] = ("", "", "")  # (client, method, target)
-    call: tuple[Any, ...] = ()  # (client, host, method, target, body hash)
+    per_host: tuple[str, str]  # (client, host)
+    call: tuple[Any, ...]  # (client, host, method, target, body hash)
+    # What the properties read: the wanted request headers, and the record's own values.
+    request_headers: Mapping[str, str] = MappingProxyType({})
+    record_end: Any = None
+    record_duration: Any = None
+    response_headers: Any = None
 
-    def __post_init__(self) -> None:
-        self.per_host = (self.client, self.host)
-        self.request = (self.client, self.method, self.target)
-        self.call = (self.client, self.host, self.method, self.target, self.body_hash)
+    @property
+    def resource(self) -> Resource:
+        return self.route[0]
+
+    @property
+    def session(self) -> str | None:
+        """The session's key (Resource.key) for sessions and their elements."""
+        return self.route[1]
+
+    @property
+    def place(self) -> str:
+        """The resource's identity: the session key, else kind and path."""
+        return self.route[2]
+
+    @property
+    def where(self) -> str:
+        """The resource for people: sessions/lobby-1, handles/query, ..."""
+        return self.route[3]
+
+    @property
+    def if_match(self) -> str | None:
+        return self.request_headers.get("if-match")
+
+    @property
+    def if_none_match(self) -> str | None:
+        return self.request_headers.get("if-none-match")
+
+    @property
+    def end(self) -> float:
+        """The record's end time; its start plus its duration when that is unreadable or
+        earlier than the start."""
+        end = _time(self.record_end)
+        if end is None or end < self.start:
+            duration = self.record_duration
+            end = self.start + (duration / 1000 if isinstance(duration, _NUMBERS) else 0.0)
+        return end
+
+    @property
+    def retry_after(self) -> int | None:
+        return _retry_after(_headers(self.response_headers, RESPONSE_HEADERS).get("retry-after"))
+
+    @property
+    def etag(self) -> str | None:
+        return _headers(self.response_headers, RESPONSE_HEADERS).get("etag")
+
+    @property
+    def request(self) -> tuple[str, str, str]:
+        """(client, method, target): the key of the rules about one request's retries."""
+        return (self.client, self.method, self.target)
 
     @property
     def label(self) -> str:
@@ -552,6 +604,13 @@ class Exchange:
 
 REQUEST_HEADERS = frozenset({"authorization", "if-match", "if-none-match", "user-agent"})
 RESPONSE_HEADERS = frozenset({"retry-after", "etag"})
+#: For each set of wanted names: header name as recorded -> its lower-cased form when
+#: wanted, else "" (bounded: cleared when it grows past 256 names).
+_WANTED_NAMES: dict[frozenset[str], dict[str, str]] = {}
+_REQUEST_NAMES = _WANTED_NAMES[REQUEST_HEADERS] = {}
+#: Built once: `isinstance(x, list | tuple)` would build the union on every call.
+_SEQUENCES = (list, tuple)
+_NUMBERS = (int, float)
 
 
 def _headers(pairs: Any, wanted: frozenset[str]) -> dict[str, str]:
@@ -559,12 +618,48 @@ def _headers(pairs: Any, wanted: frozenset[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     if not isinstance(pairs, list):
         return out
+    # Records repeat the same few header names: each name's lower-cased form, or ""
+    # when it is not wanted, is looked up rather than worked out again. The loop
+    # trusts every pair to be two items; anything else goes to the careful loop.
+    names = _WANTED_NAMES.get(wanted)
+    if names is None:
+        names = _WANTED_NAMES[wanted] = {}
+    try:
+        for pair in pairs:
+            name, value = pair
+            wanted_name = names.get(name)
+            if wanted_name is None:
+                wanted_name = _learn_name(names, name, wanted)
+            if wanted_name and wanted_name not in out and (
+                    type(pair) is list or isinstance(pair, _SEQUENCES)):
+                out[wanted_name] = value if type(value) is str else str(value)
+    except (TypeError, ValueError):  # not a pair of two (or an unhashable name)
+        return _headers_careful(pairs, wanted)
+    return out
+
+
+def _learn_name(names: dict[Any, str], name: Any, wanted: frozenset[str]) -> str:
+    lowered = str(name).lower()
+    wanted_name = lowered if lowered in wanted else ""
+    if type(name) is str:
+        if len(names) >= 256:
+            names.clear()
+        names[name] = wanted_name
+    return wanted_name
+
+
+def _headers_careful(pairs: list[Any], wanted: frozenset[str]) -> dict[str, str]:
+    """`_headers` of a list that holds something other than pairs of two: those are skipped."""
+    out: dict[str, str] = {}
     for pair in pairs:
-        if isinstance(pair, list | tuple) and len(pair) == 2:
+        if isinstance(pair, _SEQUENCES) and len(pair) == 2:
             name = str(pair[0]).lower()
             if name in wanted and name not in out:
                 out[name] = str(pair[1])
     return out
+
+
+_fromisoformat = datetime.datetime.fromisoformat
 
 
 def _time(value: Any) -> float | None:
@@ -574,10 +669,10 @@ def _time(value: Any) -> float | None:
     times faster than `recording.parse_timestamp`; anything it refuses still
     goes through the latter.
     """
-    if not isinstance(value, str):
+    if type(value) is not str and not isinstance(value, str):
         return None
     try:
-        moment = datetime.datetime.fromisoformat(value)
+        moment = _fromisoformat(value)
     except ValueError:
         try:
             return recording.parse_timestamp(value)
@@ -592,7 +687,7 @@ def _client_key(headers: dict[str, str], client: Any) -> str:
     auth = headers.get("authorization")
     if auth:
         return auth
-    if isinstance(client, list | tuple) and client:
+    if isinstance(client, _SEQUENCES) and client:
         return str(client[0])
     if not isinstance(client, str) or not client:
         return "unknown client"
@@ -665,60 +760,100 @@ def _resource_info(kind: Any, scid: Any, template: Any, name: Any, element: Any,
     return _describe(Resource.from_dict(data), target)
 
 
-def to_exchange(record: Mapping[str, Any], limits: Limits, previous: float = 0.0) -> Exchange:
+def to_exchange(record: Mapping[str, Any], limits: Limits, previous: float = 0.0,
+                seq: int | None = None) -> Exchange:
     """The parts of a recording record the rules use.
 
     `previous` is the time to assume when a record has no readable start (the
     time of the record before it), so a damaged record never stops the engine.
+    `seq`, when given, numbers the exchange instead of the record's own "seq"
+    (the live log numbers a flow's record without copying it).
     """
-    request = record.get("request")
-    if not isinstance(request, Mapping):
+    get = record.get
+    request = get("request")
+    if type(request) is not dict and not isinstance(request, Mapping):
         request = {}
-    response = record.get("response") or None
-    req_headers = _headers(request.get("headers"), REQUEST_HEADERS)
-    resp_headers = _headers(response.get("headers"), RESPONSE_HEADERS) \
-        if isinstance(response, dict) else {}
-    start = _time(record.get("start"))
-    end = _time(record.get("end"))
-    if start is None:
-        start = end if end is not None else previous
-    if end is None or end < start:
-        duration = record.get("duration_ms")
-        end = start + (duration / 1000 if isinstance(duration, int | float) else 0.0)
-    method = str(request.get("method") or "").upper()
-    url = str(request.get("url") or "")
-    host, target = _target(url)
-    raw = record.get("resource")
-    if isinstance(raw, dict):
-        resource, session, place, where = _resource_info(
-            raw.get("kind"), raw.get("scid"), raw.get("template"), raw.get("name"),
-            raw.get("element"), target)
+    response = get("response") or None
+    # `_headers(pairs, REQUEST_HEADERS)`, inline (see there).
+    pairs = request.get("headers")
+    req_headers: dict[str, str] = {}
+    if isinstance(pairs, list):
+        names = _REQUEST_NAMES
+        try:
+            for pair in pairs:
+                name, value = pair
+                wanted_name = names.get(name)
+                if wanted_name is None:
+                    wanted_name = _learn_name(names, name, REQUEST_HEADERS)
+                if wanted_name and wanted_name not in req_headers and (
+                        type(pair) is list or isinstance(pair, _SEQUENCES)):
+                    req_headers[wanted_name] = value if type(value) is str else str(value)
+        except (TypeError, ValueError):  # not a pair of two (or an unhashable name)
+            req_headers = _headers_careful(pairs, REQUEST_HEADERS)
+    if isinstance(response, dict):
+        resp_headers = response.get("headers")
+        status = response.get("status")
+        if type(status) is not int and not isinstance(status, int):
+            status = None
     else:
-        resource, session, place, where = _describe(resources.parse(url), target)
-    status = response.get("status") if isinstance(response, dict) else None
+        resp_headers = status = None
+    end = get("end")
+    start = get("start")
+    try:  # `_time(start)`, inline for a time written by `recording.timestamp`
+        moment = _fromisoformat(start)
+        if moment.tzinfo is None:
+            raise ValueError("naive")  # `_time` reads it as UTC
+    except (TypeError, ValueError):
+        start = _time(start)
+    else:
+        start = moment.timestamp()
+    if start is None:
+        start = _time(end)
+        if start is None:
+            start = previous
+    method = request.get("method")
+    method = method.upper() if type(method) is str else str(method or "").upper()
+    url = request.get("url")
+    url = url if type(url) is str else str(url or "")
+    host, target = _target(url)
+    raw = get("resource")
+    if type(raw) is dict or isinstance(raw, dict):
+        rget = raw.get
+        route = _resource_info(
+            rget("kind"), rget("scid"), rget("template"), rget("name"), rget("element"), target)
+    else:
+        route = _describe(resources.parse(url), target)
     body = request.get("body")
-    return Exchange(
-        seq=int(record.get("seq") or 0),
-        start=start,
-        end=end,
-        client=_client_key(req_headers, record.get("client")),
-        host=host,
-        method=method,
-        target=target,
-        resource=resource,
-        session=session,
-        place=place,
-        where=where,
-        status=status if isinstance(status, int) else None,
-        retry_after=_retry_after(resp_headers.get("retry-after")),
-        etag=resp_headers.get("etag"),
-        if_match=req_headers.get("if-match"),
-        if_none_match=req_headers.get("if-none-match"),
-        body_hash=_body_hash(body),
-        xuids=_xuid_count(resource.kind, method, body),
-        social="socialmanager" in req_headers.get("user-agent", "").lower(),
-        service=limits.service_name(host, resource.kind.value),
-    )
+    kind = route[0].kind
+    agent = req_headers.get("user-agent")
+    client = req_headers.get("authorization") or _client_key(req_headers, get("client"))
+    body_hash = _body_hash(body) if body else 0
+    kind_name = kind._value_  # what `kind.value` gives, without its Python-level property
+    service = limits._names.get((host, kind_name)) or limits.service_name(host, kind_name)
+    return _new_exchange(Exchange, (
+        int(get("seq") or 0) if seq is None else seq,
+        start,
+        client,
+        host,
+        method,
+        target,
+        route,
+        status,
+        body_hash,
+        _xuid_count(kind, method, body) if kind in BATCH_KINDS else None,
+        agent is not None and "socialmanager" in agent.lower(),
+        service,
+        (client, host),
+        (client, host, method, target, body_hash),
+        req_headers,
+        end,
+        get("duration_ms"),
+        resp_headers,
+    ))
+
+
+#: `Exchange(*fields)` in C: a named tuple's own constructor is Python code.
+_new_exchange = tuple.__new__
 
 
 # --------------------------------------------------------------------------- bounded state
@@ -739,10 +874,23 @@ class _Keyed(Generic[K, V]):
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        # key -> [deadline, the deadline its heap entry carries, value]
+        # key -> [deadline, the deadline its heap entry carries, value]. The rules that
+        # look at every exchange read it directly (`entries`, the same object for the
+        # life of the _Keyed) and renew a key they found as `put`'s first branch does.
         self._items: OrderedDict[K, list[Any]] = OrderedDict()
+        self.entries = self._items
         self._heap: list[tuple[float, int, K]] = []
         self._tick = itertools.count()
+        #: A set this _Keyed is in while it holds any key (see Engine: `_busy`).
+        self.watch: set[_Keyed[Any, Any]] | None = None
+
+    def _watched(self) -> None:
+        """Keep `watch` up to date after keys were added or removed."""
+        if self.watch is not None:
+            if self._items:
+                self.watch.add(self)
+            else:
+                self.watch.discard(self)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -769,11 +917,17 @@ class _Keyed(Generic[K, V]):
         while len(self._items) > self.limit:
             k, item = self._items.popitem(last=False)
             evicted.append((k, item[2]))
+        if self.watch is not None:
+            self._watched()
         return evicted
 
     def pop(self, key: K) -> V | None:
         item = self._items.pop(key, None)
-        return None if item is None else item[2]
+        if item is None:
+            return None
+        if self.watch is not None:
+            self._watched()
+        return item[2]
 
     def due(self, now: float) -> list[tuple[K, V]]:
         out: list[tuple[K, V]] = []
@@ -789,12 +943,16 @@ class _Keyed(Generic[K, V]):
                 continue
             del self._items[key]
             out.append((key, item[2]))
+        if out and self.watch is not None:
+            self._watched()
         return out
 
     def drain(self) -> list[tuple[K, V]]:
         out = [(k, item[2]) for k, item in self._items.items()]
         self._items.clear()
         self._heap.clear()
+        if self.watch is not None:
+            self._watched()
         return out
 
 
@@ -828,12 +986,22 @@ class _Rule:
     id = ""
     #: Said when the recording held nothing this rule judges.
     nothing = ""
+    #: None for a rule that looks at every exchange. Otherwise the rule only acts on
+    #: an exchange answered with one of these statuses, a batch call (`wakes_on_batch`),
+    #: or any exchange while it holds state (`held`): for any other exchange its
+    #: `feed` decides nothing and changes nothing, so the engine leaves it out.
+    wakes_on: frozenset[int] | None = None
+    wakes_on_batch = False
 
     def __init__(self, settings: RuleSettings, limits: Limits, max_keys: int) -> None:
         self.settings = settings
         self.limits = limits
         self.max_keys = max_keys
         self.seen = 0  # occurrences (or relevant calls) this rule looked at
+
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        """The state whose holding any key makes the rule look at every exchange."""
+        return ()
 
     def feed(self, ex: Exchange) -> Decided:
         raise NotImplementedError
@@ -882,13 +1050,21 @@ class RetryAfterRule(_Rule):
 
     id = "retry-after"
     nothing = "no 503 or 429 carried a Retry-After"
+    wakes_on = RETRY_STATUSES
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.waits: _Keyed[tuple[str, ...], _Wait] = _Keyed(self.max_keys)
         self.by_resource = self.settings.retry_after_scope == "resource"
 
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        return (self.waits,)
+
     def feed(self, ex: Exchange) -> Decided:
+        retry_after = ex.retry_after if ex.status in RETRY_STATUSES else None
+        triggered = retry_after is not None
+        if not triggered and not self.waits.entries:
+            return NOTHING  # nothing to wait for, and nothing asks for a wait
         key = (*ex.per_host, ex.place) if self.by_resource else ex.per_host
         wait = self.waits.get(key)
         out: list[Verdict] | tuple[Verdict, ...] = NOTHING
@@ -896,13 +1072,14 @@ class RetryAfterRule(_Rule):
             self.waits.pop(key)
             out = [self._judge(key[0], wait, ex)]
             wait = None
-        if ex.retry_after is not None and ex.status in RETRY_STATUSES:
+        if triggered:
             self.seen += 1
             seqs = (*(wait.seqs if wait else ()), ex.seq)[-MAX_EVIDENCE:]
-            deadline = ex.end + ex.retry_after
+            end = ex.end
+            deadline = end + retry_after
             if wait is not None and wait.deadline > deadline:
                 deadline = wait.deadline  # two answers in flight: the later deadline holds
-            new = _Wait(seqs, ex.status, ex.retry_after, ex.end, deadline, ex.host, ex.where)
+            new = _Wait(seqs, ex.status, retry_after, end, deadline, ex.host, ex.where)
             evicted = self.waits.put(key, new, deadline)
             if evicted:
                 out = [*out, *(self._quiet(k[0], w, DROPPED) for k, w in evicted)]
@@ -964,16 +1141,20 @@ class BackoffRule(_Rule):
 
     id = "backoff"
     nothing = "no 503 or 429 came without a Retry-After"
+    wakes_on = RETRY_STATUSES
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.chains: _Keyed[tuple[str, str, str], _Chain] = _Keyed(self.max_keys)
 
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        return (self.chains,)
+
     def feed(self, ex: Exchange) -> Decided:
-        chain = self.chains.get(ex.request)
+        chain = self.chains.get(ex.request) if self.chains.entries else None
         if chain is not None and ex.start >= chain.last_end and ex.seq not in chain.seqs:
             return self._retry(ex.request, chain, ex)
-        if ex.retry_after is None and ex.status in RETRY_STATUSES:
+        if ex.status in RETRY_STATUSES and ex.retry_after is None:
             self.seen += 1
             return self._put(ex.request, _Chain([ex.seq], [], ex.end, ex.status, ex.where))
         return NOTHING
@@ -1008,7 +1189,7 @@ class BackoffRule(_Rule):
             chain.failed = True
             out.append(self.verdict(Status.FAIL, f"{ex.label}: {problem}", chain.seqs,
                                     chain.gaps, key[0], ex.where, ex.start))
-        if ex.retry_after is None and ex.status in RETRY_STATUSES:
+        if ex.status in RETRY_STATUSES and ex.retry_after is None:
             chain.last_end = ex.end
             chain.status = ex.status
             out.extend(self._put(key, chain))
@@ -1068,13 +1249,19 @@ class PreconditionRule(_Rule):
 
     id = "412-handled"
     nothing = "no write to a session was answered 412"
+    wakes_on = frozenset({PRECONDITION_FAILED})
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.pending: _Keyed[tuple[str, str], _Stale] = _Keyed(self.max_keys)
 
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        return (self.pending,)
+
     def feed(self, ex: Exchange) -> Decided:
         if ex.session is None:
+            return NOTHING
+        if ex.status != PRECONDITION_FAILED and not self.pending.entries:
             return NOTHING
         out: list[Verdict] | tuple[Verdict, ...] = NOTHING
         key = (ex.client, ex.session)
@@ -1087,8 +1274,9 @@ class PreconditionRule(_Rule):
                 out = [self._judge(key[0], stale, ex)]
         if ex.status == PRECONDITION_FAILED:
             self.seen += 1
-            new = _Stale(ex.seq, ex.end, ex.if_match, ex.if_none_match, ex.etag, ex.where)
-            evicted = self.pending.put(key, new, ex.end + self.settings.precondition_window_s)
+            end = ex.end
+            new = _Stale(ex.seq, end, ex.if_match, ex.if_none_match, ex.etag, ex.where)
+            evicted = self.pending.put(key, new, end + self.settings.precondition_window_s)
             out = [*out, *(self._unjudged(k[0], s, DROPPED) for k, s in evicted)]
         return out
 
@@ -1151,12 +1339,18 @@ class ConflictRule(_Rule):
 
     id = "409-not-retried"
     nothing = "no request was answered 409"
+    wakes_on = frozenset({CONFLICT})
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.pending: _Keyed[tuple[str, str, str], _Conflict] = _Keyed(self.max_keys)
 
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        return (self.pending,)
+
     def feed(self, ex: Exchange) -> Decided:
+        if ex.status != CONFLICT and not self.pending.entries:
+            return NOTHING
         out: list[Verdict] | tuple[Verdict, ...] = NOTHING
         key = ex.request
         conflict = self.pending.get(key)
@@ -1176,8 +1370,9 @@ class ConflictRule(_Rule):
                     f"{conflict.seq})", *evidence)]
         if ex.status == CONFLICT:
             self.seen += 1
-            new = _Conflict(ex.seq, ex.end, ex.body_hash, ex.where)
-            evicted = self.pending.put(key, new, ex.end + self.settings.conflict_window_s)
+            end = ex.end
+            new = _Conflict(ex.seq, end, ex.body_hash, ex.where)
+            evicted = self.pending.put(key, new, end + self.settings.conflict_window_s)
             out = [*out, *(self._quiet(k, c, DROPPED) for k, c in evicted)]
         return out
 
@@ -1217,19 +1412,26 @@ class MissingSessionRule(_Rule):
 
     id = "missing-session-polling"
     nothing = f"no GET of a session was answered {MISSING_SESSION.id}"
+    wakes_on = frozenset({MISSING_SESSION.status})
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.polls: _Keyed[tuple[str, str], _Polls] = _Keyed(self.max_keys)
+
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        return (self.polls,)
 
     def feed(self, ex: Exchange) -> Decided:
         # The row's own situation: a GET (its methods) of a session (its target).
         if (ex.session is None or ex.resource.kind is not Kind.SESSION
                 or ex.method not in MISSING_SESSION.methods):
             return NOTHING
+        missing = ex.status == MISSING_SESSION.status
+        if not missing and not self.polls.entries:
+            return NOTHING
         key = (ex.client, ex.session)
         polls = self.polls.get(key)
-        if ex.status != MISSING_SESSION.status:
+        if not missing:
             if polls is None:
                 return NOTHING
             self.polls.pop(key)
@@ -1287,11 +1489,15 @@ class MissingSessionRule(_Rule):
 # ---- call patterns: warn, fail only at the certification line
 
 
+#: The budget checks, as bits of `_Budget.flags`; reported in this order.
+_CERTIFICATION, _SUSTAINED, _BURST = 1, 2, 4
+
+
 @dataclass(slots=True)
 class _Budget:
     burst: deque[tuple[float, int]]
     sustained: deque[tuple[float, int]]
-    flags: set[str] = field(default_factory=set)
+    flags: int = 0  # the checks reported that are still over their limit
 
 
 class RateBudgetRule(_Rule):
@@ -1309,51 +1515,84 @@ class RateBudgetRule(_Rule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.budgets: _Keyed[tuple[str, str], _Budget] = _Keyed(self.max_keys)
+        self._entries = self.budgets.entries
         self.peaks: dict[str, list[int]] = {}  # service -> [peak burst, peak sustained]
         self.services = self.limits.by_name()
+        # service -> (burst calls, burst s, sustained calls, sustained s, certification)
+        self._numbers = {
+            name: (s.burst.calls, s.burst.seconds, s.sustained.calls, s.sustained.seconds,
+                   s.certification)
+            for name, s in self.services.items()}
 
     def feed(self, ex: Exchange) -> Decided:
         self.seen += 1
-        limits = self.services[ex.service]
-        key = (ex.client, ex.service)
-        budget = self.budgets.get(key)
-        if budget is None:
-            budget = _Budget(deque(maxlen=limits.burst.calls + 1),
-                             deque(maxlen=limits.certification))
-        burst = _slide(budget.burst, ex, limits.burst.seconds)
-        sustained = _slide(budget.sustained, ex, limits.sustained.seconds)
-        peak = self.peaks.setdefault(ex.service, [0, 0])
+        service = ex.service
+        burst_calls, burst_s, sustained_calls, sustained_s, certification = \
+            self._numbers[service]
+        key = (ex.client, service)
+        entries = self._entries
+        item = entries.get(key)
+        if item is None:
+            budget = _Budget(deque(maxlen=burst_calls + 1), deque(maxlen=certification))
+        else:
+            budget = item[2]
+        # Each window: add the call (both share its entry), drop the calls older than the
+        # window, and count.
+        start = ex.start
+        point = (start, ex.seq)
+        window = budget.burst
+        window.append(point)
+        horizon = start - burst_s
+        while window[0][0] <= horizon:
+            window.popleft()
+        burst = len(window)
+        window = budget.sustained
+        window.append(point)
+        horizon = start - sustained_s
+        while window[0][0] <= horizon:
+            window.popleft()
+        sustained = len(window)
+        peak = self.peaks.get(service)
+        if peak is None:
+            peak = self.peaks[service] = [0, 0]
         if burst > peak[0]:
             peak[0] = burst
         if sustained > peak[1]:
             peak[1] = sustained
         out: Decided = NOTHING
-        if budget.flags or burst > limits.burst.calls or sustained > limits.sustained.calls:
-            out = self._check(budget, ex, limits, burst, sustained)
-        self.budgets.put(key, budget, ex.start + limits.sustained.seconds)
+        if budget.flags or burst > burst_calls or sustained > sustained_calls:
+            over = _CERTIFICATION if sustained >= certification else 0
+            if sustained > sustained_calls:
+                over |= _SUSTAINED
+            if burst > burst_calls:
+                over |= _BURST
+            new = over & ~budget.flags
+            budget.flags = over
+            if new:
+                out = self._report(new, budget, ex, self.services[service])
+        deadline = start + sustained_s
+        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
+            item[0] = deadline
+            entries.move_to_end(key)
+        else:
+            self.budgets.put(key, budget, deadline)
         return out
 
-    def _check(self, budget: _Budget, ex: Exchange, limits: ServiceLimits, burst: int,
-               sustained: int) -> list[Verdict]:
+    def _report(self, new: int, budget: _Budget, ex: Exchange,
+                limits: ServiceLimits) -> list[Verdict]:
+        """The verdicts of the checks that just went over (the bits of `new`)."""
         out: list[Verdict] = []
         checks = (
-            ("certification", sustained >= limits.certification, budget.sustained,
-             Status.FAIL, limits.certification, limits.sustained.seconds,
-             "the certification line"),
-            ("sustained", sustained > limits.sustained.calls, budget.sustained, Status.WARN,
-             limits.sustained.calls, limits.sustained.seconds,
-             "the sustained limit: the service would throttle"),
-            ("burst", burst > limits.burst.calls, budget.burst, Status.WARN,
-             limits.burst.calls, limits.burst.seconds,
+            (_CERTIFICATION, budget.sustained, Status.FAIL, limits.certification,
+             limits.sustained.seconds, "the certification line"),
+            (_SUSTAINED, budget.sustained, Status.WARN, limits.sustained.calls,
+             limits.sustained.seconds, "the sustained limit: the service would throttle"),
+            (_BURST, budget.burst, Status.WARN, limits.burst.calls, limits.burst.seconds,
              "the burst limit: the service would throttle"),
         )
-        for name, over, window, status, limit, seconds, what in checks:
-            if not over:
-                budget.flags.discard(name)
+        for flag, window, status, limit, seconds, what in checks:
+            if not new & flag:
                 continue
-            if name in budget.flags:
-                continue
-            budget.flags.add(name)
             first_t, first_seq = window[0]
             span = _ms(ex.start - first_t)
             out.append(self.verdict(
@@ -1378,15 +1617,6 @@ class RateBudgetRule(_Rule):
             parts.append(f"{name} peak {burst}/{s.burst.calls} per {s.burst.seconds:g} s, "
                          f"{sustained}/{s.sustained.calls} per {s.sustained.seconds:g} s")
         return "every user stayed within budget: " + "; ".join(parts)
-
-
-def _slide(window: deque[tuple[float, int]], ex: Exchange, seconds: float) -> int:
-    """Add a call to a sliding window, drop the calls older than it, return its size."""
-    window.append((ex.start, ex.seq))
-    horizon = ex.start - seconds
-    while window[0][0] <= horizon:
-        window.popleft()
-    return len(window)
 
 
 @dataclass(slots=True)
@@ -1415,44 +1645,60 @@ class BurstRule(_Rule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.rates: _Keyed[tuple[str, str], _Rate] = _Keyed(self.max_keys)
-
-    def threshold(self, rate: _Rate) -> float:
-        variance = rate.m2 / rate.n if rate.n else 0.0
-        if rate.n < self.settings.burst_warmup_calls or rate.mean <= 0 or variance <= 0:
-            return math.inf
-        return math.ceil(1000 / rate.mean) + math.ceil(2 * 1000 / math.sqrt(variance))
+        self._entries = self.rates.entries
+        self._window_s = self.settings.burst_window_ms / 1000
+        self._min_calls = self.settings.burst_min_calls
 
     def feed(self, ex: Exchange) -> Decided:
         self.seen += 1
         s = self.settings
         key = ex.per_host
-        rate = self.rates.get(key)
-        if rate is None:
-            rate = _Rate(deque(maxlen=1024))
-        size = _slide(rate.window, ex, s.burst_window_ms / 1000)
+        entries = self._entries
+        item = entries.get(key)
+        rate = _Rate(deque(maxlen=1024)) if item is None else item[2]
+        start = ex.start
+        window = rate.window  # add the call, drop those older than the window, count
+        window.append((start, ex.seq))
+        horizon = start - self._window_s
+        while window[0][0] <= horizon:
+            window.popleft()
+        size = len(window)
         out: Decided = NOTHING
-        limit = self.threshold(rate)
-        if size > limit and size >= s.burst_min_calls:
+        # The threshold (infinite until `burst_warmup_calls` gaps with some spread were
+        # seen); it only matters for a window of at least `burst_min_calls`.
+        limit = math.inf
+        if size >= self._min_calls:
+            n = rate.n
+            variance = rate.m2 / n if n else 0.0
+            if not (n < s.burst_warmup_calls or rate.mean <= 0 or variance <= 0):
+                limit = math.ceil(1000 / rate.mean) + math.ceil(2 * 1000 / math.sqrt(variance))
+        if size > limit:
             if not rate.in_burst:
                 rate.in_burst = True
-                first = rate.window[0][0]
+                first = window[0][0]
                 out = [self.verdict(
                     Status.WARN,
                     f"burst of {size} calls to {ex.host or 'the service'} within "
                     f"{s.burst_window_ms:.0f} ms (this title's usual rate allows {limit:.0f})",
-                    [q for _, q in rate.window], (_ms(ex.start - first),), ex.client,
-                    ex.host, ex.start)]
+                    [q for _, q in window], (_ms(start - first),), ex.client,
+                    ex.host, start)]
         else:
             rate.in_burst = False
-        if rate.last is not None and ex.start >= rate.last:
-            gap = (ex.start - rate.last) * 1000
+        last = rate.last
+        if last is not None and start >= last:
+            gap = (start - last) * 1000
             rate.n += 1
             delta = gap - rate.mean
             rate.mean += delta / rate.n
             rate.m2 += delta * (gap - rate.mean)
-        if rate.last is None or ex.start > rate.last:
-            rate.last = ex.start
-        self.rates.put(key, rate, ex.start + 3600)
+        if last is None or start > last:
+            rate.last = start
+        deadline = start + 3600
+        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
+            item[0] = deadline
+            entries.move_to_end(key)
+        else:
+            self.rates.put(key, rate, deadline)
         return out
 
     def expire(self, now: float) -> Decided:
@@ -1481,30 +1727,51 @@ class RepeatedCallsRule(_Rule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.last: _Keyed[tuple[Any, ...], _Seen] = _Keyed(self.max_keys)
+        self._entries = self.last.entries
+        self._interval_ms = self.settings.repeat_interval_ms
+        self._interval_s = self._interval_ms / 1000
 
     def feed(self, ex: Exchange) -> Decided:
         if ex.social:
             return NOTHING
         self.seen += 1
-        interval = self.settings.repeat_interval_ms
-        prev = self.last.get(ex.call)
+        interval = self._interval_ms
+        key = ex.call
+        entries = self._entries
+        item = entries.get(key)
+        start = ex.start
         out: Decided = NOTHING
-        if prev is None:
-            prev = _Seen(ex.start, ex.seq)
+        if item is None:
+            prev = _Seen(start, ex.seq)
         else:
-            gap = _ms(ex.start - prev.time)
-            if 0 <= gap <= interval:
+            prev = item[2]
+            raw = (start - prev.time) * 1000
+            # Is `_ms(start - prev.time)` (0.1 ms steps) within [0, interval]? Rounding
+            # moves it by at most 0.05 ms, so only a gap near either end is rounded to tell.
+            if 0 <= raw <= interval - 0.1:
+                within = True
+            elif raw < -0.1 or raw > interval + 0.1:
+                within = False
+            else:
+                within = 0 <= round(raw, 1) <= interval
+            if within:
                 if not prev.reported:
+                    gap = round(raw, 1)
                     out = [self.verdict(
                         Status.WARN,
                         f"{ex.label} repeated with the same body after {gap:.0f} ms (records "
                         f"{prev.seq}, {ex.seq}; at least {interval:.0f} ms expected)",
-                        (prev.seq, ex.seq), (gap,), ex.client, ex.where, ex.start)]
+                        (prev.seq, ex.seq), (gap,), ex.client, ex.where, start)]
                 prev.reported = True
             else:
                 prev.reported = False
-            prev.time, prev.seq = ex.start, ex.seq
-        self.last.put(ex.call, prev, ex.start + interval / 1000)
+            prev.time, prev.seq = start, ex.seq
+        deadline = start + self._interval_s
+        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
+            item[0] = deadline
+            entries.move_to_end(key)
+        else:
+            self.last.put(key, prev, deadline)
         return out
 
     def expire(self, now: float) -> Decided:
@@ -1536,36 +1803,52 @@ class PollingRule(_Rule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.runs: _Keyed[tuple[Any, ...], _Run] = _Keyed(self.max_keys)
+        self._entries = self.runs.entries
+        self._max_interval_s = self.settings.polling_max_interval_s
 
     def feed(self, ex: Exchange) -> Decided:
         if ex.social:
             return NOTHING
         self.seen += 1
-        s = self.settings
-        run = self.runs.get(ex.call)
-        size = s.polling_min_calls
+        key = ex.call
+        entries = self._entries
+        item = entries.get(key)
+        run = None if item is None else item[2]
+        start = ex.start
         out: Decided = NOTHING
-        if run is None or not 0 < ex.start - run.last <= s.polling_max_interval_s:
-            run = _Run(ex.start, [ex.seq], [ex.start])
+        if run is None:
+            run = _Run(start, [ex.seq], [start])
+        elif not 0 < start - run.last <= self._max_interval_s:
+            # A new run, in the object of the old one (nothing else holds it).
+            run.last, run.delta, run.reported = start, None, False
+            run.seqs[:] = (ex.seq,)
+            run.times[:] = (start,)
         else:
-            delta = ex.start - run.last
+            s = self.settings
+            size = s.polling_min_calls
+            delta = start - run.last
             if run.delta is None or abs(delta - run.delta) > s.polling_tolerance * run.delta:
                 # Not evenly spaced: a new run starts at the call before this one.
                 del run.seqs[:-1], run.times[:-1]
                 run.reported = False
             run.seqs.append(ex.seq)
-            run.times.append(ex.start)
+            run.times.append(start)
             if len(run.seqs) > size:
                 del run.seqs[0], run.times[0]
-            run.delta, run.last = delta, ex.start
+            run.delta, run.last = delta, start
             if len(run.seqs) >= size and not run.reported:
                 run.reported = True
                 out = [self.verdict(
                     Status.WARN,
                     f"{ex.label} polled: {len(run.seqs)} identical calls about every "
                     f"{_ms(delta):.0f} ms (within {s.polling_tolerance:.0%})",
-                    run.seqs, _gaps(run.times), ex.client, ex.where, ex.start)]
-        self.runs.put(ex.call, run, ex.start + s.polling_max_interval_s)
+                    run.seqs, _gaps(run.times), ex.client, ex.where, start)]
+        deadline = start + self._max_interval_s
+        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
+            item[0], item[2] = deadline, run
+            entries.move_to_end(key)
+        else:
+            self.runs.put(key, run, deadline)
         return out
 
     def expire(self, now: float) -> Decided:
@@ -1585,17 +1868,21 @@ class Consecutive429Rule(_Rule):
 
     id = "consecutive-429"
     nothing = "no request was answered 429"
+    wakes_on = frozenset({THROTTLED})
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.runs: _Keyed[tuple[str, str], _Throttled] = _Keyed(self.max_keys)
 
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        return (self.runs,)
+
     def feed(self, ex: Exchange) -> Decided:
-        key = ex.per_host
         if ex.status != THROTTLED:
-            if len(self.runs):
-                self.runs.pop(key)
+            if self.runs.entries:
+                self.runs.pop(ex.per_host)
             return NOTHING
+        key = ex.per_host
         self.seen += 1
         run = self.runs.get(key) or _Throttled()
         if len(run.seqs) < MAX_EVIDENCE:
@@ -1625,6 +1912,8 @@ class SmallBatchRule(_Rule):
 
     id = "small-batch"
     nothing = "no batch calls"
+    wakes_on: frozenset[int] | None = frozenset()
+    wakes_on_batch = True
 
     def feed(self, ex: Exchange) -> Decided:
         if ex.xuids is None:
@@ -1658,10 +1947,15 @@ class BatchFrequencyRule(_Rule):
 
     id = "batch-frequency"
     nothing = "no batch calls"
+    wakes_on: frozenset[int] | None = frozenset()
+    wakes_on_batch = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.sets: _Keyed[tuple[str, str], _BatchSet] = _Keyed(self.max_keys)
+
+    def held(self) -> tuple[_Keyed[Any, Any], ...]:
+        return (self.sets,)
 
     def feed(self, ex: Exchange) -> Decided:
         if ex.xuids is None:
@@ -1732,6 +2026,21 @@ class Engine:
         self.settings = self.limits.rules
         self.rules: list[_Rule] = [cls(self.settings, self.limits, max_keys)
                                    for cls in RULE_CLASSES]
+        # Most exchanges wake none of the rules that only act on some statuses or on
+        # batch calls: then only the rules that look at every exchange are fed (in the
+        # same order, so the verdicts come out as if every rule had been).
+        self._feeds = [rule.feed for rule in self.rules]
+        self._always = [rule.feed for rule in self.rules if rule.wakes_on is None]
+        self._wake_statuses = frozenset().union(
+            *(rule.wakes_on for rule in self.rules if rule.wakes_on is not None))
+        self._wake_on_batch = any(rule.wakes_on_batch for rule in self.rules)
+        #: The state of those rules that holds any key (kept by the _Keyed themselves).
+        self._busy: set[_Keyed[Any, Any]] = set()
+        for rule in self.rules:
+            if rule.wakes_on is not None:
+                for keyed in rule.held():
+                    keyed.watch = self._busy
+                    keyed._watched()
         self.now = 0.0
         self._next_expiry = -math.inf
         self.fed = 0
@@ -1739,20 +2048,50 @@ class Engine:
         self.counts: dict[tuple[str, Status], int] = {}
         self.finished = False
 
-    def to_exchange(self, record: Mapping[str, Any]) -> Exchange:
-        return to_exchange(record, self.limits, self.now)
+    def to_exchange(self, record: Mapping[str, Any], seq: int | None = None) -> Exchange:
+        return to_exchange(record, self.limits, self.now, seq)
 
-    def feed(self, record: Mapping[str, Any]) -> list[Verdict]:
-        """The verdicts this record decides (its own, and those whose time it passed)."""
-        return self.feed_exchange(self.to_exchange(record))
+    def feed(self, record: Mapping[str, Any], seq: int | None = None) -> list[Verdict]:
+        """The verdicts this record decides (its own, and those whose time it passed).
+
+        `seq`, when given, numbers the record instead of its own "seq".
+        """
+        ex = to_exchange(record, self.limits, self.now, seq)
+        # `feed_exchange(ex)`, inline: the live log calls this for every exchange.
+        if self.finished:
+            raise RuntimeError("the engine has finished: make a new one for more records")
+        self.fed += 1
+        start = ex.start
+        if start <= self.now:
+            out: list[Verdict] = []
+        elif start - self.settings.reorder_grace_s < self._next_expiry:
+            self.now = start  # `advance(start)` with nothing due yet
+            out = []
+        else:
+            out = self.advance(start)
+        if (ex.status in self._wake_statuses or self._busy
+                or (ex.xuids is not None and self._wake_on_batch)):
+            feeds = self._feeds
+        else:
+            feeds = self._always
+        for feed in feeds:
+            decided = feed(ex)
+            if decided:
+                out.extend(self._counted(decided))
+        return out
 
     def feed_exchange(self, ex: Exchange) -> list[Verdict]:
         if self.finished:
             raise RuntimeError("the engine has finished: make a new one for more records")
         self.fed += 1
-        out = self.advance(ex.start)
-        for rule in self.rules:
-            decided = rule.feed(ex)
+        out = self.advance(ex.start) if ex.start > self.now else []
+        if (ex.status in self._wake_statuses or self._busy
+                or (ex.xuids is not None and self._wake_on_batch)):
+            feeds = self._feeds
+        else:
+            feeds = self._always
+        for feed in feeds:
+            decided = feed(ex)
             if decided:
                 out.extend(self._counted(decided))
         return out

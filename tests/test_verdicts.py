@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import random
 import tracemalloc
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -488,6 +489,83 @@ def test_damaged_records_do_not_stop_the_engine() -> None:
     engine.feed({"seq": 1, "request": {"method": "GET", "url": "not a url"}})
     engine.feed({"seq": 2, "request": {}, "start": "yesterday", "response": {"status": "x"}})
     assert len(engine.finish()) == len(verdicts.RULES)
+
+
+def mixed(count: int, seed: int) -> Iterator[dict[str, Any]]:
+    """Every kind of trigger, mixed at random: faults with and without Retry-After, 412s,
+    409s, missing sessions, batches, SocialManager calls, errors; times out of order now
+    and then."""
+    rng = random.Random(seed)
+    at = 0.0
+    for seq in range(1, count + 1):
+        at += rng.choice((0.0, 0.05, 0.3, 1.0, 2.5, 6.0, -0.2))
+        method, path, body = rng.choice((
+            ("GET", LOBBY, None), ("GET", OTHER, None), ("PUT", LOBBY, {"n": rng.randrange(3)}),
+            ("POST", BATCH, {"xuids": ["1"] * rng.randrange(4)}),
+            ("POST", "/handles/query", {"owners": {"xuids": ["1", "2"]}}), ("GET", "/x", None)))
+        status = rng.choice((200, 200, 200, 204, 409, 412, 429, 503, None))
+        response_headers = [("ETag", f'"e{rng.randrange(3)}"')]
+        if status in (429, 503) and rng.random() < 0.5:
+            response_headers.append(("Retry-After", rng.choice(("1", "3", " 2 "))))
+        headers = [("If-Match", f'"e{rng.randrange(3)}"')] if method == "PUT" else []
+        if rng.random() < 0.1:
+            headers.append(("User-Agent", "XboxServicesAPI SocialManager"))
+        yield rec(seq, at, method, path, status, user=rng.choice(("alice", "bob", None)),
+                  headers=headers, response_headers=response_headers, body=body)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rules_left_out_of_an_exchange_would_have_decided_nothing(seed: int) -> None:
+    """The engine feeds the fault-handling and batch rules only what wakes them (their
+    statuses, batch calls, or anything while they hold state): feeding them everything
+    decides exactly the same."""
+    lean, full = Engine(max_keys=8), Engine(max_keys=8)
+    full._always = full._feeds  # every rule sees every exchange
+    for record in mixed(3000, seed):
+        assert lean.feed(record) == full.feed(record)
+    assert lean.finish() == full.finish()
+    assert lean.counts == full.counts
+    assert {s for (_, s) in lean.counts} >= {Status.PASS, Status.WARN, Status.FAIL}
+    assert not lean._busy or all(len(k) for k in lean._busy)
+
+
+def test_feed_numbers_a_record_by_the_seq_it_is_given() -> None:
+    engine = Engine()
+    first = rec(1, 0, status=503, response_headers=RA5)
+    del first["seq"]
+    engine.feed(first, seq=41)
+    decided = engine.feed(rec(2, 1), seq=42)
+    assert only(decided, "retry-after").records == (41, 42)
+
+
+def test_an_exchange_reads_what_few_rules_need_when_asked() -> None:
+    limits = verdicts.default_limits()
+    record = rec(1, 2, status=503, took=0.25,
+                 response_headers=(("etag", '"e1"'), ("Retry-After", " 7 "), ("ETag", '"e2"')))
+    ex = verdicts.to_exchange(record, limits)
+    assert (ex.start, ex.end) == (pytest.approx(T0 + 2), pytest.approx(T0 + 2.25))
+    assert (ex.retry_after, ex.etag, ex.status) == (7, '"e1"', 503)
+    assert ex.request == (ex.client, "GET", LOBBY.lower())
+    # An end before the start, or none, is the start plus the duration.
+    record["end"] = recording.timestamp(T0)
+    assert verdicts.to_exchange(record, limits).end == pytest.approx(T0 + 2.25)
+    # No readable start: the end stands for it.
+    record.update(start="yesterday", end=recording.timestamp(T0 + 3))
+    ex = verdicts.to_exchange(record, limits)
+    assert ex.start == ex.end == pytest.approx(T0 + 3)
+    record["response"] = None
+    ex = verdicts.to_exchange(record, limits)
+    assert (ex.status, ex.retry_after, ex.etag) == (None, None, None)
+
+
+def test_header_pairs_that_are_not_pairs_are_skipped() -> None:
+    pairs: list[Any] = [["x"], "ab", {"ETag": 1, "other": 2}, ["ETag", '"a"', "extra"], [5, "x"],
+                        ("RETRY-AFTER", 3), ["ETag", '"b"'], ["etag", '"c"']]
+    assert verdicts._headers(pairs, verdicts.RESPONSE_HEADERS) == {
+        "retry-after": "3", "etag": '"b"'}
+    assert verdicts._headers([["Retry-After", "1"], [["unhashable"], "x"]],
+                             verdicts.RESPONSE_HEADERS) == {"retry-after": "1"}
+    assert verdicts._headers("not a list", verdicts.RESPONSE_HEADERS) == {}
 
 
 def test_verdict_round_trips_and_reads_as_one_line() -> None:

@@ -46,8 +46,10 @@ def flow_to_record(flow: http.HTTPFlow, seq: int,
                    redactor: recording.Redactor) -> dict[str, Any]:
     """The recording record of a finished, marked flow, numbered `seq`.
 
-    The only place this addon turns a flow into a record; it defers to the
-    recorder's own conversion so the live verdicts and the recording agree.
+    What the engine judges for the flow. It is the recorder's own conversion,
+    so the live verdicts and the recording agree; the addon itself hands the
+    engine that record and the seq apart (`Engine.feed(record, seq)`), which
+    spares copying the record to number it.
     """
     return {"seq": seq, **recorder.flow_record(flow, redactor)}
 
@@ -115,24 +117,31 @@ class VerdictLog:
             self._log(self.engine.advance(time.time() if now is None else now))
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._feed(flow)
+        """Feed the flow's record to the engine and log what it decided.
 
-    def error(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None:  # a flow that got a response was judged then
-            self._feed(flow)
-
-    def _feed(self, flow: http.HTTPFlow) -> None:
-        info = common.mark(flow)
-        if info is None or self.engine is None or self.engine.finished:
+        It runs for every flow, and its cost is mostly how much Python code it
+        runs: the mark is read here rather than through `common.mark`.
+        """
+        info = flow.metadata.get(common.KEY)  # common.mark(flow)
+        engine = self.engine
+        if info is None or engine is None or engine.finished:
             return
         self.flows += 1
-        seq = info.get("seq") if isinstance(info.get("seq"), int) else self.flows
+        seq = info.get("seq")
+        if not isinstance(seq, int):
+            seq = self.flows
         try:
-            record = flow_to_record(flow, seq, self.redactor)
+            record = recorder.flow_record(flow, self.redactor)  # flow_to_record, unnumbered
         except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
             logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
             return
-        self._log(self.engine.feed(record))
+        decided = engine.feed(record, seq)
+        if decided:
+            self._log(decided)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None:  # a flow that got a response was judged then
+            self.response(flow)
 
     def done(self) -> None:
         if self._ticker is not None:
