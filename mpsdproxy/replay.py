@@ -3,7 +3,8 @@
 Loading is one streaming pass over the recording files into an `Index` that
 keeps, per exchange, only where its line starts (file, byte offset) and a few
 numbers; a response is read back with a seek when it is served. So a recording
-of 100,000 exchanges costs a few megabytes, not the flows themselves.
+of 100,000 exchanges costs a few megabytes, not the flows themselves. The answers
+served last stay decoded (a bounded cache), so one served again is not read again.
 
 Matching compares method, host, path (case-insensitive), query and the body
 (as JSON when it is JSON: key order and whitespace do not matter), plus the
@@ -41,8 +42,10 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import IO
 from typing import Any
+from typing import Generic
 from typing import NamedTuple
 from typing import Protocol
+from typing import TypeVar
 from urllib.parse import parse_qsl
 from urllib.parse import urlsplit
 
@@ -75,6 +78,7 @@ __all__ = [
     "Decision",
     "Player",
     "reply_from_record",
+    "reply_from_response",
     "error_reply",
 ]
 
@@ -111,6 +115,8 @@ HOP_BY_HOP: frozenset[str] = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
     "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
+#: Recorded response headers a replayed answer never carries as they are.
+_DROPPED: frozenset[str] = HOP_BY_HOP | {"content-length"}
 
 #: Not an MPSD answer but the proxy's own: "the replay had nothing for this".
 ERROR_STATUS = 502
@@ -191,6 +197,11 @@ class MatchOptions:
         object.__setattr__(self, "ignore_params", frozenset(p.lower() for p in self.ignore_params))
         names = tuple(h.lower() for h in self.use_headers if h.lower() not in _CONDITIONS_LOWER)
         object.__setattr__(self, "use_headers", names)
+
+    @functools.cached_property
+    def wanted_headers(self) -> frozenset[str]:
+        """Every request header a match key reads, lower-cased."""
+        return frozenset(self.use_headers) | frozenset(_CONDITIONS_LOWER)
 
     @functools.cached_property
     def strip(self) -> _Stripper:
@@ -350,7 +361,7 @@ class MatchKey(NamedTuple):
 
     def digest(self) -> int:
         """A 64-bit digest, stable across processes: what the index stores per exchange."""
-        data = repr(tuple(self)).encode("utf-8", "surrogateescape")
+        data = tuple.__repr__(self).encode("utf-8", "surrogateescape")  # as repr(tuple(self))
         return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
@@ -394,8 +405,17 @@ def _json_body(request: Request) -> Any:
         return _MISSING
 
 
+#: Canonical JSON (sorted keys, compact, UTF-8 as is): built once, as `json.dumps` with
+#: options would build an encoder on every call. The same text `json.dumps` gives.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+#: A JSON body as the bytes it stood for: what `recording.decode_body` gives (compact,
+#: UTF-8 as is, NaN allowed), with an encoder built once. Parsed JSON has no cycles.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def _condition(value: str, etags: Container[str] | None) -> str:
@@ -416,26 +436,39 @@ def match_key(request: Request, options: MatchOptions,
     replay knows, and a precondition naming one of them counts as the recorded one.
     """
     authority, path, query = _split(request.url)
-    pairs = tuple(sorted(
-        (k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-        if k.lower() not in options.ignore_params
-    ))
-    document = _json_body(request)
-    body: str | bytes | None
-    if document is not _MISSING:
-        body = options.strip.canonical(document)
-    else:
-        body = request.body or None
-    headers = tuple(
-        (name, recording.redact_value(value))
-        for name in options.use_headers
-        if (value := request.header(name)) is not None
-    )
-    conditions = tuple(
-        (name, _condition(value, etags))
-        for name in CONDITION_HEADERS
-        if (value := request.header(name)) is not None
-    )
+    pairs: tuple[tuple[str, str], ...] = ()
+    if query:
+        ignored = options.ignore_params
+        pairs = tuple(sorted(
+            (k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+            if k.lower() not in ignored
+        ))
+    body: str | bytes | None = None
+    if request.body or request.document is not _MISSING:
+        document = _json_body(request)
+        if document is not _MISSING:
+            body = options.strip.canonical(document)
+        else:
+            body = request.body or None
+    # One pass over the headers: the first value of each compared one (as `header` finds).
+    wanted = options.wanted_headers
+    found: dict[str, str] = {}
+    for pair in request.headers:
+        low = str(pair[0]).lower()
+        if low in wanted and low not in found:
+            found[low] = str(pair[1])
+    headers: tuple[tuple[str, str], ...] = ()
+    conditions: tuple[tuple[str, str], ...] = ()
+    if found:
+        headers = tuple(
+            (name, recording.redact_value(found[name]))
+            for name in options.use_headers if name in found
+        )
+        conditions = tuple(
+            (name, _condition(found[low], etags))
+            for name, low in zip(CONDITION_HEADERS, _CONDITIONS_LOWER, strict=True)
+            if low in found
+        )
     return MatchKey(request.method.upper(), None if options.ignore_host else authority,
                     path, pairs, body, headers, conditions)
 
@@ -587,6 +620,7 @@ class Index:
         self._next = array("i")  # the next entry with the same match key, or -1
         self._route_next = array("i")  # the next entry with the same route, or -1
         self._session = array("i")  # the session whose document the answer carries, or -1
+        self._has_response = bytearray()  # 1 when the record has a top-level "response" key
         self._heads: dict[int, int] = {}
         #: (METHOD, authority, path) of every distinct recorded request shape.
         self.routes: list[tuple[str, str, str]] = []
@@ -638,6 +672,7 @@ class Index:
         self._next.append(_END)
         self._route_next.append(_END)
         self._session.append(_END)
+        self._has_response.append("response" in record)
 
     def _chain_key(self, entry: int, record: dict[str, Any], tails: dict[int, int]) -> None:
         request = Request.from_record(record["request"])
@@ -734,11 +769,35 @@ class Index:
         Raises RecordError when the line is no longer the one indexed (the
         file was rewritten while replaying).
         """
+        return self._parse(entry, self._read_line(entry).decode("utf-8", "surrogateescape"))
+
+    def response(self, entry: int) -> dict[str, Any] | None:
+        """The response of an entry's record (`read(entry).get("response")`), parsing
+        only that part of the line when it can tell which part that is: the line starts
+        with the entry's seq, as the Writer puts it, and names "response" only once (so
+        that one is the record's own key). Raises RecordError as `read` does.
+        """
+        text = self._read_line(entry).decode("utf-8", "surrogateescape")
+        if self._has_response[entry] and text.startswith(f'{{"seq":{self._seq[entry]},') \
+                and text.count(_RESPONSE_KEY) == 1:
+            try:
+                value, _ = _DECODER.raw_decode(text, text.index(_RESPONSE_KEY)
+                                               + len(_RESPONSE_KEY))
+            except (ValueError, RecursionError):
+                pass  # e.g. space after the colon: the whole line tells
+            else:
+                if value is None or isinstance(value, dict):
+                    return value
+        return self._parse(entry, text).get("response")
+
+    def _read_line(self, entry: int) -> bytes:
         handle = self._handle(self._file[entry])
         handle.seek(self._offset[entry])
-        line = handle.readline()
+        return handle.readline()
+
+    def _parse(self, entry: int, text: str) -> dict[str, Any]:
         try:
-            record = json.loads(line.decode("utf-8", "surrogateescape"))
+            record = json.loads(text)
         except ValueError:
             record = None
         if not isinstance(record, dict) or record.get("seq") != self._seq[entry]:
@@ -759,6 +818,10 @@ class Index:
             handle.close()
         self._handles.clear()
 
+
+#: How a record names its response, as the Writer writes it (compact).
+_RESPONSE_KEY = '"response":'
+_DECODER = json.JSONDecoder()
 
 #: Routes remembered per parent path, for near misses on a path the recording lacks.
 ROUTES_PER_PARENT = 8
@@ -842,21 +905,33 @@ def replay_headers(pairs: Iterable[Sequence[str]], status: int,
     else, ETag first of all, stays verbatim and in order.
     """
     pairs = [(str(k), str(v)) for k, v in pairs]
-    named = {t.strip().lower() for k, v in pairs if k.lower() == "connection"
-             for t in v.split(",")}
-    drop = HOP_BY_HOP | named | {"content-length"}
+    drop = _DROPPED
+    if any(k.lower() == "connection" for k, _ in pairs):
+        drop = drop | {t.strip().lower() for k, v in pairs if k.lower() == "connection"
+                       for t in v.split(",")}
     headers = [(k, v) for k, v in pairs if k.lower() not in drop]
     if not (status < 200 or status in (204, 304)):
         headers.append(("Content-Length", str(len(body))))
     return headers
 
 
+def _body_bytes(body: dict[str, Any] | None) -> bytes:
+    """`recording.decode_body`, with its JSON re-encoding done by a prebuilt encoder."""
+    if body and "json" in body:
+        return _COMPACT.encode(body["json"]).encode()
+    return recording.decode_body(body)
+
+
 def reply_from_record(record: dict[str, Any]) -> faults.Reply | None:
     """The recorded answer as a Reply, or None when the recorded exchange had none."""
-    response = record.get("response")
+    return reply_from_response(record.get("response"))
+
+
+def reply_from_response(response: dict[str, Any] | None) -> faults.Reply | None:
+    """`reply_from_record` given only the record's response."""
     if response is None:
         return None
-    body = recording.decode_body(response.get("body"))
+    body = _body_bytes(response.get("body"))
     status = int(response["status"])
     reason = str(response.get("reason") or "")
     return faults.Reply(status, reason, replay_headers(response.get("headers") or (), status,
@@ -930,6 +1005,62 @@ class Emulating(Protocol):
     def seed(self, path: str, document: dict[str, Any], etag: str | None) -> None: ...
 
 
+#: Answers kept decoded: a repeated answer (repeat-last, a poll the recording holds
+#: many times) is served without reading and decoding its line again.
+ANSWER_CACHE_ENTRIES = 1024
+ANSWER_CACHE_BYTES = 8 * 2**20  # of bodies; an answer larger than this is never kept
+
+_V = TypeVar("_V")
+
+
+class Recent(Generic[_V]):
+    """The values last put or got, per entry: at most `entries` of them and `budget`
+    bytes in all (as their `size` said); the least recently used go first."""
+
+    def __init__(self, entries: int, budget: int) -> None:
+        self.entries = entries
+        self.budget = budget
+        self.bytes = 0
+        self._items: dict[int, tuple[_V, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[int]:
+        """Entries, the least recently used first."""
+        return iter(self._items)
+
+    def get(self, entry: int) -> _V | None:
+        item = self._items.pop(entry, None)
+        if item is None:
+            return None
+        self._items[entry] = item  # now the most recently used
+        return item[0]
+
+    def put(self, entry: int, value: _V, size: int) -> None:
+        """Keep `value` (unless it alone is over the budget), forgetting the least
+        recently used ones as needed."""
+        old = self._items.pop(entry, None)
+        if old is not None:
+            self.bytes -= old[1]
+        if size > self.budget:
+            return
+        items = self._items
+        items[entry] = (value, size)
+        self.bytes += size
+        while len(items) > self.entries or self.bytes > self.budget:
+            self.bytes -= items.pop(next(iter(items)))[1]
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
+class _Answer(NamedTuple):
+    reply: faults.Reply | None
+    etag: str | None
+
+
 #: How many recorded requests a near miss reads back from disk, at most.
 NEAR_MISS_ROUTES = 3
 NEAR_MISS_PER_ROUTE = 8
@@ -960,6 +1091,9 @@ class Player:
         self._seeded: dict[int, int] = {}
         self._seeded_into: Emulating | None = None
         self._dirty: set[int] = set(range(len(index.sessions)))
+        self._known = _Known(self)
+        #: entry -> its decoded answer, for the answers served last.
+        self._answers: Recent[_Answer] = Recent(ANSWER_CACHE_ENTRIES, ANSWER_CACHE_BYTES)
 
     # -- index lifecycle
 
@@ -976,6 +1110,7 @@ class Player:
 
     def close(self) -> None:
         self.index.close()
+        self._answers.clear()
 
     def remaining(self) -> int:
         """Recorded answers not served yet."""
@@ -987,7 +1122,7 @@ class Player:
         return value in self.index.etags or value in self.learned
 
     def key(self, request: Request) -> MatchKey:
-        return match_key(request, self.index.options, _Known(self))
+        return match_key(request, self.index.options, self._known)
 
     def decide(self, request: Request) -> Decision:
         """Which recorded answer `request` gets (consuming it), or what to do instead."""
@@ -999,11 +1134,11 @@ class Player:
         if entry is not None:
             return self._serve(entry)
         last, count = self._chain_end(digest)
+        if self.exhausted == "repeat-last":
+            return self._serve(last, repeat=True)
         message = (f"all {count} recorded answers to {request.method} {request.url} were "
                    f"served (the last is #{self.index.seq(last)}, {self.index.where(last)}); "
                    f"mpsd_replay_exhausted={self.exhausted}")
-        if self.exhausted == "repeat-last":
-            return self._serve(last, repeat=True)
         return Pass(self.exhausted, "exhausted", message)
 
     def _serve(self, entry: int, repeat: bool = False) -> Serve:
@@ -1046,17 +1181,23 @@ class Player:
     # -- answering
 
     def answer(self, entry: int) -> faults.Reply | None:
-        """The recorded answer of `entry` (None: the recorded exchange got no response)."""
-        record = self.index.read(entry)
+        """The recorded answer of `entry` (None: the recorded exchange got no response).
+
+        Recently served answers are kept decoded (a bounded cache), so the Reply
+        may be the one handed out before: read it, never change it.
+        """
+        cached = self._answers.get(entry)
+        if cached is None:
+            reply = reply_from_response(self.index.response(entry))
+            cached = _Answer(reply, reply.header("ETag") if reply else None)
+            self._answers.put(entry, cached, len(reply.body) if reply else 0)
         session = self.index.session_of(entry)
         if session != _END:
             self._seen[session] = entry
             self._dirty.add(session)
-        reply = reply_from_record(record)
-        etag = reply.header("ETag") if reply else None
-        if etag:
-            self.learned.add(etag)
-        return reply
+        if cached.etag:
+            self.learned.add(cached.etag)
+        return cached.reply
 
     def emulate(self, request: Request, emulator: Emulating) -> faults.Reply:
         """Let the stand-in answer, after bringing it up to what the title has seen."""

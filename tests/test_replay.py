@@ -397,6 +397,89 @@ def test_precondition_with_a_replay_etag_matches(polls: Path, etag: str, served:
                'of the replay recorded)' in decision.message
 
 
+def test_answers_served_again_are_not_read_again(polls: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """repeat-last serves one entry over and over: its line is read and decoded once,
+    and each serve still counts (ETag learnt, session seen) as the first did."""
+    player = replay.Player(replay.Index.load([polls]))
+    reads: list[int] = []
+    read = player.index._read_line
+    monkeypatch.setattr(player.index, "_read_line",
+                        lambda entry: reads.append(entry) or read(entry))
+    get = live("GET", LOBBY)
+    served = [player.decide(get) for _ in range(6)]
+    assert [d.seq for d in served if isinstance(d, replay.Serve)] == [2, 3, 5, 5, 5, 5]
+    first = player.answer(served[2].entry)
+    player.learned.clear()
+    player._seen.clear()
+    again = player.answer(served[3].entry)
+    assert again == first and again is not None and again.header("ETag") == '"e3"'
+    assert player.learned == {'"e3"'}  # learnt again from the kept answer
+    assert player._seen  # and the session document counts as seen again
+    assert reads == [4]
+
+
+def test_kept_answers_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay, "ANSWER_CACHE_ENTRIES", 3)
+    monkeypatch.setattr(replay, "ANSWER_CACHE_BYTES", 10_000)
+    path = write(tmp_path / "r.jsonl", [
+        exchange("GET", f"{LOBBY}-{i}", 200, answer={"pad": "x" * (3000 if i < 4 else 20_000)})
+        for i in range(6)
+    ])
+    player = replay.Player(replay.Index.load([path]))
+    kept = player._answers
+    for i in range(4):
+        decision = player.decide(live("GET", f"{LOBBY}-{i}"))
+        assert isinstance(decision, replay.Serve)
+        player.answer(decision.entry)
+        assert len(kept) <= 3 and kept.bytes <= 10_000
+    assert list(kept) == [1, 2, 3]  # the least recently served went first
+    player.answer(1)
+    assert list(kept) == [2, 3, 1]
+    decision = player.decide(live("GET", f"{LOBBY}-4"))  # larger than the whole budget
+    assert isinstance(decision, replay.Serve)
+    reply = player.answer(decision.entry)
+    assert reply is not None and len(reply.body) > 20_000  # served, never kept
+    assert list(kept) == [2, 3, 1]
+    assert kept.bytes == 3 * len(faults.encode_json({"pad": "x" * 3000}))
+
+
+def test_recent_keeps_within_entries_and_bytes() -> None:
+    recent: replay.Recent[str] = replay.Recent(entries=3, budget=100)
+    for entry in range(3):
+        recent.put(entry, f"v{entry}", 30)
+    assert recent.get(0) == "v0"  # 0 is now the most recent
+    recent.put(3, "v3", 30)  # over 3 entries and 100 bytes: 1 goes
+    assert list(recent) == [2, 0, 3] and recent.bytes == 90
+    recent.put(2, "v2 again", 60)  # replaces, and 0 goes to fit
+    assert list(recent) == [3, 2] and recent.bytes == 90
+    recent.put(4, "huge", 101)  # never kept, keeps the rest
+    assert recent.get(4) is None and list(recent) == [3, 2]
+    recent.clear()
+    assert len(recent) == 0 and recent.bytes == 0
+
+
+@pytest.mark.parametrize("body", [
+    {"json": {"b": 1, "a": [1.5, None, True, "é ☃ 😀", {"x": {}}]}},
+    {"json": float("nan")},
+    {"json": "text"},
+    {"text": "not json"},
+    {"base64": "AAEC/w=="},
+    None,
+])
+def test_recorded_body_bytes_are_what_decode_body_gives(body: Any) -> None:
+    assert replay._body_bytes(body) == recording.decode_body(body)
+
+
+def test_match_key_takes_the_first_of_repeated_headers() -> None:
+    options = replay.MatchOptions(use_headers=("X-Title",))
+    request_ = live("GET", LOBBY, headers=[("x-title", "a"), ("X-TITLE", "b"),
+                                           ("if-match", '"e1"'), ("If-Match", '"e2"')])
+    found = replay.match_key(request_, options, etags=set())
+    assert found.headers == (("x-title", recording.redact_value("a")),)
+    assert found.conditions == (("If-Match", '"e1"'),)
+
+
 def test_several_files_chain_in_order(tmp_path: Path) -> None:
     a = write(tmp_path / "a.jsonl", [exchange("GET", LOBBY, 200, answer=session_doc(1))])
     b = write(tmp_path / "b.jsonl", [exchange("GET", LOBBY, 200, answer=session_doc(2))])
@@ -441,6 +524,28 @@ def test_read_notices_a_rewritten_file(polls: Path) -> None:
     polls.write_text(polls.read_text().replace('"seq":2', '"seq":22'))
     with pytest.raises(recording.RecordError, match=r"polls.jsonl:2: no longer holds record #2"):
         index.read(1)
+
+
+def test_response_parses_only_what_it_can_tell_apart(tmp_path: Path) -> None:
+    """Index.response is read(entry)["response"], whatever else names "response"."""
+    records = [
+        exchange("GET", LOBBY, 200, answer={"v": "é 😀"}, answer_headers=[("ETag", '"e1"')]),
+        exchange("PUT", LOBBY, 200, body={"response": {"status": 1}}, answer={"v": 2}),
+        exchange("GET", LOBBY, None),
+        exchange("GET", LOBBY, 200, answer={"response": "x"}),
+        exchange("GET", LOBBY + '?q="response":', 200, answer=b"plain"),
+    ]
+    path = write(tmp_path / "r.jsonl", records)
+    no_response = {k: v for k, v in records[1].items() if k != "response"}
+    spaced = {**records[0], "seq": 7}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"seq": 6, **no_response}) + "\n")  # only the body names it
+        f.write(json.dumps(spaced) + "\n")  # not compact: ", " and ": "
+    index = replay.Index.load([path])
+    assert len(index) == 7 and not index.issues
+    for entry in range(len(index)):
+        assert index.response(entry) == index.read(entry).get("response"), entry
+    assert index.response(5) is None and index.response(6)["status"] == 200
 
 
 def test_offsets_survive_multibyte_text(tmp_path: Path) -> None:

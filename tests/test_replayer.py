@@ -192,6 +192,76 @@ def test_precondition_with_a_replayed_etag_gets_the_recorded_412(rp: replayer.Re
     assert common.provenance(f)["record"] == 4
 
 
+def test_served_responses_are_what_mitmproxy_would_build(rp: replayer.Replayer,
+                                                          lifecycle: Path) -> None:
+    """Answers are copies of a checked prototype (not built field by field through
+    mitmproxy's type-checking constructor): the same data, and each its own."""
+    with replaying(rp, lifecycle, mpsd_replay_exhausted="repeat-last") as proxy:
+        flows = [make_flow("GET", LOBBY) for _ in range(4)]
+        for f in flows:
+            proxy.send(f)
+        assert rp.player is not None
+        reply = rp.player.answer(2)
+    assert reply is not None
+    served = flows[2].response
+    assert served is not None
+    built = http.Response(b"HTTP/1.1", reply.status, reply.reason.encode(),
+                          http.Headers([(k.encode(), v.encode()) for k, v in reply.headers]),
+                          reply.body, None, served.timestamp_start, served.timestamp_end)
+    assert served.data == built.data
+    assert vars(served).keys() == vars(built).keys()
+    assert vars(served.data).keys() == vars(built.data).keys()
+    assert vars(served.headers).keys() == vars(built.headers).keys()
+    assert type(served.headers) is http.Headers and served.trailers is None
+    # flows 2 and 3 got the same recorded answer (repeat-last): changing one leaves the other
+    again = flows[3].response
+    assert again is not None and again is not served and again.data is not served.data
+    assert (again.headers, again.raw_content) == (served.headers, served.raw_content)
+    served.headers["ETag"] = '"changed"'
+    served.headers.add("X-Added", "1")
+    served.content = b"changed"
+    served.status_code = 500
+    assert again.headers["ETag"] == '"e2"' and "X-Added" not in again.headers
+    assert again.raw_content == reply.body and again.status_code == 200
+    assert again.timestamp_start is not None and again.timestamp_end == again.timestamp_start
+
+
+def test_pace_changes_take_effect(rp: replayer.Replayer, lifecycle: Path) -> None:
+    with replaying(rp, lifecycle) as proxy:
+        assert proxy.send(make_flow("GET", LOBBY + "/members/7")) is None
+        proxy.tctx.configure(rp, mpsd_replay_pace="recorded")
+        held = proxy.send(make_flow("GET", LOBBY + "/members/7"))
+        assert held is not None
+        held.close()  # an un-awaited coroutine: never run
+        proxy.tctx.configure(rp, mpsd_replay_pace="fast")
+        assert proxy.send(make_flow("GET", LOBBY + "/members/7")) is None
+
+
+class TermLog:
+    """mitmproxy's termlog option, without the terminal."""
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option("termlog_verbosity", str, "info", "as in termlog")
+
+
+@pytest.mark.parametrize("verbosity,logged", [("info", False), ("debug", True), (None, True)])
+def test_each_answer_is_logged_only_when_debug_shows(rp: replayer.Replayer, lifecycle: Path,
+                                                     caplog: pytest.LogCaptureFixture,
+                                                     verbosity: str | None,
+                                                     logged: bool) -> None:
+    """A debug record per answer costs an event round through every addon: with the
+    termlog it is made only at termlog_verbosity=debug (without one, always)."""
+    caplog.set_level("DEBUG")
+    addons = [TermLog(), rp] if verbosity else [rp]
+    with taddons.context(*addons) as tctx:
+        if verbosity:
+            tctx.options.termlog_verbosity = verbosity
+        tctx.configure(rp, mpsd_replay=[str(lifecycle)])
+        proxy = Proxy(tctx, rp)
+        proxy.send(make_flow("GET", LOBBY))
+    assert ("replayed record #2" in caplog.text) is logged
+
+
 def test_recorded_exchange_without_response_is_killed(rp: replayer.Replayer,
                                                       tmp_path: Path) -> None:
     path = Recording(tmp_path / "r.jsonl").add(make_flow("GET", LOBBY), None).close()
@@ -215,6 +285,26 @@ def test_decoded_body_loses_its_content_encoding(rp: replayer.Replayer, tmp_path
     assert f.response is not None
     assert "content-encoding" not in f.response.headers
     assert f.response.raw_content == plain
+
+
+@pytest.mark.parametrize("headers,body", [
+    ([("Content-Type", "application/json"), ("Content-Encoding", "gzip")], b"{}"),
+    ([("content-encoding", "gzip"), ("X-A", "1"), ("CONTENT-ENCODING", "identity")], b"{}"),
+    ([("Content-Encoding", "gzip")], gzip.compress(b"{}")),  # still encoded: kept
+    ([("Content-Encoding", "identity"), ("X-A", "é")], b"{}"),
+    ([("Content-Encoding", "")], b"{}"),
+    ([("Content-Encoding", "gzip")], b""),
+    ([("X-A", "1")], b"x"),
+])
+def test_wire_headers_are_what_mitmproxy_headers_give(headers: list[tuple[str, str]],
+                                                       body: bytes) -> None:
+    """`wire` works on the raw fields; the result is what editing an http.Headers gave."""
+    reply = faults.Reply(200, "OK", headers, body)
+    expected = http.Headers([(k.encode(), v.encode()) for k, v in headers])
+    coding = expected.get("content-encoding")
+    if coding and body and not replayer._decodes(body, coding):
+        del expected["content-encoding"]
+    assert replayer.wire(reply) == replayer.Wire(200, b"OK", expected.fields, body)
 
 
 def test_unmarked_flows_pass_untouched(rp: replayer.Replayer, lifecycle: Path) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
+from typing import NamedTuple
+from typing import TypeVar
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
@@ -31,6 +33,8 @@ from mpsdproxy import replay
 from mpsdproxy.addons import common
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Options that change what counts as the same request: a change rehashes the index.
 MATCH_OPTIONS = frozenset({
@@ -52,9 +56,10 @@ def request_of(flow: http.HTTPFlow) -> replay.Request:
     recorder wrote) before any redirect to an upstream."""
     info = common.mark(flow) or {}
     r = flow.request
-    headers = tuple(r.headers.items(multi=True))
-    return replay.Request(r.method, info.get("url") or r.url, headers,
-                          r.get_content(strict=False) or b"")
+    headers = tuple((k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                    for k, v in r.headers.fields)  # what headers.items(multi=True) gives
+    body = (r.get_content(strict=False) or b"") if r.raw_content else b""
+    return replay.Request(r.method, info.get("url") or r.url, headers, body)
 
 
 def _decodes(body: bytes, content_encoding: str) -> bool:
@@ -65,23 +70,87 @@ def _decodes(body: bytes, content_encoding: str) -> bool:
     return True
 
 
-def to_response(reply: faults.Reply, http_version: str) -> http.Response:
-    """A Reply as a mitmproxy response, its body sent exactly as given.
+class Wire(NamedTuple):
+    """A Reply as mitmproxy sends it: bytes, headers fit for the body given."""
+
+    status: int
+    reason: bytes
+    fields: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+def wire(reply: faults.Reply) -> Wire:
+    """The parts of a response to `reply`, its body sent exactly as given.
 
     Recordings keep bodies decoded; a recorded Content-Encoding the body no
     longer carries is dropped, so the title never gets identity bytes labelled gzip.
     """
-    headers = http.Headers([
+    fields = tuple(
         (k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
         for k, v in reply.headers
-    ])
-    content_encoding = headers.get("content-encoding")
-    if content_encoding and reply.body and not _decodes(reply.body, content_encoding):
-        del headers["content-encoding"]
-    now = time.time()
-    return http.Response(http_version.encode(), reply.status,
-                         reply.reason.encode("iso-8859-1", "replace"), headers, reply.body,
-                         None, now, now)
+    )
+    # As http.Headers would: its get() joins repeated values, del drops them all.
+    codings = [v for k, v in fields if k.lower() == b"content-encoding"]
+    if codings and reply.body:
+        content_encoding = ", ".join(v.decode("utf-8", "surrogateescape") for v in codings)
+        if content_encoding and not _decodes(reply.body, content_encoding):
+            fields = tuple(f for f in fields if f[0].lower() != b"content-encoding")
+    return Wire(reply.status, reply.reason.encode("iso-8859-1", "replace"), fields, reply.body)
+
+
+#: Made once by mitmproxy's own constructor, which type-checks every field of a new
+#: response (in a replay that check cost more than all the rest of an answer).
+#: Answers are copies of it with their own fields, of the types it was checked with.
+_PROTOTYPE = http.Response(b"HTTP/1.1", 200, b"", (), b"", None, 0.0, 0.0)
+
+
+def _copy(obj: _T) -> _T:
+    """A shallow copy of a plain object (what copy.copy does, at a fifth of its cost)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def response_of(parts: Wire, http_version: bytes, now: float) -> http.Response:
+    """A mitmproxy response of its own: new data and Headers (sharing only immutable
+    bytes and the fields tuple), so changing it changes nothing else."""
+    headers = object.__new__(http.Headers)  # a Headers is its fields, nothing else
+    headers.fields = parts.fields
+    data = _copy(_PROTOTYPE.data)
+    data.http_version = http_version
+    data.status_code = parts.status
+    data.reason = parts.reason
+    data.headers = headers
+    data.content = parts.body
+    data.timestamp_start = data.timestamp_end = now
+    response = _copy(_PROTOTYPE)
+    response.data = data
+    return response
+
+
+def to_response(reply: faults.Reply, http_version: str) -> http.Response:
+    """A Reply as a mitmproxy response, its body sent exactly as given (see `wire`)."""
+    return response_of(wire(reply), http_version.encode(), time.time())
+
+
+class _Wires:
+    """The Wire of each recorded answer served last, bounded as the player's decoded
+    answers are; an entry's Wire is reused only while the player hands out the very
+    same Reply for it."""
+
+    def __init__(self) -> None:
+        self.recent: replay.Recent[tuple[faults.Reply, Wire]] = replay.Recent(
+            replay.ANSWER_CACHE_ENTRIES, replay.ANSWER_CACHE_BYTES)
+
+    def get(self, entry: int, reply: faults.Reply) -> Wire:
+        known = self.recent.get(entry)
+        if known is None or known[0] is not reply:
+            known = (reply, wire(reply))
+            self.recent.put(entry, known, len(reply.body))
+        return known[1]
+
+    def clear(self) -> None:
+        self.recent.clear()
 
 
 def _parse_each(option: str, values: Sequence[str], parse: Callable[[str], Any]) -> list[Any]:
@@ -113,6 +182,13 @@ class Replayer:
     def __init__(self) -> None:
         self.player: replay.Player | None = None
         self.emulator: replay.Emulating | None = None
+        #: mpsd_replay_pace, kept here: an option lookup per answer is not free.
+        self.pace = "fast"
+        #: Whether each answer is logged at debug level. With the termlog it follows
+        #: termlog_verbosity (as mitmproxy's per-connection chatter does in `mpsdproxy
+        #: run`): a record nobody shows still costs an event round through every addon.
+        self.debug_answers = True
+        self._wires = _Wires()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -170,6 +246,11 @@ class Replayer:
         for name in sorted(CHOICES.keys() & updated):
             _parse_each(name, [getattr(ctx.options, name)],
                         functools.partial(replay.parse_choice, choices=CHOICES[name]))
+        # Kept on self, read again on every change of any option (configure sees only
+        # the changed ones, and an option left at its default never changes).
+        self.pace = ctx.options.mpsd_replay_pace
+        if "termlog_verbosity" in ctx.options:
+            self.debug_answers = ctx.options.termlog_verbosity == "debug"
         if not ({"mpsd_replay"} | MATCH_OPTIONS | CHOICES.keys()) & updated:
             return
         options = match_options()
@@ -266,19 +347,21 @@ class Replayer:
         if decision.repeat:
             provenance["repeat"] = True
         common.set_provenance(flow, source="replayed", **provenance)
-        logger.debug(f"{flow.request.method} {flow.request.url}: replayed record "
-                     f"#{decision.seq}{' again' if decision.repeat else ''}")
+        if self.debug_answers and logger.isEnabledFor(logging.DEBUG):
+            logger.debug(f"{flow.request.method} {flow.request.url}: replayed record "
+                         f"#{decision.seq}{' again' if decision.repeat else ''}")
         if reply is None:
             flow.kill()  # the recorded exchange got no response: neither does this one
         else:
-            flow.response = to_response(reply, flow.request.http_version)
+            flow.response = response_of(self._wires.get(decision.entry, reply),
+                                        flow.request.data.http_version, time.time())
             flow.is_replay = "response"
         return self._hold(flow, decision.entry)
 
     def _hold(self, flow: http.HTTPFlow, entry: int) -> Awaitable[None] | None:
         """With recorded pace, an awaitable that waits out the rest of the recorded
         latency (mitmproxy awaits it without blocking other flows)."""
-        if ctx.options.mpsd_replay_pace != "recorded":
+        if self.pace != "recorded":
             return None
         assert self.player is not None
         duration = self.player.index.duration_ms(entry)
@@ -302,6 +385,7 @@ class Replayer:
                               note=decision.message)
 
     def done(self) -> None:
+        self._wires.clear()
         if self.player is not None:
             self.player.close()
             self.player = None
