@@ -20,7 +20,7 @@ from mitmproxy import options as mitm_options
 from mitmproxy.proxy import mode_specs
 from mitmproxy.tools.dump import DumpMaster
 
-from mpsdproxy.addons import default_addons
+from mpsdproxy.addons import MpsdChain
 from mpsdproxy.addons import router
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def start(
         logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     opts = mitm_options.Options()
     master = DumpMaster(opts, with_termlog=not quiet_mitmproxy, with_dumper=False)
-    master.addons.add(*default_addons())
+    master.addons.add(MpsdChain())
     try:
         opts.update(**settings)
         if sets:
