@@ -560,6 +560,7 @@ def session_document(name: str, members: int = 3, seed: int = 0) -> dict[str, An
         "correlationId": f"4b1a7c3e-{seed % 10000:04d}-4000-8000-{zlib.crc32(name.encode()):012d}",
         "startTime": "2026-11-25T09:37:44.1234567Z",
         "nextTimer": "2026-11-25T09:39:44.1234567Z",
+        "changeNumber": 12,  # a whole session (catalog note): the injector tracks it
         "constants": {
             "system": {"maxMembersCount": 8, "visibility": "open", "capabilities": {
                 "connectivity": True, "gameplay": True, "crossPlay": True,
