@@ -17,6 +17,6 @@ if sys.modules.get("mpsdproxy") is not None and not hasattr(sys.modules["mpsdpro
     del sys.modules["mpsdproxy"]
 sys.path.append(os.path.dirname(_here))
 
-from mpsdproxy.addons import default_addons  # noqa: E402
+from mpsdproxy.addons import MpsdChain  # noqa: E402
 
-addons = default_addons()
+addons = [MpsdChain()]

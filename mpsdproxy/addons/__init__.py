@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
+from collections.abc import Awaitable
+from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def default_addons() -> list[Any]:
@@ -29,16 +35,93 @@ def default_addons() -> list[Any]:
     ]
 
 
+#: The events the mpsdproxy addons act on, each flow's first.
+FLOW_EVENTS = ("request", "response", "error")
+LIFECYCLE_EVENTS = ("configure", "running", "done")
+
+
 class MpsdChain:
     """The mpsdproxy addons as one entry in mitmproxy's addon chain, in chain order.
 
-    mitmproxy calls every top-level addon on every event, each through its own error
-    guard and coroutine, whether or not it has a hook for the event: a few µs per
-    addon, four events per exchange. Children listed in `addons` it walks in one pass
-    (options, commands and hooks work as for top-level addons), so one entry instead
-    of seven takes that cost off every exchange. `mitmdump -s addons/mpsdproxy.py`
-    nests them the same way: a script is an addon too.
+    mitmproxy hands every event to every addon it knows (top-level addons and the
+    children in their `addons`), each through its own generator, and for top-level
+    ones its own error guard and coroutine too, whether or not the addon acts on the
+    event. Seven addons that way cost more per exchange than some of their hooks.
+    So mitmproxy knows this one object; it calls its parts' hooks directly, in order,
+    with the same guarantees mitmproxy gives: an awaitable a part returns (a delay,
+    a held reply) is awaited before the next part sees the flow, and an error in one
+    part is logged as mitmproxy logs addon errors and does not keep the flow from
+    the parts after it (the recorder must still write it). Options and commands are
+    the parts' own, registered as mitmproxy would.
     """
 
-    def __init__(self) -> None:
-        self.addons = default_addons()
+    def __init__(self, parts: list[Any] | None = None) -> None:
+        self.parts = default_addons() if parts is None else parts
+        self._hooks: dict[str, list[Any]] = {
+            event: [getattr(part, event) for part in self.parts if hasattr(part, event)]
+            for event in (*FLOW_EVENTS, *LIFECYCLE_EVENTS)
+        }
+
+    def load(self, loader: Any) -> None:
+        from mitmproxy import ctx
+
+        for part in self.parts:
+            if hasattr(part, "load"):
+                part.load(loader)
+        for part in self.parts:
+            ctx.master.commands.collect_commands(part)
+
+    def configure(self, updated: set[str]) -> None:
+        for hook in self._hooks["configure"]:
+            hook(updated)  # an OptionsError must reach mitmproxy: it rolls the change back
+
+    def running(self) -> None:
+        for hook in self._hooks["running"]:
+            _guarded(hook)
+
+    def done(self) -> None:
+        for hook in self._hooks["done"]:
+            _guarded(hook)
+
+    def request(self, flow: Any) -> Awaitable[None] | None:
+        return _run(self._hooks["request"], flow)
+
+    def response(self, flow: Any) -> Awaitable[None] | None:
+        return _run(self._hooks["response"], flow)
+
+    def error(self, flow: Any) -> Awaitable[None] | None:
+        return _run(self._hooks["error"], flow)
+
+
+def _guarded(hook: Callable[..., Any], *args: Any) -> Any:
+    """Call one part's hook; an exception is logged (as mitmproxy's own guard logs it)
+    instead of keeping the parts after it from the event."""
+    try:
+        return hook(*args)
+    except Exception:  # noqa: BLE001 - one part's bug must not cost the flow its record
+        logger.exception(f"Addon error: {getattr(hook, '__qualname__', hook)}")
+        return None
+
+
+def _run(hooks: list[Callable[..., Any]], flow: Any) -> Awaitable[None] | None:
+    """Each hook in order; from the first that returns an awaitable on, a coroutine
+    that awaits each before the next part runs (mitmproxy awaits it)."""
+    for i, hook in enumerate(hooks):
+        result = _guarded(hook, flow)
+        if result is not None and inspect.isawaitable(result):
+            return _finish(result, hooks[i + 1:], flow)
+    return None
+
+
+async def _finish(pending: Awaitable[Any], hooks: list[Callable[..., Any]], flow: Any) -> None:
+    try:
+        await pending
+    except Exception:  # noqa: BLE001
+        logger.exception("Addon error")
+    for hook in hooks:
+        result = _guarded(hook, flow)
+        if result is not None and inspect.isawaitable(result):
+            try:
+                await result
+            except Exception:  # noqa: BLE001
+                logger.exception("Addon error")
