@@ -32,7 +32,7 @@ def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
         request.headers,
         response.status_code,
         response.headers,
-        response.get_content(strict=False),
+        common.content(response),
     )
 
 

@@ -58,3 +58,32 @@ def set_provenance(flow: http.HTTPFlow, **provenance: Any) -> None:
 def provenance(flow: http.HTTPFlow) -> dict[str, Any]:
     info = flow.metadata.get(KEY) or {}
     return info.get("provenance", FORWARDED)
+
+
+def header(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | None:
+    """`Headers.get(name)` read straight from the raw fields (`name` in lower case):
+    the values of every field of that name, folded with ", "; None when there is none."""
+    found: bytes | None = None
+    more: list[bytes] | None = None
+    for key, value in fields:
+        if key.lower() == name:
+            if found is None:
+                found = value
+            elif more is None:
+                more = [found, value]
+            else:
+                more.append(value)
+    if more is not None:
+        return ", ".join(v.decode("utf-8", "surrogateescape") for v in more)
+    return None if found is None else found.decode("utf-8", "surrogateescape")
+
+
+def content(message: http.Message) -> bytes | None:
+    """`message.get_content(strict=False)`, without its header lookup when the body
+    carries no Content-Encoding (the usual case): then it is the raw body."""
+    raw = message.raw_content
+    if raw is None:
+        return None
+    if header(message.headers.fields, b"content-encoding"):
+        return message.get_content(strict=False)
+    return raw

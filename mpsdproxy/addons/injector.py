@@ -177,7 +177,7 @@ def request_view(flow: http.HTTPFlow) -> scenario.RequestView:
     request = flow.request
     fields = request.headers.fields
     url = info.get("url") or request.url
-    auth = _header(fields, b"authorization")
+    auth = common.header(fields, b"authorization")
     user = _redacted(auth) if auth else ""
     peer = flow.client_conn.peername
     client = user or (str(peer[0]) if peer else "")
@@ -190,24 +190,6 @@ def request_view(flow: http.HTTPFlow) -> scenario.RequestView:
         client=client,
         user=user,
     )
-
-
-def _header(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | None:
-    """`Headers.get(name)` read straight from the raw fields (`name` in lower case):
-    the values of every field of that name, folded with ", "; None when there is none."""
-    found: bytes | None = None
-    more: list[bytes] | None = None
-    for key, value in fields:
-        if key.lower() == name:
-            if found is None:
-                found = value
-            elif more is None:
-                more = [found, value]
-            else:
-                more.append(value)
-    if more is not None:
-        return ", ".join(v.decode("utf-8", "surrogateescape") for v in more)
-    return None if found is None else found.decode("utf-8", "surrogateescape")
 
 
 # A title sends the same few URLs and tokens over and over: work each out once.
@@ -240,17 +222,6 @@ def _resource(flow: http.HTTPFlow) -> Resource | None:
                             data.get("name"), data.get("element"))
     except TypeError:  # unhashable junk: no caching
         return Resource.from_dict(data)
-
-
-def _content(message: http.Message) -> bytes | None:
-    """`message.get_content(strict=False)`, without its header lookup when the body
-    carries no Content-Encoding (the usual case): then it is the raw body."""
-    raw = message.raw_content
-    if raw is None:
-        return None
-    if _header(message.headers.fields, b"content-encoding"):
-        return message.get_content(strict=False)
-    return raw
 
 
 def service_headers(now: float | None = None) -> list[tuple[str, str]]:
@@ -669,9 +640,9 @@ class FaultInjector:
         assert flow.response is not None
         request, response = flow.request, flow.response
         method = request.method
-        request_body = _content(request) if method == "POST" else None
+        request_body = common.content(request) if method == "POST" else None
         return self.tracker.observe(method, request.path, response.status_code,
-                                    response.headers.fields, _content(response), request_body)
+                                    response.headers.fields, common.content(response), request_body)
 
     def _has(self, phase: Phase) -> bool:
         """Whether any loaded rule acts in this phase (else there is nothing to evaluate)."""

@@ -81,7 +81,7 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str
             "method": request.method,
             "url": info.get("url") or request.url,
             "headers": redactor.headers(request.headers),
-            "body": recording.encode_body(request.get_content(strict=False)),
+            "body": recording.encode_body(common.content(request)),
         },
         "response": None,
         "error": flow.error.msg if flow.error else None,
@@ -94,7 +94,7 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str
             "status": response.status_code,
             "reason": response.reason,
             "headers": redactor.headers(response.headers),
-            "body": recording.encode_body(response.get_content(strict=False)),
+            "body": recording.encode_body(common.content(response)),
         }
     return record
 
