@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -78,6 +79,39 @@ def _git_revision() -> str:
     return rev + (" (with uncommitted changes)" if dirty else "")
 
 
+def _core_split() -> tuple[frozenset[int], frozenset[int]]:
+    """(cores for the proxies, cores for the load tool and the upstream), or two empty
+    sets (no pinning) with fewer than two cores or no sched_setaffinity.
+
+    With two cores and one connection, where the scheduler happens to put a proxy
+    (beside wrk or nginx, or alone) moved one of two identical mitmdumps 20-40 % away
+    from the other; giving every proxy the same core of its own removes that luck.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return frozenset(), frozenset()
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return frozenset(), frozenset()
+    return frozenset(cores[-1:]), frozenset(cores[:-1])
+
+
+PROXY_CORES, LOAD_CORES = _core_split()
+
+
+def _pin(cores: frozenset[int]) -> Callable[[], None] | None:
+    """A preexec_fn that keeps the child on `cores` (None: leave it to the scheduler)."""
+    if not cores:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def pinning() -> str:
+    if not PROXY_CORES:
+        return "none"
+    return (f"proxies on core {','.join(map(str, sorted(PROXY_CORES)))}; load tool and "
+            f"upstream on core {','.join(map(str, sorted(LOAD_CORES)))}")
+
+
 def machine() -> dict[str, Any]:
     """The facts a reader needs to weigh the numbers: cores, clock, versions, load."""
     from mitmproxy import version as mitmproxy_version
@@ -95,6 +129,7 @@ def machine() -> dict[str, Any]:
         if shutil.which("wrk") else "not installed",
         "nginx": _first_line(["nginx", "-v"]).replace("nginx version: ", "")
         if shutil.which("nginx") else "not installed",
+        "pinning": pinning(),
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -210,12 +245,15 @@ class Services:
         self.workdir = workdir
         self.started: list[Service] = []
 
-    def spawn(self, name: str, argv: Sequence[str], port: int) -> Service:
+    def spawn(self, name: str, argv: Sequence[str], port: int,
+              cores: frozenset[int] | None = None) -> Service:
+        """Start a process (a proxy unless told otherwise: on PROXY_CORES)."""
         log = self.workdir / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(list(argv), cwd=self.workdir, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=_pin(PROXY_CORES if cores is None else cores))
         service = Service(name, port, proc, log, time.monotonic())
         self.started.append(service)
         return service
@@ -363,12 +401,12 @@ def start_upstream(services: Services, body: bytes, kind: str = "auto") -> tuple
         conf = directory / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=directory, port=port))
         service = services.spawn("upstream-nginx", [nginx, "-c", str(conf), "-p", str(directory)],
-                                 port)
+                                 port, LOAD_CORES)
         what = _first_line([nginx, "-v"]).replace("nginx version: ", "") or "nginx"
     else:
         argv = [PYTHON, str(BENCH / "upstream.py"), "--port", str(port),
                 "--body", str(directory / "session.json")]
-        service = services.spawn("upstream-python", argv, port)
+        service = services.spawn("upstream-python", argv, port, LOAD_CORES)
         what = "bench/upstream.py (asyncio)"
     service.wait_listening(30)
     return service, what
@@ -449,7 +487,7 @@ class LoadGenerator:
         else:
             argv = [PYTHON, str(BENCH / "loadgen.py"), "--url", url, "--connections",
                     str(connections), "--seconds", str(seconds), "--paths", str(script)]
-        done = subprocess.run(argv, capture_output=True, text=True,
+        done = subprocess.run(argv, capture_output=True, text=True, preexec_fn=_pin(LOAD_CORES),
                               timeout=max(1, seconds) + LOAD_GRACE_S)
         return parse_load_output(done.stdout, done.stderr)
 
