@@ -607,7 +607,6 @@ RESPONSE_HEADERS = frozenset({"retry-after", "etag"})
 #: For each set of wanted names: header name as recorded -> its lower-cased form when
 #: wanted, else "" (bounded: cleared when it grows past 256 names).
 _WANTED_NAMES: dict[frozenset[str], dict[str, str]] = {}
-_REQUEST_NAMES = _WANTED_NAMES[REQUEST_HEADERS] = {}
 #: Built once: `isinstance(x, list | tuple)` would build the union on every call.
 _SEQUENCES = (list, tuple)
 _NUMBERS = (int, float)
@@ -774,22 +773,7 @@ def to_exchange(record: Mapping[str, Any], limits: Limits, previous: float = 0.0
     if type(request) is not dict and not isinstance(request, Mapping):
         request = {}
     response = get("response") or None
-    # `_headers(pairs, REQUEST_HEADERS)`, inline (see there).
-    pairs = request.get("headers")
-    req_headers: dict[str, str] = {}
-    if isinstance(pairs, list):
-        names = _REQUEST_NAMES
-        try:
-            for pair in pairs:
-                name, value = pair
-                wanted_name = names.get(name)
-                if wanted_name is None:
-                    wanted_name = _learn_name(names, name, REQUEST_HEADERS)
-                if wanted_name and wanted_name not in req_headers and (
-                        type(pair) is list or isinstance(pair, _SEQUENCES)):
-                    req_headers[wanted_name] = value if type(value) is str else str(value)
-        except (TypeError, ValueError):  # not a pair of two (or an unhashable name)
-            req_headers = _headers_careful(pairs, REQUEST_HEADERS)
+    req_headers = _headers(request.get("headers"), REQUEST_HEADERS)
     if isinstance(response, dict):
         resp_headers = response.get("headers")
         status = response.get("status")
@@ -2056,8 +2040,9 @@ class Engine:
 
         `seq`, when given, numbers the record instead of its own "seq".
         """
-        ex = to_exchange(record, self.limits, self.now, seq)
-        # `feed_exchange(ex)`, inline: the live log calls this for every exchange.
+        return self.feed_exchange(to_exchange(record, self.limits, self.now, seq))
+
+    def feed_exchange(self, ex: Exchange) -> list[Verdict]:
         if self.finished:
             raise RuntimeError("the engine has finished: make a new one for more records")
         self.fed += 1
@@ -2069,22 +2054,6 @@ class Engine:
             out = []
         else:
             out = self.advance(start)
-        if (ex.status in self._wake_statuses or self._busy
-                or (ex.xuids is not None and self._wake_on_batch)):
-            feeds = self._feeds
-        else:
-            feeds = self._always
-        for feed in feeds:
-            decided = feed(ex)
-            if decided:
-                out.extend(self._counted(decided))
-        return out
-
-    def feed_exchange(self, ex: Exchange) -> list[Verdict]:
-        if self.finished:
-            raise RuntimeError("the engine has finished: make a new one for more records")
-        self.fed += 1
-        out = self.advance(ex.start) if ex.start > self.now else []
         if (ex.status in self._wake_statuses or self._busy
                 or (ex.xuids is not None and self._wake_on_batch)):
             feeds = self._feeds
