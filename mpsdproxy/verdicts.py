@@ -1555,11 +1555,7 @@ class RateBudgetRule(_Rule):
             if new:
                 out = self._report(new, budget, ex, self.services[service])
         deadline = start + sustained_s
-        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
-            item[0] = deadline
-            entries.move_to_end(key)
-        else:
-            self.budgets.put(key, budget, deadline)
+        self.budgets.put(key, budget, deadline)
         return out
 
     def _report(self, new: int, budget: _Budget, ex: Exchange,
@@ -1678,11 +1674,7 @@ class BurstRule(_Rule):
         if last is None or start > last:
             rate.last = start
         deadline = start + 3600
-        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
-            item[0] = deadline
-            entries.move_to_end(key)
-        else:
-            self.rates.put(key, rate, deadline)
+        self.rates.put(key, rate, deadline)
         return out
 
     def expire(self, now: float) -> Decided:
@@ -1751,11 +1743,7 @@ class RepeatedCallsRule(_Rule):
                 prev.reported = False
             prev.time, prev.seq = start, ex.seq
         deadline = start + self._interval_s
-        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
-            item[0] = deadline
-            entries.move_to_end(key)
-        else:
-            self.last.put(key, prev, deadline)
+        self.last.put(key, prev, deadline)
         return out
 
     def expire(self, now: float) -> Decided:
@@ -1828,11 +1816,7 @@ class PollingRule(_Rule):
                     f"{_ms(delta):.0f} ms (within {s.polling_tolerance:.0%})",
                     run.seqs, _gaps(run.times), ex.client, ex.where, start)]
         deadline = start + self._max_interval_s
-        if item is not None and item[1] <= deadline:  # `put`'s own fast path, inline
-            item[0], item[2] = deadline, run
-            entries.move_to_end(key)
-        else:
-            self.runs.put(key, run, deadline)
+        self.runs.put(key, run, deadline)
         return out
 
     def expire(self, now: float) -> Decided:
