@@ -538,15 +538,26 @@ def measured_run(generator: LoadGenerator, target: Service, connections: int, se
     return Run(load, spent * 1e6 / load.requests if load.requests else None)
 
 
-def interleave(generator: LoadGenerator, targets: Sequence[Service], connections: int,
-               rounds: int, seconds: float, paths: Sequence[str] = ()) -> dict[str, list[Run]]:
+def interleave(generator: LoadGenerator, targets: Sequence[Service | Sequence[Service]],
+               connections: int, rounds: int, seconds: float,
+               paths: Sequence[str] = ()) -> dict[str, list[Run]]:
     """`rounds` rounds; each runs every target once, the order rotating by one each round,
-    so no target always runs first (warm) or last (after the others heated the CPU)."""
-    runs: dict[str, list[Run]] = {t.name: [] for t in targets}
+    so no target always runs first (warm) or last (after the others heated the CPU).
+
+    A target may be several processes of the same command (instances): round `i` runs
+    instance `i % n`, and the runs are filed under the first one's name. Identical
+    processes differ here by up to a fifth in CPU per request (memory layout, hash
+    seed), so one process per variant would make every ratio a draw of that luck;
+    rotating spreads it over the rounds, whose median then sets it aside.
+    """
+    groups = [[t] if isinstance(t, Service) else list(t) for t in targets]
+    runs: dict[str, list[Run]] = {g[0].name: [] for g in groups}
     for i in range(rounds):
-        shift = i % len(targets)
-        for target in [*targets[shift:], *targets[:shift]]:
-            runs[target.name].append(measured_run(generator, target, connections, seconds, paths))
+        shift = i % len(groups)
+        for group in [*groups[shift:], *groups[:shift]]:
+            target = group[i % len(group)]
+            runs[group[0].name].append(
+                measured_run(generator, target, connections, seconds, paths))
     return runs
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 import timeit
 from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import asdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +59,13 @@ class Config:
     hook_iterations: int = 20_000
     warm_up: bool = True
     variants: tuple[str, ...] = VARIANTS  # the smoke run starts fewer proxies
+    instances: int = 3  # processes per variant, taking the rounds in turn
 
 
-QUICK = Config(rounds=3, seconds=1.0, hook_iterations=5_000)
+QUICK = Config(rounds=4, seconds=1.0, hook_iterations=5_000, instances=2)
 SMOKE = Config(connections=(2,), rounds=1, seconds=0.3, paths=4, upstream="python",
                tool="python", hook_iterations=200, warm_up=False,
-               variants=(BASE, CLASSIFY, FULL))
+               variants=(BASE, CLASSIFY, FULL), instances=1)
 
 
 # --- the scenario -------------------------------------------------------------------------
@@ -110,31 +112,39 @@ def session_paths(count: int) -> list[str]:
 
 
 def variant_argvs(port: dict[str, int], target: str, confdir: Path, workdir: Path,
-                  with_scenario: bool) -> dict[str, list[str]]:
+                  with_scenario: bool, instance: int = 0) -> dict[str, list[str]]:
     mode = f"reverse:{target}"
     scenario_set = common.option_args("--scenario", "mpsd_scenario",
                                       str(workdir / "scenario.yaml"))
+    suffix = f"-{instance}" if instance else ""
     return {
         BASE: common.mitmdump_argv(port[BASE], mode, confdir),
         CONTROL: common.mitmdump_argv(port[CONTROL], mode, confdir),
         CLASSIFY: common.mpsdproxy_argv(port[CLASSIFY], mode, confdir),
         RECORD: common.mpsdproxy_argv(port[RECORD], mode, confdir,
-                                      "--record", str(workdir / "record.jsonl")),
+                                      "--record", str(workdir / f"record{suffix}.jsonl")),
         FULL: common.mpsdproxy_argv(port[FULL], mode, confdir,
-                                    "--record", str(workdir / "full.jsonl"),
+                                    "--record", str(workdir / f"full{suffix}.jsonl"),
                                     *(scenario_set if with_scenario else [])),
     }
 
 
 def start_proxies(services: common.Services, target: str, confdir: Path, with_scenario: bool,
-                  names: tuple[str, ...] = VARIANTS
-                  ) -> tuple[dict[str, common.Service], dict[str, str]]:
-    """Start the variants at once (startups overlap), then wait for each to listen."""
-    ports = {name: common.free_port() for name in VARIANTS}
-    argvs = variant_argvs(ports, target, confdir, services.workdir, with_scenario)
-    started = {name: services.spawn(name, argvs[name], ports[name]) for name in names}
-    common.wait_all(started.values(), timeout=120)
-    launchers = {name: common.launcher(argv) for name, argv in argvs.items() if name in names}
+                  names: tuple[str, ...] = VARIANTS, instances: int = 1
+                  ) -> tuple[dict[str, list[common.Service]], dict[str, str]]:
+    """Start `instances` processes of each variant at once (startups overlap), then wait
+    for each to listen."""
+    started: dict[str, list[common.Service]] = {name: [] for name in names}
+    launchers: dict[str, str] = {}
+    for instance in range(instances):
+        ports = {name: common.free_port() for name in VARIANTS}
+        argvs = variant_argvs(ports, target, confdir, services.workdir, with_scenario, instance)
+        for name in names:
+            label = f"{name}-{instance}" if instance else name
+            started[name].append(services.spawn(label, argvs[name], ports[name]))
+            launchers.setdefault(name, common.launcher(argvs[name]))
+    common.wait_all([s for group in started.values() for s in group],
+                    timeout=60.0 * max(1, instances))
     return started, launchers
 
 
@@ -324,7 +334,8 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
         result["upstream_direct"] = upstream_direct(generator, upstream, config, paths)
         log(f"  upstream {what}: {result['upstream_direct']['rps']:.0f} req/s direct")
         proxies, result["launchers"] = start_proxies(services, upstream.url, confdir,
-                                                     with_scenario, config.variants)
+                                                     with_scenario, config.variants,
+                                                     config.instances)
         targets = list(proxies.values())
         if config.warm_up:
             common.interleave(generator, targets, 1, 1, min(config.seconds, 1.0), paths)
@@ -335,11 +346,17 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
             runs = common.interleave(generator, targets, connections, config.rounds,
                                      config.seconds, paths)
             result["by_connections"][connections] = summarise(runs)
-        result["peak_rss_mb"] = {name: s.peak_rss_mb() for name, s in proxies.items()}
-        result["recorded_lines"] = _count_lines(workdir / "full.jsonl")
+        result["peak_rss_mb"] = {name: _largest(s.peak_rss_mb() for s in group)
+                                 for name, group in proxies.items()}
+        result["recorded_lines"] = sum(_count_lines(p) for p in workdir.glob("full*.jsonl"))
     log(f"  timing hooks in-process ({config.hook_iterations} requests)")
     result["hooks"] = time_hooks(config.hook_iterations, with_scenario, body)
     return result
+
+
+def _largest(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return max(kept) if kept else None
 
 
 def _count_lines(path: Path) -> int:

@@ -179,7 +179,10 @@ def overhead_section(result: dict[str, Any] | None) -> str:
         f"**{num(direct['rps'])} req/s** (p99 {num(direct['p99'], 1)} ms), "
         f"far beyond any proxy below, so it is not the limit. Load: {result['tool']}, "
         f"{cfg['rounds']} rounds × {cfg['seconds']:g} s per proxy and connection count, "
-        f"rotating over {cfg['paths']} session URLs. Scenario: "
+        f"rotating over {cfg['paths']} session URLs"
+        + (f"; {cfg['instances']} processes of each proxy, taking the rounds in turn"
+           if cfg.get("instances", 1) > 1 else "")
+        + ". Scenario: "
         + ("20 rules, all matching, none firing." if result["scenario"] else
            "**not available in this tree; 'full' ran without one.**"),
         "Started as:\n\n" + "\n".join(f"- {VARIANT_LABELS[k]}: `{v}`"
@@ -368,7 +371,9 @@ shorter version, `--part overhead|replay|longrun` for one part). See
 `bench/run.py --help`. Method (as in the project's performance notes): every
 proxy under comparison is up at once and measured in interleaved rounds, the
 order rotating; each ratio is the median of per-round ratios, next to an A/A
-control (two identical proxies) that shows the noise; CPU cost per request is
+control (two identical proxies) that shows the noise. Identical processes
+differ by up to a fifth on these machines, so the overhead part starts several
+processes of each proxy and the rounds take them in turn. CPU cost per request is
 the process's CPU time from /proc/PID/stat divided by the requests it served.
 Everything runs on 127.0.0.1, bounded in time, and every process is stopped by
 its PID. Load comes from wrk and the upstream is nginx (Debian packages `wrk`

@@ -167,6 +167,25 @@ def test_ratios_are_medians_of_per_round_ratios():
     assert overhead.round_differences(runs, "b", "a") == [-5.0, -10.0]
 
 
+def test_interleave_rotates_order_and_takes_instances_in_turn(monkeypatch):
+    served: list[str] = []
+
+    def measured(generator, target, connections, seconds, paths=()):
+        served.append(target.name)
+        return _run(100, 1.0)
+
+    monkeypatch.setattr(common, "measured_run", measured)
+
+    def proc(name: str) -> common.Service:
+        return common.Service(name, 0, None, Path("/dev/null"), 0.0)  # type: ignore[arg-type]
+
+    a = [proc("a"), proc("a-1"), proc("a-2")]
+    b = [proc("b"), proc("b-1"), proc("b-2")]
+    runs = common.interleave(None, [a, b, proc("c")], 1, 4, 1.0)  # type: ignore[arg-type]
+    assert served == ["a", "b", "c",  "b-1", "c", "a-1",  "c", "a-2", "b-2",  "a", "b", "c"]
+    assert {name: len(r) for name, r in runs.items()} == {"a": 4, "b": 4, "c": 4}
+
+
 def test_scenario_matches_the_benchmark_requests_and_never_fires(tmp_path):
     from mpsdproxy import scenario
 
