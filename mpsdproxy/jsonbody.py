@@ -115,18 +115,19 @@ def is_compact(value: Any, raw: bytes) -> bool:
 _LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def dumps_line(record: dict[str, Any]) -> bytes:
-    """A record as one compact JSON line in UTF-8 (no newline).
+def dumps_line(record: dict[str, Any], newline: bool = False) -> bytes:
+    """A record as one compact JSON line in UTF-8 (ending in a newline when asked).
 
     What orjson cannot write (a lone surrogate from a header that was not UTF-8, an
     integer beyond 64 bits) the json module writes, with escapes where UTF-8 cannot
     carry a character: a line is always valid UTF-8 and valid JSON.
     """
     try:
-        return orjson.dumps(record)
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE if newline else None)
     except orjson.JSONEncodeError:
         pass
+    end = b"\n" if newline else b""
     try:
-        return _LINE.encode(record).encode("utf-8")
+        return _LINE.encode(record).encode("utf-8") + end
     except UnicodeEncodeError:
-        return json.dumps(record, separators=(",", ":")).encode("ascii")
+        return json.dumps(record, separators=(",", ":")).encode("ascii") + end

@@ -193,19 +193,29 @@ class Writer:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.seq = _last_seq(self.path)
-        self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115
+        # Unbuffered: each line goes to the operating system in one write, which is
+        # the flush (a buffer in front would only copy it once more).
+        self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
         if not _ends_with_newline(self.path):
             # A killed writer left half a line: end it, or the next record would be
             # glued onto it and lost with it.
-            self._file.write(b"\n")
-            self._file.flush()
+            self._write_all(b"\n")
 
     def write(self, record: dict[str, Any]) -> int:
         """Stamp the next sequence number on `record`, write it, flush. Returns seq."""
         self.seq += 1
-        self._file.write(encode_line({"seq": self.seq, **record}) + b"\n")
-        self._file.flush()
+        self._write_all(jsonbody.dumps_line({"seq": self.seq, **record}, newline=True))
         return self.seq
+
+    def _write_all(self, data: bytes) -> None:
+        """`data` in one write as a rule; the rest of a short one is written after it."""
+        written = self._file.write(data)
+        view = memoryview(data)
+        while written != len(view):
+            if not written:
+                raise OSError(f"could not write to {self.path}")
+            view = view[written:]
+            written = self._file.write(view)
 
     def close(self) -> None:
         if not self._file.closed:

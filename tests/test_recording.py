@@ -265,6 +265,35 @@ def test_writer_after_a_killed_writer_loses_nothing_new(tmp_path: Path):
     assert [issue.line for issue in issues] == [3]
 
 
+class _Trickle:
+    """A file that takes at most `step` bytes a write, as a nearly full disk might."""
+
+    def __init__(self, step: int) -> None:
+        self.data = bytearray()
+        self.step = step
+        self.closed = False
+
+    def write(self, data) -> int:
+        taken = bytes(data[:self.step])
+        self.data += taken
+        return len(taken)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_writer_finishes_a_short_write_and_fails_loudly_on_none(tmp_path: Path):
+    writer = recording.Writer(tmp_path / "run.jsonl")
+    writer._file.close()
+    writer._file = _Trickle(7)  # type: ignore[assignment]
+    writer.write(record())
+    assert json.loads(writer._file.data) == {"seq": 1, **record()}
+    assert writer._file.data.endswith(b"\n")
+    writer._file = _Trickle(0)  # type: ignore[assignment]
+    with pytest.raises(OSError, match="could not write"):
+        writer.write(record())
+
+
 def test_writer_on_an_empty_file(tmp_path: Path):
     path = tmp_path / "run.jsonl"
     path.write_text("")
