@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -377,35 +378,46 @@ http {{
     default_type "application/json; charset=utf-8";
     server {{
         listen 127.0.0.1:{port};
-        root {dir};
+        root {root};
         location / {{
             add_header X-Xbl-Correlation-Id 4b1a7c3e-0000-4000-8000-00000000beef;
-            try_files /session.json =404;
+            try_files {files} =404;
         }}
     }}
 }}
 """
 
 
-def start_upstream(services: Services, body: bytes, kind: str = "auto") -> tuple[Service, str]:
-    """A fast upstream answering every request with `body` as JSON: nginx when installed
-    (kind auto or nginx), else bench/upstream.py. Returns the service and what it is."""
+def start_upstream(services: Services, body: bytes | Mapping[str, bytes],
+                   kind: str = "auto") -> tuple[Service, str]:
+    """A fast upstream answering with JSON: nginx when installed (kind auto or nginx),
+    else bench/upstream.py. `body` is either what every request gets, or each path's
+    own body (other paths get 404). Returns the service and what it is."""
     directory = services.workdir / "upstream"
     directory.mkdir(exist_ok=True)
-    (directory / "session.json").write_bytes(body)
+    docs = directory / "docs"
+    if isinstance(body, bytes):
+        single = directory / "session.json"
+        single.write_bytes(body)
+        root, files, served = directory, "/session.json", ["--body", str(single)]
+    else:
+        for path, content in body.items():
+            target = docs / (path.lstrip("/") + ".json")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        root, files, served = docs, "$uri.json", ["--dir", str(docs)]
     port = free_port()
     nginx = shutil.which("nginx")
     if kind == "nginx" or (kind == "auto" and nginx):
         if not nginx:
             raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
         conf = directory / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=directory, port=port))
+        conf.write_text(NGINX_CONF.format(dir=directory, root=root, files=files, port=port))
         service = services.spawn("upstream-nginx", [nginx, "-c", str(conf), "-p", str(directory)],
                                  port, LOAD_CORES)
         what = _first_line([nginx, "-v"]).replace("nginx version: ", "") or "nginx"
     else:
-        argv = [PYTHON, str(BENCH / "upstream.py"), "--port", str(port),
-                "--body", str(directory / "session.json")]
+        argv = [PYTHON, str(BENCH / "upstream.py"), "--port", str(port), *served]
         service = services.spawn("upstream-python", argv, port, LOAD_CORES)
         what = "bench/upstream.py (asyncio)"
     service.wait_listening(30)

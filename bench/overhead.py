@@ -107,8 +107,19 @@ def write_scenario(path: Path, rules: int = RULES) -> None:
 
 # --- the proxies --------------------------------------------------------------------------
 
+def session_names(count: int) -> list[str]:
+    return [f"bench-lobby-{i}" for i in range(count)]
+
+
 def session_paths(count: int) -> list[str]:
-    return [common.session_path(f"bench-lobby-{i}") for i in range(count)]
+    return [common.session_path(name) for name in session_names(count)]
+
+
+def session_bodies(count: int) -> dict[str, bytes]:
+    """Each benchmark session's own document, by path: as in a playtest, one answer's
+    body is not the one before it, so nothing is learned from the previous answer."""
+    return {common.session_path(name): common.compact_json(common.session_document(name))
+            for name in session_names(count)}
 
 
 def variant_argvs(port: dict[str, int], target: str, confdir: Path, workdir: Path,
@@ -192,15 +203,15 @@ def upstream_direct(generator: common.LoadGenerator, upstream: common.Service,
 
 # --- in-process hook timing ---------------------------------------------------------------
 
-def realistic_flow(body: bytes) -> tuple[Any, Any]:
-    """A session GET as a title sends it (a live flow, no response yet) and the
-    service's answer to it."""
+def realistic_flow(body: bytes, name: str = "bench-lobby-1") -> tuple[Any, Any]:
+    """A GET of session `name` as a title sends it (a live flow, no response yet) and
+    the service's answer to it."""
     from mitmproxy.test import tflow
     from mitmproxy.test import tutils
 
     request = tutils.treq(
         method=b"GET", scheme=b"https", host="sessiondirectory.xboxlive.com", port=443,
-        authority=b"", path=common.session_path("bench-lobby-1").encode(),
+        authority=b"", path=common.session_path(name).encode(),
         headers=[(b"Host", b"sessiondirectory.xboxlive.com"),
                  (b"Authorization", b"XBL3.0 x=2814600000000001;eyJhbGciOiJSUzI1NiJ9.e30.sig"),
                  (b"Signature", b"AAAAAQHZ3jzNhd5OaR5+PjQ8Wg=="),
@@ -216,9 +227,10 @@ def realistic_flow(body: bytes) -> tuple[Any, Any]:
     return tflow.tflow(req=request), response
 
 
-def time_hooks(iterations: int, with_scenario: bool, body: bytes) -> dict[str, Any]:
-    """Each addon's hooks on one realistic flow, `iterations` times: median µs per
-    request per addon and per hook, after a warm-up of a tenth."""
+def time_hooks(iterations: int, with_scenario: bool, bodies: list[bytes]) -> dict[str, Any]:
+    """Each addon's hooks on realistic flows, `iterations` times, a session of its own
+    for each body in turn: median µs per request per addon and per hook, after a
+    warm-up of a tenth."""
     from mitmproxy.test import taddons
 
     from mpsdproxy.addons import default_addons
@@ -229,13 +241,15 @@ def time_hooks(iterations: int, with_scenario: bool, body: bytes) -> dict[str, A
     if with_scenario:
         write_scenario(workdir / "scenario.yaml")
         options["mpsd_scenario"] = str(workdir / "scenario.yaml")
-    template, response = realistic_flow(body)
+    templates = [realistic_flow(body, name)
+                 for body, name in zip(bodies, session_names(len(bodies)), strict=True)]
     samples: dict[tuple[str, str], list[float]] = {}
     with taddons.context(*chain) as tctx:
         if with_scenario and tctx.options._options["mpsd_scenario"].typespec is not str:
             options["mpsd_scenario"] = [options["mpsd_scenario"]]  # a list of scenario files
         tctx.configure(chain[0], **options)
         for i in range(iterations + iterations // 10):
+            template, response = templates[i % len(templates)]
             flow = template.copy()
             flow.live = True  # a copy is not live, and every hook leaves a dead flow alone
             spent = _one_request(chain, flow, response)
@@ -253,7 +267,7 @@ def time_hooks(iterations: int, with_scenario: bool, body: bytes) -> dict[str, A
         per_addon[addon] = per_addon.get(addon, 0.0) + statistics.median(values)
     return {"iterations": iterations, "per_addon_us": per_addon, "per_hook_us": per_hook,
             "total_us": sum(per_addon.values()), "scenario": with_scenario,
-            "hot_spots_us": hot_spots(body, max(100, iterations // 4))}
+            "hot_spots_us": hot_spots(bodies[0], max(100, iterations // 4))}
 
 
 def _one_request(chain: list[Any], flow: Any, response: Any) -> dict[tuple[str, str], int]:
@@ -318,7 +332,7 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
     """Measure everything part 1 reports; every process is stopped before returning."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     confdir = common.prepare_confdir(workdir / "confdir")
-    body = common.compact_json(common.session_document("bench-lobby-1"))
+    bodies = session_bodies(config.paths)
     with_scenario = common.supported("mpsd_scenario")
     if with_scenario:
         write_scenario(workdir / "scenario.yaml")
@@ -326,10 +340,11 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
         log("  mpsd_scenario is not available in this tree: 'full' runs without a scenario")
     paths = session_paths(config.paths)
     generator = common.LoadGenerator(workdir, config.tool)
+    size = round(statistics.median(len(b) for b in bodies.values()))
     result: dict[str, Any] = {"config": asdict(config), "tool": generator.tool,
-                              "scenario": with_scenario, "body_bytes": len(body)}
+                              "scenario": with_scenario, "body_bytes": size}
     with common.Services(workdir) as services:
-        upstream, what = common.start_upstream(services, body, config.upstream)
+        upstream, what = common.start_upstream(services, bodies, config.upstream)
         result["upstream"] = what
         result["upstream_direct"] = upstream_direct(generator, upstream, config, paths)
         log(f"  upstream {what}: {result['upstream_direct']['rps']:.0f} req/s direct")
@@ -350,7 +365,7 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
                                  for name, group in proxies.items()}
         result["recorded_lines"] = sum(_count_lines(p) for p in workdir.glob("full*.jsonl"))
     log(f"  timing hooks in-process ({config.hook_iterations} requests)")
-    result["hooks"] = time_hooks(config.hook_iterations, with_scenario, body)
+    result["hooks"] = time_hooks(config.hook_iterations, with_scenario, list(bodies.values()))
     return result
 
 

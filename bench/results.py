@@ -174,12 +174,13 @@ def overhead_section(result: dict[str, Any] | None) -> str:
     cfg = result["config"]
     direct = result["upstream_direct"]
     parts = [
-        f"Upstream: {result['upstream']}, answering a {result['body_bytes']:,}-byte session "
-        f"document; alone at {direct['connections']} connections it served "
+        f"Upstream: {result['upstream']}, answering each of {cfg['paths']} session URLs "
+        f"with that session's own document (about {result['body_bytes']:,} bytes); alone "
+        f"at {direct['connections']} connections it served "
         f"**{num(direct['rps'])} req/s** (p99 {num(direct['p99'], 1)} ms), "
         f"far beyond any proxy below, so it is not the limit. Load: {result['tool']}, "
         f"{cfg['rounds']} rounds × {cfg['seconds']:g} s per proxy and connection count, "
-        f"rotating over {cfg['paths']} session URLs"
+        f"rotating over the session URLs"
         + (f"; {cfg['instances']} processes of each proxy, taking the rounds in turn"
            if cfg.get("instances", 1) > 1 else "")
         + ". Scenario: "

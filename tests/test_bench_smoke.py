@@ -89,6 +89,8 @@ def test_overhead_full_variant_records_everything_as_forwarded(smoke):
         assert record["provenance"]["source"] == "forwarded"
         assert record["response"]["status"] == 200
         assert record["resource"]["kind"] == "session"
+        # Each session answers with its own document, as the service would.
+        assert record["response"]["body"]["json"]["name"] == record["resource"]["name"]
 
 
 def test_replay_answers_from_both_proxies(smoke):
