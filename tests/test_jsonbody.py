@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
+import pytest
 from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
@@ -85,6 +87,20 @@ def test_parse_never_raises_and_agrees_on_junk(raw):
     except (ValueError, RecursionError):
         expected = jsonbody.INVALID
     assert _same(jsonbody.parse(raw), expected)
+
+
+@given(st.lists(st.one_of(st.binary(max_size=8), st.integers(0, 10**25).map(
+    lambda n: str(n).encode())), max_size=8).map(b"".join))
+@example(b"1" * 18 + b"x" + b"2" * 18)
+@example(b"-9223372036854775809")
+def test_long_number_finds_every_run_of_nineteen_digits(raw):
+    assert jsonbody._long_number(raw) == (re.search(rb"[0-9]{19}", raw) is not None)
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_parse_takes_other_bytes_like_values(kind):
+    assert jsonbody.parse(kind(b'{"n":123456789012345678901234}')) == {
+        "n": 123456789012345678901234}
 
 
 def test_parse_reuses_the_last_value():
