@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="load generator (auto: wrk when installed)")
     parser.add_argument("--upstream", choices=["auto", "nginx", "python"],
                         help="upstream for the overhead part (auto: nginx when installed)")
+    parser.add_argument("--instances", type=int,
+                        help="processes of each proxy in the overhead part, taking the "
+                             "rounds in turn (default 3)")
     return parser.parse_args(argv)
 
 
@@ -70,7 +73,8 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
     common_overrides = {k: v for k, v in (("rounds", args.rounds), ("seconds", args.seconds),
                                           ("tool", args.tool)) if v is not None}
     over = dataclasses.replace(pick[overhead], **common_overrides,
-                               **({"upstream": args.upstream} if args.upstream else {}))
+                               **({"upstream": args.upstream} if args.upstream else {}),
+                               **({"instances": args.instances} if args.instances else {}))
     rep = dataclasses.replace(pick[replay], **common_overrides,
                               **({"count": args.replay_count} if args.replay_count else {}))
     long = pick[longrun]
