@@ -52,11 +52,12 @@ class Config:
     tool: str = "auto"
     ready_timeout: float = 900.0
     floor: bool = True  # also time a plain mitmdump's start (the smoke run skips it)
+    instances: int = 2  # processes of each proxy for the throughput rounds, taking turns
 
 
 QUICK = Config(count=10_000, rounds=3, seconds=1.0)
 SMOKE = Config(count=200, rounds=1, seconds=0.3, paths=8, mpsd_starts=1, tool="python",
-               ready_timeout=120.0, floor=False)
+               ready_timeout=120.0, floor=False, instances=1)
 
 
 # --- the recording -------------------------------------------------------------------------
@@ -284,13 +285,38 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
                                        paths[0], config.ready_timeout)
         result["ready_s"][MITM] = mitm_ready
         result["ready_rss_mb"][MITM] = mitm.rss_mb()
-        log(f"  mitmproxy answered first after {mitm_ready:.2f} s; "
-            f"{config.rounds} interleaved rounds at {config.connections} connections")
-        runs = common.interleave(generator, [mitm, mpsd, control], config.connections,
+        log(f"  mitmproxy answered first after {mitm_ready:.2f} s")
+        groups = {MITM: [mitm], MPSD: [mpsd], MPSD_CONTROL: [control]}
+        if config.instances > 1:
+            log(f"  starting {config.instances - 1} more of each for the throughput rounds")
+            _add_instances(services, groups, config.instances - 1, {
+                MITM: lambda p: mitm_argv(p, flows, confdir),
+                MPSD: lambda p: mpsd_argv(p, recording_path, confdir),
+                MPSD_CONTROL: lambda p: mpsd_argv(p, recording_path, confdir)},
+                paths[0], config.ready_timeout)
+        log(f"  {config.rounds} interleaved rounds at {config.connections} connections")
+        runs = common.interleave(generator, list(groups.values()), config.connections,
                                  config.rounds, config.seconds, paths)
         result["throughput"] = _summarise(runs)
-        result["peak_rss_mb"] = {MITM: mitm.peak_rss_mb(), MPSD: mpsd.peak_rss_mb()}
+        result["peak_rss_mb"] = {name: max(s.peak_rss_mb() or 0.0 for s in groups[name])
+                                 for name in (MITM, MPSD)}
     return result
+
+
+def _add_instances(services: common.Services, groups: dict[str, list[common.Service]],
+                   more: int, argv_for: dict[str, Callable[[int], list[str]]], path: str,
+                   timeout: float) -> None:
+    """Start `more` further processes of each proxy at once and wait until each answers:
+    identical processes differ by up to a fifth here, and the rounds take them in turn."""
+    started = []
+    for i in range(1, more + 1):
+        for name, group in groups.items():
+            port = common.free_port()
+            service = services.spawn(f"{name}-{i}", argv_for[name](port), port)
+            group.append(service)
+            started.append(service)
+    for service in started:
+        first_answer(service, path, timeout)
 
 
 def _start_mpsd(services: common.Services, config: Config, recording_path: Path,

@@ -293,7 +293,10 @@ def replay_section(result: dict[str, Any] | None) -> str:
         f"flows). Started as `{launchers.get(mpsd, '?')}` and `{launchers.get(mitm, '?')}`: "
         f"both in reverse mode towards the real host, which they never reach. Load: "
         f"{result['tool']}, {cfg['connections']} connections, {t['rounds']} interleaved rounds "
-        f"× {cfg['seconds']:g} s, rotating over {cfg['paths']} recorded session GETs.\n\n"
+        f"× {cfg['seconds']:g} s, rotating over {cfg['paths']} recorded session GETs"
+        + (f"; {cfg['instances']} processes of each proxy, taking the rounds in turn"
+           if cfg.get("instances", 1) > 1 else "")
+        + ".\n\n"
         + table(("", "mpsdproxy", "mitmproxy", "ratio"), rows)
         + f"\n\nTime to first answer includes starting Python and mitmproxy: a plain mitmdump "
         f"with nothing to load answers after {num(result['startup_floor_s'], 2)} s. mpsdproxy's "

@@ -57,8 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--upstream", choices=["auto", "nginx", "python"],
                         help="upstream for the overhead part (auto: nginx when installed)")
     parser.add_argument("--instances", type=int,
-                        help="processes of each proxy in the overhead part, taking the "
-                             "rounds in turn (default 3)")
+                        help="processes of each proxy in the throughput rounds, taking "
+                             "them in turn (default: 3 for overhead, 2 for replay)")
     return parser.parse_args(argv)
 
 
@@ -76,7 +76,8 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
                                **({"upstream": args.upstream} if args.upstream else {}),
                                **({"instances": args.instances} if args.instances else {}))
     rep = dataclasses.replace(pick[replay], **common_overrides,
-                              **({"count": args.replay_count} if args.replay_count else {}))
+                              **({"count": args.replay_count} if args.replay_count else {}),
+                              **({"instances": args.instances} if args.instances else {}))
     long = pick[longrun]
     if args.long_count:
         long = dataclasses.replace(long, count=args.long_count,
