@@ -304,3 +304,21 @@ def test_keeps_no_flows(tmp_path: Path, rec):
         gc.collect()
         assert [r() for r in refs] == [None] * 20
     assert len(lines(path)) == 20
+
+
+def test_a_record_without_the_response_body_is_never_handed_to_the_recorder():
+    with taddons.context() as tctx:
+        chain = Chain(tctx, recorder.Recorder())
+        flow = sd_flow()
+        chain.router.request(flow)
+        flow.response = created()
+        redactor = recording.Redactor()
+        light = recorder.flow_record(flow, redactor, response_body=False)
+        assert light["response"]["body"] is None
+        assert light["request"]["body"] == {"json": json.loads(REQUEST_BODY)}
+        assert recorder.flow_record(flow, redactor, response_body=False) is light
+        full = recorder.flow_record(flow, redactor)
+        assert full["response"]["body"] == {"json": WHOLE}
+        assert {**full, "response": {**full["response"], "body": None}} == light
+        # A record with every body serves one that may leave the response body out.
+        assert recorder.flow_record(flow, redactor, response_body=False) is full

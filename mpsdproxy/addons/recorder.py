@@ -34,10 +34,11 @@ def _client(flow: http.HTTPFlow) -> str | None:
     return f"{peer[0]}:{peer[1]}"
 
 
-#: The last record built, and a weak reference to its flow. The addons after the
-#: recorder (live verdicts) ask for the same flow's record within the same hook:
-#: one slot lets them reuse it instead of encoding the bodies a second time.
-_last: tuple[weakref.ref[http.HTTPFlow], tuple[Any, ...], dict[str, Any]] | None = None
+#: The last record built, a weak reference to its flow, the flow's state then, and
+#: whether the record has the response's body. The addons after the recorder (live
+#: verdicts) ask for the same flow's record within the same hook: one slot lets them
+#: reuse it instead of encoding the bodies a second time.
+_last: tuple[weakref.ref[http.HTTPFlow], tuple[Any, ...], dict[str, Any], bool] | None = None
 
 
 def _state(flow: http.HTTPFlow) -> tuple[Any, ...]:
@@ -48,22 +49,29 @@ def _state(flow: http.HTTPFlow) -> tuple[Any, ...]:
             flow.error.msg if flow.error else None)
 
 
-def flow_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str, Any]:
+def flow_record(flow: http.HTTPFlow, redactor: recording.Redactor,
+                response_body: bool = True) -> dict[str, Any]:
     """The recording record for a finished, marked flow (without its seq).
 
     The one place that turns a flow into a record: the recorder writes it and
-    the live verdicts read it, so both always see the same exchange.
+    the live verdicts read it, so both always see the same exchange. With
+    `response_body=False` the response's body may be left out (None): the
+    verdicts never read it, and without a recorder decoding and checking it
+    would be the costliest part of their record.
     """
     global _last
     state = _state(flow)
-    if _last is not None and _last[0]() is flow and _last[1] == state:
-        return _last[2]
-    record = _build_record(flow, redactor)
-    _last = (weakref.ref(flow), state, record)
+    last = _last
+    if (last is not None and last[0]() is flow and last[1] == state
+            and (last[3] or not response_body)):
+        return last[2]
+    record = _build_record(flow, redactor, response_body)
+    _last = (weakref.ref(flow), state, record, response_body)
     return record
 
 
-def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str, Any]:
+def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor,
+                  response_body: bool = True) -> dict[str, Any]:
     info = common.mark(flow) or {}
     request = flow.request
     response = complete_response(flow)
@@ -94,7 +102,7 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor) -> dict[str
             "status": response.status_code,
             "reason": response.reason,
             "headers": redactor.headers(response.headers),
-            "body": recording.encode_body(common.content(response)),
+            "body": recording.encode_body(common.content(response)) if response_body else None,
         }
     return record
 

@@ -131,7 +131,8 @@ class VerdictLog:
         if not isinstance(seq, int):
             seq = self.flows
         try:
-            record = recorder.flow_record(flow, self.redactor)  # flow_to_record, unnumbered
+            # flow_to_record, unnumbered, and without the response body it never reads
+            record = recorder.flow_record(flow, self.redactor, response_body=False)
         except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
             logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
             return
