@@ -397,12 +397,12 @@ def start_upstream(services: Services, body: bytes | Mapping[str, bytes],
     own body (other paths get 404). Returns the service and what it is."""
     directory = services.workdir / "upstream"
     directory.mkdir(exist_ok=True)
-    docs = directory / "docs"
     if isinstance(body, bytes):
         single = directory / "session.json"
         single.write_bytes(body)
         root, files, served = directory, "/session.json", ["--body", str(single)]
     else:
+        docs = directory / "docs"
         for path, content in body.items():
             target = docs / (path.lstrip("/") + ".json")
             target.parent.mkdir(parents=True, exist_ok=True)

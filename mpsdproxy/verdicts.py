@@ -1484,6 +1484,15 @@ class _Budget:
     flags: int = 0  # the checks reported that are still over their limit
 
 
+def _slide(window: deque[tuple[float, int]], point: tuple[float, int], horizon: float) -> int:
+    """Add a call to a time window and drop the calls at or before `horizon`: the calls
+    left in it."""
+    window.append(point)
+    while window[0][0] <= horizon:
+        window.popleft()
+    return len(window)
+
+
 class RateBudgetRule(_Rule):
     """Sliding-window request counts per user and service against the FGRL budgets.
 
@@ -1520,22 +1529,10 @@ class RateBudgetRule(_Rule):
             budget = _Budget(deque(maxlen=burst_calls + 1), deque(maxlen=certification))
         else:
             budget = item[2]
-        # Each window: add the call (both share its entry), drop the calls older than the
-        # window, and count.
         start = ex.start
-        point = (start, ex.seq)
-        window = budget.burst
-        window.append(point)
-        horizon = start - burst_s
-        while window[0][0] <= horizon:
-            window.popleft()
-        burst = len(window)
-        window = budget.sustained
-        window.append(point)
-        horizon = start - sustained_s
-        while window[0][0] <= horizon:
-            window.popleft()
-        sustained = len(window)
+        point = (start, ex.seq)  # both windows share the call's entry
+        burst = _slide(budget.burst, point, start - burst_s)
+        sustained = _slide(budget.sustained, point, start - sustained_s)
         peak = self.peaks.get(service)
         if peak is None:
             peak = self.peaks[service] = [0, 0]
