@@ -69,16 +69,18 @@ def parse(raw: bytes) -> Any:
     return value
 
 
-#: Compact, UTF-8 as is, strict JSON (NaN and Infinity are refused): the form records
-#: keep and `decode_body` gives back. Built once; `json.dumps` with options would
-#: build an encoder on every call.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: Compact and UTF-8 as is, as the json module writes it: strict (NaN and Infinity
+#: refused, the form records keep) and loose (written as the json module writes them,
+#: for bodies read back from any recording). Built once; `json.dumps` with options
+#: would build an encoder on every call.
+_STRICT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_LOOSE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def compact(value: Any) -> str:
-    """`value` as compact JSON text, as the json module writes it; ValueError for NaN
-    or Infinity."""
-    return _COMPACT.encode(value)
+def compact(value: Any, strict: bool = True) -> str:
+    """`value` as compact JSON text, as the json module writes it; when `strict`,
+    ValueError for NaN or Infinity."""
+    return (_STRICT if strict else _LOOSE).encode(value)
 
 
 _DIGITS = frozenset(b"0123456789")
@@ -122,9 +124,6 @@ def is_compact(value: Any, raw: bytes) -> bool:
         return False
 
 
-_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def dumps_line(record: dict[str, Any], newline: bool = False) -> bytes:
     """A record as one compact JSON line in UTF-8 (ending in a newline when asked).
 
@@ -138,6 +137,6 @@ def dumps_line(record: dict[str, Any], newline: bool = False) -> bytes:
         pass
     end = b"\n" if newline else b""
     try:
-        return _LINE.encode(record).encode("utf-8") + end
+        return compact(record, strict=False).encode("utf-8") + end
     except UnicodeEncodeError:
         return json.dumps(record, separators=(",", ":")).encode("ascii") + end

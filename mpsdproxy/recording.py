@@ -119,16 +119,12 @@ def encode_body(raw: bytes | None, content_type: str | None = None) -> dict[str,
     return {"text": text}
 
 
-#: Built once (`json.dumps` with options builds an encoder per call).
-_BODY = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def decode_body(body: dict[str, Any] | None) -> bytes:
     """The bytes a recorded body stood for."""
     if not body:
         return b""
     if "json" in body:
-        return _BODY.encode(body["json"]).encode()
+        return jsonbody.compact(body["json"], strict=False).encode()
     if "text" in body:
         return str(body["text"]).encode()
     if "base64" in body:
@@ -175,11 +171,6 @@ def parse_timestamp(value: str) -> float:
     return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
         tzinfo=datetime.UTC
     ).timestamp()
-
-
-def encode_line(record: dict[str, Any]) -> bytes:
-    """A record as one compact JSON line in UTF-8, without the newline."""
-    return jsonbody.dumps_line(record)
 
 
 class Writer:

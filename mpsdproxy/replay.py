@@ -409,9 +409,6 @@ def _json_body(request: Request) -> Any:
 #: options would build an encoder on every call. The same text `json.dumps` gives.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-#: A JSON body as the bytes it stood for: what `recording.decode_body` gives (compact,
-#: UTF-8 as is, NaN allowed), with an encoder built once. Parsed JSON has no cycles.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
 def _canonical(value: Any) -> str:
@@ -915,13 +912,6 @@ def replay_headers(pairs: Iterable[Sequence[str]], status: int,
     return headers
 
 
-def _body_bytes(body: dict[str, Any] | None) -> bytes:
-    """`recording.decode_body`, with its JSON re-encoding done by a prebuilt encoder."""
-    if body and "json" in body:
-        return _COMPACT.encode(body["json"]).encode()
-    return recording.decode_body(body)
-
-
 def reply_from_record(record: dict[str, Any]) -> faults.Reply | None:
     """The recorded answer as a Reply, or None when the recorded exchange had none."""
     return reply_from_response(record.get("response"))
@@ -931,7 +921,7 @@ def reply_from_response(response: dict[str, Any] | None) -> faults.Reply | None:
     """`reply_from_record` given only the record's response."""
     if response is None:
         return None
-    body = _body_bytes(response.get("body"))
+    body = recording.decode_body(response.get("body"))
     status = int(response["status"])
     reason = str(response.get("reason") or "")
     return faults.Reply(status, reason, replay_headers(response.get("headers") or (), status,

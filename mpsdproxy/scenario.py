@@ -1565,21 +1565,10 @@ class Trigger:
         """`count`, then `ready`, in one go: the counters when the match just counted
         satisfies every condition (drawing the probability), else None."""
         counters = self._counted(now, scope)
-        when = self.when
-        if when.after is not None and not self._in_window(now, counters):
+        if self.when.after is not None and not self._in_window(now, counters):
             return None
-        n = counters.eligible = counters.eligible + 1
-        if when.nth is not None and n != when.nth:
-            return None
-        if when.first is not None and n > when.first:
-            return None
-        if when.every is not None and n % when.every:
-            return None
-        if when.times is not None and counters.fired >= when.times:
-            return None
-        if when.probability is None or self.rng.random() < when.probability:
-            return counters
-        return None
+        counters.eligible += 1
+        return counters if self._allows(counters) else None
 
     def _touch(self, scope: str) -> _Counters:
         """The scope's counters, made the most recently used (new ones start at 0)."""
@@ -1597,9 +1586,12 @@ class Trigger:
 
     def ready(self, now: float, counters: _Counters) -> bool:
         """Whether the match just counted satisfies every condition (draws the probability)."""
+        return self._in_window(now, counters) and self._allows(counters)
+
+    def _allows(self, counters: _Counters) -> bool:
+        """Whether the count conditions hold for the eligible match just counted (draws
+        the probability last, so a draw is only spent when everything else holds)."""
         when = self.when
-        if not self._in_window(now, counters):
-            return False
         n = counters.eligible
         if when.nth is not None and n != when.nth:
             return False

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from mpsdproxy import jsonbody
 from mpsdproxy import recording
 from mpsdproxy.recording import ReadIssue
 from mpsdproxy.recording import RecordError
@@ -116,7 +117,7 @@ def test_a_line_is_utf8_json_that_reads_back_as_the_record(body, text):
     record = {"seq": 1, "request": {"url": text, "body": recording.encode_body(raw)},
               "response": {"status": 200, "headers": [["X", text], ["Y", "\udcff"]]},
               "big": 2**70}
-    line = recording.encode_line(record)
+    line = jsonbody.dumps_line(record)
     assert b"\n" not in line
     assert json.loads(line.decode("utf-8")) == record
 

@@ -24,6 +24,7 @@ Provenance says who answered:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mitmproxy import http
@@ -41,11 +42,24 @@ def mark(flow: http.HTTPFlow) -> dict[str, Any] | None:
 
 
 def resource(flow: http.HTTPFlow) -> Resource | None:
-    """The MPSD resource a marked flow names (None for unmarked flows)."""
+    """The MPSD resource a marked flow names (None for unmarked flows). A title asks
+    for the same few resources over and over: each is worked out once (a Resource is
+    immutable, so one can be shared)."""
     info = flow.metadata.get(KEY)
     if info is None:
         return None
-    return Resource.from_dict(info["resource"])
+    data = info["resource"]
+    try:
+        return _resource_of(data.get("kind"), data.get("scid"), data.get("template"),
+                            data.get("name"), data.get("element"))
+    except TypeError:  # unhashable junk: no caching
+        return Resource.from_dict(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resource_of(kind: Any, scid: Any, template: Any, name: Any, element: Any) -> Resource:
+    return Resource.from_dict(
+        {"kind": kind, "scid": scid, "template": template, "name": name, "element": element})
 
 
 def set_provenance(flow: http.HTTPFlow, **provenance: Any) -> None:

@@ -178,7 +178,7 @@ def request_view(flow: http.HTTPFlow) -> scenario.RequestView:
     fields = request.headers.fields
     url = info.get("url") or request.url
     auth = common.header(fields, b"authorization")
-    user = _redacted(auth) if auth else ""
+    user = recording.redact_value(auth) if auth else ""
     peer = flow.client_conn.peername
     client = user or (str(peer[0]) if peer else "")
     return scenario.RequestView(
@@ -186,42 +186,16 @@ def request_view(flow: http.HTTPFlow) -> scenario.RequestView:
         path=request.path,
         host=_hostname(url) or request.host,
         headers=fields,
-        resource=_resource(flow),
+        resource=common.resource(flow),
         client=client,
         user=user,
     )
 
 
-# A title sends the same few URLs and tokens over and over: work each out once.
-
-
-@functools.lru_cache(maxsize=1024)
-def _redacted(auth: str) -> str:
-    return recording.redact_value(auth)
-
-
 @functools.lru_cache(maxsize=1024)
 def _hostname(url: str) -> str | None:
+    """The host of a URL; a title sends the same few URLs over and over."""
     return urlsplit(url).hostname
-
-
-@functools.lru_cache(maxsize=4096)
-def _resource_of(kind: Any, scid: Any, template: Any, name: Any, element: Any) -> Resource:
-    return Resource.from_dict(
-        {"kind": kind, "scid": scid, "template": template, "name": name, "element": element})
-
-
-def _resource(flow: http.HTTPFlow) -> Resource | None:
-    """`common.resource(flow)`, worked out once per resource (Resource is immutable)."""
-    info = common.mark(flow)
-    if info is None:
-        return None
-    data = info["resource"]
-    try:
-        return _resource_of(data.get("kind"), data.get("scid"), data.get("template"),
-                            data.get("name"), data.get("element"))
-    except TypeError:  # unhashable junk: no caching
-        return Resource.from_dict(data)
 
 
 def service_headers(now: float | None = None) -> list[tuple[str, str]]:

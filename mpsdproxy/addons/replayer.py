@@ -89,12 +89,10 @@ def wire(reply: faults.Reply) -> Wire:
         (k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
         for k, v in reply.headers
     )
-    # As http.Headers would: its get() joins repeated values, del drops them all.
-    codings = [v for k, v in fields if k.lower() == b"content-encoding"]
-    if codings and reply.body:
-        content_encoding = ", ".join(v.decode("utf-8", "surrogateescape") for v in codings)
-        if content_encoding and not _decodes(reply.body, content_encoding):
-            fields = tuple(f for f in fields if f[0].lower() != b"content-encoding")
+    content_encoding = common.header(fields, b"content-encoding") if reply.body else None
+    if content_encoding and not _decodes(reply.body, content_encoding):
+        # As `del headers["content-encoding"]` would: every such field goes.
+        fields = tuple(f for f in fields if f[0].lower() != b"content-encoding")
     return Wire(reply.status, reply.reason.encode("iso-8859-1", "replace"), fields, reply.body)
 
 
