@@ -78,6 +78,7 @@ from mpsdproxy import recording
 from mpsdproxy import scenario
 from mpsdproxy import sessions
 from mpsdproxy.addons import common
+from mpsdproxy.addons import later
 from mpsdproxy.resources import Resource
 from mpsdproxy.scenario import Phase
 
@@ -582,9 +583,12 @@ class FaultInjector:
             return self._act(flow, hit, Phase.RESPONSE) if hit is not None else None
         if not self._from_service(flow):
             return None
-        self.learn(flow)
         if not self.inject or not self._has(Phase.RESPONSE):
+            # No rule can answer from this session now: learning it can wait until the
+            # answer is out (and still comes before the title's next request is read).
+            later.soon(self.learn, flow)
             return None
+        self.learn(flow)
         hit = self._evaluate(request_view(flow), Phase.RESPONSE)
         return self._act(flow, hit, Phase.RESPONSE) if hit is not None else None
 

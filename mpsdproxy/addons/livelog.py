@@ -18,6 +18,7 @@ from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
 from mpsdproxy.addons import common
+from mpsdproxy.addons import later
 
 
 def _status_colour(status: int | None) -> str:
@@ -97,6 +98,9 @@ class LiveLog:
         if info is None or self.quiet or info.get("logged"):
             return
         info["logged"] = True
+        later.soon(self._print, flow)  # a line on the terminal can wait for the answer
+
+    def _print(self, flow: http.HTTPFlow) -> None:
         out = self.out or sys.stdout
         colour = hasattr(out, "isatty") and out.isatty()
         out.write(format_line(flow, colour) + "\n")

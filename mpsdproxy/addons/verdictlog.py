@@ -8,7 +8,8 @@ client that stopped retrying) are decided by a one-second ticker while the
 proxy runs. At shutdown the engine finishes and a summary line follows.
 
 Put it after the Recorder, so a verdict names records by the seq numbers of
-the recording (without a recorder it numbers the flows itself).
+the recording (without a recorder it numbers the flows itself). The judging
+itself runs once the title has its answer (`later`): it never delays one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mitmproxy.addonmanager import Loader
 from mpsdproxy import recording
 from mpsdproxy import verdicts
 from mpsdproxy.addons import common
+from mpsdproxy.addons import later
 from mpsdproxy.addons import recorder
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
@@ -130,21 +132,40 @@ class VerdictLog:
         seq = info.get("seq")
         if not isinstance(seq, int):
             seq = self.flows
-        try:
-            # flow_to_record, unnumbered, and without the response body it never reads
-            record = recorder.flow_record(flow, self.redactor, response_body=False)
-        except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
-            logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
-            return
+        record = None
+        if "seq" in info:  # the recorder has just built this record: take it while at hand
+            record = self._record(flow)
+            if record is None:
+                return
+        # Judging changes nothing the title receives: it waits until the answer is out.
+        later.soon(self._judge, engine, flow, seq, record)
+
+    def _judge(self, engine: verdicts.Engine, flow: http.HTTPFlow, seq: int,
+               record: dict[str, Any] | None) -> None:
+        if engine is not self.engine or engine.finished:
+            return  # the options changed, or the proxy is shutting down: a fresh start
+        if record is None:
+            record = self._record(flow)
+            if record is None:
+                return
         decided = engine.feed(record, seq)
         if decided:
             self._log(decided)
+
+    def _record(self, flow: http.HTTPFlow) -> dict[str, Any] | None:
+        """flow_to_record, unnumbered, and without the response body it never reads."""
+        try:
+            return recorder.flow_record(flow, self.redactor, response_body=False)
+        except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
+            logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
+            return None
 
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:  # a flow that got a response was judged then
             self.response(flow)
 
     def done(self) -> None:
+        later.drain()  # judge what was still waiting before the engine finishes
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
