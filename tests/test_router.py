@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
@@ -12,6 +15,7 @@ from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
+from mpsdproxy import resources
 from mpsdproxy.addons import common
 from mpsdproxy.addons import router
 
@@ -206,3 +210,61 @@ def test_allow_patterns():
     assert not patterns[0].search("sessiondirectoryxxboxlive.com")
     assert not patterns[0].search("sessiondirectory.xboxlive.com.example.com")
     assert not patterns[0].search("client-sessiondirectory.xboxlive.com")
+
+
+TARGET_PATHS = st.one_of(
+    st.sampled_from([LOBBY.encode(), f"{LOBBY}/members/me".encode(),
+                     f"{LOBBY.upper()}?x=1".encode(), b"/handles/ab12", b"*", b"", b"/",
+                     b"http://other.example/handles", b"/%E2%82%AC/\xff"]),
+    st.binary(max_size=40),
+    st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogateescape")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([b"GET", b"PUT", b"CONNECT", b"connect", b"DELETE", b"\xff"]),
+       st.sampled_from([b"", b"sessiondirectory.xboxlive.com", b"h:1", b"xn--bcher-kva.example",
+                        b"\xff"]),
+       st.sampled_from([b"https", b"http", b"", b"HTTPS", b"ws"]),
+       st.sampled_from(["sessiondirectory.xboxlive.com", "127.0.0.1", "::1", ""]),
+       st.sampled_from([443, 80, 8081, 0]), TARGET_PATHS)
+def test_target_mark_is_url_and_resource(method, authority, scheme, host, port, path):
+    request = tutils.treq(method=method, authority=authority, scheme=scheme, host=host,
+                          port=port, path=path)
+    expected = (request.url, resources.parse(request.path).to_dict())
+    assert router.target_mark(request) == expected
+    assert router.target_mark(request) == expected  # and again, once kept
+
+
+def test_target_mark_follows_every_part_of_the_target():
+    request = tutils.treq(host="sessiondirectory.xboxlive.com", port=443, scheme=b"https",
+                          path=LOBBY.encode())
+    assert router.target_mark(request)[0] == request.url
+    for name, value in (("port", 8443), ("scheme", "http"), ("host", "127.0.0.1"),
+                        ("path", "/handles"), ("authority", "a.example"),
+                        ("method", "CONNECT"), ("port", 8444), ("method", "GET")):
+        before = request.url
+        setattr(request, name, value)
+        assert router.target_mark(request) == (
+            request.url, resources.parse(request.path).to_dict()), (name, before)
+
+
+def test_target_marks_kept_stay_bounded():
+    for i in range(router.TARGETS_KEPT + 50):
+        request = tutils.treq(path=f"/handles/h{i}".encode())
+        router.target_mark(request)
+    assert len(router._targets) <= router.TARGETS_KEPT
+    long = tutils.treq(path=b"/handles/" + b"x" * router.TARGET_PATH_KEPT)
+    assert router.target_mark(long) == (long.url, resources.parse(long.path).to_dict())
+    assert all(len(key[-1]) <= router.TARGET_PATH_KEPT for key in router._targets)
+
+
+def test_marks_do_not_share_their_resource():
+    r = router.Router()
+    with taddons.context(r):
+        first, second = sd_flow(), sd_flow()
+        r.request(first)
+        common.mark(first)["resource"]["name"] = "changed"
+        r.request(second)
+    assert common.mark(second)["resource"]["name"] == "Lobby-1"
+    assert common.mark(second)["resource"] is not common.mark(first)["resource"]

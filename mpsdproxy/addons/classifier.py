@@ -38,13 +38,9 @@ def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
 
 class StatusClassifier:
     def response(self, flow: http.HTTPFlow) -> None:
-        self._classify(flow)
+        info = flow.metadata.get(common.KEY)
+        if info is not None and "classification" not in info:
+            info["classification"] = classify_flow(flow).to_dict()
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self._classify(flow)
-
-    def _classify(self, flow: http.HTTPFlow) -> None:
-        info = common.mark(flow)
-        if info is None or "classification" in info:
-            return
-        info["classification"] = classify_flow(flow).to_dict()
+        self.response(flow)

@@ -57,6 +57,42 @@ def parse_upstream(spec: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
+#: How many request targets `target_mark` remembers, and the longest path it keeps
+#: (a title's paths are a few hundred bytes; longer ones are worked out each time).
+TARGETS_KEPT = 2048
+TARGET_PATH_KEPT = 1024
+
+_TargetKey = tuple[bytes, bytes, bytes, str, int, bytes]
+_targets: dict[_TargetKey, tuple[str, dict[str, str | None]]] = {}
+
+
+def target_mark(request: http.Request) -> tuple[str, dict[str, str | None]]:
+    """`request.url` and `resources.parse(request.path).to_dict()`, shared: copy the dict.
+
+    A title asks for the same few URLs over and over, and building the URL costs
+    more than the rest of the router. Both depend only on the request's method,
+    authority, scheme, host, port and path, so they are kept for the latest targets.
+    """
+    data = request.data
+    key = (data.method, data.authority, data.scheme, data.host, data.port, data.path)
+    try:
+        kept = len(data.path) <= TARGET_PATH_KEPT
+        found = _targets.get(key) if kept else None
+    except TypeError:  # fields that are not what mitmproxy sets: not kept
+        return _work_out(request)
+    if found is None:
+        found = _work_out(request)
+        if kept:
+            if len(_targets) >= TARGETS_KEPT:
+                del _targets[next(iter(_targets))]
+            _targets[key] = found
+    return found
+
+
+def _work_out(request: http.Request) -> tuple[str, dict[str, str | None]]:
+    return request.url, resources.parse(request.path).to_dict()
+
+
 class Router:
     def __init__(self) -> None:
         self.hosts: frozenset[str] = frozenset(DEFAULT_INTERCEPT_HOSTS)
@@ -90,22 +126,28 @@ class Router:
     def is_session_directory(self, flow: http.HTTPFlow) -> bool:
         if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
             return True
-        if flow.request.host.lower() in self.hosts:
+        return self.is_intercept_host(flow.request)
+
+    def is_intercept_host(self, request: http.Request) -> bool:
+        """Whether the request names an intercept host (outside reverse mode)."""
+        if request.host.lower() in self.hosts:
             return True
-        host_header = (flow.request.host_header or "").lower().split(":")[0]
+        host_header = (request.host_header or "").lower().split(":")[0]
         return host_header in self.hosts
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        if not self.is_session_directory(flow):
+        reverse = isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
+        if not reverse and not self.is_intercept_host(flow.request):
             return
+        url, resource = target_mark(flow.request)
         flow.metadata[common.KEY] = {
-            "url": flow.request.url,
-            "resource": resources.parse(flow.request.path).to_dict(),
+            "url": url,
+            "resource": resource.copy(),
             "provenance": dict(common.FORWARDED),
         }
-        if self.upstream and not isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode):
+        if self.upstream and not reverse:
             self.redirect(flow)
 
     def redirect(self, flow: http.HTTPFlow) -> None:
