@@ -77,24 +77,61 @@ def redact_value(value: str) -> str:
     return REDACTED_PREFIX + digest[:12]
 
 
+#: How many distinct raw header fields a Redactor remembers decoded.
+_FIELDS_KEPT = 1024
+
+
 class Redactor:
     """Replaces the values of secret headers. Names compare case-insensitively."""
 
     def __init__(self, names: Iterable[str] = DEFAULT_REDACT, enabled: bool = True) -> None:
         self.names = frozenset(n.lower() for n in names)
         self.enabled = enabled
+        self._decoded: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+        self._decoded_for: tuple[frozenset[str], bool] = (self.names, enabled)
 
     def headers(self, pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
         """[name, value] pairs with secret values redacted. Takes (str, str) pairs or
         mitmproxy's Headers (read from its raw fields, decoded as its items() would)."""
         fields = getattr(pairs, "fields", None)
         if isinstance(fields, tuple):
-            pairs = [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                     for k, v in fields]
+            return self._fields(fields)
         if not self.enabled:
             return [[k, v] for k, v in pairs]
         names = self.names
         return [[k, redact_value(v) if k.lower() in names else v] for k, v in pairs]
+
+    def _fields(self, fields: tuple[tuple[bytes, bytes], ...]) -> list[list[str]]:
+        """`headers` of raw (bytes, bytes) fields. A title sends most of the same fields
+        on every call and hears most of the same back: each is decoded and redacted
+        once (a bounded memory), and each record still gets lists of its own."""
+        if self._decoded_for != (self.names, self.enabled):
+            self._decoded.clear()
+            self._decoded_for = (self.names, self.enabled)
+        decoded = self._decoded
+        out: list[list[str]] = []
+        for field in fields:
+            try:
+                pair = decoded.get(field)
+            except TypeError:  # not hashable (a list, a bytearray): decoded every time
+                pair = self._field(field)
+            else:
+                if pair is None:
+                    pair = self._field(field)
+                    if len(decoded) >= _FIELDS_KEPT:
+                        decoded.clear()
+                    decoded[field] = pair
+            out.append([pair[0], pair[1]])
+        return out
+
+    def _field(self, field: tuple[bytes, bytes]) -> tuple[str, str]:
+        """One raw field as Headers.items() decodes it, its value redacted when secret."""
+        k, v = field
+        name = k.decode("utf-8", "surrogateescape")
+        value = v.decode("utf-8", "surrogateescape")
+        if self.enabled and name.lower() in self.names:
+            value = redact_value(value)
+        return name, value
 
 
 def encode_body(raw: bytes | None, content_type: str | None = None) -> dict[str, Any] | None:
@@ -141,7 +178,9 @@ def header(pairs: Iterable[Any], name: str) -> str | None:
     return None
 
 
-_second: tuple[int, str] = (-1, "")
+#: The text of the latest whole seconds (a record's start and end are often in two).
+_seconds: dict[int, str] = {}
+_SECONDS_KEPT = 64
 
 
 def timestamp(epoch: float | None) -> str | None:
@@ -149,9 +188,8 @@ def timestamp(epoch: float | None) -> str | None:
 
     The same text `datetime.fromtimestamp(epoch, UTC).strftime(...%fZ)` gives
     (microseconds rounded half to even), a quarter of its cost: every record has
-    two, and most records share their second with the one before.
+    two, and most records share their seconds with the ones before.
     """
-    global _second
     if epoch is None:
         return None
     frac, whole = math.modf(epoch)
@@ -161,9 +199,13 @@ def timestamp(epoch: float | None) -> str | None:
         sec, micros = sec + 1, micros - 1_000_000
     elif micros < 0:
         sec, micros = sec - 1, micros + 1_000_000
-    if sec != _second[0]:
-        _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-    return f"{_second[1]}.{micros:06d}Z"
+    text = _seconds.get(sec)
+    if text is None:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        if len(_seconds) >= _SECONDS_KEPT:
+            _seconds.clear()
+        _seconds[sec] = text
+    return f"{text}.{micros:06d}Z"
 
 
 def parse_timestamp(value: str) -> float:
@@ -201,6 +243,8 @@ class Writer:
     def _write_all(self, data: bytes) -> None:
         """`data` in one write as a rule; the rest of a short one is written after it."""
         written = self._file.write(data)
+        if written == len(data):
+            return
         view = memoryview(data)
         while written != len(view):
             if not written:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from mitmproxy.http import Headers
 
 from mpsdproxy import jsonbody
 from mpsdproxy import recording
@@ -186,6 +191,71 @@ def test_disabled_redactor_writes_raw():
     assert recording.Redactor(enabled=False).headers(pairs) == [list(p) for p in pairs]
 
 
+
+def _afresh(fields: Iterable[Sequence[bytes]], names: frozenset[str],
+            enabled: bool) -> list[list[str]]:
+    """What `Redactor.headers` gives for raw fields, each field decoded anew."""
+    out = []
+    for k, v in fields:
+        name, value = k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")
+        out.append([name, recording.redact_value(value)
+                    if enabled and name.lower() in names else value])
+    return out
+
+
+class _Fields:
+    """Anything with raw `fields`, as mitmproxy's Headers has."""
+
+    def __init__(self, fields: tuple[Any, ...]) -> None:
+        self.fields = fields
+
+
+HEADER_NAMES = st.sampled_from([b"Authorization", b"signature", b"COOKIE", b"Set-Cookie",
+                                b"Accept", b"x-secret", b"X-\xff", "\u212a".encode()]) | st.binary(
+    max_size=6)
+HEADER_VALUES = st.sampled_from([b"a", TOKEN.encode(), b"\xff\xfe"]) | st.binary(max_size=6)
+HEADER_FIELDS = st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=8).map(tuple)
+
+
+@settings(max_examples=300)
+@given(st.lists(HEADER_FIELDS, min_size=1, max_size=6), st.booleans(),
+       st.sampled_from([recording.DEFAULT_REDACT, ("x-secret", "k"), ()]),
+       st.sampled_from([1, 3, recording._FIELDS_KEPT]))
+def test_raw_fields_are_what_decoding_each_afresh_gives(batches, enabled, names, kept):
+    """Remembered fields give what decoding every field anew gives, also after the
+    memory was emptied for being full, and each call gets lists of its own."""
+    redactor = recording.Redactor(names, enabled=enabled)
+    with mock.patch.object(recording, "_FIELDS_KEPT", kept):
+        for fields in (*batches, *batches):
+            expected = _afresh(fields, redactor.names, enabled)
+            first = redactor.headers(Headers(fields))
+            assert first == expected
+            for pair in first:
+                pair[1] = "changed"
+            assert redactor.headers(Headers(fields)) == expected
+            assert len(redactor._decoded) <= kept
+
+
+def test_unhashable_raw_fields_are_decoded_every_time():
+    fields = ((b"Authorization", bytearray(TOKEN.encode())), [b"Accept", b"*/*"],
+              (b"Authorization", TOKEN.encode()))
+    redactor = recording.Redactor()
+    for _ in range(2):
+        assert redactor.headers(_Fields(fields)) == _afresh(fields, redactor.names, True)
+
+
+def test_changed_names_or_switch_forget_what_was_remembered():
+    fields = ((b"Authorization", TOKEN.encode()), (b"X-Debug", b"node=7"))
+    redactor = recording.Redactor()
+    assert redactor.headers(_Fields(fields))[0][1].startswith("redacted:")
+    redactor.enabled = False
+    assert redactor.headers(_Fields(fields)) == [["Authorization", TOKEN], ["X-Debug", "node=7"]]
+    redactor.enabled = True
+    redactor.names = frozenset({"x-debug"})
+    out = redactor.headers(_Fields(fields))
+    assert out[0] == ["Authorization", TOKEN] and out[1][1].startswith("redacted:")
+
+
 # --- times -------------------------------------------------------------------------------
 
 
@@ -201,6 +271,17 @@ def test_timestamps():
 def test_timestamp_is_what_datetime_writes(epoch):
     moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
     assert recording.timestamp(epoch) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False)
+                | st.sampled_from([946681200.0, 946681203.5, 1764063464.9999996]),
+                min_size=1, max_size=200))
+def test_remembered_seconds_are_what_datetime_writes(epochs):
+    """Times from many seconds in any order, more than are remembered at once."""
+    for epoch in epochs:
+        moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+        assert recording.timestamp(epoch) == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert len(recording._seconds) <= recording._SECONDS_KEPT
 
 
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))

@@ -75,24 +75,27 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor,
     info = common.mark(flow) or {}
     request = flow.request
     response = complete_response(flow)
+    error = flow.error
     start = request.timestamp_start
     end = (response.timestamp_end if response else None) or (
-        flow.error.timestamp if flow.error else None
+        error.timestamp if error else None
     )
     classification = info.get("classification") or classify_flow(flow).to_dict()
+    timestamp = recording.timestamp
+    headers = redactor.headers
     record: dict[str, Any] = {
-        "start": recording.timestamp(start),
-        "end": recording.timestamp(end),
+        "start": timestamp(start),
+        "end": timestamp(end),
         "duration_ms": round((end - start) * 1000, 3) if end and start else None,
         "client": _client(flow),
         "request": {
             "method": request.method,
             "url": info.get("url") or request.url,
-            "headers": redactor.headers(request.headers),
+            "headers": headers(request.headers),
             "body": recording.encode_body(common.content(request)),
         },
         "response": None,
-        "error": flow.error.msg if flow.error else None,
+        "error": error.msg if error else None,
         "resource": info.get("resource"),
         "classification": classification,
         "provenance": info.get("provenance", common.FORWARDED),
@@ -101,7 +104,7 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor,
         record["response"] = {
             "status": response.status_code,
             "reason": response.reason,
-            "headers": redactor.headers(response.headers),
+            "headers": headers(response.headers),
             "body": recording.encode_body(common.content(response)) if response_body else None,
         }
     return record
