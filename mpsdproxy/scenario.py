@@ -108,6 +108,10 @@ ROOT = "(document)"
 #: beyond this, so memory stays flat however long a playtest runs.
 MAX_SCOPES = 10_000
 
+#: Requests whose match verdicts an engine remembers (see Engine._settle); all are
+#: forgotten at once beyond this.
+MAX_SETTLED = 4096
+
 #: Guards against YAML that would make validation blow up (alias bombs, deep nesting).
 MAX_NODES = 20_000
 MAX_DEPTH = 50
@@ -1504,6 +1508,20 @@ class _Bounded(OrderedDict[str, Any]):
 _NO_SCOPE: Any = object()
 
 
+def _eligible_bounds(when: When) -> tuple[int | float, int | float]:
+    """The lowest and highest eligible count at which `when`'s count conditions can hold
+    (`nth`, `first`, `every`): outside them `Trigger._allows` is False, and draws nothing."""
+    lowest: int | float = 1
+    highest: int | float = math.inf
+    if when.nth is not None:
+        lowest = highest = when.nth
+    if when.first is not None:
+        highest = min(highest, when.first)
+    if when.every is not None and when.every > 0:
+        lowest = max(lowest, when.every)
+    return lowest, highest
+
+
 class Trigger:
     """Decides, match by match, whether a rule fires; counters are kept per scope key.
 
@@ -1512,8 +1530,8 @@ class Trigger:
     clock in seconds, the same one `start` was read from.
     """
 
-    __slots__ = ("when", "rng", "start", "match_count", "fire_count", "_scopes",
-                 "_last_scope", "_last_counters")
+    __slots__ = ("_when", "rng", "start", "match_count", "fire_count", "_scopes",
+                 "_last_scope", "_last_counters", "_timed", "_lowest", "_highest")
 
     def __init__(self, when: When, rng: random.Random, start: float,
                  max_scopes: int = MAX_SCOPES) -> None:
@@ -1527,6 +1545,18 @@ class Trigger:
         # counting it again (a title polling its session) needs no look-up.
         self._last_scope: Any = _NO_SCOPE
         self._last_counters = _Counters()
+
+    @property
+    def when(self) -> When:
+        return self._when
+
+    @when.setter
+    def when(self, when: When) -> None:
+        """Also works out what the engine checks before `_allows`, so that a match that
+        cannot fire costs no call."""
+        self._when = when
+        self._timed = when.after is not None
+        self._lowest, self._highest = _eligible_bounds(when)
 
     def reset(self, start: float | None = None, rng: random.Random | None = None) -> None:
         self.start = self.start if start is None else start
@@ -1545,7 +1575,7 @@ class Trigger:
 
     def count(self, now: float, scope: str = "") -> _Counters:
         counters = self._counted(now, scope)
-        if self.when.after is None or self._in_window(now, counters):
+        if not self._timed or self._in_window(now, counters):
             counters.eligible += 1
         return counters
 
@@ -1565,7 +1595,7 @@ class Trigger:
         """`count`, then `ready`, in one go: the counters when the match just counted
         satisfies every condition (drawing the probability), else None."""
         counters = self._counted(now, scope)
-        if self.when.after is not None and not self._in_window(now, counters):
+        if self._timed and not self._in_window(now, counters):
             return None
         counters.eligible += 1
         return counters if self._allows(counters) else None
@@ -1792,8 +1822,20 @@ class Engine:
         #: Per phase, the rules of that phase in file order: (runtime, its trigger, its
         #: match's slot, its scope's slot).
         self._plans = {phase: tuple(plan) for phase, plan in plans.items()}
+        #: Per slot, the match without its header conditions, and those alone (None when
+        #: it has none): the first is decided by what requests repeat, the second is not.
+        self._bases = tuple(c._replace(headers=()) for c in self._matches)
+        self._header_checks = tuple(
+            _CompiledMatch(None, None, (), (), c.headers) if c.headers else None
+            for c in self._matches)
+        #: (method, kind, path, host) -> `_settle`'s answer: a title asks for the same few
+        #: resources over and over, and globs cost more than the look-up.
+        self._settled: dict[tuple[str, Kind, str, str], tuple[bool | None, ...]] = {}
         #: The phases some rule acts in.
         self.phases = frozenset(phase for phase, plan in plans.items() if plan)
+        #: The phases some rule is counted per session in (only they need the session key).
+        self._per_session = frozenset(
+            phase for phase, plan in plans.items() if any(p == _SESSION for *_, p in plan))
 
     def evaluate(self, view: RequestView, phase: Phase = Phase.REQUEST,
                  now: float | None = None) -> Firing | None:
@@ -1805,34 +1847,64 @@ class Engine:
         plan = self._plans[phase] if isinstance(phase, Phase) else ()
         if not plan:
             return None
-        facts = _Facts(view.method, view.host, view.path, view.headers, resource)
-        compiled = self._matches
-        matched: list[bool | None] = [None] * len(compiled)
-        scopes: list[str | None] = ["", view.client, None]
-        session_scope = False
+        matched = list(self._settle(view, resource))
+        header_checks = self._header_checks
+        facts: _Facts | None = None
+        session = resource.key if phase in self._per_session else None
+        scopes: list[str | None] = ["", view.client, session]
         with self._lock:
             winner: Firing | None = None
+            # Trigger.count, or before a winner Trigger.step, written out: this loop runs
+            # once per rule on every request, and a call costs more than what it does.
             for runtime, trigger, slot, per in plan:
                 if not runtime.enabled:
                     continue
-                if per == _SESSION and not session_scope:
-                    scopes[_SESSION] = resource.key
-                    session_scope = True
                 scope = scopes[per]
                 if scope is None:
                     continue
                 ok = matched[slot]
                 if ok is None:
-                    ok = matched[slot] = facts.matches(compiled[slot])
+                    if facts is None:
+                        facts = _Facts(view.method, view.host, view.path, view.headers,
+                                       resource)
+                    ok = matched[slot] = facts.matches(header_checks[slot])
                 if not ok:
                     continue
-                if winner is not None:
-                    trigger.count(now, scope)
+                if scope == trigger._last_scope:
+                    counters = trigger._last_counters
+                else:
+                    counters = trigger._touch(scope)
+                counters.matches += 1
+                trigger.match_count += 1
+                if counters.first_match is None:
+                    counters.first_match = now
+                if trigger._timed and not trigger._in_window(now, counters):
                     continue
-                counters = trigger.step(now, scope)
-                if counters is not None:
+                counters.eligible = eligible = counters.eligible + 1
+                if (winner is None and trigger._lowest <= eligible <= trigger._highest
+                        and trigger._allows(counters)):
                     winner = self._fire(runtime, view, now, scope, counters)
             return winner
+
+    def _settle(self, view: RequestView, resource: Any) -> tuple[bool | None, ...]:
+        """Per slot, whether the request passes the match (None: it passes all but the
+        header conditions, which are left to check)."""
+        method, path, host = view.method, view.path, view.host
+        key = None
+        if (type(method) is str and type(path) is str and type(host) is str
+                and isinstance(resource, Resource)):
+            key = (method, resource.kind, path, host)
+            settled = self._settled.get(key)
+            if settled is not None:
+                return settled
+        facts = _Facts(method, host, path, (), resource)
+        settled = tuple((True if checks is None else None) if facts.matches(base) else False
+                        for base, checks in zip(self._bases, self._header_checks, strict=True))
+        if key is not None:
+            if len(self._settled) >= MAX_SETTLED:
+                self._settled.clear()
+            self._settled[key] = settled
+        return settled
 
     def _fire(self, runtime: _Runtime, view: RequestView, now: float, scope: str,
               counters: _Counters) -> Firing | None:

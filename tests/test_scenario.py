@@ -977,3 +977,155 @@ def test_nth_fires_exactly_once_under_50_concurrent_clients() -> None:
     assert len(results) == 1000
     assert sum(1 for f in results if f is not None) == 1
     assert engine.stats()[0].matches == 1000
+
+
+class _PlainEngine:
+    """The engine's contract written the plain way, to check Engine.evaluate against:
+    every rule in file order, its Match.matches, Trigger.step before a winner and
+    Trigger.count after one."""
+
+    def __init__(self, parsed: scenario.Scenario, start: float) -> None:
+        self.runtimes = [scenario._Runtime(rule, parsed.seed, start) for rule in parsed.rules]
+
+    def evaluate(self, v: RequestView, phase: Phase, now: float) -> scenario.Firing | None:
+        resource = v.resource if v.resource is not None else resources.parse(v.path)
+        winner = None
+        for rt in self.runtimes:
+            rule = rt.rule
+            if rule.phase is not phase or not rt.enabled:
+                continue
+            scope = {Per.GLOBAL: "", Per.CLIENT: v.client, Per.SESSION: resource.key}[rule.per]
+            if scope is None or not rule.match.matches(v.method, v.host, v.path, v.headers,
+                                                       resource):
+                continue
+            if winner is not None:
+                rt.trigger.count(now, scope)
+                continue
+            counters = rt.trigger.step(now, scope)
+            if counters is None:
+                continue
+            decision = rt.throttle.allow(now, v.user or v.client) if rt.throttle else None
+            if decision is not None and decision.ok:
+                continue
+            rt.trigger.record_fire(counters)
+            winner = scenario.Firing(rule, scope, rule.fault.delay_seconds(rt.delay_rng),
+                                     decision)
+        return winner
+
+
+PLAIN_MATCHES = [
+    {}, {"method": "GET"}, {"method": ["GET", "PUT"], "resource": "session"},
+    {"resource": ["member", "session"], "path": "*/sessions/*"},
+    {"path": "*/lobby-*", "host": "*.xboxlive.com"}, {"headers": {"If-Match": "*"}},
+    {"method": "PUT", "headers": {"If-Match": '"0x1*', "If-None-Match": False}},
+    {"resource": "hopper"},
+]
+PLAIN_WHENS = [
+    {}, {"nth": 1}, {"nth": 3}, {"first": 2}, {"every": 2}, {"every": 3, "times": 1},
+    {"probability": 0.5}, {"first": 3, "probability": 0.7}, {"after": "2s"},
+    {"after": "1s", "for": "3s", "from": "first-match"}, {"after": "0s", "for": "2s", "nth": 2},
+    {"every": 1, "times": 2, "probability": 0.9},
+]
+PLAIN_FAULTS = [
+    {"status": 503}, {"delay": {"uniform": ["10ms", "50ms"]}},
+    {"throttle": {"burst": 2, "sustained": 3}, "status": 429},
+]
+PLAIN_RULES = st.fixed_dictionaries(
+    {"match": st.sampled_from(PLAIN_MATCHES), "when": st.sampled_from(PLAIN_WHENS),
+     "fault": st.sampled_from(PLAIN_FAULTS), "per": st.sampled_from(list(Per)),
+     "phase": st.sampled_from(list(Phase)), "enabled": st.booleans()})
+PLAIN_REQUESTS = st.tuples(
+    st.sampled_from(["GET", "PUT", "get", "DELETE"]),
+    st.sampled_from([LOBBY, GAME, HOPPER, LOBBY + "/members/me", "/handles", "/x?y=1"]),
+    st.sampled_from(["sessiondirectory.xboxlive.com", "example.org", ""]),
+    st.sampled_from([(), (("If-Match", "*"),), (("if-match", '"0x1A"'),),
+                     (("If-Match", '"0x2"'), ("If-None-Match", "*"))]),
+    st.sampled_from(["", "c1", "c2"]), st.sampled_from(list(Phase)),
+    st.floats(min_value=0, max_value=2))
+PLAIN_ACTIONS = st.one_of(
+    PLAIN_REQUESTS, st.tuples(st.just("toggle"), st.integers(0, 7)), st.just(("reset",)))
+
+
+def _named(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for i, rule in enumerate(rules):
+        rule = {"name": f"r{i}", **rule}
+        if rule["fault"].get("throttle") and rule["phase"] is Phase.RESPONSE:
+            rule["phase"] = Phase.REQUEST  # throttling answers before the service
+        if rule["match"].get("resource") == "hopper" and rule["per"] is Per.SESSION:
+            rule["per"] = Per.CLIENT  # a hopper is no session
+        out.append({k: str(v) if isinstance(v, Per | Phase) else v for k, v in rule.items()})
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=st.lists(PLAIN_RULES, min_size=1, max_size=8),
+       actions=st.lists(PLAIN_ACTIONS, min_size=10, max_size=60), seed=st.integers(0, 3),
+       limit=st.sampled_from([1, 2, scenario.MAX_SETTLED]))
+def test_engine_decides_as_the_plain_reading_of_the_rules(
+        rules: list[dict[str, Any]], actions: list[tuple[Any, ...]], seed: int,
+        limit: int) -> None:
+    """Same winners, scopes, delays, throttle numbers and stats as rule-by-rule checking,
+    through switches, resets and remembered match verdicts being forgotten."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scenario, "MAX_SETTLED", limit)
+        _check_against_plain(rules, actions, seed)
+
+
+def _check_against_plain(rules: list[dict[str, Any]], actions: list[tuple[Any, ...]],
+                         seed: int) -> None:
+    parsed = scenario.parse_scenario(json.dumps({"seed": seed, "rules": _named(rules)}))
+    engine, plain = Engine(parsed, start=0.0), _PlainEngine(parsed, start=0.0)
+    now = 0.0
+    for action in actions:
+        if action[0] == "reset":
+            engine.reset()
+            for rt in plain.runtimes:
+                rt.reset(None)
+            continue
+        if action[0] == "toggle":
+            index = action[1] % len(parsed.rules)
+            enabled = not plain.runtimes[index].enabled
+            engine.set_enabled(enabled, f"r{index}")
+            plain.runtimes[index].enabled = enabled
+            continue
+        method, path, host, headers, client, phase, step = action
+        now += step
+        v = view(method, path, host=host, headers=headers, client=client, user=client)
+        assert engine.evaluate(v, phase, now) == plain.evaluate(v, phase, now)
+        assert engine.stats() == [
+            scenario.RuleStats(rt.rule.name, rt.rule.phase, rt.enabled, rt.trigger.match_count,
+                               rt.trigger.fire_count) for rt in plain.runtimes]
+
+
+@pytest.mark.parametrize("when", [
+    When(), When(nth=3), When(first=2), When(every=3), When(nth=4, first=2),
+    When(first=5, every=2, times=1, probability=0.5), When(every=0, nth=2),
+])
+def test_eligible_bounds_never_hide_a_count_that_could_fire(when: When) -> None:
+    """Outside the bounds `_allows` is False and draws nothing, so skipping it is exact."""
+    lowest, highest = scenario._eligible_bounds(when)
+    for n in range(1, 12):
+        if lowest <= n <= highest:
+            continue
+        rng = random.Random(0)
+        trigger = Trigger(when, rng, start=0.0)
+        before = rng.getstate()
+        assert not trigger._allows(scenario._Counters(eligible=n))
+        assert rng.getstate() == before
+
+
+def test_remembered_verdicts_tell_apart_method_kind_path_host_and_headers() -> None:
+    engine = engine_for(
+        "{name: a, match: {method: PUT, resource: session, path: '*/lobby-*', "
+        "host: '*.xboxlive.com', headers: {If-Match: '*'}}, fault: {status: 412}}")
+    host = "sessiondirectory.xboxlive.com"
+    hit = view("PUT", LOBBY, host=host, headers=[("If-Match", "*")])
+    misses = [view("GET", LOBBY, host=host, headers=[("If-Match", "*")]),
+              view("PUT", LOBBY, host="example.org", headers=[("If-Match", "*")]),
+              view("PUT", LOBBY, host=host), view("PUT", LOBBY.replace("lobby", "game"), host=host),
+              view("PUT", LOBBY, host=host, headers=[("If-Match", "*")],
+                   resource=resources.parse(HOPPER))]
+    for v in [hit, *misses, hit]:
+        assert (engine.evaluate(v, now=1.0) is not None) is (v is hit)
+    assert engine.stats()[0].matches == 2
