@@ -1597,8 +1597,10 @@ class Trigger:
         counters = self._counted(now, scope)
         if self._timed and not self._in_window(now, counters):
             return None
-        counters.eligible += 1
-        return counters if self._allows(counters) else None
+        counters.eligible = eligible = counters.eligible + 1
+        if self._lowest <= eligible <= self._highest and self._allows(counters):
+            return counters
+        return None
 
     def _touch(self, scope: str) -> _Counters:
         """The scope's counters, made the most recently used (new ones start at 0)."""
@@ -1854,8 +1856,6 @@ class Engine:
         scopes: list[str | None] = ["", view.client, session]
         with self._lock:
             winner: Firing | None = None
-            # Trigger.count, or before a winner Trigger.step, written out: this loop runs
-            # once per rule on every request, and a call costs more than what it does.
             for runtime, trigger, slot, per in plan:
                 if not runtime.enabled:
                     continue
@@ -1870,19 +1870,11 @@ class Engine:
                     ok = matched[slot] = facts.matches(header_checks[slot])
                 if not ok:
                     continue
-                if scope == trigger._last_scope:
-                    counters = trigger._last_counters
-                else:
-                    counters = trigger._touch(scope)
-                counters.matches += 1
-                trigger.match_count += 1
-                if counters.first_match is None:
-                    counters.first_match = now
-                if trigger._timed and not trigger._in_window(now, counters):
+                if winner is not None:
+                    trigger.count(now, scope)
                     continue
-                counters.eligible = eligible = counters.eligible + 1
-                if (winner is None and trigger._lowest <= eligible <= trigger._highest
-                        and trigger._allows(counters)):
+                counters = trigger.step(now, scope)
+                if counters is not None:
                     winner = self._fire(runtime, view, now, scope, counters)
             return winner
 
