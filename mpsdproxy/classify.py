@@ -50,7 +50,7 @@ class Classification:
         return {
             "id": self.id,
             "meaning": self.meaning,
-            "anomalies": [a.to_dict() for a in self.anomalies] if self.anomalies else [],
+            "anomalies": [a.to_dict() for a in self.anomalies],
         }
 
 
@@ -61,69 +61,12 @@ NO_RESPONSE = Classification(
 )
 
 
-class _RawFields:
-    """The case-insensitive, first-value-wins view of `_lower_headers` over mitmproxy's
-    raw (name, value) bytes pairs. The table asks about a few names per exchange, so
-    only the fields it asks about are decoded."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, fields: tuple[tuple[bytes, bytes], ...]) -> None:
-        self._fields = fields
-
-    def get(self, name: str) -> str | None:
-        """The first value of field `name` (given in lower case), or None."""
-        wanted = name.encode("ascii") if name.isascii() else None
-        for key, value in self._fields:
-            if key.isascii():
-                if key.lower() != wanted:
-                    continue
-            elif key.decode("utf-8", "surrogateescape").lower() != name:
-                continue
-            return value.decode("utf-8", "surrogateescape")
-        return None
-
-    def __contains__(self, name: str) -> bool:
-        return self.get(name) is not None
-
-
-#: How `_score` and `_anomalies` read headers: `name in h` and `h.get(name)`.
-_Lookup = dict[str, str] | _RawFields
-
-
-def _all_bytes_pairs(fields: tuple[object, ...]) -> bool:
-    """Whether every field is a (bytes, bytes) tuple, the only shape `_RawFields` reads."""
-    try:
-        for pair in fields:
-            if type(pair) is not tuple:
-                return False
-            key, value = pair
-            if type(key) is not bytes or type(value) is not bytes:
-                return False
-    except ValueError:  # a pair of another length
-        return False
-    return True
-
-
-def _header_lookup(headers: Headers | None) -> _Lookup:
-    """`_lower_headers(headers)`, as a lazy view when `headers` are mitmproxy's."""
-    fields = getattr(headers, "fields", None) if headers is not None else None
-    if type(fields) is tuple and _all_bytes_pairs(fields):
-        return _RawFields(fields)
-    return _lower_headers(headers, fields)
-
-
-_NO_FIELDS: Any = object()
-
-
-def _lower_headers(headers: Headers | None, fields: Any = _NO_FIELDS) -> dict[str, str]:
-    """Case-insensitive view (first value wins) that tolerates junk input. `fields` is
-    `headers.fields` when the caller has already read it."""
+def _lower_headers(headers: Headers | None) -> dict[str, str]:
+    """Case-insensitive view (first value wins) that tolerates junk input."""
     out: dict[str, str] = {}
     if headers is None:
         return out
-    if fields is _NO_FIELDS:
-        fields = getattr(headers, "fields", None)
+    fields = getattr(headers, "fields", None)
     if isinstance(fields, tuple):
         # mitmproxy's Headers: read its raw (name, value) bytes pairs directly, decoded
         # as its own items() would, without a generator per header.
@@ -160,7 +103,7 @@ def _target(resource: resources.Resource) -> Target:
 
 
 def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
-           body: bytes, req: _Lookup) -> int:
+           body: bytes, req: dict[str, str]) -> int:
     """How well a sub-row's situation fits the exchange; the best fit explains it."""
     score = 0
     if method in entry.methods:
@@ -179,8 +122,8 @@ def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
 
 
 def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
-               media: str | None, body: bytes, req: _Lookup,
-               resp: _Lookup) -> list[Anomaly]:
+               media: str | None, body: bytes, req: dict[str, str],
+               resp: dict[str, str]) -> list[Anomaly]:
     found: list[Anomaly] = []
     for name in entry.required_headers:
         value = resp.get(name.lower())
@@ -257,8 +200,8 @@ def _classify(method: str, url: str, request_headers: Headers | None, status: in
         return Classification(None, f"Status {status} is not in the MPSD status table.",
                               (Anomaly("unlisted-status", f"the table does not list {status}"),))
     resource = resources.parse(str(url))
-    req = _header_lookup(request_headers)
-    resp = _header_lookup(response_headers)
+    req = _lower_headers(request_headers)
+    resp = _lower_headers(response_headers)
     media = _media_type(resp.get("content-type"))
     target = _target(resource)
     entry = candidates[0] if len(candidates) == 1 else max(

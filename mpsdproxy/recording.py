@@ -77,61 +77,32 @@ def redact_value(value: str) -> str:
     return REDACTED_PREFIX + digest[:12]
 
 
-#: How many distinct raw header fields a Redactor remembers decoded.
-_FIELDS_KEPT = 1024
-
-
 class Redactor:
     """Replaces the values of secret headers. Names compare case-insensitively."""
 
     def __init__(self, names: Iterable[str] = DEFAULT_REDACT, enabled: bool = True) -> None:
         self.names = frozenset(n.lower() for n in names)
         self.enabled = enabled
-        self._decoded: dict[tuple[bytes, bytes], tuple[str, str]] = {}
-        self._decoded_for: tuple[frozenset[str], bool] = (self.names, enabled)
 
     def headers(self, pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
         """[name, value] pairs with secret values redacted. Takes (str, str) pairs or
         mitmproxy's Headers (read from its raw fields, decoded as its items() would)."""
         fields = getattr(pairs, "fields", None)
         if isinstance(fields, tuple):
-            return self._fields(fields)
+            return [self._field(k, v) for k, v in fields]
         if not self.enabled:
             return [[k, v] for k, v in pairs]
         names = self.names
         return [[k, redact_value(v) if k.lower() in names else v] for k, v in pairs]
 
-    def _fields(self, fields: tuple[tuple[bytes, bytes], ...]) -> list[list[str]]:
-        """`headers` of raw (bytes, bytes) fields. A title sends most of the same fields
-        on every call and hears most of the same back: each is decoded and redacted
-        once (a bounded memory), and each record still gets lists of its own."""
-        if self._decoded_for != (self.names, self.enabled):
-            self._decoded.clear()
-            self._decoded_for = (self.names, self.enabled)
-        decoded = self._decoded
-        out: list[list[str]] = []
-        for field in fields:
-            try:
-                pair = decoded.get(field)
-            except TypeError:  # not hashable (a list, a bytearray): decoded every time
-                pair = self._field(field)
-            else:
-                if pair is None:
-                    pair = self._field(field)
-                    if len(decoded) >= _FIELDS_KEPT:
-                        decoded.clear()
-                    decoded[field] = pair
-            out.append([pair[0], pair[1]])
-        return out
-
-    def _field(self, field: tuple[bytes, bytes]) -> tuple[str, str]:
-        """One raw field as Headers.items() decodes it, its value redacted when secret."""
-        k, v = field
-        name = k.decode("utf-8", "surrogateescape")
-        value = v.decode("utf-8", "surrogateescape")
+    def _field(self, key: bytes, value: bytes) -> list[str]:
+        """One raw field as Headers.items() decodes it, its value redacted when secret:
+        decoding and redacting in one pass over the fields."""
+        name = key.decode("utf-8", "surrogateescape")
+        text = value.decode("utf-8", "surrogateescape")
         if self.enabled and name.lower() in self.names:
-            value = redact_value(value)
-        return name, value
+            text = redact_value(text)
+        return [name, text]
 
 
 def encode_body(raw: bytes | None, content_type: str | None = None) -> dict[str, Any] | None:

@@ -1530,12 +1530,16 @@ class Trigger:
     clock in seconds, the same one `start` was read from.
     """
 
-    __slots__ = ("_when", "rng", "start", "match_count", "fire_count", "_scopes",
+    __slots__ = ("when", "rng", "start", "match_count", "fire_count", "_scopes",
                  "_last_scope", "_last_counters", "_timed", "_lowest", "_highest")
 
     def __init__(self, when: When, rng: random.Random, start: float,
                  max_scopes: int = MAX_SCOPES) -> None:
         self.when = when
+        # What `count` and `step` check before the full conditions, worked out once: a
+        # match that cannot fire then costs no call.
+        self._timed = when.after is not None
+        self._lowest, self._highest = _eligible_bounds(when)
         self.rng = rng
         self.start = start
         self.match_count = 0
@@ -1545,18 +1549,6 @@ class Trigger:
         # counting it again (a title polling its session) needs no look-up.
         self._last_scope: Any = _NO_SCOPE
         self._last_counters = _Counters()
-
-    @property
-    def when(self) -> When:
-        return self._when
-
-    @when.setter
-    def when(self, when: When) -> None:
-        """Also works out what the engine checks before `_allows`, so that a match that
-        cannot fire costs no call."""
-        self._when = when
-        self._timed = when.after is not None
-        self._lowest, self._highest = _eligible_bounds(when)
 
     def reset(self, start: float | None = None, rng: random.Random | None = None) -> None:
         self.start = self.start if start is None else start

@@ -70,3 +70,25 @@ def test_a_failing_part_does_not_keep_the_flow_from_the_parts_after_it(caplog):
     assert chain.request(tflow.tflow()) is None
     assert seen == ["a start", "b start", "b end"]
     assert "Addon error" in caplog.text and "a part's bug" in caplog.text
+
+
+class Finisher:
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def done(self) -> None:
+        self.seen.append("part done")
+
+
+def test_work_waiting_for_an_answer_is_done_before_any_part_finishes():
+    from mpsdproxy.addons import later
+
+    seen: list[str] = []
+    chain = MpsdChain([Finisher(seen)])
+
+    async def shutting_down() -> None:
+        later.soon(seen.append, "queued after an answer")
+        chain.done()  # before the loop's next turn
+
+    asyncio.run(shutting_down())
+    assert seen == ["queued after an answer", "part done"]

@@ -8,6 +8,8 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
 
+from mpsdproxy.addons import later
+
 logger = logging.getLogger(__name__)
 
 
@@ -80,6 +82,7 @@ class MpsdChain:
             _guarded(hook)
 
     def done(self) -> None:
+        later.drain()  # what waited for an answer is done before any part finishes
         for hook in self._hooks["done"]:
             _guarded(hook)
 

@@ -75,27 +75,24 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor,
     info = common.mark(flow) or {}
     request = flow.request
     response = complete_response(flow)
-    error = flow.error
     start = request.timestamp_start
     end = (response.timestamp_end if response else None) or (
-        error.timestamp if error else None
+        flow.error.timestamp if flow.error else None
     )
     classification = info.get("classification") or classify_flow(flow).to_dict()
-    timestamp = recording.timestamp
-    headers = redactor.headers
     record: dict[str, Any] = {
-        "start": timestamp(start),
-        "end": timestamp(end),
+        "start": recording.timestamp(start),
+        "end": recording.timestamp(end),
         "duration_ms": round((end - start) * 1000, 3) if end and start else None,
         "client": _client(flow),
         "request": {
             "method": request.method,
             "url": info.get("url") or request.url,
-            "headers": headers(request.headers),
+            "headers": redactor.headers(request.headers),
             "body": recording.encode_body(common.content(request)),
         },
         "response": None,
-        "error": error.msg if error else None,
+        "error": flow.error.msg if flow.error else None,
         "resource": info.get("resource"),
         "classification": classification,
         "provenance": info.get("provenance", common.FORWARDED),
@@ -104,7 +101,7 @@ def _build_record(flow: http.HTTPFlow, redactor: recording.Redactor,
         record["response"] = {
             "status": response.status_code,
             "reason": response.reason,
-            "headers": headers(response.headers),
+            "headers": redactor.headers(response.headers),
             "body": recording.encode_body(common.content(response)) if response_body else None,
         }
     return record

@@ -132,40 +132,28 @@ class VerdictLog:
         seq = info.get("seq")
         if not isinstance(seq, int):
             seq = self.flows
-        record = None
-        if "seq" in info:  # the recorder has just built this record: take it while at hand
-            record = self._record(flow)
-            if record is None:
-                return
+        try:
+            # flow_to_record, unnumbered, and without the response body it never reads;
+            # after the recorder this is the record it has just built
+            record = recorder.flow_record(flow, self.redactor, response_body=False)
+        except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
+            logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
+            return
         # Judging changes nothing the title receives: it waits until the answer is out.
-        later.soon(self._judge, engine, flow, seq, record)
+        later.soon(self._judge, engine, record, seq)
 
-    def _judge(self, engine: verdicts.Engine, flow: http.HTTPFlow, seq: int,
-               record: dict[str, Any] | None) -> None:
+    def _judge(self, engine: verdicts.Engine, record: dict[str, Any], seq: int) -> None:
         if engine is not self.engine or engine.finished:
             return  # the options changed, or the proxy is shutting down: a fresh start
-        if record is None:
-            record = self._record(flow)
-            if record is None:
-                return
         decided = engine.feed(record, seq)
         if decided:
             self._log(decided)
-
-    def _record(self, flow: http.HTTPFlow) -> dict[str, Any] | None:
-        """flow_to_record, unnumbered, and without the response body it never reads."""
-        try:
-            return recorder.flow_record(flow, self.redactor, response_body=False)
-        except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
-            logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
-            return None
 
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:  # a flow that got a response was judged then
             self.response(flow)
 
     def done(self) -> None:
-        later.drain()  # judge what was still waiting before the engine finishes
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
