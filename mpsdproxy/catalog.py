@@ -16,6 +16,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from mpsdproxy import resources
+
 __all__ = [
     "BodyKind",
     "Target",
@@ -31,6 +33,7 @@ __all__ = [
     "is_listed",
     "listed_statuses",
     "RETRY_AFTER_STATUSES",
+    "target_of",
 ]
 
 WHOLE_SESSION_NOTE = (
@@ -47,7 +50,8 @@ class BodyKind(enum.StrEnum):
     """What the table says the body holds."""
 
     SESSION = "session"  # the whole session document, JSON
-    MESSAGE = "message"  # a human-readable message (text/plain), or the FGRL JSON for 429
+    MESSAGE = "message"  # a human-readable message (text/plain)
+    FGRL = "fgrl"  # the fine-grained rate limit's JSON message (fgrl.message)
     NONE = "none"  # no body
 
 
@@ -81,6 +85,8 @@ class Entry:
     #: Request headers that make this row possible; any one of them suffices.
     preconditions: tuple[str, ...] = ()
     required_headers: tuple[str, ...] = ()
+    #: The answer says the session no longer exists (a tracked copy must be forgotten).
+    session_gone: bool = False
 
     def __post_init__(self) -> None:
         if not 100 <= self.status < 600:
@@ -119,6 +125,7 @@ ENTRIES: tuple[Entry, ...] = (
         "204.get-session", 204, "No Content", None, BodyKind.NONE,
         "On a GET for a session, the session doesn't exist.",
         methods=_methods("GET"), target=Target.SESSION,
+        session_gone=True,
     ),
     Entry(
         "204.get-element", 204, "No Content", None, BodyKind.NONE,
@@ -129,12 +136,14 @@ ENTRIES: tuple[Entry, ...] = (
         "204.put-session-deleted", 204, "No Content", None, BodyKind.NONE,
         "On a PUT for a session, the session was deleted as a result of the PUT operation.",
         methods=_methods("PUT"), target=Target.SESSION,
+        session_gone=True,
     ),
     Entry(
         "204.element-gone", 204, "No Content", None, BodyKind.NONE,
         "On a PUT or DELETE for a session element, the session existed when the operation "
         "began, but neither the session nor the element exists.",
         methods=_methods("PUT", "DELETE"), target=Target.ELEMENT,
+        session_gone=True,
     ),
     Entry(
         "304.not-modified", 304, "Not Modified", None, BodyKind.NONE,
@@ -185,7 +194,7 @@ ENTRIES: tuple[Entry, ...] = (
         required_headers=("ETag",),
     ),
     Entry(
-        "429.too-many-requests", 429, "Too Many Requests", JSON, BodyKind.MESSAGE,
+        "429.too-many-requests", 429, "Too Many Requests", JSON, BodyKind.FGRL,
         "The call was throttled for exceeding the Fine-Grained Rate Limiting (FGRL) "
         "restrictions.",
         required_headers=("Retry-After",),
@@ -240,3 +249,12 @@ def is_listed(status: int) -> bool:
 def listed_statuses() -> list[int]:
     """The status codes of the table, ascending."""
     return sorted(BY_STATUS)
+
+
+def target_of(resource: resources.Resource) -> Target:
+    """Which of the table's targets a resource is: the one resource-to-target map."""
+    if resource.kind is resources.Kind.SESSION:
+        return Target.SESSION
+    if resource.is_element:
+        return Target.ELEMENT
+    return Target.ANY

@@ -8,21 +8,17 @@ report never have to special-case it.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mpsdproxy import catalog
 from mpsdproxy import jsonbody
+from mpsdproxy import model
 from mpsdproxy import resources
 from mpsdproxy.catalog import BodyKind
 from mpsdproxy.catalog import Target
 
-__all__ = ["Anomaly", "Classification", "classify", "Headers"]
-
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+__all__ = ["Anomaly", "Classification", "classify", "NO_RESPONSE"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,30 +57,11 @@ NO_RESPONSE = Classification(
 )
 
 
-def _lower_headers(headers: Headers | None) -> dict[str, str]:
-    """Case-insensitive view (first value wins) that tolerates junk input."""
+def _lower_headers(headers: model.Headers) -> dict[str, str]:
+    """Case-insensitive view, the first value of each name winning."""
     out: dict[str, str] = {}
-    if headers is None:
-        return out
-    fields = getattr(headers, "fields", None)
-    if isinstance(fields, tuple):
-        # mitmproxy's Headers: read its raw (name, value) bytes pairs directly, decoded
-        # as its own items() would, without a generator per header.
-        for k, v in fields:
-            key = k.decode("utf-8", "surrogateescape").lower()
-            if key not in out:
-                out[key] = v.decode("utf-8", "surrogateescape")
-        return out
-    try:
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        for pair in items:
-            try:
-                k, v = pair
-            except (TypeError, ValueError):
-                continue
-            out.setdefault(str(k).lower(), str(v))
-    except Exception:  # noqa: BLE001 - classification must never raise
-        pass
+    for k, v in headers:
+        out.setdefault(k.lower(), v)
     return out
 
 
@@ -92,14 +69,6 @@ def _media_type(value: str | None) -> str | None:
     if not value:
         return None
     return value.split(";", 1)[0].strip().lower() or None
-
-
-def _target(resource: resources.Resource) -> Target:
-    if resource.kind is resources.Kind.SESSION:
-        return Target.SESSION
-    if resource.is_element:
-        return Target.ELEMENT
-    return Target.ANY
 
 
 def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
@@ -121,9 +90,9 @@ def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
     return score
 
 
-def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
-               media: str | None, body: bytes, req: dict[str, str],
-               resp: dict[str, str]) -> list[Anomaly]:
+def _anomalies(entry: catalog.Entry, resource: resources.Resource, response: model.Response,
+               media: str | None, req: dict[str, str], resp: dict[str, str]) -> list[Anomaly]:
+    body = response.body
     found: list[Anomaly] = []
     for name in entry.required_headers:
         value = resp.get(name.lower())
@@ -147,7 +116,7 @@ def _anomalies(entry: catalog.Entry, method: str, resource: resources.Resource,
             f"{entry.id} should be {entry.content_type}, not {media or 'missing'}",
         ))
     if entry.content_type == catalog.JSON and body and media == catalog.JSON:
-        document = jsonbody.parse(bytes(body))
+        document = response.json
         if document is jsonbody.INVALID:
             found.append(Anomaly("bad-json", "the body is not valid JSON"))
         elif (entry.returns_session and entry.status >= 400
@@ -170,50 +139,40 @@ def _whole_session(document: Any) -> bool:
     return isinstance(document, dict) and catalog.SESSION_DOCUMENT_KEYS <= document.keys()
 
 
-def classify(
-    method: str,
-    url: str,
-    request_headers: Headers | None,
-    status: int | None,
-    response_headers: Headers | None,
-    body: bytes | None,
-) -> Classification:
+def classify(exchange: model.Exchange) -> Classification:
     """The table row that explains this exchange, and how the response departs from it.
 
-    `status` None means no response arrived. Never raises.
+    An exchange without a response gets NO_RESPONSE. Never raises.
     """
+    if exchange.response is None:
+        return NO_RESPONSE
     try:
-        return _classify(method, url, request_headers, status, response_headers, body)
+        return _classify(exchange.request, exchange.response)
     except Exception as e:  # noqa: BLE001 - a classifier bug must not break the proxy
         return Classification(None, "Could not classify this exchange.",
                               (Anomaly("classifier-error", repr(e)),))
 
 
-def _classify(method: str, url: str, request_headers: Headers | None, status: int | None,
-              response_headers: Headers | None, body: bytes | None) -> Classification:
-    if status is None:
-        return NO_RESPONSE
-    method = str(method).upper()
-    body = body if isinstance(body, bytes | bytearray) else b""
-    candidates = catalog.for_status(status) if isinstance(status, int) else ()
+def _classify(request: model.Request, response: model.Response) -> Classification:
+    status, body = response.status, response.body
+    candidates = catalog.for_status(status)
     if not candidates:
         return Classification(None, f"Status {status} is not in the MPSD status table.",
                               (Anomaly("unlisted-status", f"the table does not list {status}"),))
-    resource = resources.parse(str(url))
-    req = _lower_headers(request_headers)
-    resp = _lower_headers(response_headers)
+    method = request.method.upper()
+    resource = request.resource
+    req = _lower_headers(request.headers)
+    resp = _lower_headers(response.headers)
     media = _media_type(resp.get("content-type"))
-    target = _target(resource)
+    target = catalog.target_of(resource)
     entry = candidates[0] if len(candidates) == 1 else max(
         candidates, key=lambda e: _score(e, method, target, media, body, req))
-    anomalies = _anomalies(entry, method, resource, media, body, req, resp)
+    anomalies = _anomalies(entry, resource, response, media, req, resp)
     if not anomalies:
         return _conformant(entry.id, entry.meaning)
     return Classification(entry.id, entry.meaning, tuple(anomalies))
 
 
-@functools.lru_cache(maxsize=256)
 def _conformant(entry_id: str, meaning: str) -> Classification:
-    """The anomaly-free classification for a table row: most exchanges are, and a
-    Classification is immutable, so one per row is shared."""
+    """The anomaly-free classification for a table row."""
     return Classification(entry_id, meaning)

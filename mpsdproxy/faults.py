@@ -11,32 +11,18 @@ conformant.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 
 from mpsdproxy import catalog
-from mpsdproxy import recording
+from mpsdproxy import fgrl
+from mpsdproxy import model
 from mpsdproxy.catalog import BodyKind
 
-__all__ = ["Reply", "build", "fgrl_message", "encode_json", "DEFAULT_RETRY_AFTER"]
+__all__ = ["build", "encode_json", "DEFAULT_RETRY_AFTER"]
 
 #: Whole seconds: the client library parses Retry-After as an integer only
 #: (protocol notes §5.3), so it is never a date or a fraction here.
 DEFAULT_RETRY_AFTER = 5
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A response in plain data, before it becomes a mitmproxy or asyncio answer."""
-
-    status: int
-    reason: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        return recording.header(self.headers, name)
 
 
 def encode_json(value: Any) -> bytes:
@@ -44,22 +30,10 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def fgrl_message(
-    current: int = 31, maximum: int = 30, period: int = 15, limit_type: str = "Rate"
-) -> dict[str, Any]:
-    """The documented FGRL throttling body (protocol notes §5.1)."""
-    return {
-        "version": 1,
-        "currentRequests": current,
-        "maxRequests": maximum,
-        "periodInSeconds": period,
-        "limitType": limit_type,
-    }
-
-
 def _default_message(entry: catalog.Entry) -> bytes:
-    if entry.status == 429:
-        return encode_json(fgrl_message())
+    if entry.body is BodyKind.FGRL:
+        refused = fgrl.Decision(False, DEFAULT_RETRY_AFTER, 31, 30, fgrl.BURST_SECONDS)
+        return encode_json(fgrl.message(refused))
     return entry.meaning.encode()
 
 
@@ -81,7 +55,7 @@ def build(
     message: str | bytes | None = None,
     retry_after: int | None = None,
     extra_headers: list[tuple[str, str]] | None = None,
-) -> Reply:
+) -> model.Response:
     """A response exactly as the table describes `entry`.
 
     `session` is the whole session document for rows that return one, and
@@ -98,7 +72,7 @@ def build(
         if session is None:
             raise ValueError(f"{entry.id} returns the whole session, but none was given")
         body = encode_json(session)
-    elif entry.body is BodyKind.MESSAGE:
+    elif entry.body in (BodyKind.MESSAGE, BodyKind.FGRL):
         if message is None:
             body = _default_message(entry)
         else:
@@ -117,4 +91,4 @@ def build(
     if entry.status >= 400 and entry.returns_session:
         headers.append(("Cache-Control", "no-cache, no-store"))
     headers.extend(extra_headers or ())
-    return Reply(entry.status, entry.reason, headers, body)
+    return model.Response(entry.status, entry.reason, headers, body)

@@ -20,13 +20,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["INVALID", "parse", "compact", "is_compact", "dumps_line"]
+__all__ = ["INVALID", "MAX_DEPTH", "parse", "compact", "is_compact", "nests_at_most",
+           "dumps_line"]
 
 #: What `parse` returns for bytes that are not JSON (None is a JSON value).
 INVALID: Any = object()
-
-_last_raw: bytes | None = None
-_last_value: Any = INVALID
 
 _ERRORS = (ValueError, UnicodeDecodeError, RecursionError)
 
@@ -59,14 +57,9 @@ def _loads(raw: bytes) -> Any:
 
 
 def parse(raw: bytes) -> Any:
-    """The JSON value of `raw` (as `json.loads` reads it), or INVALID. Equal bytes in a
-    row are parsed once."""
-    global _last_raw, _last_value
-    if raw is _last_raw or raw == _last_raw:
-        return _last_value
-    value = _loads(raw)
-    _last_raw, _last_value = raw, value
-    return value
+    """The JSON value of `raw` (as `json.loads` reads it), or INVALID. (A message parses
+    its body once: `model.Request.json`.)"""
+    return _loads(raw)
 
 
 #: Compact and UTF-8 as is, as the json module writes it: strict (NaN and Infinity
@@ -109,15 +102,40 @@ def _ambiguous(text: bytes) -> bool:
     return False
 
 
+#: JSON nested deeper than this is never kept as JSON (some JSON tools, orjson among
+#: them, stop at 255 levels).
+MAX_DEPTH = 200
+
+
+def nests_at_most(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests no deeper than `limit` containers (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 def is_compact(value: Any, raw: bytes) -> bool:
-    """Whether `compact(value)`, UTF-8 encoded, is exactly `raw`: the test for keeping a
-    body as JSON in a record. orjson answers when its text cannot differ."""
+    """Whether `compact(value)`, UTF-8 encoded, is exactly `raw`, and `value` nests no
+    deeper than MAX_DEPTH: the test for keeping a body as JSON in a record. orjson
+    answers when its text cannot differ (and when it can write it, it is shallow)."""
     try:
         text = orjson.dumps(value)
     except orjson.JSONEncodeError:
         text = None
     if text is not None and not _ambiguous(text):
         return text == raw
+    if text is None and not nests_at_most(value):
+        return False
     try:
         return compact(value).encode("utf-8") == raw
     except (ValueError, RecursionError):

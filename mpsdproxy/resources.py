@@ -136,7 +136,7 @@ def _segments(path: str) -> list[str]:
         path = urlsplit(path).path
     else:
         path = path.split("?", 1)[0].split("#", 1)[0]
-    return [unquote(s) for s in path.split("/") if s]
+    return [unquote(s, errors="surrogateescape") for s in path.split("/") if s]
 
 
 def _session_part(scid: str, template: str, name: str, rest: list[str]) -> Resource:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mpsdproxy import catalog
+from mpsdproxy import resources
 from mpsdproxy.catalog import BodyKind
 from mpsdproxy.catalog import Target
 
@@ -65,8 +66,13 @@ def parse_table(text: str) -> list[tuple[int, str | None, str]]:
     return rows
 
 
+def table_body(kind: BodyKind) -> str:
+    """The table's word for a body kind: it calls the FGRL JSON of the 429 a message."""
+    return "message" if kind is BodyKind.FGRL else kind.value
+
+
 def catalog_rows() -> list[tuple[int, str | None, str]]:
-    return [(e.status, e.content_type, e.body.value) for e in catalog.ENTRIES]
+    return [(e.status, e.content_type, table_body(e.body)) for e in catalog.ENTRIES]
 
 
 def test_ids_are_unique_and_stable_shape():
@@ -214,3 +220,18 @@ def test_entries_are_frozen():
     entry = catalog.get("200.ok")
     with pytest.raises(AttributeError):
         entry.status = 201  # type: ignore[misc]
+
+
+def test_the_429_body_is_the_fgrl_message():
+    assert catalog.get("429.too-many-requests").body is BodyKind.FGRL
+    assert [e.id for e in catalog.ENTRIES if e.body is BodyKind.FGRL] == ["429.too-many-requests"]
+
+
+@pytest.mark.parametrize("path, target", [
+    ("/serviceconfigs/s/sessiontemplates/t/sessions/n", Target.SESSION),
+    ("/serviceconfigs/s/sessiontemplates/t/sessions/n/members/me", Target.ELEMENT),
+    ("/handles/abc", Target.ANY),
+    ("/whatever", Target.ANY),
+])
+def test_target_of_is_the_one_resource_to_target_map(path, target):
+    assert catalog.target_of(resources.parse(path)) is target

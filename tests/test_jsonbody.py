@@ -13,6 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from mpsdproxy import jsonbody
+from mpsdproxy import model
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text() | st.floats(),
@@ -103,9 +104,21 @@ def test_parse_takes_other_bytes_like_values(kind):
         "n": 123456789012345678901234}
 
 
-def test_parse_reuses_the_last_value():
+def test_a_message_parses_its_body_once():
     raw = b'{"constants":{},"properties":{},"changeNumber":1}'
-    assert jsonbody.parse(raw) is jsonbody.parse(bytes(bytearray(raw)))
+    response = model.Response(200, "OK", body=raw)
+    assert response.json is response.json
+    assert response.json == jsonbody.parse(raw)
+
+
+def test_nesting_is_measured_without_recursion():
+    deep: object = 1
+    for _ in range(5000):
+        deep = [deep]
+    assert not jsonbody.nests_at_most(deep, 200)
+    assert jsonbody.nests_at_most([[1], {"a": [2]}], 3)
+    assert not jsonbody.nests_at_most([[1], {"a": [2]}], 2)
+    assert not jsonbody.is_compact(deep, b"")
 
 
 @settings(max_examples=500)

@@ -1,0 +1,335 @@
+"""One exchange, decoded once and valid by construction.
+
+Every domain function (classify, verdicts, replay matching, the injector's
+rules, the report, the exports) takes these types; only
+`mpsdproxy/addons/flows.py` builds them from mitmproxy flows, and only the
+recording codec builds them from record lines.
+
+**One rule for bytes that are not UTF-8**, the one mitmproxy applies to header
+fields: text is decoded as UTF-8 with `surrogateescape`, so a byte that is not
+UTF-8 (0xE9 in a path, 0xFF in a header) becomes one lone surrogate, and
+`to_bytes` gives the exact bytes back. Nothing else in the package decodes a
+header, a URL or a reason: it calls `from_bytes` / `to_bytes` here, and shows
+such text to people through `printable`.
+
+**Valid by construction**, as h11's events are: a status outside 100-599, a
+method that is not a token, or a header name, header value, URL or reason with
+CR, LF or NUL cannot be built (`ModelError`). So nothing read from a hostile
+recording or capture can smuggle a header or an early body to the title.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from mpsdproxy import jsonbody
+from mpsdproxy import resources
+
+__all__ = [
+    "ModelError",
+    "from_bytes",
+    "to_bytes",
+    "printable",
+    "Headers",
+    "Request",
+    "Response",
+    "Exchange",
+    "FORWARDED",
+]
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+
+#: Who answered when no addon did: the service (or the configured upstream).
+FORWARDED: Mapping[str, Any] = MappingProxyType({"source": "forwarded"})
+
+
+class ModelError(ValueError):
+    """A request or response that cannot exist on the wire; says which part and why."""
+
+
+def from_bytes(raw: bytes) -> str:
+    """Wire bytes -> text, by the package's one rule (UTF-8, surrogateescape)."""
+    return raw.decode(ENCODING, ERRORS)
+
+
+def to_bytes(text: str) -> bytes:
+    """Text -> the exact wire bytes it was decoded from (inverse of `from_bytes`)."""
+    return text.encode(ENCODING, ERRORS)
+
+
+def printable(text: str) -> str:
+    """Text for people and for strict UTF-8 files: a byte that was not UTF-8 shows
+    as `\\xNN`; everything else is unchanged."""
+    try:
+        text.encode(ENCODING)
+    except UnicodeEncodeError:
+        return to_bytes(text).decode(ENCODING, "backslashreplace")
+    return text
+
+
+#: RFC 9110 token characters: a header name or a method is one token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _breaks(value: str) -> bool:
+    """Whether text holds CR, LF or NUL: three plain scans (a regex over a 1.5 KB
+    token costs several times as much, and every request carries one)."""
+    return "\r" in value or "\n" in value or "\x00" in value
+
+
+def _check_text(what: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ModelError(f"{what} should be text, not {type(value).__name__}")
+    if _breaks(value):
+        raise ModelError(f"{what} holds CR, LF or NUL: {printable(value)[:60]!r}")
+    return value
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
+        shown = printable(name)[:60] if isinstance(name, str) else type(name).__name__
+        raise ModelError(f"header name {shown!r} is not a token")
+    return name
+
+
+class Headers(Sequence[tuple[str, str]]):
+    """Header fields in order, repeats kept; names compare case-insensitively.
+
+    Immutable: `with_value` and `without` return new Headers. `get` folds
+    repeated fields with ", " as mitmproxy's `Headers.get` does.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Iterable[Sequence[str]] = ()) -> None:
+        checked: list[tuple[str, str]] = []
+        for pair in fields:
+            if isinstance(pair, str) or len(pair) != 2:
+                raise ModelError(f"a header should be a [name, value] pair, not {pair!r}")
+            name, value = pair
+            if not isinstance(value, str) or _breaks(value):
+                _check_text(f"header {_check_name(name)}", value)
+            checked.append((_check_name(name), value))
+        self.fields: tuple[tuple[str, str], ...] = tuple(checked)
+
+    @classmethod
+    def from_raw(cls, fields: Iterable[tuple[bytes, bytes]]) -> Headers:
+        """Raw wire fields (as mitmproxy keeps them) -> Headers, by the one rule."""
+        return cls((from_bytes(k), from_bytes(v)) for k, v in fields)
+
+    def raw(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The exact wire bytes of every field."""
+        return tuple((to_bytes(k), to_bytes(v)) for k, v in self.fields)
+
+    def pairs(self) -> list[list[str]]:
+        """[[name, value], ...]: the form recordings store."""
+        return [[k, v] for k, v in self.fields]
+
+    def get_all(self, name: str) -> list[str]:
+        low = name.lower()
+        return [v for k, v in self.fields if k.lower() == low]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self.get_all(name)
+        return ", ".join(values) if values else default
+
+    def first(self, name: str) -> str | None:
+        """The first field's value (not folded): for a header sent once, as a rule."""
+        low = name.lower()
+        for k, v in self.fields:
+            if k.lower() == low:
+                return v
+        return None
+
+    def with_value(self, name: str, value: str) -> Headers:
+        """These headers with `name` set to `value`: the first field of that name takes
+        it and the others are dropped; a new field goes last."""
+        low, out, done = name.lower(), [], False
+        for k, v in self.fields:
+            if k.lower() != low:
+                out.append((k, v))
+            elif not done:
+                out.append((k, value))
+                done = True
+        if not done:
+            out.append((name, value))
+        return Headers(out)
+
+    def without(self, name: str) -> Headers:
+        low = name.lower()
+        return Headers((k, v) for k, v in self.fields if k.lower() != low)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.first(name) is not None
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.fields[index]
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.fields)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self.fields == other.fields
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self.fields)!r})"
+
+
+def _headers(value: Headers | Iterable[Sequence[str]]) -> Headers:
+    return value if isinstance(value, Headers) else Headers(value)
+
+
+def _body(value: Any) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise ModelError(f"a body should be bytes, not {type(value).__name__}")
+
+
+class _Message:
+    """What requests and responses share: a body, parsed as JSON at most once."""
+
+    body: bytes
+    headers: Headers
+
+    @functools.cached_property
+    def json(self) -> Any:
+        """The body's JSON value, or `jsonbody.INVALID` (None is a JSON value)."""
+        return jsonbody.parse(self.body) if self.body else jsonbody.INVALID
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+@dataclass(frozen=True, eq=False)
+class Request(_Message):
+    """A request as the title sent it: `url` is absolute, `body` is the decoded content
+    (no Content-Encoding left)."""
+
+    method: str
+    url: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str) or not _TOKEN.fullmatch(self.method):
+            raise ModelError(f"method {self.method!r} is not a token")
+        _check_text("URL", self.url)
+        if " " in self.url or "\t" in self.url:
+            raise ModelError(f"URL holds white space: {printable(self.url)[:60]!r}")
+        try:
+            split = urlsplit(self.url)
+            split.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError as e:
+            raise ModelError(f"URL {printable(self.url)[:60]!r} cannot be read: {e}") from None
+        object.__setattr__(self, "_split", split)
+        object.__setattr__(self, "headers", _headers(self.headers))
+        object.__setattr__(self, "body", _body(self.body))
+
+    @property
+    def scheme(self) -> str:
+        return self._split.scheme
+
+    @property
+    def host(self) -> str:
+        """The host name the title addressed, lower case, without port."""
+        return (self._split.hostname or "").lower()
+
+    @property
+    def path(self) -> str:
+        """Path and query, as on the request line."""
+        split = self._split
+        return (split.path or "/") + (f"?{split.query}" if split.query else "")
+
+    @functools.cached_property
+    def resource(self) -> resources.Resource:
+        return resources.parse(self._split.path)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.method, self.url, self.headers, self.body) == (
+            other.method, other.url, other.headers, other.body)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
+class Response(_Message):
+    """A response as the title received it (`body` decoded, as for requests)."""
+
+    status: int
+    reason: str = ""
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if type(self.status) is not int or not 100 <= self.status <= 599:
+            raise ModelError(f"status should be an integer in 100-599, not {self.status!r}")
+        _check_text("reason", self.reason)
+        object.__setattr__(self, "headers", _headers(self.headers))
+        object.__setattr__(self, "body", _body(self.body))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (self.status, self.reason, self.headers, self.body) == (
+            other.status, other.reason, other.headers, other.body)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request, what answered it (or why nothing did), and who answered.
+
+    `provenance` is `{"source": "forwarded"}` unless an addon answered:
+    `injected` (rule, scenario, phase), `replayed` (record, file), `emulated`,
+    `replay-error`. `seq` is set once the exchange is in a recording.
+    Times are epoch seconds.
+    """
+
+    request: Request
+    response: Response | None = None
+    error: str | None = None
+    start: float | None = None
+    end: float | None = None
+    client: str | None = None
+    provenance: Mapping[str, Any] = field(default_factory=lambda: FORWARDED)
+    seq: int | None = None
+
+    @property
+    def resource(self) -> resources.Resource:
+        return self.request.resource
+
+    @property
+    def status(self) -> int | None:
+        return self.response.status if self.response is not None else None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.start is None or self.end is None:
+            return None
+        return round((self.end - self.start) * 1000, 3)

@@ -1,0 +1,281 @@
+"""The recording format: an Exchange to one JSON line and back, for any bytes.
+
+A recording is JSON Lines. Since format version 2 its first line is a header,
+`{"format": "mpsdproxy-recording", "version": 2}`; a file without one is
+version 1, which reads the same. Every other line is one record::
+
+    {"seq": 1,
+     "start": "2026-11-25T09:37:44.123456Z", "end": "...", "duration_ms": 12.5,
+     "client": "127.0.0.1:50412",
+     "request": {"method": "PUT", "url": "https://...", "headers": [["Name", "value"], ...],
+                 "body": {"json": {...}} | {"text": "..."} | {"base64": "..."} | null},
+     "response": {"status": 201, "reason": "Created", "headers": [...], "body": ...} | null,
+     "error": null | "message why there was no response",
+     "resource": {"kind": "session", "scid": ..., "template": ..., "name": ..., "element": ...},
+     "classification": {"id": "201.created", "meaning": "...", "anomalies": [{"code", "message"}]},
+     "provenance": {"source": "forwarded"} | {"source": "injected", "rule": ...} | ...}
+
+Headers are [name, value] pairs so order and repeated headers survive. Text
+follows the model's one rule (`model.from_bytes`): a byte that is not UTF-8 is
+a lone surrogate in memory and a `\\udcNN` escape in the line, which every JSON
+reader accepts and this one turns back into the same byte. A body is kept as
+JSON only when its compact form is exactly the bytes that were sent and it is
+shallow enough for every JSON tool; otherwise it is text, or base64 when not
+UTF-8. Whatever the bytes, `encode_line` gives a line: an exchange is never
+lost because of what it carried.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import math
+import time
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
+
+from mpsdproxy import jsonbody
+from mpsdproxy import model
+from mpsdproxy.recording.redact import Redactor
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "header_line",
+    "is_header_line",
+    "encode_body",
+    "decode_body",
+    "timestamp",
+    "parse_timestamp",
+    "header",
+    "to_record",
+    "to_exchange",
+    "encode_line",
+]
+
+FORMAT = "mpsdproxy-recording"
+FORMAT_VERSION = 2
+
+def header_line() -> dict[str, Any]:
+    """The first line of a recording this version writes."""
+    return {"format": FORMAT, "version": FORMAT_VERSION}
+
+
+def is_header_line(item: Mapping[str, Any]) -> bool:
+    return item.get("format") == FORMAT and "seq" not in item
+
+
+def encode_body(raw: bytes | None) -> dict[str, Any] | None:
+    """JSON stays JSON, text stays text, anything else is base64.
+
+    A body is kept as JSON only when its compact re-encoding gives back the same
+    bytes, so a recording can always reproduce what was on the wire.
+    """
+    if not raw:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode("ascii")}
+    if text[:1] in "{[":
+        # Strict: NaN and Infinity are not JSON, and a record must stay JSON for the
+        # tools that read it; such a body stays text.
+        value = jsonbody.parse(raw)
+        if value is not jsonbody.INVALID and jsonbody.is_compact(value, raw):
+            return {"json": value}
+    return {"text": text}
+
+
+def decode_body(body: Mapping[str, Any] | None) -> bytes:
+    """The bytes a recorded body stood for."""
+    if not body:
+        return b""
+    if "json" in body:
+        return jsonbody.compact(body["json"], strict=False).encode()
+    if "text" in body:
+        return model.to_bytes(str(body["text"]))
+    if "base64" in body:
+        return base64.b64decode(body["base64"])
+    raise ValueError(f"body should have one of json, text, base64, not {sorted(body)}")
+
+
+def header(pairs: Iterable[Any], name: str) -> str | None:
+    """The first value of a header in recorded [name, value] pairs (any case)."""
+    low = name.lower()
+    for pair in pairs:
+        if str(pair[0]).lower() == low:
+            return str(pair[1])
+    return None
+
+
+def timestamp(epoch: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC with microseconds, as records store times."""
+    if epoch is None:
+        return None
+    frac, whole = math.modf(epoch)
+    micros = round(frac * 1e6)
+    sec = int(whole)
+    if micros >= 1_000_000:
+        sec, micros = sec + 1, micros - 1_000_000
+    elif micros < 0:
+        sec, micros = sec - 1, micros + 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{micros:06d}Z"
+
+
+def parse_timestamp(value: str) -> float:
+    """ISO 8601 UTC as written by `timestamp` -> epoch seconds (ValueError otherwise)."""
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.UTC
+    ).timestamp()
+
+
+def _time_or_none(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+def _classification_dict(classification: Any) -> dict[str, Any] | None:
+    if classification is None or isinstance(classification, dict):
+        return classification
+    return classification.to_dict()
+
+
+def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any = None,
+              response_body: bool = True) -> dict[str, Any]:
+    """The record of an exchange (without its seq), secrets redacted by `redactor`.
+
+    `classification` is a `classify.Classification` or its dict. With
+    `response_body=False` the response's body is left out (None): for readers
+    that never look at it.
+    """
+    request, response = exchange.request, exchange.response
+    record: dict[str, Any] = {
+        "start": timestamp(exchange.start),
+        "end": timestamp(exchange.end),
+        "duration_ms": exchange.duration_ms,
+        "client": exchange.client,
+        "request": {
+            "method": request.method,
+            "url": request.url,
+            "headers": redactor.headers(request.headers),
+            "body": encode_body(request.body),
+        },
+        "response": None,
+        "error": exchange.error,
+        "resource": request.resource.to_dict(),
+        "classification": _classification_dict(classification),
+        "provenance": dict(exchange.provenance),
+    }
+    if response is not None:
+        record["response"] = {
+            "status": response.status,
+            "reason": response.reason,
+            "headers": redactor.headers(response.headers),
+            "body": encode_body(response.body) if response_body else None,
+        }
+    return record
+
+
+def _message_body(part: Mapping[str, Any]) -> tuple[bytes, Any]:
+    """The body bytes of a recorded request or response, and its JSON value when the
+    record kept it as JSON (so it is not parsed again)."""
+    body = part.get("body")
+    if body and "json" in body:
+        return decode_body(body), body["json"]
+    return decode_body(body), jsonbody.INVALID
+
+
+def _with_json(message: Any, value: Any) -> Any:
+    if value is not jsonbody.INVALID:
+        message.__dict__["json"] = value  # the cached_property's slot: parsed already
+    return message
+
+
+def to_exchange(record: Mapping[str, Any]) -> model.Exchange:
+    """The Exchange a record stands for. Raises `model.ModelError` (a ValueError) when
+    the record holds what no wire could carry (CR/LF in a header, status 99999), and
+    ValueError for a body that cannot be decoded."""
+    req = record["request"]
+    body, value = _message_body(req)
+    request = _with_json(model.Request(req["method"], req["url"],
+                                       model.Headers(req.get("headers") or ()), body), value)
+    response = None
+    resp = record.get("response")
+    if resp is not None:
+        body, value = _message_body(resp)
+        response = _with_json(model.Response(resp["status"], resp.get("reason") or "",
+                                             model.Headers(resp.get("headers") or ()), body),
+                              value)
+    provenance = record.get("provenance")
+    return model.Exchange(
+        request=request,
+        response=response,
+        error=record.get("error"),
+        start=_time_or_none(record.get("start")),
+        end=_time_or_none(record.get("end")),
+        client=record.get("client"),
+        provenance=provenance if isinstance(provenance, Mapping) else model.FORWARDED,
+        seq=record.get("seq") if isinstance(record.get("seq"), int) else None,
+    )
+
+
+def _compact_deep(value: Any) -> str:
+    """Compact JSON text of `value` however deeply it nests: written with a stack of
+    its own, as the json module's recursion would stop."""
+    out: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Literal):
+            out.append(item.text)
+        elif isinstance(item, dict):
+            parts: list[Any] = [_Literal("{")]
+            for i, (key, child) in enumerate(item.items()):
+                prefix = "," if i else ""
+                parts += [_Literal(prefix + json.dumps(str(key)) + ":"), child]
+            stack.extend(reversed([*parts, _Literal("}")]))
+        elif isinstance(item, list | tuple):
+            parts = [_Literal("[")]
+            for i, child in enumerate(item):
+                parts += [_Literal(","), child] if i else [child]
+            stack.extend(reversed([*parts, _Literal("]")]))
+        else:
+            out.append(json.dumps(item, default=repr))
+    return "".join(out)
+
+
+class _Literal:
+    """Text `_compact_deep` writes as is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _demoted(part: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A request or response whose JSON body is written as text instead."""
+    if not part or not isinstance(part.get("body"), dict) or "json" not in part["body"]:
+        return part
+    return {**part, "body": {"text": _compact_deep(part["body"]["json"])}}
+
+
+def encode_line(record: Mapping[str, Any]) -> bytes:
+    """One record as one line of UTF-8 JSON, newline included, whatever it holds.
+
+    A record the fast encoder cannot write (lone surrogates, integers beyond 64
+    bits) goes to the json module; one too deep for that keeps its bodies as text.
+    """
+    try:
+        return jsonbody.dumps_line(dict(record), newline=True)
+    except (ValueError, TypeError, RecursionError, OverflowError):
+        pass
+    flat = {**record, "request": _demoted(record.get("request")),
+            "response": _demoted(record.get("response"))}
+    return json.dumps(flat, separators=(",", ":"), default=repr).encode("ascii") + b"\n"

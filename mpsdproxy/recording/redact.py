@@ -1,0 +1,61 @@
+"""Redaction: a secret never reaches a file the tool writes.
+
+A redacted value reads `redacted:` plus 12 hex digits of its SHA-256: secret,
+yet two users (or two tokens) stay distinguishable. Redaction is idempotent,
+and it is applied by whoever turns an exchange into a record (`codec`), never
+cached apart from the redactor that decided it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Iterable
+from collections.abc import Sequence
+
+from mpsdproxy import model
+
+__all__ = ["DEFAULT_REDACT", "REDACTED_PREFIX", "redact_value", "Redactor"]
+
+#: Headers that carry credentials (protocol notes §2.1, §2.3): never written raw.
+DEFAULT_REDACT: tuple[str, ...] = ("Authorization", "Signature", "Cookie", "Set-Cookie")
+
+REDACTED_PREFIX = "redacted:"
+_REDACTED = re.compile(r"redacted:[0-9a-f]{12}")
+
+
+@functools.lru_cache(maxsize=1024)
+def redact_value(value: str) -> str:
+    """`redacted:` + a short stable hash, so equal secrets stay recognisably equal.
+
+    Remembered for the latest values (a pure function of its argument): a title
+    sends the same token on every call.
+    """
+    if _REDACTED.fullmatch(value):
+        return value  # never hash a hash: redaction is idempotent
+    digest = hashlib.sha256(model.to_bytes(value)).hexdigest()
+    return REDACTED_PREFIX + digest[:12]
+
+
+class Redactor:
+    """Replaces the values of secret headers. Names compare case-insensitively."""
+
+    def __init__(self, names: Iterable[str] = DEFAULT_REDACT, enabled: bool = True) -> None:
+        self.names = frozenset(n.lower() for n in names)
+        self.enabled = enabled
+
+    def secret(self, name: str) -> bool:
+        return self.enabled and name.lower() in self.names
+
+    def value(self, name: str, value: str) -> str:
+        """`value` as it may be written for a header called `name`."""
+        return redact_value(value) if self.secret(name) else value
+
+    def headers(self, pairs: Iterable[Sequence[str]]) -> list[list[str]]:
+        """[name, value] pairs (Headers or any pairs) with secret values redacted."""
+        return [[k, self.value(k, v)] for k, v in pairs]
+
+    def apply(self, headers: model.Headers) -> model.Headers:
+        """The same Headers with secret values redacted."""
+        return model.Headers(self.headers(headers))

@@ -1,0 +1,88 @@
+"""Appending records to a recording: one line per exchange, written as it completes.
+
+Each line goes to the operating system in one unbuffered write, so a killed
+proxy loses at most the exchange in flight. A line is encoded before its
+sequence number is taken: whatever an exchange carried, it gets the next
+number and the numbers stay contiguous.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import IO
+from typing import Any
+
+from mpsdproxy.recording import codec
+from mpsdproxy.recording.reader import iter_records
+
+__all__ = ["Writer"]
+
+
+class Writer:
+    """Appends records as JSON lines, one write each.
+
+    Sequence numbers continue from the last record of an existing file, so
+    appending to a recording keeps them unique and contiguous. A new or empty
+    file starts with the format's header line.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.seq = _last_seq(self.path)
+        self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        if self._file.tell() == 0:
+            self._write_all(codec.encode_line(codec.header_line()))
+        elif not _ends_with_newline(self.path):
+            # A killed writer left half a line: end it, or the next record would be
+            # glued onto it and lost with it.
+            self._write_all(b"\n")
+
+    def write(self, record: Mapping[str, Any]) -> int:
+        """Stamp the next sequence number on `record`, write it. Returns the seq."""
+        line = codec.encode_line({"seq": self.seq + 1, **record})
+        self._write_all(line)
+        self.seq += 1
+        return self.seq
+
+    def _write_all(self, data: bytes) -> None:
+        """`data` in one write as a rule; the rest of a short one is written after it."""
+        written = self._file.write(data)
+        if written == len(data):
+            return
+        view = memoryview(data)
+        while written != len(view):
+            if not written:
+                raise OSError(f"could not write to {self.path}")
+            view = view[written:]
+            written = self._file.write(view)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ends_with_newline(path: str) -> bool:
+    """True for an empty file or one whose last byte ends a line."""
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _last_seq(path: str) -> int:
+    """The highest seq of an existing recording (0 for a new or empty file)."""
+    if not os.path.exists(path):
+        return 0
+    last = 0
+    for item in iter_records(path):
+        if isinstance(item, dict):
+            last = max(last, int(item.get("seq") or 0))
+    return last

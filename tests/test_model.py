@@ -1,0 +1,91 @@
+"""The exchange model: one decoding rule, lossless, and nothing a wire can't carry."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mpsdproxy import model
+from mpsdproxy.model import Exchange
+from mpsdproxy.model import Headers
+from mpsdproxy.model import ModelError
+from mpsdproxy.model import Request
+from mpsdproxy.model import Response
+
+SESSION = "https://sessiondirectory.xboxlive.com/serviceconfigs/s/sessiontemplates/t/sessions/n"
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_round_trip_through_text(raw: bytes) -> None:
+    assert model.to_bytes(model.from_bytes(raw)) == raw
+
+
+def test_utf8_text_decodes_as_utf8_and_stray_bytes_stay_bytes() -> None:
+    assert model.from_bytes("Café Racer".encode()) == "Café Racer"
+    text = model.from_bytes(b"caf\xe9")
+    assert model.to_bytes(text) == b"caf\xe9"
+    assert model.printable(text) == "caf\\xe9"
+    assert model.printable("Café") == "Café"
+
+
+def test_headers_keep_order_and_repeats_and_fold_like_mitmproxy() -> None:
+    headers = Headers([("Via", "a"), ("ETag", '"1"'), ("via", "b")])
+    assert headers.get("VIA") == "a, b"
+    assert headers.first("via") == "a"
+    assert headers.get_all("via") == ["a", "b"]
+    assert "etag" in headers and "Missing" not in headers
+    assert headers.with_value("Via", "c").pairs() == [["Via", "c"], ["ETag", '"1"']]
+    assert headers.without("via").pairs() == [["ETag", '"1"']]
+
+
+def test_raw_fields_decode_by_the_one_rule() -> None:
+    headers = Headers.from_raw([(b"X-Title", "Café".encode()), (b"X-Odd", b"\xff")])
+    assert headers.get("x-title") == "Café"
+    assert headers.raw() == ((b"X-Title", "Café".encode()), (b"X-Odd", b"\xff"))
+
+
+@pytest.mark.parametrize("pair", [
+    ("X-Evil", "a\r\nSet-Cookie: x=1"),
+    ("X-Evil", "a\nb"),
+    ("X-Evil", "a\x00b"),
+    ("Bad Name", "v"),
+    ("", "v"),
+    ("X:Y", "v"),
+])
+def test_a_header_a_wire_cannot_carry_cannot_be_built(pair: tuple[str, str]) -> None:
+    with pytest.raises(ModelError):
+        Headers([pair])
+
+
+@pytest.mark.parametrize("status", [0, 99, 600, 99999, True, "200"])
+def test_a_status_outside_100_to_599_cannot_be_built(status: object) -> None:
+    with pytest.raises(ModelError):
+        Response(status)  # type: ignore[arg-type]
+
+
+def test_a_reason_or_url_with_a_line_break_cannot_be_built() -> None:
+    with pytest.raises(ModelError):
+        Response(200, "OK\r\nSet-Cookie: x")
+    with pytest.raises(ModelError):
+        Request("GET", SESSION + "\r\nX: y")
+    with pytest.raises(ModelError):
+        Request("G ET", SESSION)
+
+
+def test_a_request_knows_its_resource_and_parses_its_body_once() -> None:
+    request = Request("PUT", SESSION + "?x=1", [("Content-Type", "application/json")],
+                      b'{"members": {}}')
+    assert request.host == "sessiondirectory.xboxlive.com"
+    assert request.path.endswith("/sessions/n?x=1")
+    assert request.resource.name == "n"
+    assert request.json == {"members": {}}
+    assert request.json is request.json
+
+
+def test_an_exchange_says_who_answered_and_how_long_it_took() -> None:
+    exchange = Exchange(Request("GET", SESSION), Response(200, "OK"), start=1.0, end=1.25)
+    assert exchange.provenance == {"source": "forwarded"}
+    assert exchange.status == 200
+    assert exchange.duration_ms == 250.0
+    assert Exchange(Request("GET", SESSION), error="reset").status is None
