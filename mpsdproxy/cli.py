@@ -93,7 +93,7 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
       mpsdproxy run --scenario scenarios/outage.yaml --record pass.jsonl
       mpsdproxy run --replay playtest.jsonl --unmatched emulate   # offline, no network
     """
-    from mpsdproxy import proxy
+    from mpsdproxy.addons import master as proxy
 
     modes = modes or ("regular",)
     if upstream and any(m.startswith("reverse") for m in modes):
@@ -164,7 +164,7 @@ def demo(record: str) -> None:
     through a session lifecycle that produces every row of the status table, and show
     the live log and where the recording went. Finishes in seconds."""
     from mpsdproxy import demo as demo_module
-    from mpsdproxy import proxy
+    from mpsdproxy.addons import master as proxy
 
     try:
         sys.exit(demo_module.main(record or None))
@@ -261,7 +261,7 @@ def diff(old: str, new: str, fmt: str, ignore: tuple[str, ...], no_default_ignor
         result = diff_module.diff(old, new, patterns, ignore_timestamps=not strict_timestamps)
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(result.to_json() if fmt == "json" else result.to_text())
+    click.echo(result.to_json() if fmt == "json" else diff_module.render_text(result))
     sys.exit(diff_module.exit_code(result))
 
 
@@ -300,8 +300,11 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
         answer = outcome.status if outcome.status is not None else f"failed: {outcome.error}"
         click.echo(f"#{outcome.record:<5} {outcome.method:<6} {outcome.url}  {answer}")
 
-    result = resend_module.resend(file, to_url, record_path, rename, keep_host=keep_host,
-                                  timeout=timeout, verify=not insecure, on_exchange=show)
+    try:
+        result = resend_module.resend(file, to_url, record_path, rename, keep_host=keep_host,
+                                      timeout=timeout, verify=not insecure, on_exchange=show)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{file}: {e}") from None
     for issue in result.issues:
         click.secho(f"skipped {issue}", fg="yellow", err=True)
     click.echo(f"{result.sent} sent, {result.answered} answered, {result.failed} failed"
@@ -319,9 +322,10 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
 def export(file: str, fmt: str, output: str) -> None:
     """Write a recording as HAR, a mitmproxy flow file, or a Fiddler SAZ archive."""
     from mpsdproxy import interchange
+    from mpsdproxy.addons import flowfile
 
     try:
-        result = interchange.export_file(file, output, fmt)
+        result = interchange.export_file(file, output, fmt, flowfile.FORMATS)
     except (OSError, ValueError) as e:
         raise click.ClickException(f"{file}: {e}") from None
     for line in (*map(str, result.issues), *result.skipped):
@@ -345,11 +349,12 @@ def import_(file: str, output: str, fmt: str | None, hosts: tuple[str, ...],
     into a classified, redacted recording."""
     from mpsdproxy import interchange
     from mpsdproxy import recording
+    from mpsdproxy.addons import flowfile
 
     redactor = recording.Redactor((*recording.DEFAULT_REDACT, *redact), enabled=not no_redact)
     try:
         result = interchange.import_file(file, output, fmt, redactor=redactor,
-                                         hosts=list(hosts) or None)
+                                         hosts=list(hosts) or None, formats=flowfile.FORMATS)
     except (OSError, ValueError) as e:
         raise click.ClickException(f"{file}: {e}") from None
     for line in result.skipped:

@@ -22,9 +22,9 @@ import click
 
 from mpsdproxy import catalog
 from mpsdproxy import emulator
-from mpsdproxy import proxy
 from mpsdproxy import report
 from mpsdproxy import title
+from mpsdproxy.addons import master as proxy
 
 #: The shipped scenario the demo injects (in the checkout `make demo` runs from).
 DRILL = Path(__file__).resolve().parent.parent / "scenarios" / "retry-after-drill.yaml"

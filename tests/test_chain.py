@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 
 from mpsdproxy.addons import MpsdChain
+from mpsdproxy.addons import UnforwardedHookError
 from mpsdproxy.addons import default_addons
+from mpsdproxy.addons.later import AfterAnswer
 
 
 def test_every_parts_options_and_commands_are_registered():
@@ -81,14 +84,56 @@ class Finisher:
 
 
 def test_work_waiting_for_an_answer_is_done_before_any_part_finishes():
-    from mpsdproxy.addons import later
-
     seen: list[str] = []
     chain = MpsdChain([Finisher(seen)])
 
     async def shutting_down() -> None:
-        later.soon(seen.append, "queued after an answer")
+        chain.after.soon(seen.append, "queued after an answer")
         chain.done()  # before the loop's next turn
 
     asyncio.run(shutting_down())
     assert seen == ["queued after an answer", "part done"]
+
+
+class Queuer:
+    """A part that queues work after the answer, on the queue the chain hands it."""
+
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+        self.after_answer = AfterAnswer()
+
+    def response(self, flow):
+        self.after_answer.soon(self.seen.append, "judged")
+
+
+def test_the_chain_hands_its_queue_to_the_parts_that_queue_work():
+    seen: list[str] = []
+    chain = MpsdChain([Queuer(seen), Finisher(seen)])
+
+    async def answer_then_shut_down() -> None:
+        chain.response(tflow.tflow(resp=True))
+        assert seen == []  # waits for the answer to go out
+        chain.done()
+
+    asyncio.run(answer_then_shut_down())
+    assert seen == ["judged", "part done"]
+
+
+def test_the_default_parts_share_the_chains_queue():
+    chain = MpsdChain()
+    queued = [p for p in chain.parts if hasattr(p, "after_answer")]
+    assert {type(p).__name__ for p in queued} >= {"LiveLog", "VerdictLog"}
+    assert all(p.after_answer is chain.after for p in queued)
+
+
+@pytest.mark.parametrize("hook", ["responseheaders", "requestheaders", "websocket_message",
+                                  "tcp_message", "client_connected", "server_connect", "update"])
+def test_a_part_with_a_hook_the_chain_does_not_forward_is_refused(hook):
+    part = type("Listener", (), {hook: lambda self, *args: None})()
+    with pytest.raises(UnforwardedHookError, match=f"Listener defines {hook}") as e:
+        MpsdChain([Part("a", []), part])
+    assert e.value.part is part and e.value.hooks == [hook]
+
+
+def test_the_default_parts_only_define_hooks_the_chain_forwards():
+    MpsdChain(default_addons())  # does not raise

@@ -9,8 +9,10 @@ from mitmproxy.test import tutils
 
 from mpsdproxy import catalog
 from mpsdproxy import faults
+from mpsdproxy import model
 from mpsdproxy.addons import classifier
 from mpsdproxy.addons import common
+from mpsdproxy.addons import flows
 from mpsdproxy.addons import router
 
 LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/LobbySession"
@@ -26,13 +28,8 @@ def sd_flow(method: str = "GET", path: str = LOBBY, host: str = "sessiondirector
     return tflow.tflow(req=request)
 
 
-def response(reply: faults.Reply) -> http.Response:
-    fields = [(k.encode(), v.encode()) for k, v in reply.headers]
-    return http.Response.make(reply.status, reply.body, http.Headers(fields))
-
-
-def answer(flow: http.HTTPFlow, reply: faults.Reply) -> None:
-    flow.response = response(reply)
+def answer(flow: http.HTTPFlow, reply: model.Response) -> None:
+    flow.response = flows.to_mitmproxy(reply)
 
 
 def routed(flow: http.HTTPFlow) -> http.HTTPFlow:
@@ -127,9 +124,22 @@ def test_compressed_body_is_classified_decoded():
     c = classifier.StatusClassifier()
     f = routed(sd_flow())
     reply = faults.build("200.ok", session=WHOLE, etag='"e"')
-    f.response = response(reply)
+    f.response = flows.to_mitmproxy(reply)
     f.response.encode("gzip")
     assert f.response.raw_content != reply.body
     with taddons.context(c):
         c.response(f)
     assert common.mark(f)["classification"]["anomalies"] == []
+
+
+def test_bytes_that_are_not_utf8_are_classified():
+    c = classifier.StatusClassifier()
+    f = routed(sd_flow())
+    f.request.data.path = LOBBY.encode() + b"\xe9"
+    f.response = tutils.tresp(status_code=503, content=b"",
+                              headers=http.Headers([(b"Retry-After", b"5\xff")]))
+    with taddons.context(c):
+        c.response(f)
+    classification = common.mark(f)["classification"]
+    assert classification["id"] == "503.service-unavailable"
+    assert [a["code"] for a in classification["anomalies"]] == ["bad-retry-after"]

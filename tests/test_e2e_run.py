@@ -24,6 +24,7 @@ from conftest import httpx_sender
 from conftest import read_records
 
 from mpsdproxy import catalog
+from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import title
 
@@ -213,3 +214,49 @@ def test_mitmdump_loads_the_same_addons_and_options(launch: Launcher, tmp_path: 
     (rec,) = read_records(record)
     assert rec["classification"]["id"] == "204.get-session"
     assert SECRET_TOKEN.encode() not in record.read_bytes()
+
+
+def _send_raw(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request written byte for byte (a client library would clean it up);
+    returns the status line of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+                  + b"Connection: close\r\n\r\n" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_odd_bytes_are_answered_and_recorded_with_the_next_seq(launch: Launcher) -> None:
+    """A 1,000-deep JSON body, a path byte 0xE9 and a header byte 0xFF: each exchange gets
+    the next record, and every record reads back as the exchange it was."""
+    standin = launch.standin()
+    proxy = launch.proxy("--mode", f"reverse:{standin.url}")
+    session = title.session_path("odd-bytes").encode()
+    auth = b"Authorization: XBL3.0 x=1;" + SECRET_TOKEN.encode() + b"\r\n"
+    host = b"Host: sessiondirectory.xboxlive.com\r\n"
+    deep = b"[" * 1000 + b"1" + b"]" * 1000
+    sent = [
+        (b"GET " + session + b" HTTP/1.1\r\n" + host + auth, b""),
+        (b"PUT " + session + b" HTTP/1.1\r\n" + host + auth
+         + b"Content-Type: application/json\r\n", deep),
+        (b"GET " + session + b"/caf\xe9 HTTP/1.1\r\n" + host + auth, b""),
+        (b"GET " + session + b" HTTP/1.1\r\n" + host + auth + b"X-Title: Caf\xff Racer\r\n", b""),
+        (b"GET " + session + b" HTTP/1.1\r\n" + host + auth, b""),
+    ]
+    for head, body in sent:
+        assert _send_raw(proxy.port, head, body).startswith(b"HTTP/1.1 ")
+    deadline = time.monotonic() + 10
+    records = read_records(proxy.record)
+    while len(records) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        records = read_records(proxy.record)
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    exchanges = [recording.to_exchange(r) for r in records]
+    assert exchanges[1].request.body == deep
+    assert model.to_bytes(exchanges[2].request.path) == session + b"/caf\xe9"
+    assert exchanges[3].request.headers.get("X-Title") == "Caf\udcff Racer"
+    assert all(e.response is not None for e in exchanges)
+    assert SECRET_TOKEN.encode() not in proxy.record.read_bytes()
+

@@ -7,24 +7,22 @@ import socket
 
 import pytest
 
-from mpsdproxy.addons import later
+from mpsdproxy.addons.later import AfterAnswer
 
 
-@pytest.fixture(autouse=True)
-def empty_queue():
-    later.drain()
-    yield
-    later.drain()
+@pytest.fixture
+def later() -> AfterAnswer:
+    return AfterAnswer()
 
 
-def test_without_a_running_loop_work_runs_at_once() -> None:
+def test_without_a_running_loop_work_runs_at_once(later: AfterAnswer) -> None:
     done: list[int] = []
     later.soon(done.append, 1)
     assert done == [1]
     assert later.pending() == 0
 
 
-def test_work_waits_for_the_hook_round_then_runs_in_order() -> None:
+def test_work_waits_for_the_hook_round_then_runs_in_order(later: AfterAnswer) -> None:
     done: list[str] = []
 
     async def main() -> None:
@@ -37,7 +35,7 @@ def test_work_waits_for_the_hook_round_then_runs_in_order() -> None:
     asyncio.run(main())
 
 
-def test_work_runs_before_a_socket_event_that_comes_after_it() -> None:
+def test_work_runs_before_a_socket_event_that_comes_after_it(later: AfterAnswer) -> None:
     """The title's next request is read only after the work for its last answer."""
     seen: list[str] = []
 
@@ -64,7 +62,8 @@ def test_work_runs_before_a_socket_event_that_comes_after_it() -> None:
     assert seen == ["work for the last answer", "next request read"]
 
 
-def test_a_failing_job_is_logged_and_the_next_still_runs(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_job_is_logged_and_the_next_still_runs(later: AfterAnswer,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     done: list[int] = []
 
     def broken() -> None:
@@ -80,7 +79,7 @@ def test_a_failing_job_is_logged_and_the_next_still_runs(caplog: pytest.LogCaptu
     assert "Addon error" in caplog.text and "boom" in caplog.text
 
 
-def test_drain_runs_what_waits_now() -> None:
+def test_drain_runs_what_waits_now(later: AfterAnswer) -> None:
     done: list[int] = []
 
     async def main() -> None:
@@ -94,7 +93,8 @@ def test_drain_runs_what_waits_now() -> None:
     asyncio.run(main())
 
 
-def test_a_loop_that_stopped_before_its_turn_does_not_hold_the_next_loops_work() -> None:
+def test_a_loop_that_stopped_before_its_turn_does_not_hold_the_next_loops_work(
+        later: AfterAnswer) -> None:
     done: list[str] = []
 
     first = asyncio.new_event_loop()
@@ -110,3 +110,20 @@ def test_a_loop_that_stopped_before_its_turn_does_not_hold_the_next_loops_work()
 
     asyncio.run(second())
     assert done == ["left by the first loop", "second loop"]
+
+
+def test_two_queues_keep_their_work_apart() -> None:
+    """Nothing is shared between queues: each chain drains only its own."""
+    done: list[str] = []
+    first, second = AfterAnswer(), AfterAnswer()
+
+    async def main() -> None:
+        first.soon(done.append, "first")
+        second.soon(done.append, "second")
+        second.drain()
+        assert done == ["second"]
+        assert (first.pending(), second.pending()) == (1, 0)
+        await asyncio.sleep(0)
+        assert done == ["second", "first"]
+
+    asyncio.run(main())

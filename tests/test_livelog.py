@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 
@@ -12,10 +13,13 @@ from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
 from mpsdproxy import faults
+from mpsdproxy import model
 from mpsdproxy.addons import classifier
 from mpsdproxy.addons import common
+from mpsdproxy.addons import flows
 from mpsdproxy.addons import livelog
 from mpsdproxy.addons import router
+from mpsdproxy.addons.later import AfterAnswer
 
 LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/LobbySession"
          "/sessions/lobby-1")
@@ -28,12 +32,12 @@ class TTY(io.StringIO):
         return True
 
 
-def finished(method: str = "GET", path: str = LOBBY, reply: faults.Reply | None = None,
+def finished(method: str = "GET", path: str = LOBBY, reply: model.Response | None = None,
              host: str = "sessiondirectory.xboxlive.com",
              req_headers: dict[str, str] | None = None) -> http.HTTPFlow:
     """A flow that went through router and classifier, answered with `reply` (or an error)."""
     request = tutils.treq(host=host, port=443, scheme=b"https", method=method.encode(),
-                          path=path.encode(), headers=http.Headers(host=host,
+                          path=model.to_bytes(path), headers=http.Headers(host=host,
                                                                    **(req_headers or {})),
                           content=b"")
     f = tflow.tflow(req=request)
@@ -44,8 +48,7 @@ def finished(method: str = "GET", path: str = LOBBY, reply: faults.Reply | None 
             f.error = tflow.terr("connection refused")
             c.error(f)
         else:
-            fields = [(k.encode(), v.encode()) for k, v in reply.headers]
-            f.response = http.Response.make(reply.status, reply.body, http.Headers(fields))
+            f.response = flows.to_mitmproxy(reply)
             c.response(f)
     return f
 
@@ -91,8 +94,8 @@ def test_replayed_marker():
 
 
 def test_anomaly_markers():
-    f = finished("GET", LOBBY, faults.Reply(503, "Service Unavailable",
-                                            [("Content-Type", "text/plain")], b"busy"))
+    f = finished("GET", LOBBY, model.Response(503, "Service Unavailable",
+                                              [("Content-Type", "text/plain")], b"busy"))
     (line,) = log_lines(f)
     assert "503.service-unavailable" in line
     assert "! missing-header: 503 must carry Retry-After" in line
@@ -101,7 +104,7 @@ def test_anomaly_markers():
 
 
 def test_unlisted_status_has_no_id():
-    f = finished("GET", LOBBY, faults.Reply(500, "Internal Server Error", [], b""))
+    f = finished("GET", LOBBY, model.Response(500, "Internal Server Error", [], b""))
     (line,) = log_lines(f)
     assert "500 Internal Server Error" in line
     assert " - " in line
@@ -163,6 +166,30 @@ def test_writes_to_stdout_by_default(capsys):
 def test_format_line_plain():
     f = finished("GET", LOBBY, faults.build("304.not-modified"),
                  req_headers={"If-None-Match": '"e"'})
-    line = livelog.format_line(f)
+    line = livelog.format_line(flows.exchange_of(f), common.mark(f)["classification"])
     assert line.split()[1:] == ["GET", "sessions/lobby-1", "304", "Not", "Modified",
                                 "304.not-modified"]
+
+
+def test_bytes_that_are_not_utf8_show_escaped():
+    f = finished("GET", "/connections/caf\udce9", faults.build("404.not-found"))
+    f.response.data.reason = b"Not F\xf6und"
+    (line,) = log_lines(f)
+    assert " /connections/caf\\xe9 " in line
+    assert "404 Not F\\xf6und" in line
+    line.encode("utf-8")  # a terminal or a strict UTF-8 log takes it
+
+
+def test_the_line_waits_until_the_answer_is_out():
+    f = finished("GET", LOBBY, faults.build("204.get-session"))
+    out = io.StringIO()
+    log = livelog.LiveLog(out, AfterAnswer())
+
+    async def hook_round() -> None:
+        with taddons.context(log):
+            log.response(f)
+            assert out.getvalue() == ""  # still inside the hook
+            await asyncio.sleep(0)
+            assert "204.get-session" in out.getvalue()
+
+    asyncio.run(hook_round())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import weakref
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
 from mpsdproxy import faults
+from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy.addons import classifier
 from mpsdproxy.addons import common
+from mpsdproxy.addons import flows
 from mpsdproxy.addons import recorder
 from mpsdproxy.addons import router
 
@@ -41,8 +44,7 @@ def sd_flow(host: str = "sessiondirectory.xboxlive.com") -> http.HTTPFlow:
 def created() -> http.Response:
     reply = faults.build("201.created", session=WHOLE, etag='"e1"',
                          extra_headers=[("X-Xbl-Debug", "node=7"), ("Set-Cookie", "s=1")])
-    fields = [(k.encode(), v.encode()) for k, v in reply.headers]
-    response = http.Response.make(reply.status, reply.body, http.Headers(fields))
+    response = flows.to_mitmproxy(reply)
     response.timestamp_start, response.timestamp_end = 946684800.5, 946684800.75
     return response
 
@@ -79,7 +81,15 @@ def rec() -> Any:
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    """The records of a recording, read line by line (the format's header line skipped)."""
+    items = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    return [item for item in items if "seq" in item or "format" not in item]
+
+
+def open_files(path: Path) -> int:
+    """How many of this process's file descriptors are open on `path`."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path))
 
 
 def test_one_redacted_line_per_exchange(tmp_path: Path, rec):
@@ -141,7 +151,7 @@ def test_unmarked_flows_are_not_recorded(tmp_path: Path, rec):
         chain = Chain(tctx, rec)
         chain.respond(sd_flow("example.com"))
         chain.fail(sd_flow("example.com"))
-    assert path.read_text() == ""
+    assert lines(path) == []
 
 
 def test_never_twice_for_one_flow(tmp_path: Path, rec):
@@ -280,13 +290,14 @@ def test_switching_files_closes_the_old_one(tmp_path: Path, rec):
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     with taddons.context(rec) as tctx:
         tctx.configure(rec, mpsd_record=str(first))
-        old = rec.writer
+        assert open_files(first) == 1
         tctx.configure(rec, mpsd_record=str(second))
-        assert old._file.closed
+        assert open_files(first) == 0
         Chain(tctx, rec).respond(sd_flow())
         rec.done()
         assert rec.writer is None
-    assert first.read_text() == ""
+        assert open_files(second) == 0
+    assert lines(first) == []
     assert len(lines(second)) == 1
 
 
@@ -306,19 +317,57 @@ def test_keeps_no_flows(tmp_path: Path, rec):
     assert len(lines(path)) == 20
 
 
-def test_a_record_without_the_response_body_is_never_handed_to_the_recorder():
-    with taddons.context() as tctx:
-        chain = Chain(tctx, recorder.Recorder())
-        flow = sd_flow()
-        chain.router.request(flow)
-        flow.response = created()
-        redactor = recording.Redactor()
-        light = recorder.flow_record(flow, redactor, response_body=False)
-        assert light["response"]["body"] is None
-        assert light["request"]["body"] == {"json": json.loads(REQUEST_BODY)}
-        assert recorder.flow_record(flow, redactor, response_body=False) is light
-        full = recorder.flow_record(flow, redactor)
-        assert full["response"]["body"] == {"json": WHOLE}
-        assert {**full, "response": {**full["response"], "body": None}} == light
-        # A record with every body serves one that may leave the response body out.
-        assert recorder.flow_record(flow, redactor, response_body=False) is full
+def test_redaction_does_not_depend_on_what_was_recorded_before(tmp_path: Path, rec):
+    """A record built with redaction off is never handed out again with it on."""
+    path = tmp_path / "run.jsonl"
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, mpsd_record=str(path), mpsd_no_redact=True)
+        chain = Chain(tctx, rec)
+        f = sd_flow()
+        chain.respond(f)
+        tctx.configure(rec, mpsd_no_redact=False)
+        del common.mark(f)["seq"]  # the same flow, unchanged, recorded once more
+        rec.response(f)
+    clear, redacted = (dict(r["request"]["headers"])["authorization"] for r in lines(path))
+    assert clear == TOKEN
+    assert redacted == recording.redact_value(TOKEN)
+
+
+def deep_json(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+def odd_flow(kind: str) -> http.HTTPFlow:
+    f = sd_flow()
+    if kind == "deep":
+        f.request.content = deep_json(1000)
+    elif kind == "path":
+        f.request.data.path = LOBBY.encode() + b"/caf\xe9"
+    elif kind == "header":
+        f.request.headers[b"X-Title"] = b"Caf\xff Racer"
+    return f
+
+
+@pytest.mark.parametrize("kind", ["deep", "path", "header"])
+def test_an_exchange_with_odd_bytes_gets_the_next_record(tmp_path: Path, rec, kind: str):
+    path = tmp_path / "run.jsonl"
+    with taddons.context(rec) as tctx:
+        tctx.configure(rec, mpsd_record=str(path))
+        chain = Chain(tctx, rec)
+        chain.respond(sd_flow())
+        odd = odd_flow(kind)
+        chain.respond(odd)
+        chain.respond(sd_flow())
+    assert common.mark(odd)["seq"] == 2
+    records = list(recording.read(path, strict=True))
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    exchange = recording.to_exchange(records[1])
+    assert exchange.seq == 2
+    assert exchange.response is not None and exchange.response.status == 201
+    request = exchange.request
+    if kind == "deep":
+        assert request.body == deep_json(1000)
+    elif kind == "path":
+        assert model.to_bytes(request.path) == LOBBY.encode() + b"/caf\xe9"
+    else:
+        assert model.to_bytes(request.headers.get("X-Title")) == b"Caf\xff Racer"

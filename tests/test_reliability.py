@@ -172,9 +172,10 @@ def test_upstream_failures_are_answered_recorded_and_survived(
     if expect_status is not None:
         assert status == expect_status  # mitmproxy's usual error answer
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not proxy.record.read_text():
-        time.sleep(0.05)
     records = read_records(proxy.record)
+    while time.monotonic() < deadline and not records:
+        time.sleep(0.05)
+        records = read_records(proxy.record)
     assert len(records) == 1
     record = records[0]
     assert record["response"] is None

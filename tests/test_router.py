@@ -221,6 +221,16 @@ TARGET_PATHS = st.one_of(
 )
 
 
+def marked(request: http.Request) -> dict[str, object]:
+    """The mark the router's request hook gives a flow with this request (reverse mode:
+    every request is marked)."""
+    r = router.Router()
+    with taddons.context(r):
+        f = reverse(tflow.tflow(req=request))
+        r.request(f)
+    return common.mark(f)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from([b"GET", b"PUT", b"CONNECT", b"connect", b"DELETE", b"\xff"]),
        st.sampled_from([b"", b"sessiondirectory.xboxlive.com", b"h:1", b"xn--bcher-kva.example",
@@ -228,35 +238,26 @@ TARGET_PATHS = st.one_of(
        st.sampled_from([b"https", b"http", b"", b"HTTPS", b"ws"]),
        st.sampled_from(["sessiondirectory.xboxlive.com", "127.0.0.1", "::1", ""]),
        st.sampled_from([443, 80, 8081, 0]), TARGET_PATHS)
-def test_target_mark_is_url_and_resource(method, authority, scheme, host, port, path):
+def test_the_mark_holds_the_url_and_resource(method, authority, scheme, host, port, path):
     request = tutils.treq(method=method, authority=authority, scheme=scheme, host=host,
                           port=port, path=path)
-    expected = (request.url, resources.parse(request.path).to_dict())
-    assert router.target_mark(request) == expected
-    assert router.target_mark(request) == expected  # and again, once kept
+    mark = marked(request)
+    assert mark["url"] == request.url
+    assert mark["resource"] == resources.parse(request.path).to_dict()
 
 
-def test_target_mark_follows_every_part_of_the_target():
+def test_the_mark_follows_every_part_of_the_target():
     request = tutils.treq(host="sessiondirectory.xboxlive.com", port=443, scheme=b"https",
                           path=LOBBY.encode())
-    assert router.target_mark(request)[0] == request.url
+    assert marked(request)["url"] == request.url
     for name, value in (("port", 8443), ("scheme", "http"), ("host", "127.0.0.1"),
                         ("path", "/handles"), ("authority", "a.example"),
                         ("method", "CONNECT"), ("port", 8444), ("method", "GET")):
         before = request.url
         setattr(request, name, value)
-        assert router.target_mark(request) == (
+        mark = marked(request)
+        assert (mark["url"], mark["resource"]) == (
             request.url, resources.parse(request.path).to_dict()), (name, before)
-
-
-def test_target_marks_kept_stay_bounded():
-    for i in range(router.TARGETS_KEPT + 50):
-        request = tutils.treq(path=f"/handles/h{i}".encode())
-        router.target_mark(request)
-    assert len(router._targets) <= router.TARGETS_KEPT
-    long = tutils.treq(path=b"/handles/" + b"x" * router.TARGET_PATH_KEPT)
-    assert router.target_mark(long) == (long.url, resources.parse(long.path).to_dict())
-    assert all(len(key[-1]) <= router.TARGET_PATH_KEPT for key in router._targets)
 
 
 def test_marks_do_not_share_their_resource():

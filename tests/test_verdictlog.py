@@ -14,9 +14,12 @@ from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
+from mpsdproxy import model
 from mpsdproxy import resources
+from mpsdproxy import verdicts
 from mpsdproxy.addons import common
 from mpsdproxy.addons import verdictlog
+from mpsdproxy.addons.later import AfterAnswer
 
 HOST = "sessiondirectory.xboxlive.com"
 LOBBY = ("/serviceconfigs/7492baca-c1b4-440d-a391-b7ef00000001/sessiontemplates/LobbySession"
@@ -120,13 +123,14 @@ def test_running_starts_a_ticker_that_done_stops(caplog: pytest.LogCaptureFixtur
                 break
             await asyncio.sleep(0.01)
         log.done()
+        await asyncio.sleep(0)  # the cancelled ticker ends
+        assert asyncio.all_tasks() == {asyncio.current_task()}
 
     with taddons.context(log):
         asyncio.run(session())
     assert any("PASS Retry-After honoured: sent nothing to sessiondirectory.xboxlive.com after "
                "the 503 with Retry-After 5 s (record 1): quiet for the whole 5 s" in m
                for m in records(caplog, logging.INFO))
-    assert log._ticker is None
 
 
 def test_done_logs_the_summary(caplog: pytest.LogCaptureFixture) -> None:
@@ -174,20 +178,58 @@ def test_mpsd_limits_are_read_and_checked(tmp_path: Path) -> None:
         assert log.engine is not None
         assert log.engine.settings.retry_after_scope == "resource"
         with pytest.raises(exceptions.OptionsError,
-                           match=r"Cannot parse mpsd_limits option .*bad.yaml:3: "
+                           match=r"Cannot parse mpsd_limits option .*bad.yaml:3:.*"
                                  r"rules.retry_after_scope: should be one of"):
             tctx.configure(log, mpsd_limits=str(bad))
 
 
-def test_flow_to_record_is_the_recording_outline() -> None:
-    from mpsdproxy import recording
+class Spy(verdicts.Engine):
+    """The real engine, keeping what it was fed."""
 
-    record = verdictlog.flow_to_record(flow(0, 503, response_headers={"retry-after": "5"}), 7,
-                                       recording.Redactor())
-    assert record["seq"] == 7
-    assert record["start"] == recording.timestamp(T0)
-    assert record["response"]["status"] == 503
-    assert ["retry-after", "5"] in record["response"]["headers"]
-    auth = dict((k.lower(), v) for k, v in record["request"]["headers"])["authorization"]
-    assert auth.startswith("redacted:")
-    assert record["resource"]["kind"] == "session"
+    def __init__(self) -> None:
+        super().__init__()
+        self.exchanges: list[model.Exchange] = []
+
+    def feed(self, exchange: model.Exchange) -> list[verdicts.Verdict]:
+        self.exchanges.append(exchange)
+        return super().feed(exchange)
+
+
+def test_the_engine_gets_the_exchange_numbered_as_recorded() -> None:
+    log = verdictlog.VerdictLog()
+    with taddons.context(log):
+        log.engine = spy = Spy()
+        run(log, flow(0, 503, response_headers={"retry-after": "5"}, seq=7), flow(1))
+    first, second = spy.exchanges
+    assert (first.seq, second.seq) == (7, 2)
+    assert first.start == T0 and first.status == 503
+    assert first.response is not None
+    assert first.response.headers.get("retry-after") == "5"
+    assert first.resource.kind == "session"
+
+
+def test_no_verdict_line_carries_a_token(caplog: pytest.LogCaptureFixture) -> None:
+    """Clients are named by their redacted Authorization, however the engine is fed."""
+    caplog.set_level(logging.DEBUG)
+    log = verdictlog.VerdictLog()
+    with taddons.context(log):
+        run(log, *(flow(i * 0.1, 503, response_headers={"retry-after": "5"})
+                   for i in range(5)))
+        log.done()
+    lines = [r.getMessage() for r in caplog.records if r.name == verdictlog.logger.name]
+    assert any("FAIL" in line for line in lines)
+    assert not any("alice;t" in line for line in lines)
+
+
+def test_judging_waits_until_the_answer_is_out() -> None:
+    log = verdictlog.VerdictLog(AfterAnswer())
+
+    async def hook_round() -> None:
+        log.engine = spy = Spy()
+        log.response(flow(0))
+        assert spy.exchanges == []  # still inside the hook
+        await asyncio.sleep(0)
+        assert len(spy.exchanges) == 1
+
+    with taddons.context(log):
+        asyncio.run(hook_round())

@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
 
-from mpsdproxy.addons import later
+from mpsdproxy.addons.later import AfterAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,13 @@ def default_addons() -> list[Any]:
     from mpsdproxy.addons import recorder
     from mpsdproxy.addons import replayer
     from mpsdproxy.addons import router
+    from mpsdproxy.addons import standin
     from mpsdproxy.addons import verdictlog
 
     return [
         router.Router(),
         replayer.Replayer(),
+        standin.StandIn(),
         injector.FaultInjector(),
         classifier.StatusClassifier(),
         recorder.Recorder(),
@@ -40,6 +42,41 @@ def default_addons() -> list[Any]:
 #: The events the mpsdproxy addons act on, each flow's first.
 FLOW_EVENTS = ("request", "response", "error")
 LIFECYCLE_EVENTS = ("configure", "running", "done")
+#: Hooks the chain hands its parts itself (`load` registers options and commands).
+FORWARDED = frozenset({*FLOW_EVENTS, *LIFECYCLE_EVENTS, "load"})
+
+
+class UnforwardedHookError(TypeError):
+    """A part defines a mitmproxy event hook the chain would never call."""
+
+    def __init__(self, part: Any, hooks: list[str]) -> None:
+        self.part, self.hooks = part, hooks
+        super().__init__(
+            f"{type(part).__name__} defines {', '.join(hooks)}, which MpsdChain does not "
+            f"forward (it forwards {', '.join(sorted(FORWARDED))}): forward the hook in "
+            "MpsdChain, or add the part to mitmproxy as an addon of its own")
+
+
+def mitmproxy_hooks() -> frozenset[str]:
+    """Every event hook name mitmproxy knows (its hook classes register themselves on
+    import, so the modules that define them are imported first)."""
+    from mitmproxy import addonmanager  # noqa: F401 - defines the load hook
+    from mitmproxy import hooks
+    from mitmproxy import log  # noqa: F401 - defines add_log
+    from mitmproxy.proxy import layers  # noqa: F401 - http, tcp, udp, websocket, dns, tls...
+    from mitmproxy.proxy import server_hooks  # noqa: F401 - connection events
+
+    return frozenset(hooks.all_hooks)
+
+
+def check_forwarded(parts: list[Any]) -> None:
+    """Refuse a part with a hook the chain does not forward: mitmproxy would call it on
+    a top-level addon, so silently skipping it here would be a bug nobody sees."""
+    unforwarded = mitmproxy_hooks() - FORWARDED
+    for part in parts:
+        found = sorted(name for name in unforwarded if callable(getattr(part, name, None)))
+        if found:
+            raise UnforwardedHookError(part, found)
 
 
 class MpsdChain:
@@ -55,10 +92,21 @@ class MpsdChain:
     part is logged as mitmproxy logs addon errors and does not keep the flow from
     the parts after it (the recorder must still write it). Options and commands are
     the parts' own, registered as mitmproxy would.
+
+    It forwards only the flow events and lifecycle hooks above, and refuses at
+    construction a part that defines any other mitmproxy hook (`responseheaders`,
+    `tcp_message`...), which it would otherwise skip without a word. It owns the
+    after-answer queue (`AfterAnswer`), hands it to every part that declares an
+    `after_answer` attribute (injector, live log, verdicts), and drains it at shutdown.
     """
 
-    def __init__(self, parts: list[Any] | None = None) -> None:
+    def __init__(self, parts: list[Any] | None = None, after: AfterAnswer | None = None) -> None:
+        self.after = after or AfterAnswer()
         self.parts = default_addons() if parts is None else parts
+        check_forwarded(self.parts)
+        for part in self.parts:
+            if hasattr(part, "after_answer"):  # a part that queues work shares the one queue
+                part.after_answer = self.after
         self._hooks: dict[str, list[Any]] = {
             event: [getattr(part, event) for part in self.parts if hasattr(part, event)]
             for event in (*FLOW_EVENTS, *LIFECYCLE_EVENTS)
@@ -82,7 +130,7 @@ class MpsdChain:
             _guarded(hook)
 
     def done(self) -> None:
-        later.drain()  # what waited for an answer is done before any part finishes
+        self.after.drain()  # what waited for an answer is done before any part finishes
         for hook in self._hooks["done"]:
             _guarded(hook)
 

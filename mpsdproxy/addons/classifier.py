@@ -10,30 +10,15 @@ from mitmproxy import http
 
 from mpsdproxy import classify
 from mpsdproxy.addons import common
+from mpsdproxy.addons import flows
+from mpsdproxy.addons.flows import complete_response
 
-
-def complete_response(flow: http.HTTPFlow) -> http.Response | None:
-    """The response the title fully received, or None (none, or cut off mid-body)."""
-    response = flow.response
-    if response is None or response.raw_content is None:
-        return None
-    return response
+__all__ = ["StatusClassifier", "classify_flow", "complete_response"]
 
 
 def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
     """Classify a finished flow; a flow without a complete response is `no-response`."""
-    request = flow.request
-    response = complete_response(flow)
-    if response is None:
-        return classify.NO_RESPONSE
-    return classify.classify(
-        request.method,
-        request.path,
-        request.headers,
-        response.status_code,
-        response.headers,
-        common.content(response),
-    )
+    return classify.classify(flows.exchange_of(flow))
 
 
 class StatusClassifier:

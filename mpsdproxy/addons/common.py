@@ -24,7 +24,6 @@ Provenance says who answered:
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from mitmproxy import http
@@ -42,24 +41,11 @@ def mark(flow: http.HTTPFlow) -> dict[str, Any] | None:
 
 
 def resource(flow: http.HTTPFlow) -> Resource | None:
-    """The MPSD resource a marked flow names (None for unmarked flows). A title asks
-    for the same few resources over and over: each is worked out once (a Resource is
-    immutable, so one can be shared)."""
+    """The MPSD resource a marked flow names (None for unmarked flows)."""
     info = flow.metadata.get(KEY)
     if info is None:
         return None
-    data = info["resource"]
-    try:
-        return _resource_of(data.get("kind"), data.get("scid"), data.get("template"),
-                            data.get("name"), data.get("element"))
-    except TypeError:  # unhashable junk: no caching
-        return Resource.from_dict(data)
-
-
-@functools.lru_cache(maxsize=4096)
-def _resource_of(kind: Any, scid: Any, template: Any, name: Any, element: Any) -> Resource:
-    return Resource.from_dict(
-        {"kind": kind, "scid": scid, "template": template, "name": name, "element": element})
+    return Resource.from_dict(info.get("resource") or {})
 
 
 def set_provenance(flow: http.HTTPFlow, **provenance: Any) -> None:
@@ -71,33 +57,4 @@ def set_provenance(flow: http.HTTPFlow, **provenance: Any) -> None:
 
 def provenance(flow: http.HTTPFlow) -> dict[str, Any]:
     info = flow.metadata.get(KEY) or {}
-    return info.get("provenance", FORWARDED)
-
-
-def header(fields: tuple[tuple[bytes, bytes], ...], name: bytes) -> str | None:
-    """`Headers.get(name)` read straight from the raw fields (`name` in lower case):
-    the values of every field of that name, folded with ", "; None when there is none."""
-    found: bytes | None = None
-    more: list[bytes] | None = None
-    for key, value in fields:
-        if key.lower() == name:
-            if found is None:
-                found = value
-            elif more is None:
-                more = [found, value]
-            else:
-                more.append(value)
-    if more is not None:
-        return ", ".join(v.decode("utf-8", "surrogateescape") for v in more)
-    return None if found is None else found.decode("utf-8", "surrogateescape")
-
-
-def content(message: http.Message) -> bytes | None:
-    """`message.get_content(strict=False)`, without its header lookup when the body
-    carries no Content-Encoding (the usual case): then it is the raw body."""
-    raw = message.raw_content
-    if raw is None:
-        return None
-    if header(message.headers.fields, b"content-encoding"):
-        return message.get_content(strict=False)
-    return raw
+    return info.get("provenance") or dict(FORWARDED)

@@ -2,13 +2,15 @@
 
     09:41:50.123 PUT sessions/lobby-1  412 Precondition Failed  412.if-match-session  [injected: x]
 
-Colour when the terminal supports it; `mpsd_quiet` silences it.
+Colour when the terminal supports it; `mpsd_quiet` silences it. The line is
+printed once the title has its answer (the chain's `AfterAnswer` queue).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import IO
 from typing import Any
 
@@ -17,8 +19,10 @@ from mitmproxy import ctx
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
+from mpsdproxy import model
 from mpsdproxy.addons import common
-from mpsdproxy.addons import later
+from mpsdproxy.addons import flows
+from mpsdproxy.addons.later import AfterAnswer
 
 
 def _status_colour(status: int | None) -> str:
@@ -31,7 +35,7 @@ def _status_colour(status: int | None) -> str:
     return "green"
 
 
-def _provenance_marker(provenance: dict[str, Any]) -> str:
+def _provenance_marker(provenance: Mapping[str, Any]) -> str:
     source = provenance.get("source")
     if source == "injected":
         return f"[injected: {provenance.get('rule')}]"
@@ -42,27 +46,30 @@ def _provenance_marker(provenance: dict[str, Any]) -> str:
     return ""
 
 
-def format_line(flow: http.HTTPFlow, colour: bool = False) -> str:
-    """The live log line for a finished, marked flow."""
-    info = common.mark(flow) or {}
-    resource = common.resource(flow)
-    short = resource.short if resource and resource.kind != "unknown" else flow.request.path
-    classification = info.get("classification") or {}
-    status = flow.response.status_code if flow.response else None
-    if flow.response is not None:
-        answer = f"{status} {flow.response.reason}"
+def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | None = None,
+                colour: bool = False) -> str:
+    """The live log line for a finished exchange; text that was not UTF-8 shows as `\\xNN`."""
+    request, response = exchange.request, exchange.response
+    resource = request.resource
+    short = resource.short if resource.kind != "unknown" else request.path
+    classification = classification or {}
+    status = exchange.status
+    if response is not None:
+        answer = f"{status} {response.reason}"
     else:
-        answer = f"--- {flow.error.msg if flow.error else 'no response'}"
-    stamp = time.strftime("%H:%M:%S", time.localtime(flow.request.timestamp_start))
-    millis = int((flow.request.timestamp_start % 1) * 1000)
+        answer = f"--- {exchange.error or 'no response'}"
+    start = exchange.start or 0.0
+    stamp = time.strftime("%H:%M:%S", time.localtime(start))
+    millis = int((start % 1) * 1000)
+    answer = model.printable(answer)
     parts = [
         f"{stamp}.{millis:03d}",
-        f"{flow.request.method:<6}",
-        f"{short:<36}",
+        f"{model.printable(request.method):<6}",
+        f"{model.printable(short):<36}",
         click.style(f"{answer:<24}", fg=_status_colour(status)) if colour else f"{answer:<24}",
         classification.get("id") or "-",
     ]
-    marker = _provenance_marker(info.get("provenance") or {})
+    marker = _provenance_marker(exchange.provenance)
     if marker:
         parts.append(click.style(marker, fg="magenta", bold=True) if colour else marker)
     for anomaly in classification.get("anomalies") or ():
@@ -72,8 +79,10 @@ def format_line(flow: http.HTTPFlow, colour: bool = False) -> str:
 
 
 class LiveLog:
-    def __init__(self, out: IO[str] | None = None) -> None:
+    def __init__(self, out: IO[str] | None = None, after_answer: AfterAnswer | None = None) -> None:
         self.out = out
+        #: The chain's after-answer queue (MpsdChain sets its own); alone, a queue of its own.
+        self.after_answer = after_answer or AfterAnswer()
         self.quiet = False
 
     def load(self, loader: Loader) -> None:
@@ -98,10 +107,11 @@ class LiveLog:
         if info is None or self.quiet or info.get("logged"):
             return
         info["logged"] = True
-        later.soon(self._print, flow)  # a line on the terminal can wait for the answer
+        self.after_answer.soon(self._print, flow)  # a line on the terminal can wait for the answer
 
     def _print(self, flow: http.HTTPFlow) -> None:
         out = self.out or sys.stdout
         colour = hasattr(out, "isatty") and out.isatty()
-        out.write(format_line(flow, colour) + "\n")
+        classification = (common.mark(flow) or {}).get("classification")
+        out.write(format_line(flows.exchange_of(flow), classification, colour) + "\n")
         out.flush()

@@ -57,42 +57,6 @@ def parse_upstream(spec: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
-#: How many request targets `target_mark` remembers, and the longest path it keeps
-#: (a title's paths are a few hundred bytes; longer ones are worked out each time).
-TARGETS_KEPT = 2048
-TARGET_PATH_KEPT = 1024
-
-_TargetKey = tuple[bytes, bytes, bytes, str, int, bytes]
-_targets: dict[_TargetKey, tuple[str, dict[str, str | None]]] = {}
-
-
-def target_mark(request: http.Request) -> tuple[str, dict[str, str | None]]:
-    """`request.url` and `resources.parse(request.path).to_dict()`, shared: copy the dict.
-
-    A title asks for the same few URLs over and over, and building the URL costs
-    more than the rest of the router. Both depend only on the request's method,
-    authority, scheme, host, port and path, so they are kept for the latest targets.
-    """
-    data = request.data
-    key = (data.method, data.authority, data.scheme, data.host, data.port, data.path)
-    try:
-        kept = len(data.path) <= TARGET_PATH_KEPT
-        found = _targets.get(key) if kept else None
-    except TypeError:  # fields that are not what mitmproxy sets: not kept
-        return _work_out(request)
-    if found is None:
-        found = _work_out(request)
-        if kept:
-            if len(_targets) >= TARGETS_KEPT:
-                del _targets[next(iter(_targets))]
-            _targets[key] = found
-    return found
-
-
-def _work_out(request: http.Request) -> tuple[str, dict[str, str | None]]:
-    return request.url, resources.parse(request.path).to_dict()
-
-
 class Router:
     def __init__(self) -> None:
         self.hosts: frozenset[str] = frozenset(DEFAULT_INTERCEPT_HOSTS)
@@ -141,10 +105,9 @@ class Router:
         reverse = isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
         if not reverse and not self.is_intercept_host(flow.request):
             return
-        url, resource = target_mark(flow.request)
         flow.metadata[common.KEY] = {
-            "url": url,
-            "resource": resource.copy(),
+            "url": flow.request.url,
+            "resource": resources.parse(flow.request.path).to_dict(),
             "provenance": dict(common.FORWARDED),
         }
         if self.upstream and not reverse:

@@ -1,7 +1,8 @@
 """VerdictLog: title-behaviour verdicts in the log, each as soon as it is decided.
 
 Every finished session-directory flow goes through the verdict engine
-(mpsdproxy.verdicts) as the same record the recorder writes. A verdict is one
+(mpsdproxy.verdicts) as the exchange the recorder writes: built by
+`flows.exchange_of`, secrets redacted, numbered by the recorder's seq. A verdict is one
 log line: a fail at ERROR and a warning at WARNING, so they stand out among
 the INFO passes. Verdicts that wait for time to pass (Retry-After honoured, a
 client that stopped retrying) are decided by a one-second ticker while the
@@ -9,27 +10,28 @@ proxy runs. At shutdown the engine finishes and a summary line follows.
 
 Put it after the Recorder, so a verdict names records by the seq numbers of
 the recording (without a recorder it numbers the flows itself). The judging
-itself runs once the title has its answer (`later`): it never delays one.
+itself runs once the title has its answer (the chain's `AfterAnswer` queue):
+it never delays one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
-from mpsdproxy import recording
+from mpsdproxy import model
 from mpsdproxy import verdicts
 from mpsdproxy.addons import common
-from mpsdproxy.addons import later
-from mpsdproxy.addons import recorder
+from mpsdproxy.addons import flows
+from mpsdproxy.addons.later import AfterAnswer
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
 
@@ -44,16 +46,11 @@ LEVELS = {
 TICK_S = 1.0
 
 
-def flow_to_record(flow: http.HTTPFlow, seq: int,
-                   redactor: recording.Redactor) -> dict[str, Any]:
-    """The recording record of a finished, marked flow, numbered `seq`.
-
-    What the engine judges for the flow. It is the recorder's own conversion,
-    so the live verdicts and the recording agree; the addon itself hands the
-    engine that record and the seq apart (`Engine.feed(record, seq)`), which
-    spares copying the record to number it.
-    """
-    return {"seq": seq, **recorder.flow_record(flow, redactor)}
+def judged(exchange: model.Exchange, seq: int) -> model.Exchange:
+    """The exchange numbered `seq`, as the recorder wrote it. Nothing secret reaches a
+    verdict: the engine names a client by its redacted Authorization only
+    (`verdicts.state.client_key`)."""
+    return dataclasses.replace(exchange, seq=seq)
 
 
 def summary_line(counts: dict[tuple[str, Status], int]) -> str:
@@ -70,9 +67,10 @@ def summary_line(counts: dict[tuple[str, Status], int]) -> str:
 
 
 class VerdictLog:
-    def __init__(self) -> None:
+    def __init__(self, after_answer: AfterAnswer | None = None) -> None:
         self.engine: verdicts.Engine | None = None
-        self.redactor = recording.Redactor()
+        #: The chain's after-answer queue (MpsdChain sets its own); alone, a queue of its own.
+        self.after_answer = after_answer or AfterAnswer()
         self.flows = 0
         self._ticker: asyncio.Task[None] | None = None
 
@@ -119,33 +117,27 @@ class VerdictLog:
             self._log(self.engine.advance(time.time() if now is None else now))
 
     def response(self, flow: http.HTTPFlow) -> None:
-        """Feed the flow's record to the engine and log what it decided.
-
-        It runs for every flow, and its cost is mostly how much Python code it
-        runs: the mark is read here rather than through `common.mark`.
-        """
-        info = flow.metadata.get(common.KEY)  # common.mark(flow)
+        """Queue the flow's exchange for the engine; what it decides is logged."""
+        info = common.mark(flow)
         engine = self.engine
         if info is None or engine is None or engine.finished:
             return
         self.flows += 1
         seq = info.get("seq")
-        if not isinstance(seq, int):
-            seq = self.flows
+        if type(seq) is not int:
+            seq = self.flows  # no recorder: the flows are numbered here
+        # Judging changes nothing the title receives: it waits until the answer is out.
+        self.after_answer.soon(self._judge, engine, flow, seq)
+
+    def _judge(self, engine: verdicts.Engine, flow: http.HTTPFlow, seq: int) -> None:
+        if engine is not self.engine or engine.finished:
+            return  # the options changed, or the proxy is shutting down: a fresh start
         try:
-            # flow_to_record, unnumbered, and without the response body it never reads;
-            # after the recorder this is the record it has just built
-            record = recorder.flow_record(flow, self.redactor, response_body=False)
+            exchange = judged(flows.exchange_of(flow), seq)
         except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
             logger.warning(f"mpsd_verdicts could not read {flow.request.pretty_url}: {e!r}")
             return
-        # Judging changes nothing the title receives: it waits until the answer is out.
-        later.soon(self._judge, engine, record, seq)
-
-    def _judge(self, engine: verdicts.Engine, record: dict[str, Any], seq: int) -> None:
-        if engine is not self.engine or engine.finished:
-            return  # the options changed, or the proxy is shutting down: a fresh start
-        decided = engine.feed(record, seq)
+        decided = engine.feed(exchange)
         if decided:
             self._log(decided)
 

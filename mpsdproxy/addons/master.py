@@ -1,5 +1,8 @@
 """Run mitmproxy with the mpsdproxy addons: the engine behind `mpsdproxy run` and the demo.
 
+It lives among the addons because it builds mitmproxy's master (`DumpMaster`);
+the command line and the demo call `serve` and `start` here.
+
 The addons are registered before any option is set, so a bad option value
 (a broken scenario, an unreadable recording) fails in `configure` and the
 proxy never starts listening on a half-valid setup.
@@ -23,6 +26,8 @@ from mitmproxy.tools.dump import DumpMaster
 
 from mpsdproxy.addons import MpsdChain
 from mpsdproxy.addons import router
+
+__all__ = ["ProxyError", "is_loopback", "routing_options", "serve", "start"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,302 @@
+"""The one translation between mitmproxy flows and the domain's `model` values.
+
+Every addon that reads a flow reads it as a `model.Request` or `model.Exchange`
+built here, and every addon that answers turns a `model.Response` into
+mitmproxy's through `to_mitmproxy` (public API only: `http.Response.make`).
+Nothing else in the package decodes a flow's headers, URL or body.
+
+What a flow says, and what the domain value holds:
+- the URL is the one the title asked for: the `mpsd` mark's `url` (set by the
+  router before any redirect to an upstream), else the request's own;
+- headers are decoded by the model's one rule (`model.Headers.from_raw`);
+- a body is the content with any Content-Encoding undone (the raw bytes when
+  that fails);
+- a response counts only when the title received all of it (`complete_response`).
+
+A flow from a hostile or broken peer can carry what the model refuses (a NUL
+or lone CR in a header value, a method that is not a token, a status 600-999
+mitmproxy lets through). The exchange is still built, so it is still recorded:
+such characters are written as visible `\\xNN` escapes, and an unrepresentable
+status becomes an error instead of a response.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from mitmproxy import connection
+from mitmproxy import flow as mflow
+from mitmproxy import http
+from mitmproxy.net import encoding
+
+from mpsdproxy import model
+from mpsdproxy.addons.common import KEY
+
+__all__ = [
+    "complete_response",
+    "request_of",
+    "response_of",
+    "exchange_of",
+    "to_mitmproxy",
+    "flow_of",
+]
+
+_FORBIDDEN = re.compile(r"[\r\n\x00]")
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+
+
+def complete_response(flow: http.HTTPFlow) -> http.Response | None:
+    """The response the title fully received, or None (none, or cut off mid-body)."""
+    response = flow.response
+    if response is None or response.raw_content is None:
+        return None
+    return response
+
+
+def _body(message: http.Message) -> bytes:
+    """The content with its Content-Encoding undone, or the raw bytes when that fails."""
+    content = message.get_content(strict=False)
+    if content is None:
+        content = message.raw_content
+    return content or b""
+
+
+def _mark(flow: http.HTTPFlow) -> Mapping[str, Any]:
+    mark = flow.metadata.get(KEY)
+    return mark if isinstance(mark, Mapping) else {}
+
+
+def _escape(text: str) -> str:
+    """CR, LF and NUL as visible `\\xNN` text: what the model cannot hold, kept readable."""
+    return _FORBIDDEN.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _token(text: str) -> str:
+    """A method or header name as a token: other characters as `%XX`."""
+    return _NOT_TOKEN.sub(lambda m: "".join(f"%{b:02X}" for b in model.to_bytes(m.group())),
+                          text) or "%00"
+
+
+def _escaped_headers(headers: http.Headers) -> model.Headers:
+    fields = ((model.from_bytes(k), model.from_bytes(v)) for k, v in headers.fields)
+    return model.Headers((_token(k), _escape(v)) for k, v in fields)
+
+
+class _Built:
+    """The model values built for one flow, each with the mitmproxy objects it was
+    built from: kept on the flow itself, so a flow is translated once however many
+    addons read it, and rebuilt as soon as any addon replaced what it came from.
+    The key holds the objects themselves (compared by identity), so it cannot be
+    fooled by an id reused after garbage collection."""
+
+    __slots__ = ("request_key", "request", "response_key", "response")
+
+    def __init__(self) -> None:
+        self.request_key: tuple[Any, ...] | None = None
+        self.request: model.Request | None = None
+        self.response_key: tuple[Any, ...] | None = None
+        self.response: model.Response | None = None
+
+
+#: The attribute of an HTTPFlow that holds its `_Built` (not part of the flow's state:
+#: mitmproxy neither saves nor copies it).
+_BUILT = "mpsd_built"
+
+
+def _built(flow: http.HTTPFlow) -> _Built:
+    built = flow.__dict__.get(_BUILT)
+    if built is None:
+        built = flow.__dict__[_BUILT] = _Built()
+    return built
+
+
+def _same(key: tuple[Any, ...] | None, other: tuple[Any, ...]) -> bool:
+    return key is not None and all(a is b for a, b in zip(key, other, strict=True))
+
+
+def request_of(flow: http.HTTPFlow) -> model.Request:
+    """The request the title sent, as the domain sees it (see the module docstring)."""
+    request = flow.request
+    url = _mark(flow).get("url")
+    key = (request, request.data.method, request.data.path, request.data.host,
+           request.headers.fields, request.raw_content, url)
+    built = _built(flow)
+    if not _same(built.request_key, key) or built.request is None:
+        built.request, built.request_key = _build_request(request, url), key
+    return built.request
+
+
+def _build_request(request: http.Request, url: Any) -> model.Request:
+    if not url or not isinstance(url, str):
+        url = request.url
+    body = _body(request)
+    try:
+        return model.Request(request.method, url, model.Headers.from_raw(request.headers.fields),
+                             body)
+    except model.ModelError:
+        url = _escape(url).replace(" ", "%20").replace("\t", "%09")
+        return model.Request(_token(request.method), url, _escaped_headers(request.headers),
+                             body)
+
+
+def response_of(flow: http.HTTPFlow) -> model.Response | None:
+    """The complete response of a flow, as the domain sees it (None without one).
+
+    Raises `model.ModelError` for a status outside 100-599, which no valid answer has.
+    """
+    response = complete_response(flow)
+    if response is None:
+        return None
+    key = (response, response.data.status_code, response.data.reason, response.headers.fields,
+           response.raw_content)
+    built = _built(flow)
+    if not _same(built.response_key, key) or built.response is None:
+        built.response, built.response_key = _build_response(response), key
+    return built.response
+
+
+def _build_response(response: http.Response) -> model.Response:
+    reason = model.from_bytes(response.data.reason)
+    body = _body(response)
+    try:
+        return model.Response(response.status_code, reason,
+                              model.Headers.from_raw(response.headers.fields), body)
+    except model.ModelError:
+        return model.Response(response.status_code, _escape(reason),
+                              _escaped_headers(response.headers), body)
+
+
+def _client(flow: http.HTTPFlow) -> str | None:
+    peer = flow.client_conn.peername
+    if not peer:
+        return None
+    return f"{peer[0]}:{peer[1]}"
+
+
+def exchange_of(flow: http.HTTPFlow) -> model.Exchange:
+    """The one flow -> domain translation: request, complete response or error, times
+    (epoch seconds), client `ip:port`, provenance and seq from the `mpsd` mark.
+
+    The request and response are built once per flow (see `_Built`); an addon that
+    replaced either since is always seen.
+    """
+    mark = _mark(flow)
+    error = flow.error.msg if flow.error else None
+    try:
+        response = response_of(flow)
+    except model.ModelError as e:
+        response, error = None, f"invalid response from the server: {e}"
+    complete = complete_response(flow)
+    end = (complete.timestamp_end if complete is not None else None) or (
+        flow.error.timestamp if flow.error else None)
+    provenance = mark.get("provenance")
+    seq = mark.get("seq")
+    return model.Exchange(
+        request=request_of(flow),
+        response=response,
+        error=error,
+        start=flow.request.timestamp_start,
+        end=end,
+        client=_client(flow),
+        provenance=dict(provenance) if isinstance(provenance, Mapping) else model.FORWARDED,
+        seq=seq if type(seq) is int else None,
+    )
+
+
+def to_mitmproxy(response: model.Response, http_version: str = "HTTP/1.1") -> http.Response:
+    """A domain answer as mitmproxy's response, ready for `flow.response`.
+
+    The body is encoded with the headers' Content-Encoding and Content-Length set
+    to match, as `http.Response.make` does; the reason and every other header are
+    the answer's own bytes.
+    """
+    out = http.Response.make(response.status, response.body, response.headers.raw())
+    out.reason = model.to_bytes(response.reason)
+    out.http_version = http_version
+    return out
+
+
+# --- flow files -----------------------------------------------------------------------------
+
+def _address(value: str | None) -> tuple[str, int] | None:
+    """`127.0.0.1:50412` or `[::1]:50412` -> (host, port)."""
+    if not value or ":" not in value:
+        return None
+    host, _, port = value.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
+
+
+def _wire(body: bytes, headers: http.Headers) -> bytes:
+    """A decoded body encoded back with its Content-Encoding, as the wire carried it."""
+    content_encoding = headers.get("content-encoding")
+    if not body or not content_encoding:
+        return body
+    try:
+        return encoding.encode(body, content_encoding)
+    except ValueError:
+        return body
+
+
+def flow_of(exchange: model.Exchange,
+            classification: Mapping[str, Any] | None = None) -> http.HTTPFlow:
+    """A finished, not-live mitmproxy flow for an exchange, its `mpsd` mark included
+    (for mitmproxy flow files and HAR export). Headers are the exchange's own, in
+    order; bodies are re-encoded with their Content-Encoding.
+
+    Raises ValueError when the URL is not an absolute http(s) URL.
+    """
+    req = exchange.request
+    split = urlsplit(req.url)
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise ValueError(f"not an absolute http(s) URL: {model.printable(req.url)!r}")
+    start = exchange.start if exchange.start is not None else time.time()
+    end = exchange.end if exchange.end is not None else start
+    port = split.port or (443 if split.scheme == "https" else 80)
+    client = connection.Client(peername=_address(exchange.client) or ("127.0.0.1", 0),
+                               sockname=("127.0.0.1", 0), timestamp_start=start)
+    client.timestamp_end = end
+    flow = http.HTTPFlow(client, connection.Server(address=(split.hostname, port)))
+    flow.timestamp_created = start
+    headers = http.Headers(req.headers.raw())
+    flow.request = http.Request(
+        split.hostname, port, model.to_bytes(req.method), split.scheme.encode(), b"",
+        model.to_bytes(req.path), b"HTTP/1.1", headers, _wire(req.body, headers), None,
+        start, start)
+    if exchange.response is not None:
+        resp = exchange.response
+        headers = http.Headers(resp.headers.raw())
+        flow.response = http.Response(
+            b"HTTP/1.1", resp.status, model.to_bytes(resp.reason), headers,
+            _wire(resp.body, headers), None, end, end)
+    else:
+        flow.error = mflow.Error(exchange.error or "no response", timestamp=end)
+    mark = {
+        "url": req.url,
+        "resource": req.resource.to_dict(),
+        "provenance": dict(exchange.provenance),
+        "classification": dict(classification) if classification is not None else None,
+        "seq": exchange.seq,
+    }
+    if req.url != model.printable(req.url):
+        del mark["url"]  # the request's own URL says the same, and a flow file takes it
+    flow.metadata[KEY] = _storable(mark)
+    flow.live = False
+    return flow
+
+
+def _storable(value: Any) -> Any:
+    """Metadata a flow file can hold: its strings must be strict UTF-8."""
+    if isinstance(value, str):
+        return model.printable(value)
+    if isinstance(value, Mapping):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
