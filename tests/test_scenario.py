@@ -1,11 +1,13 @@
-"""Scenario files: parsers, validation, the schema, shipped scenarios, triggers and the engine."""
+"""Scenario files: value parsers, loading and validation, the schema, shipped scenarios.
+
+Matching is tested in test_scenario_match.py, triggers and the engine in
+test_scenario_engine.py, the broken-file corpus in test_scenario_corpus.py.
+"""
 
 from __future__ import annotations
 
 import json
-import random
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from mpsdproxy import catalog
-from mpsdproxy import classify
-from mpsdproxy import faults
-from mpsdproxy import resources
+from mpsdproxy import fgrl
 from mpsdproxy import scenario
-from mpsdproxy.scenario import Engine
+from mpsdproxy import yamlfile
 from mpsdproxy.scenario import Per
 from mpsdproxy.scenario import Phase
-from mpsdproxy.scenario import RequestView
-from mpsdproxy.scenario import Trigger
 from mpsdproxy.scenario import When
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +79,6 @@ def problems_of(text: str) -> list[scenario.Problem]:
         scenario.parse_scenario(text, "t.yaml")
     return list(raised.value.problems)
 
-
-def view(method: str = "GET", path: str = LOBBY, **kw: Any) -> RequestView:
-    return RequestView(method, path, **kw)
 
 
 # --- durations and globs ----------------------------------------------------------------
@@ -147,76 +142,9 @@ def test_parse_glob_rejects(glob: Any, fragment: str) -> None:
         scenario.parse_glob(glob)
 
 
-# --- match ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("spec,method,path,headers,host,matches", [
-    ({}, "DELETE", "/anything", {}, "", True),
-    ({"method": "PUT"}, "put", LOBBY, {}, "", True),
-    ({"method": ["GET", "PUT"]}, "DELETE", LOBBY, {}, "", False),
-    ({"resource": "session"}, "GET", LOBBY, {}, "", True),
-    ({"resource": "session"}, "GET", LOBBY + "/members/me", {}, "", False),
-    ({"resource": "member"}, "DELETE", LOBBY + "/members/me", {}, "", True),
-    ({"resource": "element"}, "DELETE", LOBBY + "/servers/host", {}, "", True),
-    ({"resource": "element"}, "PUT", LOBBY + "/properties", {}, "", True),
-    ({"resource": "handle"}, "POST", "/handles", {}, "", True),
-    ({"resource": "handle"}, "POST", "/handles/query", {}, "", True),
-    ({"resource": "handle"}, "PUT", "/handles/ab12/session", {}, "", True),
-    ({"resource": "hopper"}, "GET", HOPPER + "/stats", {}, "", True),
-    ({"resource": "hopper"}, "GET", HOPPER + "/tickets/t1", {}, "", False),
-    ({"resource": "ticket"}, "DELETE", HOPPER + "/tickets/t1", {}, "", True),
-    ({"resource": "query"}, "GET", f"/serviceconfigs/{SCID}/sessions?xuid=1", {}, "", True),
-    ({"resource": "batch"}, "POST", f"/serviceconfigs/{SCID}/batch", {}, "", True),
-    ({"resource": ["ticket", "batch"]}, "GET", LOBBY, {}, "", False),
-    ({"resource": "any"}, "GET", "/not/mpsd", {}, "", True),
-    ({"path": "*/sessions/lobby-1"}, "GET", LOBBY + "?nocommit=true", {}, "", True),
-    ({"path": "*/sessions/lobby-1"}, "GET", "https://h.example" + LOBBY + "?x=1", {}, "", True),
-    ({"path": ["/handles*", "*/lobby-1"]}, "GET", LOBBY, {}, "", True),
-    ({"host": "sessiondirectory.xboxlive.com"}, "GET", LOBBY, {},
-     "SessionDirectory.XboxLive.com:443", True),
-    ({"host": "*.xboxlive.com"}, "GET", LOBBY, {}, "127.0.0.1:8081", False),
-    ({"headers": {"If-Match": "*"}}, "PUT", LOBBY, {"if-match": '"abc"'}, "", True),
-    ({"headers": {"If-Match": "*"}}, "PUT", LOBBY, {}, "", False),
-    ({"headers": {"If-Match": '"a*"'}}, "PUT", LOBBY, [("If-Match", '"b1"'), ("If-Match", '"a1"')],
-     "", True),
-    ({"headers": {"If-Match": True}}, "PUT", LOBBY, {"If-Match": ""}, "", True),
-    ({"headers": {"If-None-Match": False}}, "GET", LOBBY, {"If-None-Match": "*"}, "", False),
-    ({"headers": {"If-None-Match": False}}, "GET", LOBBY, {"If-Match": "*"}, "", True),
-])
-def test_match(spec: dict[str, Any], method: str, path: str, headers: Any, host: str,
-               matches: bool) -> None:
-    match = scenario.parse_match(spec)
-    assert match.matches(method, host, path, headers, resources.parse(path)) is matches
-    assert match.matches(method, host, path, headers) is matches  # parses the path itself
-
 
 def test_match_resource_names_are_the_schema_enum() -> None:
     assert scenario.schema()["$defs"]["resource"]["enum"] == list(scenario.RESOURCE_KINDS)
-
-
-MATCH_SPECS = [
-    {}, {"method": ["GET", "PUT"], "resource": ["session", "element"]},
-    {"path": "*/sessions/*", "host": "*.xboxlive.com"},
-    {"headers": {"If-Match": "*", "If-None-Match": False, "X": "[ab]?"}},
-    {"resource": "any", "path": ["/handles*", "*[0-9]"]},
-]
-
-
-@settings(max_examples=300, deadline=None)
-@given(spec=st.sampled_from(MATCH_SPECS), method=st.text(max_size=8), host=st.text(max_size=20),
-       path=st.text(max_size=60),
-       headers=st.one_of(
-           st.dictionaries(st.text(max_size=12), st.text(max_size=12), max_size=4),
-           st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), max_size=4),
-           st.lists(st.one_of(st.integers(), st.text(), st.tuples(st.integers())), max_size=3),
-           st.none(), st.integers()),
-       resource=st.one_of(st.none(), st.builds(
-           resources.Resource, st.sampled_from(list(resources.Kind)),
-           st.one_of(st.none(), st.text(max_size=8)), st.one_of(st.none(), st.text(max_size=8)))))
-def test_match_never_raises(spec: dict[str, Any], method: str, host: str, path: str,
-                            headers: Any, resource: resources.Resource | None) -> None:
-    match = scenario.parse_match(spec)
-    assert match.matches(method, host, path, headers, resource) in (True, False)
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -337,8 +265,20 @@ def test_problem_renders_like_a_compiler() -> None:
     p = scenario.Problem("s.yaml", 3, 7, "rules[2].when.nth", "must be at least 1, not 0")
     assert str(p) == "s.yaml:3:7: rules[2].when.nth: must be at least 1, not 0"
     err = scenario.ScenarioError([p, p])
-    assert isinstance(err, ValueError)
+    assert isinstance(err, yamlfile.InputError) and isinstance(err, ValueError)
     assert str(err) == f"{p}\n{p}"
+
+
+def test_throttle_is_an_fgrl_budget_answered_with_the_catalogs_rate_limit_row() -> None:
+    throttle = "{name: t, fault: {throttle: {burst: 2, sustained: 9}}}"
+    fault = scenario.parse_scenario(rules_yaml(throttle)).rules[0].fault
+    assert fault.throttle == fgrl.Budget(burst=2, sustained=9)
+    assert fault.answers and fault.status is None
+    row = catalog.get(scenario.THROTTLE_ENTRY)
+    assert row.body is catalog.BodyKind.FGRL
+    (problem,) = problems_of(rules_yaml(
+        "{name: t, fault: {throttle: {burst: 2, sustained: 9}, status: 503}}"))
+    assert problem.message == f"throttle answers {row.status} by itself: remove the other status"
 
 
 def test_merge_keys_and_aliases_are_read_with_their_places() -> None:
@@ -510,6 +450,14 @@ def test_schema_describes_every_property_and_closes_every_object() -> None:
         assert definition.get("description"), name
 
 
+def test_the_packaged_schema_is_the_shipped_one() -> None:
+    """The package carries a copy of scenarios/schema.json (for installs without the
+    repository); the two must not drift."""
+    shipped = json.loads((ROOT / "scenarios" / "schema.json").read_text())
+    packaged = json.loads((ROOT / "mpsdproxy" / "data" / "scenario.schema.json").read_text())
+    assert packaged == shipped == scenario.schema()
+
+
 def test_schema_accepts_what_load_accepts() -> None:
     validator = jsonschema.Draft202012Validator(scenario.schema())
     for path in SHIPPED:
@@ -533,599 +481,3 @@ def test_shipped_scenario_passes_check(path: Path) -> None:
     assert loaded.description
 
 
-def test_every_fault_walks_through_every_status() -> None:
-    """A title's plain, conditional and create-only reads and writes meet each status once."""
-    engine = Engine(scenario.load(ROOT / "scenarios" / "every-fault.yaml"), start=0.0)
-    traffic = (
-        [view("GET", LOBBY)] * 6
-        + [view("GET", LOBBY, headers={"If-None-Match": '"e1"'})]
-        + [view("PUT", LOBBY, headers={"If-Match": '"e1"'})]
-        + [view("PUT", LOBBY, headers={"If-None-Match": "*"})]
-        + [view("PUT", LOBBY)] * 10
-        + [view("GET", HOPPER + "/stats")]
-    )
-    fired = [engine.evaluate(v, now=1.0) for v in traffic]
-    statuses = {f.rule.fault.status for f in fired if f is not None} - {None}
-    assert statuses == set(catalog.listed_statuses())
-    assert fired[9] is None and fired[-1] is None  # the create goes through; hoppers untouched
-    kinds = [f.rule.name for f in fired if f is not None and f.rule.fault.status is None]
-    assert kinds == ["read-delayed", "write-dropped"]
-    assert all(s.fires == 1 for s in engine.stats())
-    # each answer, built from its row as the table says, classifies as that row, conformant
-    document = {"constants": {}, "properties": {}, "changeNumber": 2}
-    for request, firing in zip(traffic, fired, strict=True):
-        if firing is None or firing.rule.fault.status is None:
-            continue
-        fault = firing.rule.fault
-        row = fault.row(request.method, resources.parse(request.path), request.headers)
-        assert row is not None
-        reply = faults.build(row, session=document if row.returns_session else None,
-                             etag='"e2"', retry_after=fault.retry_after)
-        found = classify.classify(request.method, request.path, request.headers,
-                                  reply.status, reply.headers, reply.body)
-        assert (found.id, found.anomalies) == (row.id, ()), firing.rule.name
-
-
-def test_stale_etag_on_join_fires_once_per_lobby() -> None:
-    engine = Engine(scenario.load(ROOT / "scenarios" / "stale-etag-on-join.yaml"), start=0.0)
-    cond = {"If-Match": '"etag"'}
-    other = LOBBY.replace("lobby-1", "lobby-2")
-    seq = [view("PUT", LOBBY), view("PUT", LOBBY, headers=cond), view("PUT", LOBBY, headers=cond),
-           view("PUT", other, headers=cond), view("PUT", GAME, headers=cond)]
-    fired = [engine.evaluate(v, now=1.0) is not None for v in seq]
-    assert fired == [False, True, False, True, False]
-
-
-def shipped_engine(name: str) -> Engine:
-    return Engine(scenario.load(ROOT / "scenarios" / f"{name}.yaml"), start=0.0)
-
-
-def test_outage_windows() -> None:
-    engine = shipped_engine("outage")
-    seq = [(29.9, LOBBY), (30.0, LOBBY), (49.9, HOPPER), (50.0, LOBBY), (120.0, HOPPER),
-           (120.0, LOBBY + "/members/me"), (124.9, LOBBY), (125.0, LOBBY)]
-    fired = [engine.evaluate(view("GET", path), now=now) for now, path in seq]
-    assert [f.rule.name if f else None for f in fired] == [
-        None, "outage", "outage", None, None, "aftershock", "aftershock", None]
-    assert (fired[1].rule.fault.status, fired[1].rule.fault.retry_after) == (503, 5)
-
-
-def test_lost_write_answer_replaces_the_3rd_and_drops_the_6th() -> None:
-    engine = shipped_engine("lost-write-answer")
-    assert engine.evaluate(view("PUT"), Phase.REQUEST, now=1.0) is None
-    fired = [engine.evaluate(view("PUT"), Phase.RESPONSE, now=1.0) for _ in range(8)]
-    assert [f.rule.name if f else None for f in fired] == [
-        None, None, "write-answered-503", None, None, "write-answer-dropped", None, None]
-
-
-def test_slow_matchmaking_delays() -> None:
-    engine = shipped_engine("slow-matchmaking")
-    create = engine.evaluate(view("POST", HOPPER), now=1.0)
-    ticket = engine.evaluate(view("GET", HOPPER + "/tickets/t1"), now=1.0)
-    stats = engine.evaluate(view("GET", HOPPER + "/stats"), now=1.0)
-    assert 0 < create.delay <= 8.0 and 0.2 <= ticket.delay <= 2.0 and stats.delay == 1.5
-    assert engine.evaluate(view("GET", LOBBY), now=1.0) is None
-
-
-def test_fgrl_throttling_answers_429_past_the_burst() -> None:
-    engine = shipped_engine("fgrl-throttling")
-    fired = [engine.evaluate(view("POST", "/handles", user="alice"), now=1.0) for _ in range(4)]
-    assert fired[:3] == [None] * 3
-    assert fired[3].rule.name == "fgrl-budget"
-    assert fired[3].throttle == scenario.ThrottleDecision(False, 16, 4, 3, 15)
-    assert engine.evaluate(view("POST", "/handles", user="bob"), now=1.0) is None
-
-
-# --- triggers ---------------------------------------------------------------------------
-
-
-def fires(when: When, times: list[float], scopes: list[str] | None = None,
-          seed: int = 0) -> list[bool]:
-    trigger = Trigger(when, random.Random(seed), start=100.0)
-    scopes = scopes or [""] * len(times)
-    return [trigger.fires(now, scope) for now, scope in zip(times, scopes, strict=True)]
-
-
-T10 = [100.0 + i for i in range(10)]
-
-
-@pytest.mark.parametrize("when,expected", [
-    (When(), [True] * 10),
-    (When(nth=3), [False, False, True] + [False] * 7),
-    (When(first=2), [True, True] + [False] * 8),
-    (When(every=3), [False, False, True, False, False, True, False, False, True, False]),
-    (When(every=2, times=2), [False, True, False, True] + [False] * 6),
-    (When(times=3), [True] * 3 + [False] * 7),
-    (When(after=3.0), [False] * 3 + [True] * 7),
-    (When(after=3.0, for_=2.0), [False] * 3 + [True, True] + [False] * 5),
-    (When(after=2.0, nth=2), [False, False, False, True] + [False] * 6),
-    (When(after=0.0, for_=1.5, first=5), [True, True] + [False] * 8),
-    (When(probability=0.0), [False] * 10),
-    (When(probability=1.0), [True] * 10),
-])
-def test_trigger_on_a_fake_clock(when: When, expected: list[bool]) -> None:
-    assert fires(when, T10) == expected
-
-
-def test_window_from_first_match_counts_per_scope() -> None:
-    when = When(after=5.0, for_=5.0, from_=scenario.Origin.FIRST_MATCH)
-    times = [200.0, 204.0, 205.0, 209.9, 210.0, 206.0, 211.0, 212.0]
-    scopes = ["a", "a", "a", "a", "a", "b", "b", "b"]
-    assert fires(when, times, scopes) == [False, False, True, True, False, False, True, True]
-
-
-def test_per_scope_counters_are_independent() -> None:
-    scopes = ["s1", "s2", "s1", "s1", "s2", "s2", "s3"]
-    assert fires(When(nth=2), [1.0] * 7, scopes) == [
-        False, False, True, False, True, False, False]
-    trigger = Trigger(When(nth=2), random.Random(0), start=0.0)
-    for scope in scopes:
-        trigger.fires(1.0, scope)
-    assert (trigger.match_count, trigger.fire_count) == (7, 2)
-
-
-def test_probability_repeats_with_the_seed_and_is_about_right() -> None:
-    when = When(probability=0.3)
-    run1 = fires(when, [1.0] * 2000, seed=7)
-    assert run1 == fires(when, [1.0] * 2000, seed=7)
-    assert run1 != fires(when, [1.0] * 2000, seed=8)
-    assert 500 < sum(run1) < 700
-
-
-def test_scopes_are_bounded() -> None:
-    trigger = Trigger(When(nth=1), random.Random(0), start=0.0, max_scopes=3)
-    assert [trigger.fires(1.0, s) for s in "abcd"] == [True] * 4
-    assert trigger.fires(1.0, "a") is True  # "a" was forgotten: counting starts again
-    assert trigger.fires(1.0, "d") is False
-
-
-@pytest.mark.parametrize("max_scopes", [1, 2, 3, 0])
-def test_scope_counters_are_least_recently_used_whatever_the_order(max_scopes: int) -> None:
-    """Counting the same scope again in a row takes no look-up, and forgets nothing a
-    plain LRU of `max_scopes` scopes would keep."""
-    rng = random.Random(max_scopes)
-    scopes = [rng.choice("aabbcde") for _ in range(500)]
-    trigger = Trigger(When(every=3), random.Random(0), start=0.0, max_scopes=max_scopes)
-    model: dict[str, int] = {}  # scope -> matches, least recently used first
-    for scope in scopes:
-        trigger.count(1.0, scope) if rng.random() < 0.5 else trigger.step(1.0, scope)
-        model[scope] = model.pop(scope, 0) + 1
-        while len(model) > max_scopes:
-            del model[next(iter(model))]
-        assert {k: c.matches for k, c in trigger._scopes.items()} == model
-    assert trigger.match_count == len(scopes)
-
-
-@pytest.mark.parametrize("when", [
-    When(), When(nth=3), When(first=2), When(every=3), When(every=2, times=2), When(times=3),
-    When(after=3.0), When(after=3.0, for_=2.0), When(after=2.0, nth=2),
-    When(after=0.0, for_=1.5, first=5), When(probability=0.3),
-    When(after=5.0, for_=5.0, from_=scenario.Origin.FIRST_MATCH, every=2),
-])
-def test_step_is_count_then_ready(when: When) -> None:
-    """The engine's one-call `step` decides, counts and draws exactly as `count` then
-    `ready` do, scope by scope."""
-    times = [100.0 + i / 2 for i in range(40)]
-    scopes = [("a", "b", "")[i % 3] for i in range(40)]
-    one = Trigger(when, random.Random(5), start=100.0, max_scopes=2)
-    two = Trigger(when, random.Random(5), start=100.0, max_scopes=2)
-    for now, scope in zip(times, scopes, strict=True):
-        counters = one.count(now, scope)
-        expected = one.ready(now, counters)
-        if expected:
-            one.record_fire(counters)
-        stepped = two.step(now, scope)
-        assert (stepped is not None) == expected
-        if stepped is not None:
-            two.record_fire(stepped)
-        assert stepped is None or stepped == counters
-    assert (one.match_count, one.fire_count) == (two.match_count, two.fire_count)
-    assert dict(one._scopes) == dict(two._scopes)
-
-
-# --- delays -----------------------------------------------------------------------------
-
-
-def test_delay_sampling() -> None:
-    rng = random.Random(1)
-    assert scenario.Fault().delay_seconds(rng) == 0.0
-    assert scenario.Fault(delay=scenario.FixedDelay(1.5)).delay_seconds(rng) == 1.5
-    uniform = scenario.UniformDelay(0.2, 2.0)
-    draws = [uniform.sample(rng) for _ in range(500)]
-    assert all(0.2 <= d <= 2.0 for d in draws) and max(draws) - min(draws) > 1.5
-    lognormal = scenario.LognormalDelay(0.3, 1.5, 2.0)
-    draws = [lognormal.sample(rng) for _ in range(2000)]
-    assert max(draws) == 2.0 and min(draws) > 0
-    assert sorted(draws)[1000] == pytest.approx(0.3, rel=0.25)
-    again = random.Random(1)
-    assert scenario.Fault(delay=uniform).delay_seconds(again) == \
-        scenario.Fault(delay=uniform).delay_seconds(random.Random(1))
-
-
-@pytest.mark.parametrize("fault,method,path,headers,row", [
-    ({"status": 412}, "PUT", LOBBY, {"If-Match": '"e1"'}, "412.if-match-session"),
-    ({"status": 412}, "DELETE", LOBBY, {"If-Match": '"e1"'}, "412.if-match-session"),
-    ({"status": 412}, "PUT", LOBBY, {"If-None-Match": "*"}, "412.precondition-failed"),
-    ({"status": 412}, "POST", "/handles", {"If-Match": "*"}, "412.precondition-failed"),
-    ({"status": 403}, "PUT", LOBBY, {}, "403.forbidden"),
-    ({"entry": "403.read-only"}, "GET", LOBBY, {}, "403.read-only"),
-    ({"status": 204}, "GET", LOBBY, {}, "204.get-session"),
-    ({"status": 204}, "GET", LOBBY + "/members/3", {}, "204.get-element"),
-    ({"status": 204}, "PUT", LOBBY, {}, "204.put-session-deleted"),
-    ({"status": 204}, "DELETE", LOBBY + "/members/me", {}, "204.element-gone"),
-    ({"status": 304}, "GET", LOBBY, {"If-None-Match": '"e1"'}, "304.not-modified"),
-    ({"status": 304}, "PUT", LOBBY, {}, "304.not-modified"),  # nothing fits: the only row
-    ({"status": 503}, "GET", HOPPER, {}, "503.service-unavailable"),
-    ({"throttle": {"burst": 1, "sustained": 1}}, "GET", LOBBY, {}, "429.too-many-requests"),
-    ({"delay": "1s"}, "GET", LOBBY, {}, None),
-])
-def test_fault_row(fault: dict[str, Any], method: str, path: str, headers: dict[str, str],
-                   row: str | None) -> None:
-    chosen = scenario.parse_fault(fault).row(method, resources.parse(path), headers)
-    assert (chosen.id if chosen else None) == row
-
-
-@pytest.mark.parametrize("truncate_to,body,expected", [
-    (None, b"0123456789", b"01234"), (3, b"0123456789", b"012"),
-    (100, b"0123456789", b"012345678"), (None, b"", b""), (0, b"x", b""),
-])
-def test_truncate_cuts_short(truncate_to: int | None, body: bytes, expected: bytes) -> None:
-    assert scenario.Fault(truncate=True, truncate_to=truncate_to).cut(body) == expected
-
-
-# --- throttling -------------------------------------------------------------------------
-
-
-def test_throttle_burst_and_truthful_retry_after() -> None:
-    throttle = scenario.Throttle(scenario.ThrottleSpec(burst=3, sustained=100))
-    assert [throttle.allow(10.0 + i / 10, "u").ok for i in range(3)] == [True] * 3
-    decision = throttle.allow(10.5, "u")
-    assert decision == scenario.ThrottleDecision(False, 16, 4, 3, 15)
-    assert throttle.allow(10.5, "other").ok  # each user has a budget
-    assert not throttle.allow(10.5 + decision.retry_after - 1, "u").ok
-    assert throttle.allow(10.5 + decision.retry_after, "u").ok
-
-
-def test_throttle_never_lets_more_than_burst_through_in_15_seconds() -> None:
-    throttle = scenario.Throttle(scenario.ThrottleSpec(burst=5, sustained=1000))
-    allowed = [t / 4 for t in range(400) if throttle.allow(t / 4, "u").ok]
-    for i, t in enumerate(allowed):
-        assert sum(1 for u in allowed[i:] if u - t < 15) <= 5
-
-
-def test_throttle_sustained_counts_throttled_requests() -> None:
-    throttle = scenario.Throttle(scenario.ThrottleSpec(burst=4, sustained=6))
-    oks = [throttle.allow(t * 20.0, "u").ok for t in range(8)]
-    assert oks == [True] * 6 + [False] * 2
-    decision = throttle.allow(160.0, "u")
-    assert (decision.ok, decision.maximum, decision.period, decision.current) == (
-        False, 6, 300, 9)
-    # nine requests so far: the four oldest (t=0 to 60) must leave the 300 s window
-    assert decision.retry_after == 60 + 301 - 160
-    assert throttle.allow(160.0 + decision.retry_after, "u").ok
-
-
-# --- the engine -------------------------------------------------------------------------
-
-
-def engine_for(*rules: str, seed: int = 0) -> Engine:
-    return Engine(scenario.parse_scenario(rules_yaml(*rules, top=f"seed: {seed}\n")), start=0.0)
-
-
-def test_first_rule_that_fires_wins_and_the_others_still_count() -> None:
-    engine = engine_for(
-        "{name: every-2nd, when: {every: 2}, fault: {status: 503}}",
-        "{name: third, when: {nth: 3}, fault: {status: 404}}",
-        "{name: fourth, when: {nth: 4}, fault: {status: 409}}",
-    )
-    names = [getattr(engine.evaluate(view(), now=1.0), "rule", None) for _ in range(5)]
-    assert [r.name if r else None for r in names] == [None, "every-2nd", "third", "every-2nd", None]
-    stats = {s.name: (s.matches, s.fires) for s in engine.stats()}
-    assert stats == {"every-2nd": (5, 2), "third": (5, 1), "fourth": (5, 0)}
-    assert list(engine.stats_lines())[0] == "every-2nd: 5 matched, 2 fired"
-
-
-def test_rules_only_see_their_phase_and_their_match() -> None:
-    engine = engine_for(
-        "{name: put-answer, match: {method: PUT}, phase: response, fault: {status: 503}}",
-        "{name: hopper-lag, match: {resource: hopper}, fault: {delay: 2s}}",
-    )
-    assert engine.evaluate(view("PUT"), Phase.REQUEST, now=1.0) is None
-    fired = engine.evaluate(view("PUT"), Phase.RESPONSE, now=1.0)
-    assert fired is not None and fired.rule.name == "put-answer"
-    lag = engine.evaluate(view("POST", HOPPER), now=1.0)
-    assert lag is not None and lag.delay == 2.0 and lag.throttle is None
-    assert engine.evaluate(view("POST", HOPPER), Phase.RESPONSE, now=1.0) is None
-
-
-def test_per_client_and_per_session_scopes() -> None:
-    engine = engine_for(
-        "{name: 2nd-per-client, per: client, when: {nth: 2}, fault: {status: 429}}",
-        "{name: 1st-per-session, per: session, match: {method: PUT}, when: {nth: 1}, "
-        "fault: {status: 412}}",
-    )
-    seq = [("GET", LOBBY, "a"), ("GET", LOBBY, "b"), ("GET", GAME, "a"), ("PUT", GAME, "b"),
-           ("PUT", GAME, "c"), ("PUT", HOPPER, "c"), ("PUT", LOBBY, "d")]
-    fired = [engine.evaluate(view(m, p, client=c), now=1.0) for m, p, c in seq]
-    # GAME's first PUT was answered by the per-client rule, so only LOBBY's fires; the
-    # hopper names no session, so the per-session rule does not see it
-    assert [(f.rule.name, f.scope) if f else None for f in fired] == [
-        None, None, ("2nd-per-client", "a"), ("2nd-per-client", "b"), None,
-        ("2nd-per-client", "c"), ("1st-per-session", resources.parse(LOBBY).key)]
-
-
-def test_probability_and_delay_repeat_with_the_scenario_seed() -> None:
-    rules = ("{name: p, when: {probability: 0.5}, fault: {delay: {uniform: [0s, 1s]}}}",
-             "{name: q, when: {probability: 0.5}, fault: {status: 503}}")
-
-    def run(seed: int) -> list[tuple[str, float] | None]:
-        engine = engine_for(*rules, seed=seed)
-        out = []
-        for _ in range(50):
-            f = engine.evaluate(view(), now=1.0)
-            out.append((f.rule.name, f.delay) if f else None)
-        return out
-
-    assert run(7) == run(7)
-    assert run(7) != run(8)
-    assert {f[0] for f in run(7) if f} == {"p", "q"}
-
-
-def test_throttle_rule_fires_only_past_the_budget() -> None:
-    engine = engine_for(
-        "{name: fgrl, fault: {throttle: {burst: 2, sustained: 10}}}",
-        "{name: rest, fault: {status: 404}}",
-    )
-    got = [engine.evaluate(view(user="alice"), now=5.0) for _ in range(3)]
-    assert [f.rule.name for f in got if f] == ["rest", "rest", "fgrl"]
-    throttled = got[2]
-    assert throttled.throttle == scenario.ThrottleDecision(False, 16, 3, 2, 15)
-    bob = engine.evaluate(view(user="bob"), now=5.0)
-    assert bob is not None and bob.rule.name == "rest"
-
-
-def test_enable_disable_and_reset() -> None:
-    engine = engine_for("{name: a, when: {nth: 1}, fault: {status: 503}}",
-                        "{name: b, fault: {status: 404}}")
-    engine.disable("A")
-    assert engine.evaluate(view(), now=1.0).rule.name == "b"
-    assert [s.matches for s in engine.stats()] == [0, 1]
-    engine.enable("a")
-    assert engine.evaluate(view(), now=1.0).rule.name == "a"  # a's first match: off, it never saw
-    engine.disable()
-    assert engine.evaluate(view(), now=1.0) is None
-    assert [s.matches for s in engine.stats()] == [1, 2]
-    engine.enable()
-    engine.reset()
-    assert [(s.matches, s.fires) for s in engine.stats()] == [(0, 0), (0, 0)]
-    assert engine.evaluate(view(), now=1.0).rule.name == "a"
-    with pytest.raises(ValueError, match="no rule named 'zzz'.*rules are: a, b"):
-        engine.disable("zzz")
-
-
-def test_rules_sharing_a_match_still_count_on_their_own() -> None:
-    """Equal matches are checked once per request; each rule keeps its own phase, scope,
-    switch and counters."""
-    engine = engine_for(
-        "{name: a, match: {method: PUT, path: '*/sessions/*'}, when: {nth: 2}, "
-        "fault: {status: 503}}",
-        "{name: b, match: {method: PUT, path: '*/sessions/*'}, per: session, "
-        "when: {nth: 1}, fault: {status: 404}}",
-        "{name: c, match: {method: PUT, path: '*/sessions/*'}, phase: response, "
-        "fault: {status: 409}}",
-        "{name: d, match: {method: PUT, path: '*/sessions/*'}, per: client, "
-        "when: {nth: 3}, fault: {status: 429}}",
-    )
-    assert len(engine._matches) == 1
-    assert engine.phases == {Phase.REQUEST, Phase.RESPONSE}
-    seq = [view("PUT", client="x"), view("PUT", client="x"), view("GET"), view("PUT", HOPPER),
-           view("PUT", client="x"), view("PUT", GAME, client="y")]
-    fired = [engine.evaluate(v, now=1.0) for v in seq]
-    assert [(f.rule.name, f.scope) if f else None for f in fired] == [
-        ("b", resources.parse(LOBBY).key), ("a", ""), None, None, ("d", "x"),
-        ("b", resources.parse(GAME).key)]
-    stats = {s.name: (s.matches, s.fires) for s in engine.stats()}
-    assert stats == {"a": (4, 1), "b": (4, 2), "c": (0, 0), "d": (4, 1)}
-    engine.disable("b")
-    assert engine.evaluate(view("PUT", "/serviceconfigs/x/sessiontemplates/t/sessions/new"),
-                           now=1.0) is None
-    assert engine.evaluate(view("PUT"), Phase.RESPONSE, now=1.0).rule.name == "c"
-
-
-def test_match_compiles_to_the_same_checks_for_equal_matches() -> None:
-    one = scenario.parse_match({"method": ["GET", "put"], "path": "*/sessions/*",
-                                "headers": {"If-Match": "*"}})
-    two = scenario.parse_match({"method": ["PUT", "get"], "path": "*/sessions/*",
-                                "headers": {"if-match": "*"}})
-    assert one.compiled() == two.compiled()
-    assert one.compiled() != scenario.parse_match({"method": "GET"}).compiled()
-
-
-def test_disabled_in_file_starts_off() -> None:
-    engine = engine_for("{name: a, enabled: false, fault: {status: 503}}")
-    assert engine.evaluate(view(), now=1.0) is None
-    assert engine.stats()[0].enabled is False
-
-
-def test_reset_moves_the_time_window() -> None:
-    engine = engine_for("{name: a, when: {after: 10s, for: 5s}, fault: {status: 503}}")
-    assert engine.evaluate(view(), now=12.0) is not None
-    engine.reset(start=100.0)
-    assert engine.evaluate(view(), now=105.0) is None
-    assert engine.evaluate(view(), now=111.0) is not None
-
-
-def test_nth_fires_exactly_once_under_50_concurrent_clients() -> None:
-    engine = engine_for("{name: once, match: {method: PUT}, when: {nth: 25}, "
-                        "fault: {status: 503}}")
-    barrier = threading.Barrier(50)
-    results: list[scenario.Firing | None] = []
-    lock = threading.Lock()
-
-    def client(i: int) -> None:
-        barrier.wait(timeout=10)
-        for _ in range(20):
-            f = engine.evaluate(view("PUT", client=f"c{i}"))
-            with lock:
-                results.append(f)
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=20)
-    assert len(results) == 1000
-    assert sum(1 for f in results if f is not None) == 1
-    assert engine.stats()[0].matches == 1000
-
-
-class _PlainEngine:
-    """The engine's contract written the plain way, to check Engine.evaluate against:
-    every rule in file order, its Match.matches, Trigger.step before a winner and
-    Trigger.count after one."""
-
-    def __init__(self, parsed: scenario.Scenario, start: float) -> None:
-        self.runtimes = [scenario._Runtime(rule, parsed.seed, start) for rule in parsed.rules]
-
-    def evaluate(self, v: RequestView, phase: Phase, now: float) -> scenario.Firing | None:
-        resource = v.resource if v.resource is not None else resources.parse(v.path)
-        winner = None
-        for rt in self.runtimes:
-            rule = rt.rule
-            if rule.phase is not phase or not rt.enabled:
-                continue
-            scope = {Per.GLOBAL: "", Per.CLIENT: v.client, Per.SESSION: resource.key}[rule.per]
-            if scope is None or not rule.match.matches(v.method, v.host, v.path, v.headers,
-                                                       resource):
-                continue
-            if winner is not None:
-                rt.trigger.count(now, scope)
-                continue
-            counters = rt.trigger.step(now, scope)
-            if counters is None:
-                continue
-            decision = rt.throttle.allow(now, v.user or v.client) if rt.throttle else None
-            if decision is not None and decision.ok:
-                continue
-            rt.trigger.record_fire(counters)
-            winner = scenario.Firing(rule, scope, rule.fault.delay_seconds(rt.delay_rng),
-                                     decision)
-        return winner
-
-
-PLAIN_MATCHES = [
-    {}, {"method": "GET"}, {"method": ["GET", "PUT"], "resource": "session"},
-    {"resource": ["member", "session"], "path": "*/sessions/*"},
-    {"path": "*/lobby-*", "host": "*.xboxlive.com"}, {"headers": {"If-Match": "*"}},
-    {"method": "PUT", "headers": {"If-Match": '"0x1*', "If-None-Match": False}},
-    {"resource": "hopper"},
-]
-PLAIN_WHENS = [
-    {}, {"nth": 1}, {"nth": 3}, {"first": 2}, {"every": 2}, {"every": 3, "times": 1},
-    {"probability": 0.5}, {"first": 3, "probability": 0.7}, {"after": "2s"},
-    {"after": "1s", "for": "3s", "from": "first-match"}, {"after": "0s", "for": "2s", "nth": 2},
-    {"every": 1, "times": 2, "probability": 0.9},
-]
-PLAIN_FAULTS = [
-    {"status": 503}, {"delay": {"uniform": ["10ms", "50ms"]}},
-    {"throttle": {"burst": 2, "sustained": 3}, "status": 429},
-]
-PLAIN_RULES = st.fixed_dictionaries(
-    {"match": st.sampled_from(PLAIN_MATCHES), "when": st.sampled_from(PLAIN_WHENS),
-     "fault": st.sampled_from(PLAIN_FAULTS), "per": st.sampled_from(list(Per)),
-     "phase": st.sampled_from(list(Phase)), "enabled": st.booleans()})
-PLAIN_REQUESTS = st.tuples(
-    st.sampled_from(["GET", "PUT", "get", "DELETE"]),
-    st.sampled_from([LOBBY, GAME, HOPPER, LOBBY + "/members/me", "/handles", "/x?y=1"]),
-    st.sampled_from(["sessiondirectory.xboxlive.com", "example.org", ""]),
-    st.sampled_from([(), (("If-Match", "*"),), (("if-match", '"0x1A"'),),
-                     (("If-Match", '"0x2"'), ("If-None-Match", "*"))]),
-    st.sampled_from(["", "c1", "c2"]), st.sampled_from(list(Phase)),
-    st.floats(min_value=0, max_value=2))
-PLAIN_ACTIONS = st.one_of(
-    PLAIN_REQUESTS, st.tuples(st.just("toggle"), st.integers(0, 7)), st.just(("reset",)))
-
-
-def _named(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for i, rule in enumerate(rules):
-        rule = {"name": f"r{i}", **rule}
-        if rule["fault"].get("throttle") and rule["phase"] is Phase.RESPONSE:
-            rule["phase"] = Phase.REQUEST  # throttling answers before the service
-        if rule["match"].get("resource") == "hopper" and rule["per"] is Per.SESSION:
-            rule["per"] = Per.CLIENT  # a hopper is no session
-        out.append({k: str(v) if isinstance(v, Per | Phase) else v for k, v in rule.items()})
-    return out
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rules=st.lists(PLAIN_RULES, min_size=1, max_size=8),
-       actions=st.lists(PLAIN_ACTIONS, min_size=10, max_size=60), seed=st.integers(0, 3),
-       limit=st.sampled_from([1, 2, scenario.MAX_SETTLED]))
-def test_engine_decides_as_the_plain_reading_of_the_rules(
-        rules: list[dict[str, Any]], actions: list[tuple[Any, ...]], seed: int,
-        limit: int) -> None:
-    """Same winners, scopes, delays, throttle numbers and stats as rule-by-rule checking,
-    through switches, resets and remembered match verdicts being forgotten."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(scenario, "MAX_SETTLED", limit)
-        _check_against_plain(rules, actions, seed)
-
-
-def _check_against_plain(rules: list[dict[str, Any]], actions: list[tuple[Any, ...]],
-                         seed: int) -> None:
-    parsed = scenario.parse_scenario(json.dumps({"seed": seed, "rules": _named(rules)}))
-    engine, plain = Engine(parsed, start=0.0), _PlainEngine(parsed, start=0.0)
-    now = 0.0
-    for action in actions:
-        if action[0] == "reset":
-            engine.reset()
-            for rt in plain.runtimes:
-                rt.reset(None)
-            continue
-        if action[0] == "toggle":
-            index = action[1] % len(parsed.rules)
-            enabled = not plain.runtimes[index].enabled
-            engine.set_enabled(enabled, f"r{index}")
-            plain.runtimes[index].enabled = enabled
-            continue
-        method, path, host, headers, client, phase, step = action
-        now += step
-        v = view(method, path, host=host, headers=headers, client=client, user=client)
-        assert engine.evaluate(v, phase, now) == plain.evaluate(v, phase, now)
-        assert engine.stats() == [
-            scenario.RuleStats(rt.rule.name, rt.rule.phase, rt.enabled, rt.trigger.match_count,
-                               rt.trigger.fire_count) for rt in plain.runtimes]
-
-
-@pytest.mark.parametrize("when", [
-    When(), When(nth=3), When(first=2), When(every=3), When(nth=4, first=2),
-    When(first=5, every=2, times=1, probability=0.5), When(every=0, nth=2),
-])
-def test_eligible_bounds_never_hide_a_count_that_could_fire(when: When) -> None:
-    """Outside the bounds `_allows` is False and draws nothing, so skipping it is exact."""
-    lowest, highest = scenario._eligible_bounds(when)
-    for n in range(1, 12):
-        if lowest <= n <= highest:
-            continue
-        rng = random.Random(0)
-        trigger = Trigger(when, rng, start=0.0)
-        before = rng.getstate()
-        assert not trigger._allows(scenario._Counters(eligible=n))
-        assert rng.getstate() == before
-
-
-def test_remembered_verdicts_tell_apart_method_kind_path_host_and_headers() -> None:
-    engine = engine_for(
-        "{name: a, match: {method: PUT, resource: session, path: '*/lobby-*', "
-        "host: '*.xboxlive.com', headers: {If-Match: '*'}}, fault: {status: 412}}")
-    host = "sessiondirectory.xboxlive.com"
-    hit = view("PUT", LOBBY, host=host, headers=[("If-Match", "*")])
-    misses = [view("GET", LOBBY, host=host, headers=[("If-Match", "*")]),
-              view("PUT", LOBBY, host="example.org", headers=[("If-Match", "*")]),
-              view("PUT", LOBBY, host=host), view("PUT", LOBBY.replace("lobby", "game"), host=host),
-              view("PUT", LOBBY, host=host, headers=[("If-Match", "*")],
-                   resource=resources.parse(HOPPER))]
-    for v in [hit, *misses, hit]:
-        assert (engine.evaluate(v, now=1.0) is not None) is (v is hit)
-    assert engine.stats()[0].matches == 2
