@@ -32,13 +32,13 @@ import enum
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mpsdproxy import catalog
+from mpsdproxy import classify
 from mpsdproxy import jsonbody
+from mpsdproxy import model
 from mpsdproxy import resources
 from mpsdproxy.resources import Kind
 from mpsdproxy.resources import Resource
@@ -56,15 +56,12 @@ __all__ = [
 DEFAULT_MAX_SESSIONS = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
-#: Rows that say the session no longer exists.
-GONE_ENTRIES: frozenset[str] = frozenset(
-    {"204.get-session", "204.put-session-deleted", "204.element-gone"})
+#: Rows that say the session no longer exists (the catalog says which).
+GONE_ENTRIES: frozenset[str] = frozenset(e.id for e in catalog.ENTRIES if e.session_gone)
 
 #: Statuses with a row that returns the whole session.
 _SESSION_STATUSES: frozenset[int] = frozenset(
     e.status for e in catalog.ENTRIES if e.returns_session)
-
-Headers = Mapping[str, str] | Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
 
 
 class Update(enum.StrEnum):
@@ -86,88 +83,29 @@ class TrackedSession:
 
     def document(self) -> dict[str, Any]:
         """The session document (parsed on demand: most are never needed)."""
-        value = json.loads(self.body)
+        value = json.loads(self.body)  # a fresh copy: the caller may build on it
         assert isinstance(value, dict)  # only whole documents are stored
         return value
 
 
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, dict) and catalog.SESSION_DOCUMENT_KEYS <= value.keys()
+
+
 def whole_session(body: bytes | None) -> dict[str, Any] | None:
     """The body as a whole session document (every top-level key the table's note
-    requires), or None when it is something else: an element, a handle, junk.
-
-    The document is the one `jsonbody.parse` shares with the other addons looking at
-    the same body: read it, never change it.
-    """
+    requires), or None when it is something else: an element, a handle, junk."""
     if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
         return None
     value = jsonbody.parse(body)
-    if isinstance(value, dict) and catalog.SESSION_DOCUMENT_KEYS <= value.keys():
-        return value
-    return None
+    return value if _is_whole(value) else None
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "surrogateescape")
-    return str(value)
-
-
-def _etag_and_location(headers: Headers | None) -> tuple[str | None, str | None]:
-    """The first ETag and Content-Location values (names ignore case), from str or bytes
-    pairs or a mapping; tolerant of odd input. Nothing else of the headers is needed."""
-    etag: str | None = None
-    location: str | None = None
-    if headers is None:
-        return etag, location
-    if isinstance(headers, tuple | list):  # mitmproxy's raw fields: the usual case
-        items: Iterable[Any] = headers
-    else:
-        items = headers.items() if isinstance(headers, Mapping) else headers
-    for pair in items:
-        try:
-            name, value = pair
-        except (TypeError, ValueError):
-            continue
-        if isinstance(name, bytes):
-            # Only ASCII bytes decode and lower-case to either name: compare as bytes.
-            if len(name) == 4:
-                if etag is None and name.lower() == b"etag":
-                    etag = _text(value)
-            elif len(name) == 16 and location is None and name.lower() == b"content-location":
-                location = _text(value)
-            continue
-        low = _text(name).lower()
-        if low == "etag":
-            if etag is None:
-                etag = _text(value)
-        elif low == "content-location" and location is None:
-            location = _text(value)
-    return etag, location
-
-
-def _target(resource: Resource) -> catalog.Target:
-    if resource.kind is Kind.SESSION:
-        return catalog.Target.SESSION
-    return catalog.Target.ELEMENT if resource.is_element else catalog.Target.ANY
-
-
-def _row_of_204(method: str, resource: Resource) -> str | None:
-    """Which 204 row a 204 to this request is (they differ only by method and target)."""
-    target = _target(resource)
-    for entry in catalog.for_status(204):
-        if method in entry.methods and entry.target in (target, catalog.Target.ANY):
-            return entry.id
-    return None
-
-
-def _referenced_session(body: bytes | None) -> Resource | None:
-    """The session a handle's `sessionRef` names, from a handle request or response body."""
-    if not body:
+def _referenced_session(message: model.Request | model.Response) -> Resource | None:
+    """The session a handle's `sessionRef` names, from a handle request or response."""
+    if not message.body:
         return None
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    value = message.json
     ref = value.get("sessionRef") if isinstance(value, dict) else None
     if not isinstance(ref, dict):
         return None
@@ -176,6 +114,18 @@ def _referenced_session(body: bytes | None) -> Resource | None:
         return None
     scid, template, name = parts
     return Resource(Kind.SESSION, scid, template, name)
+
+
+def _session_of(resource: Resource, location: str | None) -> Resource | None:
+    """The session an exchange is about: the request's own, else the one its
+    Content-Location names (GET /handles/{id}/session answers with it)."""
+    if resource.is_session_or_element:
+        return resource
+    if location:
+        named = resources.parse(location)
+        if named.is_session_or_element:
+            return named
+    return None
 
 
 class SessionTracker:
@@ -258,35 +208,34 @@ class SessionTracker:
 
     # -- learning from exchanges ---------------------------------------------------------
 
-    def observe(self, method: str, path: str, status: int, headers: Headers | None,
-                body: bytes | None, request_body: bytes | None = None) -> Update:
+    def observe(self, exchange: model.Exchange) -> Update:
         """Learn from one exchange the title (or the proxy itself) had with the service.
 
-        `path` is the request path (or URL), `headers` and `body` the response's.
-        Never raises on odd input.
+        Never raises on odd input; an exchange without a response changes nothing.
         """
-        method = str(method).upper()
-        resource = resources.parse(path)
-        etag, location = _etag_and_location(headers)
-        if resource.kind is Kind.HANDLE and method == "POST" and 200 <= status < 300:
-            ref = _referenced_session(request_body) or _referenced_session(body)
-            return self._forgotten(ref.key) if ref is not None and ref.key else Update.NONE
-        session = self._session_of(resource, location)
-        if session is None:
+        response = exchange.response
+        if response is None:
             return Update.NONE
-        key = session.key
-        if key is None:
+        request, status = exchange.request, response.status
+        resource = exchange.resource
+        if resource.kind is Kind.HANDLE and request.method == "POST" and 200 <= status < 300:
+            ref = _referenced_session(request) or _referenced_session(response)
+            return self._forgotten(ref.key) if ref is not None and ref.key else Update.NONE
+        session = _session_of(resource, response.headers.first("Content-Location"))
+        key = session.key if session is not None else None
+        if session is None or key is None:
             return Update.NONE
         if status == 204:
-            gone = _row_of_204(method, resource) in GONE_ENTRIES
+            gone = classify.classify(exchange).id in GONE_ENTRIES
             return self._forgotten(key) if gone else Update.NONE
-        if status in _SESSION_STATUSES and body:
+        etag = response.headers.first("ETag")
+        if status in _SESSION_STATUSES and response.body:
             path = session.session_path
             assert path is not None
-            if self._refresh(key, path, body, etag):
+            if self._refresh(key, path, response.body, etag):
                 return Update.STORED
-            if whole_session(body) is not None:
-                stored = self._store(key, path, body, etag, checked=True)
+            if _is_whole(response.json):
+                stored = self._store(key, path, response.body, etag, checked=True)
                 return Update.STORED if stored else Update.NONE
         tracked = self._sessions.get(key)
         if etag is not None and tracked is not None and tracked.etag != etag:
@@ -309,15 +258,3 @@ class SessionTracker:
 
     def _forgotten(self, key: str) -> Update:
         return Update.FORGOTTEN if self.forget(key) else Update.NONE
-
-    @staticmethod
-    def _session_of(resource: Resource, location: str | None) -> Resource | None:
-        """The session an exchange is about: the request's own, else the one its
-        Content-Location names (GET /handles/{id}/session answers with it)."""
-        if resource.is_session_or_element:
-            return resource
-        if location:
-            named = resources.parse(location)
-            if named.is_session_or_element:
-                return named
-        return None

@@ -1,6 +1,6 @@
 """`mpsdproxy run` refuses every file of the broken-scenario corpus before it listens.
 
-Each file goes through `proxy.start`, the same path `run` takes: options are applied
+Each file goes through `master.start`, the same path `run` takes: options are applied
 before any server starts, so a bad scenario raises with its file:line and key and no
 port is ever bound.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mpsdproxy import proxy
+from mpsdproxy.addons import master
 
 CORPUS = Path(__file__).resolve().parent / "scenarios_broken"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
@@ -39,8 +39,8 @@ def test_run_refuses_before_listening(name: str, tmp_path: Path) -> None:
         "confdir": str(tmp_path),
         "mpsd_scenario": [str(path)],
     }
-    with pytest.raises(proxy.ProxyError) as refused:
-        asyncio.run(proxy.start(settings, quiet_mitmproxy=True))
+    with pytest.raises(master.ProxyError) as refused:
+        asyncio.run(master.start(settings, quiet_mitmproxy=True))
     assert f"{path}:{want['line']}:" in str(refused.value)
     assert f": {want['key']}: " in str(refused.value)
     with pytest.raises(OSError):

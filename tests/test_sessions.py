@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mpsdproxy import faults
+from mpsdproxy import model
 from mpsdproxy import sessions
 from mpsdproxy.sessions import SessionTracker
 from mpsdproxy.sessions import Update
@@ -28,13 +29,28 @@ def body(value: Any) -> bytes:
     return faults.encode_json(value)
 
 
+def observe(tracker: SessionTracker, method: str, path: str, status: int, headers: Any,
+            payload: bytes | None, request_body: bytes | None = None) -> Update:
+    """What the tracker makes of one exchange with the service (headers as str or bytes
+    pairs or a mapping)."""
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    pairs = list(headers or [])
+    fields = (model.Headers.from_raw(pairs) if pairs and isinstance(pairs[0][0], bytes)
+              else model.Headers(pairs))
+    url = path if "://" in path else f"https://sessiondirectory.xboxlive.com{path}"
+    exchange = model.Exchange(model.Request(method, url, body=request_body),
+                              model.Response(status, "", fields, payload))
+    return tracker.observe(exchange)
+
+
 def etag(n: int) -> list[tuple[str, str]]:
     return [*JSON, ("ETag", f'"etag-{n}"')]
 
 
 def tracked(change: int = 1) -> SessionTracker:
     tracker = SessionTracker()
-    assert tracker.observe("PUT", LOBBY, 201, etag(change), body(doc(change))) is Update.STORED
+    assert observe(tracker, "PUT", LOBBY, 201, etag(change), body(doc(change))) is Update.STORED
     return tracker
 
 
@@ -49,7 +65,7 @@ def tracked(change: int = 1) -> SessionTracker:
 ])
 def test_rows_that_return_the_session_store_it_with_its_etag(method: str, status: int) -> None:
     tracker = SessionTracker()
-    assert tracker.observe(method, LOBBY, status, etag(7), body(doc(7))) is Update.STORED
+    assert observe(tracker, method, LOBBY, status, etag(7), body(doc(7))) is Update.STORED
     session = tracker.get(KEY)
     assert session is not None
     assert session.etag == '"etag-7"'
@@ -60,13 +76,13 @@ def test_rows_that_return_the_session_store_it_with_its_etag(method: str, status
 def test_the_body_is_kept_byte_for_byte() -> None:
     raw = b'{"changeNumber": 3, "constants": {}, "properties": {}, "members": {}}'
     tracker = SessionTracker()
-    tracker.observe("GET", LOBBY, 200, etag(3), raw)
+    observe(tracker, "GET", LOBBY, 200, etag(3), raw)
     assert tracker.get(KEY).body == raw  # type: ignore[union-attr]
 
 
 def test_a_later_answer_replaces_the_earlier_one() -> None:
     tracker = tracked(1)
-    tracker.observe("PUT", LOBBY, 412, etag(2), body(doc(2)))
+    observe(tracker, "PUT", LOBBY, 412, etag(2), body(doc(2)))
     assert tracker.get(KEY).etag == '"etag-2"'  # type: ignore[union-attr]
     assert tracker.get(KEY).document()["changeNumber"] == 2  # type: ignore[union-attr]
     assert len(tracker) == 1
@@ -75,7 +91,7 @@ def test_a_later_answer_replaces_the_earlier_one() -> None:
 def test_keys_ignore_case_as_the_service_does() -> None:
     tracker = SessionTracker()
     path = f"/serviceConfigs/{SCID.upper()}/sessionTemplates/LobbySession/sessions/Lobby-1"
-    tracker.observe("PUT", path, 201, etag(1), body(doc()))
+    observe(tracker, "PUT", path, 201, etag(1), body(doc()))
     assert KEY in tracker
     assert tracker.get(KEY.upper()) is not None
 
@@ -83,7 +99,7 @@ def test_keys_ignore_case_as_the_service_does() -> None:
 def test_a_full_url_and_bytes_headers_are_understood() -> None:
     tracker = SessionTracker()
     headers = [(b"content-type", b"application/json"), (b"etag", b'"b-1"')]
-    tracker.observe("GET", f"https://sessiondirectory.xboxlive.com{LOBBY}?x=1", 200, headers,
+    observe(tracker, "GET", f"https://sessiondirectory.xboxlive.com{LOBBY}?x=1", 200, headers,
                     body(doc()))
     assert tracker.get(KEY).etag == '"b-1"'  # type: ignore[union-attr]
 
@@ -91,7 +107,7 @@ def test_a_full_url_and_bytes_headers_are_understood() -> None:
 def test_a_session_read_by_handle_is_stored_under_its_content_location() -> None:
     tracker = SessionTracker()
     headers = [*etag(4), ("Content-Location", LOBBY)]
-    assert tracker.observe("GET", "/handles/abc/session", 200, headers,
+    assert observe(tracker, "GET", "/handles/abc/session", 200, headers,
                            body(doc(4))) is Update.STORED
     assert tracker.get(KEY).etag == '"etag-4"'  # type: ignore[union-attr]
 
@@ -105,14 +121,14 @@ def test_a_session_read_by_handle_is_stored_under_its_content_location() -> None
 ])
 def test_bodies_that_are_not_a_whole_session_are_not_stored(payload: bytes) -> None:
     tracker = SessionTracker()
-    assert tracker.observe("PUT", LOBBY, 201, etag(1), payload) is Update.NONE
+    assert observe(tracker, "PUT", LOBBY, 201, etag(1), payload) is Update.NONE
     assert len(tracker) == 0
 
 
 @pytest.mark.parametrize("status", [400, 403, 404, 409, 429, 503, 202])
 def test_answers_without_a_session_change_nothing(status: int) -> None:
     tracker = tracked(1)
-    assert tracker.observe("PUT", LOBBY, status, [("Content-Type", "text/plain")],
+    assert observe(tracker, "PUT", LOBBY, status, [("Content-Type", "text/plain")],
                            b"nope") is Update.NONE
     assert tracker.get(KEY).etag == '"etag-1"'  # type: ignore[union-attr]
 
@@ -120,7 +136,7 @@ def test_answers_without_a_session_change_nothing(status: int) -> None:
 def test_resources_without_a_session_are_ignored() -> None:
     tracker = SessionTracker()
     hopper = f"/serviceconfigs/{SCID}/hoppers/QuickMatch"
-    assert tracker.observe("POST", hopper, 200, etag(1), body(doc())) is Update.NONE
+    assert observe(tracker, "POST", hopper, 200, etag(1), body(doc())) is Update.NONE
     assert len(tracker) == 0
 
 
@@ -134,34 +150,34 @@ def test_resources_without_a_session_are_ignored() -> None:
 ])
 def test_204_rows_that_mean_the_session_is_gone_forget_it(method: str, path: str) -> None:
     tracker = tracked()
-    assert tracker.observe(method, path, 204, [], b"") is Update.FORGOTTEN
+    assert observe(tracker, method, path, 204, [], b"") is Update.FORGOTTEN
     assert tracker.get(KEY) is None
 
 
 def test_204_on_a_missing_element_keeps_the_session() -> None:
     tracker = tracked()
-    assert tracker.observe("GET", f"{LOBBY}/members/7", 204, [], b"") is Update.NONE
+    assert observe(tracker, "GET", f"{LOBBY}/members/7", 204, [], b"") is Update.NONE
     assert tracker.get(KEY) is not None
 
 
 def test_an_element_answer_with_a_new_etag_makes_the_document_stale() -> None:
     tracker = tracked(1)
     member = {"constants": {"system": {"xuid": "1002"}}}
-    assert tracker.observe("PUT", f"{LOBBY}/members/me", 201, etag(2),
+    assert observe(tracker, "PUT", f"{LOBBY}/members/me", 201, etag(2),
                            body(member)) is Update.FORGOTTEN
     assert tracker.get(KEY) is None
 
 
 def test_an_element_read_with_the_same_etag_keeps_the_document() -> None:
     tracker = tracked(1)
-    assert tracker.observe("GET", f"{LOBBY}/properties", 200, etag(1),
+    assert observe(tracker, "GET", f"{LOBBY}/properties", 200, etag(1),
                            body({"system": {}})) is Update.NONE
     assert tracker.get(KEY) is not None
 
 
 def test_a_304_with_the_same_etag_keeps_it() -> None:
     tracker = tracked(1)
-    assert tracker.observe("GET", LOBBY, 304, [("ETag", '"etag-1"')], b"") is Update.NONE
+    assert observe(tracker, "GET", LOBBY, 304, [("ETag", '"etag-1"')], b"") is Update.NONE
     assert tracker.get(KEY) is not None
 
 
@@ -170,7 +186,7 @@ def test_creating_a_handle_for_the_session_forgets_it() -> None:
     tracker = tracked()
     request = json.dumps({"version": 1, "type": "activity", "sessionRef": {
         "scid": SCID, "templateName": "LobbySession", "name": "LOBBY-1"}}).encode()
-    assert tracker.observe("POST", "/handles", 201, JSON, body({"id": "h"}),
+    assert observe(tracker, "POST", "/handles", 201, JSON, body({"id": "h"}),
                            request) is Update.FORGOTTEN
     assert tracker.get(KEY) is None
 
@@ -181,9 +197,9 @@ def test_a_handle_for_another_session_or_a_failed_one_keeps_it() -> None:
                                        "name": "lobby-2"}}).encode()
     mine = json.dumps({"sessionRef": {"scid": SCID, "templateName": "LobbySession",
                                       "name": "lobby-1"}}).encode()
-    assert tracker.observe("POST", "/handles", 201, JSON, b"{}", other) is Update.NONE
-    assert tracker.observe("POST", "/handles", 400, JSON, b"{}", mine) is Update.NONE
-    assert tracker.observe("POST", "/handles", 201, JSON, b"{}", b"junk") is Update.NONE
+    assert observe(tracker, "POST", "/handles", 201, JSON, b"{}", other) is Update.NONE
+    assert observe(tracker, "POST", "/handles", 400, JSON, b"{}", mine) is Update.NONE
+    assert observe(tracker, "POST", "/handles", 201, JSON, b"{}", b"junk") is Update.NONE
     assert tracker.get(KEY) is not None
 
 
@@ -209,9 +225,9 @@ def key_of(i: int) -> str:
 def test_the_least_recently_used_session_is_forgotten_first() -> None:
     tracker = SessionTracker(max_sessions=3)
     for i in range(3):
-        tracker.observe("GET", path_of(i), 200, etag(i), body(doc(i)))
+        observe(tracker, "GET", path_of(i), 200, etag(i), body(doc(i)))
     assert tracker.get(key_of(0)) is not None  # s0 is now the most recently used
-    tracker.observe("GET", path_of(3), 200, etag(3), body(doc(3)))
+    observe(tracker, "GET", path_of(3), 200, etag(3), body(doc(3)))
     assert len(tracker) == 3
     assert tracker.get(key_of(1)) is None
     assert all(tracker.get(key_of(i)) is not None for i in (0, 2, 3))
@@ -222,11 +238,11 @@ def test_the_same_document_again_is_stored_again_without_a_second_look() -> None
     most recently used, as if stored anew."""
     tracker = SessionTracker(max_sessions=3)
     for i in range(3):
-        tracker.observe("GET", path_of(i), 200, etag(i), body(doc(i)))
+        observe(tracker, "GET", path_of(i), 200, etag(i), body(doc(i)))
     kept = tracker.get(key_of(1))
-    tracker.observe("GET", path_of(2), 200, etag(2), body(doc(2)))
-    assert tracker.observe("GET", path_of(0), 200, etag(0), body(doc(0))) is Update.STORED
-    tracker.observe("GET", path_of(3), 200, etag(3), body(doc(3)))
+    observe(tracker, "GET", path_of(2), 200, etag(2), body(doc(2)))
+    assert observe(tracker, "GET", path_of(0), 200, etag(0), body(doc(0))) is Update.STORED
+    observe(tracker, "GET", path_of(3), 200, etag(3), body(doc(3)))
     assert tracker.get(key_of(1)) is None  # s0 was refreshed, so s1 was the oldest
     assert tracker.get(key_of(0)).body == body(doc(0))  # type: ignore[union-attr]
     assert kept is not None and len(tracker) == 3
@@ -244,8 +260,8 @@ def test_the_same_bytes_are_looked_at_again_unless_all_else_is_the_same(
     if stored is not None:
         tracker.remember(KEY, LOBBY, raw, '"etag-1"')
     else:
-        tracker.observe("GET", LOBBY, 200, etag(1), raw)
-    got = tracker.observe("GET", path_now, 200, [("ETag", etag_now)], raw)
+        observe(tracker, "GET", LOBBY, 200, etag(1), raw)
+    got = observe(tracker, "GET", path_now, 200, [("ETag", etag_now)], raw)
     assert got is (Update.NONE if stored is not None else Update.STORED)
     session = tracker.get(KEY)
     assert session is not None and (session.etag, session.path) == (etag_now, path_now)
@@ -258,7 +274,7 @@ def test_the_same_bytes_are_looked_at_again_unless_all_else_is_the_same(
 ])
 def test_the_first_etag_and_content_location_are_the_ones(headers: Any) -> None:
     tracker = SessionTracker()
-    assert tracker.observe("GET", "/handles/abc/session", 200, headers,
+    assert observe(tracker, "GET", "/handles/abc/session", 200, headers,
                            body(doc())) is Update.STORED
     assert tracker.get(KEY).etag == '"1"'  # type: ignore[union-attr]
 
@@ -292,12 +308,24 @@ def test_bounds_are_validated(kwargs: dict[str, int], message: str) -> None:
         SessionTracker(**kwargs)
 
 
-@pytest.mark.parametrize("headers", [None, [("only-one",)], {"ETag": '"1"'}, [(1, 2)], "junk"])
-def test_odd_input_never_raises(headers: Any) -> None:
+@pytest.mark.parametrize("payload", [None, b"junk", b"[" * 100_000, b'{"sessionRef": 1}'])
+def test_odd_bodies_never_raise(payload: bytes | None) -> None:
     tracker = SessionTracker()
-    tracker.observe("GET", LOBBY, 200, headers, body(doc()))
-    tracker.observe("get", "::not a path::", 200, headers, None)
-    tracker.observe("PUT", LOBBY, 204, headers, None, None)
+    for method, path, status in [("GET", LOBBY, 200), ("PUT", LOBBY, 204),
+                                 ("POST", "/handles", 201), ("GET", "/::not-a-path::", 200)]:
+        assert observe(tracker, method, path, status, etag(1), payload, payload) is Update.NONE
+
+
+def test_an_exchange_without_an_answer_changes_nothing() -> None:
+    tracker = tracked()
+    request = model.Request("GET", f"https://sessiondirectory.xboxlive.com{LOBBY}")
+    assert tracker.observe(model.Exchange(request, error="killed")) is Update.NONE
+    assert tracker.get(KEY) is not None
+
+
+def test_the_rows_that_mean_gone_come_from_the_catalog() -> None:
+    assert sessions.GONE_ENTRIES == {"204.get-session", "204.put-session-deleted",
+                                     "204.element-gone"}
 
 
 def test_whole_session() -> None:

@@ -1,0 +1,178 @@
+"""The answers a fired scenario rule gives: the table's row, the tracked session, the rule's edits.
+
+The injector decides *that* a rule answers; this module decides *what* the
+title then receives, as a `model.Response`, with no mitmproxy in sight:
+
+- a status (or throttling) answers with `faults.build`, so the answer is the
+  table's row: its content type, body kind and required headers, plus what the
+  service puts on every answer (`service_headers`);
+- a row that returns the session (412 to If-Match, 403 read-only, 200, 201)
+  carries the whole document and ETag the proxy last saw for that session
+  (`sessions.TrackedSession`). Without one, a row of the same status that needs
+  no session answers instead (412 -> `412.precondition-failed`, 403 ->
+  `403.forbidden`), and when the status has no such row (200, 201) there is no
+  answer: the request goes on untouched. `Answer` says which and why, for the log;
+- the rule's `body`, `content_type` and `headers` go on top (`with_overrides`),
+  and in phase response they edit the real answer instead (`edit`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from dataclasses import dataclass
+
+from mpsdproxy import catalog
+from mpsdproxy import faults
+from mpsdproxy import fgrl
+from mpsdproxy import model
+from mpsdproxy import scenario
+from mpsdproxy.scenario import Phase
+from mpsdproxy.sessions import TrackedSession
+
+__all__ = [
+    "Answer",
+    "answer",
+    "edit",
+    "kind",
+    "needs_session",
+    "service_headers",
+    "with_overrides",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a rule that answers gives one request.
+
+    `response` is None when the row needs a session and no row of its status can
+    do without one: the request then goes on untouched. `fallback` is the row
+    answered instead of `row` when the session was missing; `missing` says why it
+    was (set whenever `fallback` is, or `response` is None).
+    """
+
+    row: catalog.Entry
+    response: model.Response | None
+    fallback: catalog.Entry | None = None
+    missing: str | None = None
+
+
+def service_headers(now: float | None = None) -> list[tuple[str, str]]:
+    """What the service puts on every answer (protocol notes §2.2), so an injected answer
+    looks like one from the service."""
+    return [
+        ("Date", email.utils.formatdate(time.time() if now is None else now, usegmt=True)),
+        ("X-XblCorrelationId", str(uuid.uuid4())),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+
+
+def needs_session(entry: catalog.Entry, fault: scenario.Fault) -> bool:
+    """Whether answering with this row takes the tracked session: its document (unless
+    the rule gives a body of its own) or its ETag (which the row must carry)."""
+    if not entry.returns_session:
+        return False
+    return fault.body is None or "ETag" in entry.required_headers
+
+
+def _set(headers: model.Headers, name: str, value: str | None) -> model.Headers:
+    """`name` set to `value` (None removes it), every earlier field of that name gone."""
+    rest = headers.without(name)
+    return rest if value is None else model.Headers((*rest, (name, value)))
+
+
+def with_overrides(response: model.Response, fault: scenario.Fault) -> model.Response:
+    """The rule's `body`, `content_type` and `headers` on top of the table's answer
+    (a header given as null is removed)."""
+    headers = response.headers
+    if fault.content_type is not None:
+        headers = _set(headers, "Content-Type", fault.content_type)
+    for name, value in fault.headers:
+        headers = _set(headers, name, value)
+    body = response.body if fault.body is None else fault.body
+    return model.Response(response.status, response.reason, headers, body)
+
+
+def edit(response: model.Response, fault: scenario.Fault) -> model.Response:
+    """Apply `body`, `content_type`, `headers` and `retry_after` to a real answer. A new
+    body is sent as it is written, so the answer's Content-Encoding goes with the old one."""
+    headers, body = response.headers, response.body
+    if fault.body is not None:
+        headers, body = headers.without("Content-Encoding"), fault.body
+    if fault.content_type is not None:
+        headers = headers.with_value("Content-Type", fault.content_type)
+    if fault.retry_after is not None:
+        headers = headers.with_value("Retry-After", str(fault.retry_after))
+    for name, value in fault.headers:
+        headers = headers.without(name) if value is None else headers.with_value(name, value)
+    return model.Response(response.status, response.reason, headers, body)
+
+
+def _without_session(entry: catalog.Entry) -> catalog.Entry | None:
+    """A row of the same status that needs no session (None when the status has none)."""
+    return next((e for e in catalog.for_status(entry.status) if not e.returns_session), None)
+
+
+def answer(
+    request: model.Request,
+    fault: scenario.Fault,
+    tracked: TrackedSession | None,
+    *,
+    throttle: fgrl.Decision | None = None,
+    missing: str | None = None,
+    now: float | None = None,
+) -> Answer:
+    """The table's answer to `request` for a fault that answers, overrides applied.
+
+    `tracked` is the request's session as last seen (None when unknown); `throttle` the
+    decision of a throttle rule (its numbers go into the 429); `missing` why the session
+    could not be read from the service, when that was tried.
+    """
+    row = fault.row(request)
+    if row is None:
+        raise ValueError(f"the fault gives no status to answer with: {fault!r}")
+    entry, fallback = row, None
+    extra = service_headers(now)
+    session, etag = None, None
+    if needs_session(row, fault):
+        if tracked is not None and tracked.etag is None and "ETag" in row.required_headers:
+            tracked, missing = None, "it was seen without an ETag"
+        if tracked is None:
+            missing = missing or ("it names no session" if request.resource.key is None
+                                  else "no session document")
+            fallback = _without_session(row)
+            if fallback is None:
+                return Answer(row, None, None, missing)
+            entry = fallback
+        else:
+            session = tracked.document() if fault.body is None else {}
+            etag = tracked.etag
+            if row.status < 300:
+                extra.append(("Content-Location", tracked.path))
+    elif row.returns_session:
+        session = {}  # the rule's own body replaces it
+    if entry.status == 304 and tracked is not None and tracked.etag:
+        extra.append(("ETag", tracked.etag))
+    message = faults.encode_json(fgrl.message(throttle)) if throttle is not None else None
+    retry_after = throttle.retry_after if throttle is not None else fault.retry_after
+    response = faults.build(entry, session=session, etag=etag, message=message,
+                            retry_after=retry_after, extra_headers=extra)
+    return Answer(row, with_overrides(response, fault), fallback,
+                  missing if fallback is not None else None)
+
+
+def kind(fault: scenario.Fault, phase: Phase) -> str:
+    """A one-word name for what the fault does, for provenance and logs."""
+    if fault.connection:
+        return fault.connection
+    if fault.throttle is not None:
+        return "throttle"
+    if fault.status is not None:
+        return "status"
+    if fault.truncate:
+        return "truncate"
+    if phase is Phase.RESPONSE and (fault.body is not None or fault.headers
+                                    or fault.content_type or fault.retry_after is not None):
+        return "edit"
+    return "delay"
