@@ -1,0 +1,154 @@
+"""The streaming engine: judges exchanges one at a time with bounded state.
+
+`Engine.feed(exchange)` returns the verdicts that exchange decided (a
+Retry-After broken, a 412 answered with the right ETag, a waiting verdict
+whose deadline the exchange's time passed); `Engine.finish()` decides whatever
+is still waiting and adds one summary verdict for every rule that decided
+nothing (pass when it saw relevant traffic, not-applicable when it saw none).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from mpsdproxy import model
+from mpsdproxy.verdicts.base import BaseRule
+from mpsdproxy.verdicts.base import Decided
+from mpsdproxy.verdicts.base import Status
+from mpsdproxy.verdicts.base import Verdict
+from mpsdproxy.verdicts.fault_rules import BackoffRule
+from mpsdproxy.verdicts.fault_rules import ConflictRule
+from mpsdproxy.verdicts.fault_rules import Consecutive429Rule
+from mpsdproxy.verdicts.fault_rules import MissingSessionRule
+from mpsdproxy.verdicts.fault_rules import PreconditionRule
+from mpsdproxy.verdicts.fault_rules import RetryAfterRule
+from mpsdproxy.verdicts.limits import Limits
+from mpsdproxy.verdicts.limits import RuleSettings
+from mpsdproxy.verdicts.limits import default_limits
+from mpsdproxy.verdicts.pattern_rules import BatchFrequencyRule
+from mpsdproxy.verdicts.pattern_rules import BurstRule
+from mpsdproxy.verdicts.pattern_rules import PollingRule
+from mpsdproxy.verdicts.pattern_rules import RateBudgetRule
+from mpsdproxy.verdicts.pattern_rules import RepeatedCallsRule
+from mpsdproxy.verdicts.pattern_rules import SmallBatchRule
+from mpsdproxy.verdicts.state import Facts
+from mpsdproxy.verdicts.state import facts_of
+
+__all__ = ["DEFAULT_MAX_KEYS", "EXPIRY_STEP_S", "RULE_CLASSES", "Engine"]
+
+DEFAULT_MAX_KEYS = 10_000
+#: Waiting verdicts are looked at (at most) this often, in record time.
+EXPIRY_STEP_S = 1.0
+
+#: The rules, in the order of base.RULES (the order verdicts and summaries come out in).
+RULE_CLASSES: tuple[type[BaseRule], ...] = (
+    RetryAfterRule, BackoffRule, PreconditionRule, ConflictRule, MissingSessionRule,
+    RateBudgetRule, BurstRule, RepeatedCallsRule, PollingRule, Consecutive429Rule,
+    SmallBatchRule, BatchFrequencyRule,
+)
+
+
+class Engine:
+    """Judges exchanges one at a time with bounded state.
+
+    Everything it holds is bounded: sliding windows and per-key last state,
+    each key with a deadline, and at most `max_keys` keys per rule (the least
+    recently used key is decided and dropped first), so memory stays flat
+    however long the recording.
+
+    Exchanges should come roughly in the order they were recorded (by end
+    time); a waiting verdict is decided `reorder_grace_s` after its deadline,
+    so a slow request recorded late is still judged against it.
+    """
+
+    def __init__(self, limits: Limits | None = None, *, max_keys: int = DEFAULT_MAX_KEYS,
+                 settings: RuleSettings | None = None) -> None:
+        self.limits = limits or default_limits()
+        if settings is not None:
+            self.limits = replace(self.limits, rules=settings)
+        self.settings = self.limits.rules
+        self.rules: list[BaseRule] = [cls(self.settings, self.limits, max_keys)
+                                      for cls in RULE_CLASSES]
+        self.now = 0.0
+        self.next_expiry = -math.inf
+        self.fed = 0
+        #: (rule id, status) -> how many verdicts were decided
+        self.counts: dict[tuple[str, Status], int] = {}
+        self.finished = False
+
+    def facts(self, exchange: model.Exchange) -> Facts:
+        """What the rules read from `exchange` (numbered `fed + 1` when it has no seq)."""
+        return facts_of(exchange, self._service, now=self.now, seq=self.fed + 1)
+
+    def _service(self, host: str, kind: str) -> str:
+        return self.limits.service_for(host, kind).name
+
+    def feed(self, exchange: model.Exchange) -> list[Verdict]:
+        """The verdicts this exchange decides (its own, and those whose time it passed)."""
+        if self.finished:
+            raise RuntimeError("the engine has finished: make a new one for more exchanges")
+        facts = self.facts(exchange)
+        self.fed += 1
+        out = self._catch_up(facts.start)
+        for rule in self.rules:
+            decided = rule.feed(facts)
+            if decided:
+                out.extend(self._counted(decided))
+        return out
+
+    def _catch_up(self, start: float) -> list[Verdict]:
+        """Move the clock to `start`, deciding what waited only once a step has passed."""
+        if start <= self.now:
+            return []
+        if start - self.settings.reorder_grace_s < self.next_expiry:
+            self.now = start  # `advance(start)` with nothing due yet
+            return []
+        return self.advance(start)
+
+    def advance(self, now: float) -> list[Verdict]:
+        """Decide what waited for a time `now` has passed (the live log calls this on a timer)."""
+        if now <= self.now:
+            return []
+        self.now = now
+        cutoff = now - self.settings.reorder_grace_s
+        if cutoff < self.next_expiry:
+            return []
+        self.next_expiry = cutoff + EXPIRY_STEP_S
+        out: list[Verdict] = []
+        for rule in self.rules:
+            decided = rule.expire(cutoff)
+            if decided:
+                out.extend(self._counted(decided))
+        return out
+
+    def finish(self) -> list[Verdict]:
+        """Decide everything still waiting, then summarise each rule that decided nothing."""
+        if self.finished:
+            return []
+        out: list[Verdict] = []
+        for rule in self.rules:
+            out.extend(self._counted(rule.finish()))
+        decided = {rule for rule, _ in self.counts}
+        for rule in self.rules:
+            if rule.id in decided:
+                continue
+            if rule.seen:
+                summary = rule.verdict(Status.PASS, rule.summary(), time=self.now or None)
+            else:
+                summary = rule.verdict(
+                    Status.NOT_APPLICABLE,
+                    f"nothing to judge: {rule.nothing} (in {self.fed} exchanges)",
+                    time=self.now or None)
+            out.extend(self._counted((summary,)))
+        self.finished = True
+        return out
+
+    def _counted(self, verdicts: Decided) -> Decided:
+        for v in verdicts:
+            self.counts[(v.rule, v.status)] = self.counts.get((v.rule, v.status), 0) + 1
+        return verdicts
+
+    def total(self, status: Status) -> int:
+        """How many verdicts of this status were decided so far."""
+        return sum(n for (_, s), n in self.counts.items() if s is status)

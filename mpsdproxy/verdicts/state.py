@@ -1,0 +1,342 @@
+"""What the rules know and keep: the facts of one exchange, and bounded per-key state.
+
+`facts_of` reads a `model.Exchange` once into `Facts`: who the client is,
+which service's budget the call counts against, what "the same call" and "the
+same resource" mean. Every rule reads those fields instead of working them out
+again.
+
+Who "the client" is: the Authorization value, redacted (one user of one
+title; the same hash a recording holds, so live verdicts and a report agree
+and no verdict ever carries a token), else the client's address without its
+port (a new connection is the same title).
+
+`Keyed` is the only state a rule holds between exchanges: per-key values, each
+with a deadline, at most `limit` keys, so memory stays flat however long the
+recording.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic
+from typing import NamedTuple
+from typing import TypeVar
+
+from mpsdproxy import jsonbody
+from mpsdproxy import model
+from mpsdproxy import recording
+from mpsdproxy.resources import Kind
+from mpsdproxy.resources import Resource
+
+__all__ = [
+    "BATCH_KINDS",
+    "HostKey",
+    "PlaceKey",
+    "RequestKey",
+    "CallKey",
+    "SessionKey",
+    "ServiceKey",
+    "Facts",
+    "facts_of",
+    "client_key",
+    "Keyed",
+]
+
+BATCH_KINDS: frozenset[Kind] = frozenset({Kind.BATCH, Kind.HANDLE_QUERY})
+UNKNOWN_CLIENT = "unknown client"
+
+
+class HostKey(NamedTuple):
+    """One client talking to one host."""
+
+    client: str
+    host: str
+
+
+class PlaceKey(NamedTuple):
+    """One client talking to one resource of one host."""
+
+    client: str
+    host: str
+    place: str
+
+
+class RequestKey(NamedTuple):
+    """One request of one client, its retries included (body aside)."""
+
+    client: str
+    method: str
+    target: str
+
+
+class CallKey(NamedTuple):
+    """"The same call": one client, host, method, URI and request body."""
+
+    client: str
+    host: str
+    method: str
+    target: str
+    body_hash: int
+
+
+class SessionKey(NamedTuple):
+    client: str
+    session: str
+
+
+class ServiceKey(NamedTuple):
+    """One user's calls against one service's budgets."""
+
+    client: str
+    service: str
+
+
+class Facts(NamedTuple):
+    """What the rules need from one exchange, read once by `facts_of`.
+
+    What only a few rules ask for (preconditions sent, Retry-After and ETag
+    returned) is a property that reads the exchange's headers when asked.
+    """
+
+    exchange: model.Exchange
+    seq: int
+    start: float  # epoch seconds the request was sent
+    end: float  # epoch seconds the answer was received (never before `start`)
+    client: str
+    host: str
+    method: str
+    target: str  # lower-cased path and query: what "the same URI" means
+    resource: Resource
+    session: str | None  # the session's key (Resource.key) for sessions and their elements
+    place: str  # the resource's identity: the session key, else kind and path
+    where: str  # the resource for people: sessions/lobby-1, handles/query, ...
+    status: int | None
+    body_hash: int
+    xuids: int | None  # users in a batch call, None when not a batch call
+    social: bool  # sent by SocialManager (the Trace Analyzer skips those for repeats)
+    service: str  # the name of the service whose budgets the call counts against
+    # The keys several rules share, built once.
+    per_host: HostKey
+    request_key: RequestKey
+    call: CallKey
+
+    @property
+    def per_place(self) -> PlaceKey:
+        return PlaceKey(self.client, self.host, self.place)
+
+    @property
+    def if_match(self) -> str | None:
+        return self.exchange.request.headers.first("if-match")
+
+    @property
+    def if_none_match(self) -> str | None:
+        return self.exchange.request.headers.first("if-none-match")
+
+    @property
+    def retry_after(self) -> int | None:
+        """Whole seconds only, as the client library parses it (protocol notes §5.3)."""
+        value = self._response_header("retry-after")
+        if value is None or not value.strip().isdigit():
+            return None
+        return int(value.strip())
+
+    @property
+    def etag(self) -> str | None:
+        return self._response_header("etag")
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.where}"
+
+    def _response_header(self, name: str) -> str | None:
+        response = self.exchange.response
+        return None if response is None else response.headers.first(name)
+
+
+def client_key(exchange: model.Exchange) -> str:
+    """Who sent the exchange: the redacted Authorization, else the address without port."""
+    auth = exchange.request.headers.first("authorization")
+    if auth:
+        return recording.redact_value(auth)
+    client = exchange.client
+    if not isinstance(client, str) or not client:
+        return UNKNOWN_CLIENT
+    if client.startswith("["):
+        return client[1:].split("]", 1)[0]
+    if client.count(":") == 1:
+        return client.split(":", 1)[0]
+    return client
+
+
+class _Address(NamedTuple):
+    host: str
+    target: str
+    resource: Resource
+
+
+def _address(request: model.Request) -> _Address:
+    """Host, lower-cased target and resource; a URL that cannot be split (a broken
+    IPv6 literal) is a bare, unknown target rather than an error."""
+    try:
+        return _Address(request.host, request.path.lower(), request.resource)
+    except ValueError:
+        return _Address("", request.url.lower(), Resource(Kind.UNKNOWN))
+
+
+def _xuid_count(resource: Resource, method: str, request: model.Request) -> int | None:
+    if resource.kind not in BATCH_KINDS or method != "POST":
+        return None
+    document = request.json
+    if document is jsonbody.INVALID or not isinstance(document, dict):
+        return None
+    if resource.kind is Kind.BATCH:
+        xuids = document.get("xuids")
+    else:
+        owners = document.get("owners")
+        xuids = owners.get("xuids") if isinstance(owners, dict) else None
+    return len(xuids) if isinstance(xuids, list) else None
+
+
+def facts_of(exchange: model.Exchange, service_of: Callable[[str, str], str], *, now: float,
+             seq: int) -> Facts:
+    """The facts of one exchange.
+
+    `service_of(host, kind)` names the service (`Limits.service_for(...).name`).
+    An exchange without a start time is placed at its end, else at `now` (the
+    time of the one before it), so an exchange read from a damaged record never
+    stops the engine; `seq` numbers it when it has no seq of its own.
+    """
+    request = exchange.request
+    start = exchange.start if exchange.start is not None else exchange.end
+    if start is None:
+        start = now
+    end = exchange.end if exchange.end is not None and exchange.end >= start else start
+    method = request.method.upper()
+    address = _address(request)
+    resource = address.resource
+    session = resource.key
+    if resource.kind is Kind.UNKNOWN:
+        place = where = address.target.split("?", 1)[0]
+    else:
+        where = resource.short
+        place = session or f"{resource.kind.value}:{where}".lower()
+    agent = request.headers.first("user-agent")
+    client = client_key(exchange)
+    host, target = address.host, address.target
+    body_hash = hash(request.body) if request.body else 0
+    return Facts(
+        exchange=exchange,
+        seq=exchange.seq if exchange.seq is not None else seq,
+        start=start,
+        end=end,
+        client=client,
+        host=host,
+        method=method,
+        target=target,
+        resource=resource,
+        session=session,
+        place=place,
+        where=where,
+        status=exchange.status,
+        body_hash=body_hash,
+        xuids=_xuid_count(resource, method, request),
+        social=agent is not None and "socialmanager" in agent.lower(),
+        service=service_of(host, resource.kind.value),
+        per_host=HostKey(client, host),
+        request_key=RequestKey(client, method, target),
+        call=CallKey(client, host, method, target, body_hash),
+    )
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Item(Generic[V]):
+    """One key's value, its deadline, and the deadline its heap entry carries."""
+
+    __slots__ = ("deadline", "scheduled", "value")
+
+    def __init__(self, deadline: float, value: V) -> None:
+        self.deadline = deadline
+        self.scheduled = deadline
+        self.value = value
+
+
+class Keyed(Generic[K, V]):
+    """Per-key state, each key with a deadline; at most `limit` keys.
+
+    `due(now)` hands back (and forgets) the keys whose deadline passed; `put`
+    hands back the least recently put keys beyond the limit, so a rule can
+    decide what it was waiting for before the state goes. A heap orders the
+    deadlines. Most puts only push a key's deadline later: the heap is left
+    alone then, and an entry found early is rescheduled when it comes up.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[K, _Item[V]] = OrderedDict()
+        self._heap: list[tuple[float, int, K]] = []
+        self._tick = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        return None if item is None else item.value
+
+    def put(self, key: K, value: V, deadline: float) -> list[tuple[K, V]]:
+        """Keep `value` for `key` until `deadline`; returns the keys evicted to make room."""
+        items = self._items
+        item = items.get(key)
+        if item is not None and item.scheduled <= deadline:
+            item.deadline, item.value = deadline, value
+            items.move_to_end(key)
+            return []
+        items[key] = _Item(deadline, value)
+        items.move_to_end(key)
+        heapq.heappush(self._heap, (deadline, next(self._tick), key))
+        if len(self._heap) > 2 * len(items) + 64:
+            self._rebuild()
+        evicted: list[tuple[K, V]] = []
+        while len(items) > self.limit:
+            k, old = items.popitem(last=False)
+            evicted.append((k, old.value))
+        return evicted
+
+    def _rebuild(self) -> None:
+        """Drop the heap's stale entries (forgotten or rescheduled keys)."""
+        self._heap = [(item.deadline, next(self._tick), k) for k, item in self._items.items()]
+        heapq.heapify(self._heap)
+        for item in self._items.values():
+            item.scheduled = item.deadline
+
+    def pop(self, key: K) -> V | None:
+        item = self._items.pop(key, None)
+        return None if item is None else item.value
+
+    def due(self, now: float) -> list[tuple[K, V]]:
+        out: list[tuple[K, V]] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            scheduled, _, key = heapq.heappop(heap)
+            item = self._items.get(key)
+            if item is None or item.scheduled != scheduled:
+                continue  # forgotten, or a newer entry stands for it
+            if item.deadline > now:
+                item.scheduled = item.deadline  # pushed later since: reschedule
+                heapq.heappush(heap, (item.deadline, next(self._tick), key))
+                continue
+            del self._items[key]
+            out.append((key, item.value))
+        return out
+
+    def drain(self) -> list[tuple[K, V]]:
+        out = [(k, item.value) for k, item in self._items.items()]
+        self._items.clear()
+        self._heap.clear()
+        return out
