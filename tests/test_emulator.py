@@ -5,19 +5,11 @@ HTTP/1.1 server over real loopback sockets."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import settings
@@ -25,7 +17,8 @@ from hypothesis import strategies as st
 
 from mpsdproxy import catalog
 from mpsdproxy import emulator
-from mpsdproxy import faults
+from mpsdproxy import fgrl
+from mpsdproxy import model
 from mpsdproxy.classify import Classification
 from mpsdproxy.classify import classify
 
@@ -54,26 +47,32 @@ def me(xuid: str, **properties: Any) -> dict[str, Any]:
     }}}
 
 
+def request(method: str, target: str, headers: Any = (), body: bytes = b"") -> model.Request:
+    """A request as the title sends it to the stand-in."""
+    return model.Request(method, f"http://127.0.0.1{target}", list(headers), body)
+
+
 @dataclass
 class Exchange:
-    method: str
-    target: str
-    headers: list[tuple[str, str]]
-    reply: faults.Reply
+    request: model.Request
+    response: model.Response
 
     @property
     def status(self) -> int:
-        return self.reply.status
+        return self.response.status
+
+    @property
+    def body(self) -> str:
+        return self.response.body.decode()
 
     def json(self) -> Any:
-        return json.loads(self.reply.body)
+        return json.loads(self.response.body)
 
     def header(self, name: str) -> str | None:
-        return self.reply.header(name)
+        return self.response.header(name)
 
     def classification(self) -> Classification:
-        return classify(self.method, self.target, self.headers, self.reply.status,
-                        self.reply.headers, self.reply.body)
+        return classify(model.Exchange(self.request, self.response))
 
 
 class Title:
@@ -92,7 +91,8 @@ class Title:
             data = body
         else:
             data = json.dumps(body).encode()
-        return Exchange(method, target, sent, self.emu.handle(method, target, sent, data))
+        asked = request(method, target, sent, data)
+        return Exchange(asked, self.emu.handle(asked))
 
 
 class FakeClock:
@@ -197,7 +197,7 @@ def test_scenarios_cover_the_whole_table() -> None:
 def test_every_catalog_entry_is_produced_and_classified(title: Title, entry_id: str) -> None:
     exchange = SCENARIOS[entry_id](title)
     result = exchange.classification()
-    assert (result.id, result.anomalies) == (entry_id, ()), exchange.reply
+    assert (result.id, result.anomalies) == (entry_id, ()), exchange.response
     assert (exchange.header("Date") or "").endswith(" GMT")
     assert len(exchange.header("X-XblCorrelationId") or "") == 36
 
@@ -314,13 +314,13 @@ def test_bad_bodies_are_400_and_change_nothing(title: Title, body: Any, fragment
     before = title.emu.session(LOBBY_KEY)
     answer = title("PUT", LOBBY, body)
     assert answer.status == 400
-    assert fragment in answer.reply.body.decode()
+    assert fragment in answer.body
     assert title.emu.session(LOBBY_KEY) == before
 
 
 def test_constants_conflict_with_template_and_session(title: Title) -> None:
     clash = title("PUT", LOBBY, {**me("1001"), "constants": {"system": {"maxMembersCount": 3}}})
-    assert clash.status == 409 and "session template" in clash.reply.body.decode()
+    assert clash.status == 409 and "session template" in clash.body
     created = title("PUT", LOBBY, {**me("1001"), "constants": {"custom": {"map": "dunes"}}})
     assert created.status == 201
     assert created.json()["constants"]["custom"] == {"map": "dunes"}
@@ -337,7 +337,7 @@ def test_conditional_writes(title: Title) -> None:
     gone = f"{BASE}/sessiontemplates/LobbySession/sessions/nobody"
     missing = title("PUT", gone, me("1001"), headers=(("If-Match", '"abc"'),))
     assert missing.classification().id == "412.precondition-failed"
-    assert missing.reply.body == b""
+    assert missing.body == ""
 
 
 def test_reservations_and_member_removal(title: Title) -> None:
@@ -380,7 +380,7 @@ def test_read_only_users_read_but_do_not_write(title: Title) -> None:
 def test_a_caller_cannot_claim_another_xuid(title: Title) -> None:
     _lobby(title)
     answer = title("PUT", f"{BASE}/sessiontemplates/GameSession/sessions/g", me("2002"))
-    assert answer.status == 403 and "1001" in answer.reply.body.decode()
+    assert answer.status == 403 and "1001" in answer.body
 
 
 # -- elements --------------------------------------------------------------------------
@@ -500,15 +500,21 @@ def test_hoppers_tickets_and_templates(title: Title) -> None:
 
 
 def test_headers_are_required(title: Title) -> None:
-    no_contract = title.emu.handle("GET", LOBBY, [("Authorization", "XBL3.0 x=a;t")], b"")
+    no_contract = title.emu.handle(request("GET", LOBBY, [("Authorization", "XBL3.0 x=a;t")]))
     assert no_contract.status == 400 and b"x-xbl-contract-version" in no_contract.body
-    malformed = title.emu.handle("GET", LOBBY, [("Authorization", "Bearer abc"),
-                                                ("x-xbl-contract-version", "107")], b"")
+    malformed = title.emu.handle(request("GET", LOBBY, [("Authorization", "Bearer abc"),
+                                                        ("x-xbl-contract-version", "107")]))
     assert malformed.status == 403
     assert title("GET", "/not/mpsd").classification().id == "404.not-found"
 
 
 # -- rate limits ---------------------------------------------------------------------------
+
+
+def _fgrl_answer(budget: fgrl.Budget, times: list[float]) -> fgrl.Decision:
+    """What the one FGRL window decides for the last of these calls by one caller."""
+    caller = fgrl.Caller(budget)
+    return [caller.admit(t) for t in times][-1]
 
 
 def test_template_burst_limit_with_truthful_retry_after() -> None:
@@ -521,7 +527,9 @@ def test_template_burst_limit_with_truthful_retry_after() -> None:
     throttled = title("GET", BUSY)
     assert throttled.classification().id == "429.too-many-requests"
     assert throttled.header("Retry-After") == "13"
-    assert throttled.json() == faults.fgrl_message(3, 2, 15)
+    expected = _fgrl_answer(fgrl.Budget(2, 300), [0, 1, 2])
+    assert throttled.json() == fgrl.message(expected)
+    assert (throttled.json()["maxRequests"], throttled.json()["periodInSeconds"]) == (2, 15)
     clock.now += 12.5
     assert title("GET", BUSY).header("Retry-After") == "1"
     clock.now += 0.5  # 15 s after the first request: a slot is free
@@ -536,48 +544,20 @@ def test_sustain_window_counts_throttled_requests() -> None:
     for _ in range(3):
         assert title("GET", LOBBY).status == 204
         clock.now += 1
-    first = title("GET", LOBBY)  # t=3 joins t=0,1,2: two must expire, the last at t=301
+    # t=3 after t=0,1,2: refused, and counted, so one more fits once t=0 and t=1 leave, at 301
+    first = title("GET", LOBBY)
     assert (first.status, first.header("Retry-After")) == (429, "298")
-    assert first.json() == faults.fgrl_message(4, 3, 300)
+    assert first.json() == fgrl.message(_fgrl_answer(fgrl.Budget(100, 3), [0, 1, 2, 3]))
+    assert first.json()["periodInSeconds"] == 300
     clock.now += 1
-    second = title("GET", LOBBY)  # the throttled t=3 counts too: t=2 must expire, at t=302
+    second = title("GET", LOBBY)  # t=4 counts too: t=2 must leave, at 302
     assert second.header("Retry-After") == "298"
-    assert second.json()["currentRequests"] == 5
     assert title("GET", LOBBY, user="bob").status == 204, "limits are per caller"
     clock.now += 298
     assert title("GET", LOBBY).status == 204
 
 
-# -- the overload switch and the control paths -------------------------------------------------
-
-
-def test_overload_switch_over_http_paths(title: Title) -> None:
-    control = title.emu.handle("POST", "/_emulator/overload", [],
-                               b'{"retry_after": 2, "requests": 1}')
-    assert control.status == 200 and title.emu.overloaded
-    outage = title("GET", LOBBY)
-    assert outage.classification().id == "503.service-unavailable"
-    assert outage.header("Retry-After") == "2"
-    assert title("GET", LOBBY).status == 204, "only the next request was overloaded"
-
-    title.emu.handle("POST", "/_emulator/overload", [], b'{"retry_after": 4}')
-    assert [title("GET", LOBBY).status for _ in range(3)] == [503] * 3
-    assert title.emu.handle("POST", "/_emulator/recover", [], b"").status == 200
-    assert title("GET", LOBBY).status == 204
-
-    bad = title.emu.handle("POST", "/_emulator/overload", [], b'{"retry_after": 0}')
-    assert bad.status == 400 and not title.emu.overloaded
-    assert title.emu.handle("GET", "/_emulator/overload", [], b"").status == 405
-    assert title.emu.handle("GET", "/_emulator/nothing", [], b"").status == 404
-
-
-def test_sessions_listing_and_reset(title: Title) -> None:
-    etag = _lobby(title).header("ETag")
-    listing = json.loads(title.emu.handle("GET", "/_emulator/sessions", [], b"").body)
-    assert listing == [{"key": LOBBY_KEY, "path": LOBBY, "changeNumber": 1, "etag": etag}]
-    assert title.emu.handle("POST", "/_emulator/reset", [], b"").status == 200
-    assert title.emu.sessions() == []
-    assert title("GET", LOBBY).status == 204
+# -- the overload switch -------------------------------------------------
 
 
 def test_configured_overload_starts_on() -> None:
@@ -611,163 +591,3 @@ def test_seed_then_serve_the_seeded_session(title: Title) -> None:
         title.emu.seed(path, [], '"x"')  # type: ignore[arg-type]
     title.emu.seed(LOBBY, {}, None)
     assert title("GET", LOBBY).header("ETag") not in (None, '"seeded"')
-
-
-# -- the config file -------------------------------------------------------------------------
-
-
-def test_shipped_config() -> None:
-    (scid,) = CONFIG.scids
-    assert scid.scid == SCID and scid.hoppers == ("QuickMatch",)
-    assert scid.template("largesession").large is True  # type: ignore[union-attr]
-    throttled = scid.template("ThrottledSession")
-    assert throttled is not None and throttled.rate_limit == emulator.RateLimit(2, 300)
-    assert CONFIG.rate_limit == emulator.RateLimit(30, 300)
-    assert "spectator" in CONFIG.read_only_users and CONFIG.overload is None
-
-
-GOOD = f"""version: 1
-scids:
-  {SCID}:
-    templates:
-      Lobby:
-        rate_limit: {{burst: 5}}
-    hoppers: [Q]
-"""
-
-
-@pytest.mark.parametrize("text,expected", [
-    (GOOD.replace("burst: 5", "burst: -1"),
-     f"cfg.yaml:6: scids.{SCID}.templates.Lobby.rate_limit.burst: should be a whole number"),
-    (GOOD.replace("rate_limit", "rate_limits"),
-     f"cfg.yaml:6: scids.{SCID}.templates.Lobby.rate_limits: unknown key; valid keys are: "
-     "constants, large, rate_limit"),
-    (GOOD.replace(SCID, "not-a-guid"), "cfg.yaml:3: scids.not-a-guid: a SCID should be a GUID"),
-    (GOOD.replace("version: 1", "version: 2"), "cfg.yaml:1: version: this stand-in reads "
-                                               "version 1, not 2"),
-    (GOOD.replace("version: 1\n", ""), "cfg.yaml:1: missing `version: 1`"),
-    (GOOD + "overload: {requests: 2}\n", "cfg.yaml:8: overload: needs retry_after"),
-    (GOOD + "read_only_users: spectator\n", "cfg.yaml:8: read_only_users: should be a list"),
-    (GOOD.replace("[Q]", "[Q, q]"), f"cfg.yaml:7: scids.{SCID}.hoppers: 'q' is listed twice"),
-    (GOOD + "scids: [\n", "cfg.yaml:9: not valid YAML"),
-])
-def test_config_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
-    path = tmp_path / "cfg.yaml"
-    path.write_text(text)
-    with pytest.raises(emulator.ConfigError) as info:
-        emulator.load_config(path)
-    assert str(info.value).startswith(str(tmp_path / expected)), str(info.value)
-
-
-def test_template_rate_limit_inherits_sustained(tmp_path: Path) -> None:
-    path = tmp_path / "cfg.yaml"
-    path.write_text(GOOD + "rate_limit: {burst: 9, sustained: 90}\n")
-    config = emulator.load_config(path)
-    assert config.scids[0].templates[0].rate_limit == emulator.RateLimit(5, 90)
-    assert config.rate_limit == emulator.RateLimit(9, 90)
-
-
-# -- over real sockets -------------------------------------------------------------------------
-
-
-def _read_until_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
-    sock.settimeout(limit)
-    data = b""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def test_serve_keep_alive_with_httpx() -> None:
-    headers = dict(auth())
-    with emulator.running(CONFIG) as (emu, port), \
-            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-        created = client.put(LOBBY, headers=headers, content=json.dumps(me("1001")))
-        assert created.status_code == 201
-        assert created.headers["etag"] == (emu.session(LOBBY_KEY) or ({}, ""))[1]
-        statuses = [client.get(LOBBY, headers=headers).status_code for _ in range(3)]
-        not_modified = client.get(LOBBY, headers={**headers, "If-None-Match":
-                                                  created.headers["etag"]})
-        gone = client.put(LOBBY, headers=headers, content=b'{"members":{"me":null}}')
-        responses = [created, not_modified, gone]
-        ports = {r.extensions["network_stream"].get_extra_info("client_addr")[1]
-                 for r in responses}
-        assert statuses == [200, 200, 200]
-        assert (not_modified.status_code, gone.status_code) == (304, 204)
-        assert len(ports) == 1, "one keep-alive connection served every request"
-        head = client.head(LOBBY, headers=headers)
-        assert head.status_code == 405 and head.content == b""
-
-
-def test_serve_garbage_gets_400_and_close() -> None:
-    with emulator.running(CONFIG) as (_, port):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"HELLO THERE\r\n\r\n")
-            answer = _read_until_closed(sock)
-        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-        assert b"Connection: close" in answer and b"text/plain" in answer
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
-            assert _read_until_closed(sock).startswith(b"HTTP/1.1 400 ")
-
-
-def test_serve_many_concurrent_connections() -> None:
-    request = (f"GET {LOBBY} HTTP/1.1\r\nHost: x\r\nAuthorization: XBL3.0 x={{user}};t\r\n"
-               "x-xbl-contract-version: 107\r\nConnection: close\r\n\r\n")
-    with emulator.running(CONFIG) as (_, port):
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
-        try:
-            for i, sock in enumerate(socks):
-                sock.sendall(request.format(user=f"u{i}").encode())
-            answers = [_read_until_closed(sock) for sock in socks]
-        finally:
-            for sock in socks:
-                sock.close()
-    assert all(a.startswith(b"HTTP/1.1 204 No Content\r\n") for a in answers)
-
-
-def test_running_stops_cleanly_and_leaves_nothing_behind() -> None:
-    threads = threading.active_count()
-    fds = len(os.listdir("/proc/self/fd"))
-    with emulator.running(CONFIG) as (_, port):
-        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
-        idle.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert idle.recv(100).startswith(b"HTTP/1.1 403")
-        assert threading.active_count() == threads + 1
-    _read_until_closed(idle)  # the rest of the answer, then the server's close (or timeout)
-    idle.close()
-    assert threading.active_count() == threads
-    assert len(os.listdir("/proc/self/fd")) == fds
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        pass
-
-
-def test_run_blocks_until_sigterm() -> None:
-    code = ("import logging, sys\n"
-            "from mpsdproxy import emulator\n"
-            "emulator.run('127.0.0.1', 0, None, ready=lambda p: print(p, flush=True))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        answer = httpx.get(f"http://127.0.0.1:{port}{LOBBY}", headers=dict(auth()), timeout=5)
-        assert answer.status_code == 204
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-        assert (proc.returncode, out, err) == (0, b"", b"")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def test_run_rejects_a_bad_config(tmp_path: Path) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text("version: 1\nrate_limit: {burst: 0}\n")
-    with pytest.raises(ValueError, match=r"bad.yaml:2: rate_limit.burst"):
-        emulator.run("127.0.0.1", 0, path)

@@ -1,0 +1,108 @@
+"""A local MPSD stand-in: the session directory's semantics, in memory.
+
+It is the default upstream for the demo, the tests and anyone without access
+to the real service, and it can produce every row of the status table from a
+real request. Responses are built with `faults.build`, so their content type,
+body kind and required headers come from the catalog, exactly as an injected
+fault's do; the stand-in adds what the service adds around them (`Date`,
+`X-XblCorrelationId`, `ETag`, `Content-Location`, `Location`; protocol notes
+§2.2).
+
+Which request produces which row, with the shipped config
+(`mpsdproxy/data/emulator.yaml`). `S` is
+`/serviceconfigs/7492baca-c1b4-440d-a391-b7ef00000001/sessiontemplates/LobbySession/sessions/lobby`
+and `H` is `/serviceconfigs/7492baca-c1b4-440d-a391-b7ef00000001/hoppers/QuickMatch`.
+Every request carries `Authorization: XBL3.0 x=<userhash>;<token>` and
+`x-xbl-contract-version: 107` unless the row says otherwise.
+
+    entry id                  request
+    ------------------------  ---------------------------------------------------------------
+    200.ok                    GET S; PUT S on an existing session; GET/POST handles, queries,
+                              POST H (a ticket), GET H/stats
+    201.created               PUT S {"members":{"me":{}}} on a new session; POST /handles
+    202.accepted              DELETE H/tickets/{ticketId}
+    204.get-session           GET S when the session does not exist
+    204.get-element           GET S/members/7 (or S/servers/x) on a session without it
+    204.put-session-deleted   PUT S {"members":{"me":null}} by the last member; PUT S that
+                              creates a session with no member (nothing is created)
+    204.element-gone          DELETE S/members/me, S/members/{index} or S/servers/{name}
+    304.not-modified          GET S with If-None-Match: <its current ETag>
+    400.bad-request           PUT S with a body that is not a JSON object (or wrong types);
+                              any request without x-xbl-contract-version
+    403.forbidden             any request without, or with a malformed, Authorization
+    403.read-only             PUT S by a `read_only_users` caller (`spectator`) when S exists
+    404.not-found             unknown SCID, template, handle, hopper or ticket; unparsable URI
+    405.method-not-allowed    POST or DELETE S (Allow: GET, PUT); PUT /handles (Allow: POST)
+    409.conflict              PUT S {"constants":{"system":{"maxMembersCount":99}}}
+    412.precondition-failed   PUT S with If-None-Match: * when S exists, or with If-Match
+                              (any value) when it does not
+    412.if-match-session      PUT S with If-Match: <an older ETag> (the reply carries the
+                              whole current session and its current ETag)
+    429.too-many-requests     a third request within 15 s by one caller on ThrottledSession
+                              (its burst limit is 2)
+    503.service-unavailable   any MPSD request after POST /_emulator/overload
+
+Choices where the protocol notes are silent:
+
+- DELETE of a matchmaking ticket answers 202 Accepted: the cancellation is
+  accepted and, on the real service, completes asynchronously. The stand-in
+  forgets the ticket at once, so a later GET of it answers 404.
+- DELETE /handles/{id} answers 200 with the deleted handle (404 when unknown).
+- GET /handles/{id}/session for a handle whose session does not exist answers
+  204 (a GET for a session that doesn't exist).
+- The caller's XUID is the one its first write names in
+  `members.me.constants.system.xuid`; before that, the user hash itself when
+  it is all digits, else a stable number derived from it. A later write that
+  names another XUID for the same caller gets 403.
+- Rate limits: see `service.py`.
+- Every committed write bumps `changeNumber` and the ETag, even one that
+  changes nothing; so does creating a handle that names an existing session.
+- Reads of a `large: true` session show only the caller's own member.
+
+Switches for scripts, never MPSD paths and never throttled or overloaded, are
+the server's (`server.py`): `POST /_emulator/overload`
+(`{"retry_after": 2, "requests": 1}`), `POST /_emulator/recover`,
+`POST /_emulator/reset` and `GET /_emulator/sessions`.
+
+Layout: `config.py` (the YAML config), `service.py` (`Emulator`: the request's way
+through, rate limits, overload), `sessions.py`, `handles.py`, `queries.py`,
+`matchmaking.py` (the handlers), `documents.py` (session documents and merges),
+`state.py` (what is stored), `protocol.py` (answers and request reading),
+`server.py` (HTTP/1.1 with h11, `run`, `running`, the switches).
+"""
+
+from mpsdproxy.emulator.config import CONFIG_VERSION
+from mpsdproxy.emulator.config import DEFAULT_CONFIG_PATH
+from mpsdproxy.emulator.config import ConfigError
+from mpsdproxy.emulator.config import EmulatorConfig
+from mpsdproxy.emulator.config import Overload
+from mpsdproxy.emulator.config import RateLimit
+from mpsdproxy.emulator.config import ScidConfig
+from mpsdproxy.emulator.config import TemplateConfig
+from mpsdproxy.emulator.config import default_config
+from mpsdproxy.emulator.config import load_config
+from mpsdproxy.emulator.config import parse_config
+from mpsdproxy.emulator.server import answer
+from mpsdproxy.emulator.server import run
+from mpsdproxy.emulator.server import running
+from mpsdproxy.emulator.server import serve
+from mpsdproxy.emulator.service import Emulator
+
+__all__ = [
+    "CONFIG_VERSION",
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "RateLimit",
+    "TemplateConfig",
+    "ScidConfig",
+    "Overload",
+    "EmulatorConfig",
+    "parse_config",
+    "load_config",
+    "default_config",
+    "Emulator",
+    "answer",
+    "serve",
+    "run",
+    "running",
+]

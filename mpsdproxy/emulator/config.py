@@ -1,0 +1,301 @@
+"""The stand-in's config: which SCIDs, templates and hoppers exist, who may only read,
+and the FGRL budgets. Everything the stand-in is told rather than taught by requests.
+
+Read through `mpsdproxy.yamlfile`, the package's one YAML-with-positions loader, so
+a problem reads as every input file's do: `file:line:column: key.path: problem`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+from mpsdproxy import fgrl
+from mpsdproxy import yamlfile
+from mpsdproxy.yamlfile import KeyPath
+
+__all__ = [
+    "CONFIG_VERSION",
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "RateLimit",
+    "TemplateConfig",
+    "ScidConfig",
+    "Overload",
+    "EmulatorConfig",
+    "parse_config",
+    "load_config",
+    "default_config",
+]
+
+CONFIG_VERSION = 1
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "data" / "emulator.yaml"
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_EMPTY = f"the file is empty; it needs at least `version: {CONFIG_VERSION}`"
+
+
+class ConfigError(yamlfile.InputError):
+    """A config that does not describe a stand-in; each problem names file, line, column
+    and key."""
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} should be a whole number of at least 1, not {value!r}")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """FGRL limits per caller: requests in the 15 s burst and 300 s sustained windows."""
+
+    burst: int = 30
+    sustained: int = 300
+
+    def __post_init__(self) -> None:
+        _positive("burst", self.burst)
+        _positive("sustained", self.sustained)
+
+    @property
+    def budget(self) -> fgrl.Budget:
+        """The same limits as the FGRL window counts them."""
+        return fgrl.Budget(self.burst, self.sustained)
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    """A session template: its constants, whether it is large, and its own rate limit."""
+
+    name: str
+    constants: dict[str, Any] = field(
+        default_factory=lambda: {"system": {}, "custom": {}}, hash=False
+    )
+    large: bool = False
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
+class ScidConfig:
+    """A service configuration: its templates and hoppers (names match without case)."""
+
+    scid: str
+    templates: tuple[TemplateConfig, ...] = ()
+    hoppers: tuple[str, ...] = ()
+
+    def template(self, name: str) -> TemplateConfig | None:
+        low = name.lower()
+        return next((t for t in self.templates if t.name.lower() == low), None)
+
+    def hopper(self, name: str) -> str | None:
+        low = name.lower()
+        return next((h for h in self.hoppers if h.lower() == low), None)
+
+
+@dataclass(frozen=True)
+class Overload:
+    """The overload switch: 503 with this Retry-After for the next `requests` (None: all)."""
+
+    retry_after: int
+    requests: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive("retry_after", self.retry_after)
+        if self.requests is not None:
+            _positive("requests", self.requests)
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything the stand-in is told rather than taught by requests."""
+
+    scids: tuple[ScidConfig, ...] = ()
+    read_only_users: frozenset[str] = frozenset()
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    overload: Overload | None = None
+
+    def scid(self, scid: str) -> ScidConfig | None:
+        low = scid.lower()
+        return next((s for s in self.scids if s.scid.lower() == low), None)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> EmulatorConfig:
+        """The config in a YAML file, or the shipped one for None (see load_config)."""
+        return default_config() if path is None else load_config(path)
+
+
+# --------------------------------------------------------------------------------------
+# Parsing: plain data (with positions) -> EmulatorConfig
+
+
+class _Invalid(yamlfile.FieldError):
+    """A problem at a key path; `on_key` places it at the key rather than its value."""
+
+    def __init__(self, key: KeyPath, message: str, on_key: bool = False) -> None:
+        super().__init__(key, message)
+        self.on_key = on_key
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _mapping(value: Any, path: KeyPath, allowed: Iterable[str]) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(path, f"should be a mapping, not {_kind_of(value)}")
+    valid = tuple(allowed)
+    for key in value:
+        if key not in valid:
+            raise _Invalid((*path, key), f"unknown key; valid keys are: {', '.join(valid)}",
+                           on_key=True)
+    return value
+
+
+def _whole(value: Any, path: KeyPath) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Invalid(path, f"should be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _parse_rate_limit(value: Any, path: KeyPath, inherit: RateLimit) -> RateLimit:
+    data = _mapping(value, path, ("burst", "sustained"))
+    burst = _whole(data.get("burst", inherit.burst), (*path, "burst"))
+    sustained = _whole(data.get("sustained", inherit.sustained), (*path, "sustained"))
+    return RateLimit(burst, sustained)
+
+
+def _parse_constants(value: Any, path: KeyPath) -> dict[str, Any]:
+    data = _mapping(value, path, ("system", "custom"))
+    out: dict[str, Any] = {}
+    for part in ("system", "custom"):
+        section = data.get(part) or {}
+        if not isinstance(section, dict):
+            raise _Invalid((*path, part), f"should be a mapping, not {_kind_of(section)}")
+        out[part] = copy.deepcopy(section)
+    return out
+
+
+def _parse_template(name: Any, value: Any, path: KeyPath, inherit: RateLimit) -> TemplateConfig:
+    if not isinstance(name, str) or not name or "/" in name:
+        raise _Invalid(path, f"a template name should be a non-empty string, not {name!r}",
+                       on_key=True)
+    data = _mapping(value if value is not None else {}, path,
+                    ("constants", "large", "rate_limit"))
+    large = data.get("large", False)
+    if not isinstance(large, bool):
+        raise _Invalid((*path, "large"), f"should be true or false, not {large!r}")
+    limit = data.get("rate_limit")
+    return TemplateConfig(
+        name=name,
+        constants=_parse_constants(data.get("constants") or {}, (*path, "constants")),
+        large=large,
+        rate_limit=None if limit is None else _parse_rate_limit(
+            limit, (*path, "rate_limit"), inherit),
+    )
+
+
+def _names(value: Any, path: KeyPath) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _Invalid(path, f"should be a list of names, not {_kind_of(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str | int) or isinstance(item, bool) or not str(item):
+            raise _Invalid((*path, i), f"should be a name, not {item!r}")
+    return tuple(str(item) for item in value)
+
+
+def _unique(names: Iterable[tuple[str, KeyPath]], on_key: bool = False) -> None:
+    """Refuse a name given twice (names match without case), at its second place."""
+    seen: set[str] = set()
+    for name, path in names:
+        if name.lower() in seen:
+            raise _Invalid(path, f"{name!r} is listed twice (names match without case)",
+                           on_key=on_key)
+        seen.add(name.lower())
+
+
+def _parse_scid(scid: Any, value: Any, path: KeyPath, inherit: RateLimit) -> ScidConfig:
+    if not isinstance(scid, str) or not _GUID.fullmatch(scid):
+        raise _Invalid(path, f"a SCID should be a GUID like 7492baca-c1b4-440d-a391-"
+                             f"b7ef00000001, not {scid!r}", on_key=True)
+    data = _mapping(value if value is not None else {}, path, ("templates", "hoppers"))
+    templates_path = (*path, "templates")
+    raw = data.get("templates") or {}
+    if not isinstance(raw, dict):
+        raise _Invalid(templates_path, f"should be a mapping of names, not {_kind_of(raw)}")
+    templates = tuple(_parse_template(name, spec, (*templates_path, name), inherit)
+                      for name, spec in raw.items())
+    _unique(((t.name, (*templates_path, t.name)) for t in templates), on_key=True)
+    hoppers = _names(data.get("hoppers"), (*path, "hoppers"))
+    _unique((h, (*path, "hoppers", i)) for i, h in enumerate(hoppers))
+    return ScidConfig(scid, templates, hoppers)
+
+
+def _parse_overload(value: Any, path: KeyPath) -> Overload | None:
+    if value is None or value is False:
+        return None
+    data = _mapping(value, path, ("retry_after", "requests"))
+    if "retry_after" not in data:
+        raise _Invalid(path, "needs retry_after (whole seconds)", on_key=True)
+    retry_after = _whole(data["retry_after"], (*path, "retry_after"))
+    requests = data.get("requests")
+    return Overload(retry_after,
+                    None if requests is None else _whole(requests, (*path, "requests")))
+
+
+def _parse(data: Any) -> EmulatorConfig:
+    top = _mapping(data, (), ("version", "scids", "read_only_users", "rate_limit", "overload"))
+    if "version" not in top:
+        raise _Invalid((), f"missing `version: {CONFIG_VERSION}` at the top of the file")
+    if top["version"] != CONFIG_VERSION:
+        raise _Invalid(("version",), f"this stand-in reads version {CONFIG_VERSION}, not "
+                                     f"{top['version']!r}; start from the shipped emulator.yaml")
+    limit = RateLimit()
+    if top.get("rate_limit") is not None:
+        limit = _parse_rate_limit(top["rate_limit"], ("rate_limit",), limit)
+    raw = top.get("scids") or {}
+    if not isinstance(raw, dict):
+        raise _Invalid(("scids",), f"should be a mapping of SCIDs, not {_kind_of(raw)}")
+    scids = tuple(_parse_scid(scid, spec, ("scids", scid), limit) for scid, spec in raw.items())
+    _unique(((s.scid, ("scids", s.scid)) for s in scids), on_key=True)
+    return EmulatorConfig(
+        scids=scids,
+        read_only_users=frozenset(_names(top.get("read_only_users"), ("read_only_users",))),
+        rate_limit=limit,
+        overload=_parse_overload(top.get("overload"), ("overload",)),
+    )
+
+
+def _validate(document: yamlfile.Document, source: str) -> EmulatorConfig:
+    if document.problems:
+        raise ConfigError(document.problems)
+    try:
+        return _parse(document.data)
+    except _Invalid as e:
+        raise ConfigError([document.problem(e.key, e.message, source, key=e.on_key)]) from None
+
+
+def parse_config(text: str, source: str = "<config>") -> EmulatorConfig:
+    """Validate YAML text into an EmulatorConfig; ConfigError (a ValueError) names the
+    line, column and key of the first problem."""
+    return _validate(yamlfile.read_text(text, source, empty=_EMPTY), source)
+
+
+def load_config(path: str | os.PathLike[str]) -> EmulatorConfig:
+    """Read and validate a YAML config file; ConfigError names the file, line and key."""
+    return _validate(yamlfile.read_file(path, empty=_EMPTY), os.fspath(path))
+
+
+def default_config() -> EmulatorConfig:
+    """The shipped config (`mpsdproxy/data/emulator.yaml`)."""
+    return load_config(DEFAULT_CONFIG_PATH)

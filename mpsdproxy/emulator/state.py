@@ -1,0 +1,145 @@
+"""What the stand-in remembers between requests, and the lookups every handler shares.
+
+`Directory` holds the sessions, handles, tickets, callers' XUIDs and the
+templates learned from seeded sessions. It is plain state: the `Emulator`
+owns one, guards it with its lock and hands it to the handlers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from mpsdproxy import model
+from mpsdproxy.emulator import protocol
+from mpsdproxy.emulator.config import EmulatorConfig
+from mpsdproxy.emulator.config import TemplateConfig
+from mpsdproxy.emulator.documents import derived_xuid
+from mpsdproxy.emulator.documents import member_xuid
+from mpsdproxy.emulator.protocol import Identity
+from mpsdproxy.emulator.protocol import Refusal
+from mpsdproxy.resources import Resource
+
+__all__ = ["Session", "Directory"]
+
+
+@dataclass
+class Session:
+    """A stored session: where it lives, its document and its current ETag."""
+
+    scid: str
+    template: TemplateConfig
+    name: str
+    document: dict[str, Any]
+    etag: str
+
+    @property
+    def path(self) -> str:
+        return (f"/serviceconfigs/{self.scid}/sessiontemplates/{self.template.name}"
+                f"/sessions/{self.name}")
+
+    @property
+    def key(self) -> str:
+        return f"{self.scid}~{self.template.name}~{self.name}".lower()
+
+
+class Directory:
+    """The session directory's stored state. Not thread-safe: the Emulator locks."""
+
+    def __init__(self, config: EmulatorConfig, wallclock: Callable[[], float]) -> None:
+        self.config = config
+        self.wallclock = wallclock
+        self.etags = itertools.count(1)
+        self.sessions: dict[str, Session] = {}
+        self.handles: dict[str, dict[str, Any]] = {}
+        self.tickets: dict[str, dict[str, Any]] = {}
+        self.xuids: dict[str, str] = {}
+        self.learned: dict[tuple[str, str], TemplateConfig] = {}
+
+    def clear(self) -> None:
+        """Forget every session, handle, ticket, identity and learned template."""
+        self.sessions.clear()
+        self.handles.clear()
+        self.tickets.clear()
+        self.xuids.clear()
+        self.learned.clear()
+
+    # -- answers ------------------------------------------------------------------------
+
+    def reply(self, entry_id: str, *, session: Any = None, etag: str | None = None,
+              message: str | bytes | None = None,
+              headers: Iterable[tuple[str, str]] = ()) -> model.Response:
+        return protocol.reply(entry_id, self.wallclock(), session=session, etag=etag,
+                              message=message, headers=headers)
+
+    def view(self, session: Session, who: Identity) -> dict[str, Any]:
+        """The document as the caller sees it: large sessions show only the caller."""
+        document = session.document
+        if not session.template.large:
+            return document
+        xuid = self.xuid(who.user)
+        mine = {k: v for k, v in document["members"].items() if member_xuid(v) == xuid}
+        return {**document, "members": mine}
+
+    def session_reply(self, entry_id: str, session: Session, who: Identity) -> model.Response:
+        return self.reply(entry_id, session=self.view(session, who), etag=session.etag,
+                          headers=[("Content-Location", session.path), protocol.REVALIDATE])
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def find_template(self, scid: str, name: str) -> TemplateConfig | None:
+        config = self.config.scid(scid)
+        found = config.template(name) if config is not None else None
+        return found or self.learned.get((scid.lower(), name.lower()))
+
+    def templates_of(self, scid: str) -> list[TemplateConfig]:
+        config = self.config.scid(scid)
+        known = list(config.templates) if config is not None else []
+        known += [t for (s, _), t in self.learned.items() if s == scid.lower()]
+        return known
+
+    def require_scid(self, scid: str | None) -> str:
+        if not scid or (self.config.scid(scid) is None and not self.templates_of(scid)):
+            raise Refusal("404.not-found", "The requested service config is either invalid "
+                                           "or not configured for sessions.")
+        return scid
+
+    def template(self, resource: Resource) -> TemplateConfig:
+        scid = self.require_scid(resource.scid)
+        template = self.find_template(scid, resource.template or "")
+        if template is None:
+            raise Refusal("404.not-found",
+                          f"The session template {resource.template!r} wasn't found.")
+        return template
+
+    def existing(self, resource: Resource) -> Session:
+        session = self.sessions.get(resource.key or "")
+        if session is None:
+            raise Refusal("404.not-found", "The requested session wasn't found.")
+        return session
+
+    def xuid(self, user: str) -> str:
+        return self.xuids.get(user) or derived_xuid(user)
+
+    def now(self) -> str:
+        """The wall-clock time as documents carry it (ISO 8601, UTC, microseconds)."""
+        moment = datetime.fromtimestamp(self.wallclock(), UTC)
+        return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    def new_etag(self, document: Mapping[str, Any]) -> str:
+        seed = f"{document.get('branch')}:{document.get('changeNumber')}:{next(self.etags)}"
+        return '"' + hashlib.sha256(seed.encode()).hexdigest()[:32] + '"'
+
+    def touch(self, key: str) -> None:
+        """A change the document does not show (a new handle) still bumps changeNumber."""
+        session = self.sessions.get(key)
+        if session is not None:
+            session.document["changeNumber"] += 1
+            session.etag = self.new_etag(session.document)
