@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,9 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Launcher
+from conftest import free_port
 from conftest import httpx_sender
 from conftest import read_records
 
+from mpsdproxy import model
+from mpsdproxy import recording
 from mpsdproxy import title
 
 
@@ -250,3 +255,39 @@ def test_faults_on_top_of_a_replay(launch: Launcher, recorded: Recorded, service
     provenance = [r["provenance"] for r in read_records(proxy.record)]
     assert provenance[0]["source"] == "injected" and provenance[0]["rule"] == "first-read-fails"
     assert provenance[1]["source"] == "replayed"
+
+
+def _write_bad(path: Path, spoil: str) -> None:
+    """A recording of two exchanges whose second holds what no wire could carry."""
+    request = model.Request("GET", "https://sessiondirectory.xboxlive.com" +
+                            title.session_path("bad-lobby"), [title.CONTRACT])
+    response = model.Response(200, "OK", [("Content-Type", "application/json")], b"{}")
+    record = recording.to_record(model.Exchange(request, response), recording.Redactor())
+    bad = json.loads(json.dumps(record))
+    if spoil == "header":
+        bad["response"]["headers"].append(["X-Title", "a\r\nSet-Cookie: injected=1"])
+    elif spoil == "reason":
+        bad["response"]["reason"] = "OK\r\n\r\n<early body>"
+    else:
+        bad["response"]["status"] = int(spoil)
+    with recording.Writer(path) as writer:
+        writer.write(record)
+        writer.write(bad)
+
+
+@pytest.mark.parametrize("spoil", ["header", "0", "99999", "reason"])
+def test_a_recording_no_wire_could_carry_stops_run_replay(tmp_path: Path, confdir: Path,
+                                                          spoil: str) -> None:
+    """`mpsdproxy run --replay bad.jsonl` refuses to start, naming the file and line (the
+    header line is 1, the good record 2, the bad one 3); nothing ever listens."""
+    _write_bad(tmp_path / "bad.jsonl", spoil)
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "mpsdproxy", "run", "--replay", "bad.jsonl", "--listen-port",
+         str(port), "--confdir", str(confdir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "bad.jsonl:3: " in output, output
+    assert "Cannot read mpsd_replay file" in output

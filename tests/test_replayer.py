@@ -1,11 +1,14 @@
-"""Replayer addon: recorded answers in the request hook, policies, pace, options."""
+"""Replayer addon (and the StandIn after it): recorded answers in the request hook,
+policies, pace, options, and recordings refused at load."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +19,15 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 
-from mpsdproxy import emulator
+from mpsdproxy import classify
 from mpsdproxy import faults
 from mpsdproxy import recording
-from mpsdproxy.addons import classifier
+from mpsdproxy import replay
 from mpsdproxy.addons import common
-from mpsdproxy.addons import recorder
+from mpsdproxy.addons import flows
 from mpsdproxy.addons import replayer
 from mpsdproxy.addons import router
+from mpsdproxy.addons import standin
 
 HOST = "https://sessiondirectory.xboxlive.com"
 SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
@@ -84,8 +88,9 @@ class Recording:
         else:
             f.response = response
             f.response.timestamp_end = f.request.timestamp_start + duration_ms / 1000
-        common.mark(f)["classification"] = classifier.classify_flow(f).to_dict()
-        self.writer.write(recorder.flow_record(f, recording.Redactor()))
+        exchange = flows.exchange_of(f)
+        self.writer.write(recording.to_record(exchange, recording.Redactor(),
+                                              classify.classify(exchange)))
         return self
 
     def close(self) -> Path:
@@ -111,17 +116,28 @@ def lifecycle(tmp_path: Path) -> Path:
 
 
 class Proxy:
-    """The router and the replayer in one context, as the proxy chains them."""
+    """The router, the replayer and the stand-in in one context, as the proxy chains them."""
 
-    def __init__(self, tctx: taddons.context, rp: replayer.Replayer) -> None:
+    def __init__(self, tctx: taddons.context, rp: replayer.Replayer,
+                 stand_in: standin.StandIn) -> None:
         self.tctx = tctx
         self.rp = rp
         self.router = router.Router()
         tctx.master.addons.add(self.router)
+        self.stand_in = stand_in
 
     def send(self, f: http.HTTPFlow) -> Any:
+        """The request hooks in chain order (what the replayer held, returned), then the
+        response hooks of a flow answered there."""
         self.router.request(f)
-        return self.rp.request(f)
+        held = self.rp.request(f)
+        self.stand_in.request(f)
+        if f.response is not None:
+            self.rp.response(f)
+        return held
+
+    def remaining(self) -> int:
+        return self.tctx.master.commands.call("mpsd.replay.remaining")
 
 
 @pytest.fixture
@@ -131,20 +147,13 @@ def rp() -> Any:
     addon.done()
 
 
-def replaying(rp: replayer.Replayer, path: Path, **options: Any) -> Any:
-    """Context + configured replayer; yields a Proxy."""
-
-    class _Ctx:
-        def __enter__(self) -> Proxy:
-            self.tctx = taddons.context(rp)
-            self.tctx.__enter__()
-            self.tctx.configure(rp, mpsd_replay=[str(path)], **options)
-            return Proxy(self.tctx, rp)
-
-        def __exit__(self, *exc: object) -> None:
-            self.tctx.__exit__(*exc)
-
-    return _Ctx()
+@contextlib.contextmanager
+def replaying(rp: replayer.Replayer, path: Path, **options: Any) -> Iterator[Proxy]:
+    """Context with the replayer and the stand-in configured; yields a Proxy."""
+    stand_in = standin.StandIn()
+    with taddons.context(rp, stand_in) as tctx:
+        tctx.configure(rp, mpsd_replay=[str(path)], **options)
+        yield Proxy(tctx, rp, stand_in)
 
 
 # -- serving ---------------------------------------------------------------------------------
@@ -192,38 +201,23 @@ def test_precondition_with_a_replayed_etag_gets_the_recorded_412(rp: replayer.Re
     assert common.provenance(f)["record"] == 4
 
 
-def test_served_responses_are_what_mitmproxy_would_build(rp: replayer.Replayer,
-                                                          lifecycle: Path) -> None:
-    """Answers are copies of a checked prototype (not built field by field through
-    mitmproxy's type-checking constructor): the same data, and each its own."""
+def test_served_responses_are_each_their_own(rp: replayer.Replayer, lifecycle: Path) -> None:
+    """Two flows given the same recorded answer (repeat-last): changing one leaves the
+    other as recorded."""
     with replaying(rp, lifecycle, mpsd_replay_exhausted="repeat-last") as proxy:
-        flows = [make_flow("GET", LOBBY) for _ in range(4)]
-        for f in flows:
+        flows_ = [make_flow("GET", LOBBY) for _ in range(4)]
+        for f in flows_:
             proxy.send(f)
-        assert rp.player is not None
-        reply = rp.player.answer(2)
-    assert reply is not None
-    served = flows[2].response
-    assert served is not None
-    built = http.Response(b"HTTP/1.1", reply.status, reply.reason.encode(),
-                          http.Headers([(k.encode(), v.encode()) for k, v in reply.headers]),
-                          reply.body, None, served.timestamp_start, served.timestamp_end)
-    assert served.data == built.data
-    assert vars(served).keys() == vars(built).keys()
-    assert vars(served.data).keys() == vars(built.data).keys()
-    assert vars(served.headers).keys() == vars(built.headers).keys()
-    assert type(served.headers) is http.Headers and served.trailers is None
-    # flows 2 and 3 got the same recorded answer (repeat-last): changing one leaves the other
-    again = flows[3].response
-    assert again is not None and again is not served and again.data is not served.data
+    served, again = flows_[2].response, flows_[3].response
+    assert served is not None and again is not None and again is not served
     assert (again.headers, again.raw_content) == (served.headers, served.raw_content)
     served.headers["ETag"] = '"changed"'
     served.headers.add("X-Added", "1")
     served.content = b"changed"
     served.status_code = 500
     assert again.headers["ETag"] == '"e2"' and "X-Added" not in again.headers
-    assert again.raw_content == reply.body and again.status_code == 200
-    assert again.timestamp_start is not None and again.timestamp_end == again.timestamp_start
+    assert json.loads(again.content) == doc(2) and again.status_code == 200
+    assert again.timestamp_start is not None
 
 
 def test_pace_changes_take_effect(rp: replayer.Replayer, lifecycle: Path) -> None:
@@ -257,7 +251,7 @@ def test_each_answer_is_logged_only_when_debug_shows(rp: replayer.Replayer, life
         if verbosity:
             tctx.options.termlog_verbosity = verbosity
         tctx.configure(rp, mpsd_replay=[str(lifecycle)])
-        proxy = Proxy(tctx, rp)
+        proxy = Proxy(tctx, rp, standin.StandIn())
         proxy.send(make_flow("GET", LOBBY))
     assert ("replayed record #2" in caplog.text) is logged
 
@@ -273,8 +267,10 @@ def test_recorded_exchange_without_response_is_killed(rp: replayer.Replayer,
     assert common.provenance(f)["record"] == 1
 
 
-def test_decoded_body_loses_its_content_encoding(rp: replayer.Replayer, tmp_path: Path) -> None:
-    """The recorder keeps bodies decoded: replayed, they must not claim to be gzip."""
+def test_decoded_body_goes_out_encoded_as_labelled(rp: replayer.Replayer,
+                                                   tmp_path: Path) -> None:
+    """The recorder keeps bodies decoded: replayed under their recorded Content-Encoding,
+    they are encoded again, so the title decodes the recorded document."""
     plain = faults.encode_json(doc(1))
     rec = Recording(tmp_path / "r.jsonl")
     rec.add(make_flow("GET", LOBBY), answer(200, gzip.compress(plain), [
@@ -283,28 +279,8 @@ def test_decoded_body_loses_its_content_encoding(rp: replayer.Replayer, tmp_path
         f = make_flow("GET", LOBBY)
         proxy.send(f)
     assert f.response is not None
-    assert "content-encoding" not in f.response.headers
-    assert f.response.raw_content == plain
-
-
-@pytest.mark.parametrize("headers,body", [
-    ([("Content-Type", "application/json"), ("Content-Encoding", "gzip")], b"{}"),
-    ([("content-encoding", "gzip"), ("X-A", "1"), ("CONTENT-ENCODING", "identity")], b"{}"),
-    ([("Content-Encoding", "gzip")], gzip.compress(b"{}")),  # still encoded: kept
-    ([("Content-Encoding", "identity"), ("X-A", "é")], b"{}"),
-    ([("Content-Encoding", "")], b"{}"),
-    ([("Content-Encoding", "gzip")], b""),
-    ([("X-A", "1")], b"x"),
-])
-def test_wire_headers_are_what_mitmproxy_headers_give(headers: list[tuple[str, str]],
-                                                       body: bytes) -> None:
-    """`wire` works on the raw fields; the result is what editing an http.Headers gave."""
-    reply = faults.Reply(200, "OK", headers, body)
-    expected = http.Headers([(k.encode(), v.encode()) for k, v in headers])
-    coding = expected.get("content-encoding")
-    if coding and body and not replayer._decodes(body, coding):
-        del expected["content-encoding"]
-    assert replayer.wire(reply) == replayer.Wire(200, b"OK", expected.fields, body)
+    assert f.response.get_content(strict=True) == plain
+    assert f.response.headers["Content-Length"] == str(len(f.response.raw_content))
 
 
 def test_unmarked_flows_pass_untouched(rp: replayer.Replayer, lifecycle: Path) -> None:
@@ -331,10 +307,12 @@ def test_already_handled(rp: replayer.Replayer, lifecycle: Path) -> None:
 
 
 def test_inert_without_recordings(rp: replayer.Replayer) -> None:
-    with taddons.context(rp) as tctx:
-        proxy = Proxy(tctx, rp)
+    stand_in = standin.StandIn()
+    with taddons.context(rp, stand_in) as tctx:
+        proxy = Proxy(tctx, rp, stand_in)
         f = make_flow("GET", LOBBY)
         proxy.send(f)
+        assert proxy.remaining() == 0
     assert f.response is None
 
 
@@ -394,25 +372,16 @@ def test_unmatched_emulate_answers_from_the_seeded_stand_in(rp: replayer.Replaye
         assert common.provenance(g)["record"] == 4
 
 
-def test_emulate_needs_no_connection(rp: replayer.Replayer, lifecycle: Path) -> None:
-    """A path the stand-in has never heard of still gets an answer from it (a 404)."""
-    with replaying(rp, lifecycle, mpsd_replay_unmatched="emulate") as proxy:
-        f = make_flow("GET", f"{HOST}/serviceconfigs/{SCID}/sessiontemplates/Nope/sessions/x")
-        proxy.send(f)
-    assert f.response is not None and f.response.status_code == 404
-
-
 def test_unmatched_policy_holds_once_the_recording_is_used_up(rp: replayer.Replayer,
                                                               lifecycle: Path) -> None:
     with replaying(rp, lifecycle) as proxy:
-        assert rp.player is not None
         for _ in range(3):
             proxy.send(make_flow("GET", LOBBY))
         proxy.send(make_flow("PUT", LOBBY, ME))
         proxy.send(make_flow("PUT", LOBBY, {"properties": {"custom": {"mode": "ctf"}}},
                              [("If-Match", '"e1"')]))
         proxy.send(make_flow("GET", LOBBY + "/members/7"))
-        assert rp.player.remaining() == 0
+        assert proxy.remaining() == 0
         f = make_flow("GET", LOBBY + "/members/8")
         proxy.send(f)
     assert f.response is not None and f.response.status_code == 502
@@ -467,11 +436,6 @@ def test_recorded_pace_holds_the_answer_without_blocking(rp: replayer.Replayer,
     assert fast_took < 0.25  # recorded 20 ms, not held behind the slow one
 
 
-def test_fast_pace_answers_at_once(rp: replayer.Replayer, lifecycle: Path) -> None:
-    with replaying(rp, lifecycle) as proxy:
-        assert proxy.send(make_flow("GET", LOBBY + "/members/7")) is None
-
-
 # -- options ---------------------------------------------------------------------------------
 
 
@@ -480,7 +444,7 @@ def test_missing_file(rp: replayer.Replayer, tmp_path: Path) -> None:
         with pytest.raises(exceptions.OptionsError,
                            match=r"Cannot read mpsd_replay file .*nope.jsonl: No such file"):
             tctx.configure(rp, mpsd_replay=[str(tmp_path / "nope.jsonl")])
-        assert rp.player is None
+        assert tctx.master.commands.call("mpsd.replay.remaining") == 0
 
 
 def test_corrupt_line_stops_the_load(rp: replayer.Replayer, lifecycle: Path) -> None:
@@ -488,7 +452,7 @@ def test_corrupt_line_stops_the_load(rp: replayer.Replayer, lifecycle: Path) -> 
         f.write("{oops\n")
     with taddons.context(rp) as tctx:
         with pytest.raises(exceptions.OptionsError, match=r"Cannot read mpsd_replay file "
-                                                          r".*lifecycle.jsonl:6: not valid JSON"):
+                                                          r".*lifecycle.jsonl:7: not valid JSON"):
             tctx.configure(rp, mpsd_replay=[str(lifecycle)])
 
 
@@ -497,9 +461,9 @@ def test_truncated_last_line_is_only_reported(rp: replayer.Replayer, lifecycle: 
     caplog.set_level("WARNING")
     with open(lifecycle, "a") as f:
         f.write('{"seq":6,"requ')
-    with replaying(rp, lifecycle):
-        assert rp.player is not None and len(rp.player.index) == 5
-    assert "lifecycle.jsonl:6: truncated last line" in caplog.text
+    with replaying(rp, lifecycle) as proxy:
+        assert proxy.remaining() == 5
+    assert "lifecycle.jsonl:7: truncated last line" in caplog.text
 
 
 def test_a_failed_load_keeps_the_replay_in_force(rp: replayer.Replayer, lifecycle: Path,
@@ -569,13 +533,6 @@ def test_replay_makes_connections_lazy(rp: replayer.Replayer, lifecycle: Path) -
         assert tctx.options.connection_strategy == "lazy"
 
 
-def test_emulate_uses_the_real_stand_in(rp: replayer.Replayer, lifecycle: Path) -> None:
-    with replaying(rp, lifecycle, mpsd_replay_unmatched="emulate"):
-        assert isinstance(rp.emulator, emulator.Emulator)
-    with replaying(rp, lifecycle, mpsd_replay_unmatched="error"):
-        assert rp.emulator is None
-
-
 def test_a_failing_replay_still_never_forwards(rp: replayer.Replayer, lifecycle: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     """The recording is rewritten under a running replay: the answer is a 502 naming the
@@ -587,3 +544,53 @@ def test_a_failing_replay_still_never_forwards(rp: replayer.Replayer, lifecycle:
     assert f.response is not None and f.response.status_code == 502
     assert "no longer holds record #2" in f.response.text
     assert "the replay failed" in caplog.text
+
+
+# -- recordings no wire could carry ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda r: r["response"]["headers"].append(["X-A", "a\r\nSet-Cookie: x=1"]),
+     "header X-A holds CR, LF or NUL"),
+    (lambda r: r["response"].update(status=0), "status should be an integer in 100-599, not 0"),
+    (lambda r: r["response"].update(status=99999), "not 99999"),
+    (lambda r: r["response"].update(reason="OK\r\n\r\n<html>"), "reason holds CR, LF"),
+])
+def test_a_record_no_wire_could_carry_is_refused_at_load(rp: replayer.Replayer,
+                                                         lifecycle: Path, change: Any,
+                                                         problem: str) -> None:
+    lines = lifecycle.read_text().splitlines(keepends=True)
+    record = json.loads(lines[3])  # seq 3
+    change(record)
+    lines[3] = json.dumps(record) + "\n"
+    lifecycle.write_text("".join(lines))
+    with taddons.context(rp) as tctx:
+        with pytest.raises(exceptions.OptionsError) as caught:
+            tctx.configure(rp, mpsd_replay=[str(lifecycle)])
+        assert tctx.master.commands.call("mpsd.replay.remaining") == 0
+    assert str(caught.value).startswith(f"Cannot read mpsd_replay file {lifecycle}:4: ")
+    assert problem in str(caught.value)
+
+
+# -- the hand-over to the stand-in -------------------------------------------------------------
+
+
+def test_emulate_hands_the_flow_over_and_answers_nothing(rp: replayer.Replayer,
+                                                         lifecycle: Path) -> None:
+    """Without a stand-in in the chain the replayer only marks the flow: the documents the
+    title has seen go along, once."""
+    with taddons.context(rp) as tctx:
+        tctx.configure(rp, mpsd_replay=[str(lifecycle)], mpsd_replay_unmatched="emulate")
+        proxy = Proxy(tctx, rp, standin.StandIn())  # a stand-in that was never configured
+        proxy.router.request(read := make_flow("GET", LOBBY))
+        rp.request(read)
+        first, second = make_flow("DELETE", LOBBY), make_flow("DELETE", LOBBY)
+        for f in (first, second):
+            proxy.router.request(f)
+            assert rp.request(f) is None
+    assert first.response is None and first.error is None
+    mark = first.metadata[replay.HANDOFF_KEY]
+    assert mark["reason"] == "unmatched" and "no recorded answer for DELETE" in mark["note"]
+    ((path, document, etag),) = mark["seeds"]
+    assert path.endswith("/sessions/lobby-1") and document == doc(1) and etag == '"e1"'
+    assert second.metadata[replay.HANDOFF_KEY]["seeds"] == []  # handed over already
