@@ -12,6 +12,7 @@ import pytest
 from mpsdproxy import classify
 from mpsdproxy import diff
 from mpsdproxy import faults
+from mpsdproxy import model
 from mpsdproxy import recording
 
 SCID = "5deb0100-1111-2222-3333-444455556666"
@@ -51,7 +52,9 @@ def exchange(method: str, url: str, status: int | None, body: Any = None, *,
          ("Date", "Tue, 20 Sep 2016 20:50:00 GMT"), ("X-XblCorrelationId", "c-1")]
         if raw else [])
     request_headers = request_headers or [("Host", "sessiondirectory.xboxlive.com")]
-    cls = classify.classify(method, url, request_headers, status, headers, raw)
+    request = model.Request(method, url, model.Headers(request_headers), req_raw)
+    response = None if status is None else model.Response(status, "", model.Headers(headers), raw)
+    cls = classify.classify(model.Exchange(request, response))
     return {
         "start": "2016-09-20T20:50:00.000000Z",
         "end": "2016-09-20T20:50:00.050000Z",
@@ -108,7 +111,7 @@ def test_identical_recordings_do_not_regress(pair) -> None:
     assert result.pairs == 5
     assert not result.regressed
     assert diff.exit_code(result) == 0
-    assert result.to_text().rstrip().endswith("no regressions")
+    assert diff.render_text(result).rstrip().endswith("no regressions")
 
 
 def test_one_changed_status_names_exactly_that_pair(pair) -> None:
@@ -123,7 +126,7 @@ def test_one_changed_status_names_exactly_that_pair(pair) -> None:
     only = result.changes[0]
     assert (only.old.status, only.new.status) == (200, 404)
     assert (only.old.classification, only.new.classification) == ("200.ok", "404.not-found")
-    text = result.to_text()
+    text = diff.render_text(result)
     assert "#4 -> #4  GET handles/be2e3c97-9ad5-4c7e-9b5e-ea276bb5aebe\n" in text
     assert "status: 200 -> 404" in text
     assert "REGRESSED" in text
@@ -180,7 +183,7 @@ def test_renamed_sessions_and_fresh_handle_ids_still_pair(pair) -> None:
             body["json"]["properties"]["custom"]["map"] = "3F2A0C1E-9875-4A53-BB1D-47556775F680"
     result = diff.diff(*pair(lifecycle(), renamed))
     assert result.pairs == 5
-    assert not result.regressed, result.to_text()
+    assert not result.regressed, diff.render_text(result)
 
 
 def test_unpaired_exchanges_on_either_side(pair) -> None:
@@ -194,7 +197,7 @@ def test_unpaired_exchanges_on_either_side(pair) -> None:
     data = result.to_dict()
     assert data["summary"] == {"pairs": 4, "changed": 0, "unpaired_old": 0, "unpaired_new": 2}
     assert {u["side"] for u in data["unpaired"]} == {"new"}
-    assert "only in new (2):" in result.to_text()
+    assert "only in new (2):" in diff.render_text(result)
 
 
 def test_pairing_is_by_position_within_method_and_resource(pair) -> None:
@@ -212,19 +215,19 @@ def test_new_anomalies_are_reported(pair) -> None:
     result = diff.diff(*pair([old_rec], [new_rec]))
     assert [a.code for a in result.changes[0].new_anomalies] == ["missing-header"]
     assert not result.changes[0].status_changed
-    assert "new anomaly missing-header" in result.to_text()
+    assert "new anomaly missing-header" in diff.render_text(result)
 
 
 def test_unreadable_lines_are_reported_and_leave_their_partner_unpaired(pair, tmp_path) -> None:
     old, new = pair(lifecycle(), lifecycle())
     lines = Path(new).read_text().splitlines(keepends=True)
-    lines[1] = "{not json\n"
+    lines[2] = "{not json\n"  # line 1 is the header line: this is record 2
     Path(new).write_text("".join(lines))
     result = diff.diff(old, new)
-    assert [(i.path, i.line) for i in result.issues] == [(new, 2)]
+    assert [(i.path, i.line) for i in result.issues] == [(new, 3)]
     assert [e.seq for e in result.unpaired_old] == [2]
-    assert result.to_dict()["issues"][0]["line"] == 2
-    assert f"{new}:2:" in result.to_text()
+    assert result.to_dict()["issues"][0]["line"] == 3
+    assert f"{new}:3:" in diff.render_text(result)
 
 
 def test_no_response_versus_response(pair) -> None:
@@ -286,3 +289,69 @@ def test_request_body_changes_are_prefixed(pair) -> None:
 ])
 def test_ignored(path: str, patterns: tuple[str, ...], expected: bool) -> None:
     assert diff.ignored(path, patterns) is expected
+
+
+# ---------------------------------------------------------------- what a wire could not carry
+
+
+def test_records_no_wire_could_carry_are_issues_with_their_line(pair) -> None:
+    bad = lifecycle()
+    bad[1]["response"]["status"] = 99999
+    bad[3]["response"]["headers"].append(["Set-Cookie", "a=1\r\nX-Evil: 1"])
+    old, new = pair(lifecycle(), bad)
+    result = diff.diff(old, new)
+    assert [(i.path, i.line) for i in result.issues] == [(new, 3), (new, 5)]
+    assert "99999" in result.issues[0].problem
+    assert "CR, LF or NUL" in result.issues[1].problem
+    assert [e.seq for e in result.unpaired_old] == [2, 4]
+
+
+def test_a_body_nested_1000_deep_compares_whole(pair) -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    deeper = b"[" * 1001 + b"]" * 1001
+    old = [exchange("PUT", session_url("x"), 200, session_doc("x"), request_body=None)]
+    new = [exchange("PUT", session_url("x"), 200, session_doc("x"), request_body=None)]
+    old[0]["request"]["body"] = recording.encode_body(deep)
+    new[0]["request"]["body"] = recording.encode_body(deeper)
+    result = diff.diff(*pair(old, new))
+    assert [f.path for f in result.changes[0].fields] == ["request:(body)"]
+    json.loads(result.to_json())
+
+
+# ---------------------------------------------------------------- bytes that are not UTF-8
+
+
+def not_utf8(title: str) -> list[dict[str, Any]]:
+    """A GET whose path holds byte 0xE9 and whose answer's header holds 0xFF."""
+    return [exchange("GET", session_url("caf\udce9"), 200, session_doc("x"),
+                     headers=[("Content-Type", "application/json"), ("X-Title", title)])]
+
+
+def test_bytes_that_are_not_utf8_diff_in_text_and_json(pair) -> None:
+    old, new = pair(not_utf8("Caf\udcff Racer"), not_utf8("Caf\udcfe Racer"))
+    assert "\\udce9" in Path(old).read_text(encoding="utf-8")
+    result = diff.diff(old, new)
+    assert result.pairs == 1
+    assert [(f.path, f.old, f.new) for f in result.changes[0].fields] == [
+        ("header:x-title", "Caf\udcff Racer", "Caf\udcfe Racer")]
+    text = diff.render_text(result)
+    text.encode("utf-8")  # strict: no lone surrogate left
+    assert "#1 -> #1  GET sessions/caf\\xe9\n" in text
+    assert 'header:x-title: "Caf\\xff Racer" -> "Caf\\xfe Racer"' in text
+    data = json.loads(result.to_json().encode("utf-8"))
+    change = data["changes"][0]
+    assert change["resource"] == "sessions/caf\\xe9"
+    assert change["fields"][0]["old"] == "Caf\\xff Racer"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_diff_command_prints_bytes_that_are_not_utf8(pair, fmt: str) -> None:
+    from click.testing import CliRunner
+
+    from mpsdproxy.cli import cli
+
+    old, new = pair(not_utf8("Caf\udcff Racer"), not_utf8("Caf\udcfe Racer"))
+    done = CliRunner().invoke(cli, ["diff", old, new, "--format", fmt])
+    assert done.exit_code == 1, done.output  # the header changed: a regression
+    assert "caf\\xe9" in (json.loads(done.output)["changes"][0]["resource"]
+                          if fmt == "json" else done.output)

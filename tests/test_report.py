@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import re
@@ -16,9 +17,9 @@ import pytest
 from mpsdproxy import catalog
 from mpsdproxy import classify
 from mpsdproxy import faults
+from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import report
-from mpsdproxy import resources
 from mpsdproxy.verdicts import Status
 
 T0 = 1_800_000_000.0
@@ -29,34 +30,19 @@ GONE = f"/serviceconfigs/{SCID}/sessiontemplates/LobbySession/sessions/gone"
 SESSION = {"constants": {}, "properties": {}, "members": {}, "changeNumber": 2}
 
 
-def exchange(at: float, method: str, path: str, reply: faults.Reply | None, *,
+def exchange(at: float, method: str, path: str, reply: model.Response | None, *,
              headers: Iterable[tuple[str, str]] = (), source: str = "forwarded",
              rule: str | None = None, took: float = 0.02, user: str = "alice") -> dict[str, Any]:
     """A record without its seq (the Writer stamps it), classified as the proxy would."""
-    req = [("Authorization", recording.redact_value(f"XBL3.0 x={user};t")), *headers]
-    status = reply.status if reply else None
-    classification = classify.classify(method, MPSD + path, req, status,
-                                       reply.headers if reply else None,
-                                       reply.body if reply else None)
+    request = model.Request(method, MPSD + path,
+                            model.Headers([("Authorization", f"XBL3.0 x={user};t"), *headers]))
     provenance: dict[str, Any] = {"source": source}
     if rule:
         provenance["rule"] = rule
-    return {
-        "start": recording.timestamp(T0 + at),
-        "end": recording.timestamp(T0 + at + took),
-        "duration_ms": took * 1000,
-        "client": "127.0.0.1:50000",
-        "request": {"method": method, "url": MPSD + path, "headers": [list(h) for h in req],
-                    "body": None},
-        "response": None if reply is None else {
-            "status": reply.status, "reason": reply.reason,
-            "headers": [list(h) for h in reply.headers],
-            "body": recording.encode_body(reply.body)},
-        "error": None if reply else "connection refused",
-        "resource": resources.parse(path).to_dict(),
-        "classification": classification.to_dict(),
-        "provenance": provenance,
-    }
+    ex = model.Exchange(request, reply, error=None if reply else "connection refused",
+                        start=T0 + at, end=T0 + at + took, client="127.0.0.1:50000",
+                        provenance=provenance)
+    return recording.to_record(ex, recording.Redactor(), classify.classify(ex))
 
 
 def playtest() -> list[dict[str, Any]]:
@@ -73,7 +59,7 @@ def playtest() -> list[dict[str, Any]]:
                  source="injected", rule="outage"),
         exchange(11, "GET", LOBBY, ok, source="replayed"),  # 1 s later: too early
         exchange(20, "GET", GONE, faults.build("204.get-session")),
-        exchange(21, "GET", GONE, faults.Reply(204, "No Content", [], b"oops")),  # anomaly
+        exchange(21, "GET", GONE, model.Response(204, "No Content", body=b"oops")),  # anomaly
         exchange(30, "DELETE", LOBBY + "/members/me", None),
     ]
 
@@ -237,8 +223,8 @@ def test_exit_code_on_a_clean_pass() -> None:
                                    for n, at in enumerate((0, 30, 90), start=1)])
     assert not clean.failed and clean.anomaly_total == 0
     assert report.exit_code(clean, "fail") == report.exit_code(clean, "anomaly") == 0
-    noisy = report.report_records([dict(exchange(0, "GET", GONE, faults.Reply(
-        204, "No Content", [], b"body")), seq=1)])
+    noisy = report.report_records([dict(exchange(0, "GET", GONE, model.Response(
+        204, "No Content", body=b"body")), seq=1)])
     assert (report.exit_code(noisy, "fail"), report.exit_code(noisy, "anomaly")) == (0, 1)
 
 
@@ -342,9 +328,100 @@ def test_report_memory_stays_flat_while_streaming(tmp_path: Path) -> None:
 def test_odd_records_are_counted_not_fatal() -> None:
     odd = [{"seq": 1, "request": ["not", "a", "request"], "provenance": "forwarded"},
            {"seq": 2, "request": {"method": "GET", "url": MPSD + LOBBY},
-            "response": {"status": 799, "headers": "none"}, "start": "never"}]
+            "response": {"status": 799, "headers": []}, "start": "never"},
+           {"seq": 3, "request": {"method": "GET", "url": MPSD + LOBBY}, "response": None,
+            "start": "never", "provenance": "forwarded"}]
     rep = report.report_records(odd)
-    assert rep.exchanges == 2
-    assert rep.by_status == {None: 1, 799: 1}
-    assert {a.code for a in rep.anomalies} == {"no-response", "unlisted-status"}
+    assert rep.exchanges == 1
+    assert rep.skipped_total == 2
+    assert [line for line, _ in rep.skipped] == [1, 2]
+    assert "799" in rep.skipped[1][1]
+    assert rep.by_status == {None: 1}
+    assert {a.code for a in rep.anomalies} == {"no-response"}
     assert report.render(rep, "html").startswith("<!DOCTYPE html>")
+
+
+def test_records_no_wire_could_carry_are_skipped_with_their_line(tmp_path: Path) -> None:
+    ok = faults.build("200.ok", session=SESSION, etag='"e1"')
+    good = exchange(0, "GET", LOBBY, ok)
+    crlf = copy.deepcopy(good)
+    crlf["response"]["headers"].append(["Set-Cookie", "a=1\r\nX-Evil: 1"])
+    huge = copy.deepcopy(good)
+    huge["response"]["status"] = 99999
+    path = write(tmp_path / "odd.jsonl", [good, crlf, huge, good], tail="\n")
+    rep = report.build_report(path)
+    assert rep.exchanges == 2
+    assert [line for line, _ in rep.skipped] == [3, 4]  # line 1 is the header line
+    assert "CR, LF or NUL" in rep.skipped[0][1] and "99999" in rep.skipped[1][1]
+    assert f"{path}:3: " in report.render(rep, "text")
+    assert json.loads(report.render(rep, "json"))["skipped"][1]["line"] == 4
+
+
+# ---------------------------------------------------------------- bytes that are not UTF-8
+
+CAFE = LOBBY + "-caf\udce9"  # the path byte 0xE9, as the recording codec keeps it
+
+
+@pytest.fixture
+def not_utf8(tmp_path: Path) -> Path:
+    """A recording whose path holds byte 0xE9 and whose header values hold 0xFF."""
+    session = faults.build("200.ok", session=SESSION, etag='"e1"')
+    odd_type = session.headers.with_value("Content-Type", "application/json\udcff")
+    records = [
+        exchange(0, "GET", CAFE, model.Response(200, "OK", odd_type, session.body),
+                 headers=[("X-Title", "Caf\udcff Racer")]),
+        exchange(1, "GET", CAFE, faults.build("503.service-unavailable", retry_after=5),
+                 source="injected", rule="outage"),
+        exchange(2, "GET", CAFE, session),  # 1 s later: breaks the Retry-After of 5 s
+    ]
+    path = write(tmp_path / "caf\u00e9.jsonl", records)
+    assert "\\udce9" in path.read_text(encoding="utf-8")
+    return path
+
+
+def strings(value: Any) -> Iterable[str]:
+    """Every string in a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+
+
+@pytest.mark.parametrize("fmt", report.FORMATS)
+def test_bytes_that_are_not_utf8_render_in_every_format(not_utf8: Path, fmt: str) -> None:
+    rep = report.build_report(not_utf8)
+    assert rep.exchanges == 3 and rep.skipped_total == 0
+    out = report.render(rep, fmt)
+    out.encode("utf-8")  # strict: no lone surrogate left
+    shown = out
+    if fmt == "json":
+        doc = json.loads(out)
+        shown = " ".join(strings(doc))
+        assert doc["timeline"]["lanes"] == ["sessions/lobby-1-caf\\xe9"]
+        assert doc["evidence"][0]["resource"] == "sessions/lobby-1-caf\\xe9"
+    elif fmt == "junit":
+        ET.fromstring(out)
+    assert "lobby-1-caf\\xe9" in shown
+    if fmt != "junit":  # anomalies are not verdicts: junit does not list them
+        assert "application/json\\xff" in shown
+
+
+@pytest.mark.parametrize("fmt", report.FORMATS)
+def test_report_command_writes_bytes_that_are_not_utf8(not_utf8: Path, tmp_path: Path,
+                                                      fmt: str) -> None:
+    from click.testing import CliRunner
+
+    from mpsdproxy.cli import cli
+
+    shown = "lobby-1-caf\\\\xe9" if fmt == "json" else "lobby-1-caf\\xe9"  # JSON escapes \\
+    out = tmp_path / f"report.{fmt}"
+    done = CliRunner().invoke(cli, ["report", str(not_utf8), "--format", fmt, "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    assert shown in out.read_bytes().decode("utf-8")
+    done = CliRunner().invoke(cli, ["report", str(not_utf8), "--format", fmt])
+    assert done.exit_code == 0, done.output
+    assert shown in done.output

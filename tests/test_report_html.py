@@ -131,3 +131,15 @@ def test_chromium_renders_a_screenshot(page: tuple[report.Report, Path], tmp_pat
     width, height, colours = png_size_and_colours(png)
     assert (width, height) == (WIDTH, HEIGHT)
     assert colours > 64  # text, tables, badges and the timeline, not a blank page
+
+
+def test_text_from_the_recording_is_escaped_and_printable() -> None:
+    """Autoescape is on: a resource named like markup shows as text, and a byte that was
+    not UTF-8 shows as \\xNN, so the page is valid UTF-8."""
+    odd = f"{LOBBY}-<i>caf\udce9</i>"
+    rep = report.report_records([record(1, 0, 503, path=odd, injected=True),
+                                 record(2, 1, 200, path=odd)])
+    page = report.render(rep, "html")
+    page.encode("utf-8")
+    assert "<i>" not in page
+    assert "lobby-1-&lt;i&gt;caf\\xe9&lt;/i&gt;" in page
