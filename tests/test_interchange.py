@@ -28,7 +28,12 @@ from mpsdproxy import catalog
 from mpsdproxy import classify
 from mpsdproxy import faults
 from mpsdproxy import interchange
+from mpsdproxy import model
 from mpsdproxy import recording
+from mpsdproxy.addons import flowfile
+
+#: Every format the commands offer, mitmproxy flow files included.
+ALL = flowfile.FORMATS
 
 SCID = "5deb0100-1111-2222-3333-444455556666"
 HOST = "sessiondirectory.xboxlive.com"
@@ -46,7 +51,9 @@ def record(method: str, url: str, status: int | None, body: bytes = b"", *,
     request_headers = request_headers if request_headers is not None else [
         ("Host", HOST), ("Authorization", TOKEN), ("x-xbl-contract-version", "107"),
         ("Content-Type", "application/json; charset=utf-8")]
-    cls = classify.classify(method, url, request_headers, status, headers, body)
+    response = None if status is None else model.Response(status, "", headers, body)
+    cls = classify.classify(model.Exchange(model.Request(method, url, request_headers,
+                                                         request_body), response))
     duration = round((recording.parse_timestamp(end) - recording.parse_timestamp(start)) * 1000, 3)
     return {
         "start": start, "end": end, "duration_ms": duration, "client": "127.0.0.1:50412",
@@ -118,7 +125,10 @@ def assert_same_exchanges(original: str, imported: str) -> None:
         for key in KEPT:
             assert a[key] == b[key], (a["seq"], key)
         assert b["duration_ms"] == pytest.approx(a["duration_ms"], abs=0.002)
-        assert b["resource"]["kind"] != "unknown"
+        if a["resource"]:
+            assert b["resource"] == a["resource"]
+        else:  # written without one: the import names it
+            assert b["resource"]["kind"] != "unknown"
 
 
 @pytest.fixture
@@ -126,13 +136,13 @@ def sample_recording(tmp_path: Path) -> str:
     return write(tmp_path / "sample.jsonl", samples())
 
 
-@pytest.mark.parametrize("fmt", interchange.FORMATS)
+@pytest.mark.parametrize("fmt", ALL)
 def test_round_trip_keeps_the_exchanges(fmt: str, sample_recording: str, tmp_path: Path) -> None:
     exported = str(tmp_path / f"out.{fmt}")
-    result = interchange.export_file(sample_recording, exported, fmt)
+    result = interchange.export_file(sample_recording, exported, fmt, formats=ALL)
     assert (result.count, result.skipped, result.issues) == (7, [], [])
     back = str(tmp_path / "back.jsonl")
-    imported = interchange.import_file(exported, back)
+    imported = interchange.import_file(exported, back, formats=ALL)
     assert (imported.count, imported.skipped, imported.first_seq, imported.last_seq) == (
         7, [], 1, 7)
     assert_same_exchanges(sample_recording, back)
@@ -140,7 +150,7 @@ def test_round_trip_keeps_the_exchanges(fmt: str, sample_recording: str, tmp_pat
 
 def test_har_is_a_har_mitmproxy_itself_reads(sample_recording: str, tmp_path: Path) -> None:
     out = tmp_path / "out.har"
-    interchange.export_file(sample_recording, str(out), "har")
+    interchange.export_file(sample_recording, str(out), "har", formats=ALL)
     log = json.loads(out.read_text())["log"]
     assert log["version"] == "1.2" and log["creator"]["name"] == "mpsdproxy"
     first = log["entries"][0]
@@ -151,7 +161,9 @@ def test_har_is_a_har_mitmproxy_itself_reads(sample_recording: str, tmp_path: Pa
     assert first["_mpsd"] == {"seq": 1, "client": "127.0.0.1:50412",
                               "provenance": {"source": "forwarded"}}
     assert log["entries"][5]["request"]["postData"]["encoding"] == "base64"
-    assert log["entries"][6]["response"]["_error"] == "Connection killed."
+    unanswered = log["entries"][6]["response"]
+    assert unanswered["_error"] == "Connection killed."
+    assert (unanswered["status"], unanswered["content"]) == (0, {"size": 0, "mimeType": ""})
     with out.open("rb") as f:
         flows = list(mio.FlowReader(f).stream())
     assert [f.request.method for f in flows] == ["PUT", "GET", "GET", "POST", "DELETE", "PUT",
@@ -161,7 +173,7 @@ def test_har_is_a_har_mitmproxy_itself_reads(sample_recording: str, tmp_path: Pa
 
 def test_mitm_file_is_a_flow_file_with_the_mark(sample_recording: str, tmp_path: Path) -> None:
     out = tmp_path / "out.mitm"
-    interchange.export_file(sample_recording, str(out), "mitm")
+    interchange.export_file(sample_recording, str(out), "mitm", formats=ALL)
     with out.open("rb") as f:
         flows = list(mio.FlowReader(f).stream())
     assert all(isinstance(f, http.HTTPFlow) for f in flows)
@@ -178,7 +190,7 @@ def test_mitm_file_is_a_flow_file_with_the_mark(sample_recording: str, tmp_path:
 def test_saz_is_laid_out_as_the_trace_analyzer_reads_it(sample_recording: str,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "out.saz"
-    interchange.export_file(sample_recording, str(out), "saz")
+    interchange.export_file(sample_recording, str(out), "saz", formats=ALL)
     with zipfile.ZipFile(out) as archive:
         names = archive.namelist()
         assert names[0] == "[Content_Types].xml"
@@ -210,10 +222,69 @@ def test_saz_is_laid_out_as_the_trace_analyzer_reads_it(sample_recording: str,
 def test_records_without_an_absolute_url_are_skipped(tmp_path: Path) -> None:
     bad = record("GET", "/serviceconfigs/x", 200)
     path = write(tmp_path / "r.jsonl", [bad, *samples()[:1]])
-    for fmt in interchange.FORMATS:
-        result = interchange.export_file(path, str(tmp_path / f"o.{fmt}"), fmt)
+    for fmt in ALL:
+        result = interchange.export_file(path, str(tmp_path / f"o.{fmt}"), fmt, formats=ALL)
         assert result.count == 1
         assert "not an absolute http(s) URL" in result.skipped[0]
+
+
+def test_a_record_no_wire_could_carry_is_skipped_and_named(tmp_path: Path) -> None:
+    bad = record("GET", SESSION, 200)
+    bad["request"]["headers"].append(["X-Title", "a\r\nSet-Cookie: x=1"])
+    path = write(tmp_path / "r.jsonl", [bad, *samples()[:1]])
+    for fmt in ALL:
+        result = interchange.export_file(path, str(tmp_path / f"o.{fmt}"), fmt, formats=ALL)
+        assert result.count == 1
+        assert result.skipped[0].startswith("record 1: cannot be exported")
+
+
+def test_export_never_overwrites_its_input(sample_recording: str) -> None:
+    with pytest.raises(ValueError, match="the file being read"):
+        interchange.export_file(sample_recording, sample_recording, "har", formats=ALL)
+
+
+# --- bytes that are not UTF-8 ------------------------------------------------------------
+
+ODD_URL = f"https://{HOST}/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/caf\udce9"
+
+
+def odd_recording(tmp_path: Path) -> str:
+    """A path byte 0xE9 and header bytes 0xFF, as the recorder keeps them."""
+    odd = record("GET", ODD_URL, 200, b'{"a":1}',
+                 headers=[("Content-Type", "application/json"), ("X-Odd", "\udcffend")],
+                 request_headers=[("Host", HOST), ("X-Title", "Caf\udce9 \udcff")])
+    return write(tmp_path / "odd.jsonl", [odd, *samples()[:1]])
+
+
+@pytest.mark.parametrize("fmt", ALL)
+def test_non_utf8_bytes_export_and_import(fmt: str, tmp_path: Path) -> None:
+    path = odd_recording(tmp_path)
+    out = tmp_path / f"odd.{fmt}"
+    result = interchange.export_file(path, str(out), fmt, formats=ALL)
+    assert (result.count, result.skipped, result.issues) == (2, [], [])
+    back = str(tmp_path / "back.jsonl")
+    assert interchange.import_file(str(out), back, formats=ALL).count == 2
+    rec = next(recording.read(back, strict=True))
+    if fmt == "har":  # strict UTF-8 text: the URL byte percent-encoded, header bytes shown
+        out.read_bytes().decode("utf-8")
+        assert rec["request"]["url"] == ODD_URL.replace("\udce9", "%E9")
+        assert dict(rec["request"]["headers"])["X-Title"] == "Caf\\xe9 \\xff"
+    else:  # the bytes as they were
+        assert rec["request"]["url"] == ODD_URL
+        assert dict(rec["request"]["headers"])["X-Title"] == "Caf\udce9 \udcff"
+        assert dict(rec["response"]["headers"])["X-Odd"] == "\udcffend"
+    assert rec["response"]["body"] == {"json": {"a": 1}}
+
+
+def test_saz_writes_header_and_url_bytes_as_they_were(tmp_path: Path) -> None:
+    out = tmp_path / "odd.saz"
+    interchange.export_file(odd_recording(tmp_path), str(out), "saz")
+    with zipfile.ZipFile(out) as archive:
+        request = archive.read("raw/001_c.txt")
+        response = archive.read("raw/001_s.txt")
+    assert request.startswith(b"GET " + ODD_URL.encode("utf-8", "surrogateescape") + b" ")
+    assert b"\r\nX-Title: Caf\xe9 \xff\r\n" in request
+    assert b"\r\nX-Odd: \xffend\r\n" in response
 
 
 def browser_har() -> dict[str, Any]:
@@ -246,7 +317,7 @@ def test_a_browser_har_imports_redacted_and_classified(tmp_path: Path) -> None:
     src = tmp_path / "devtools.har"
     src.write_text(json.dumps(browser_har()))
     out = str(tmp_path / "imported.jsonl")
-    result = interchange.import_file(str(src), out, hosts=[HOST])
+    result = interchange.import_file(str(src), out, hosts=[HOST], formats=ALL)
     assert result.count == 1
     assert result.skipped == ["GET https://example.com/other: other host"]
     [rec] = list(recording.read(out, strict=True))
@@ -287,7 +358,7 @@ def test_a_fiddler_saz_imports(tmp_path: Path) -> None:
     src = tmp_path / "capture.saz"
     fiddler_saz(src)
     out = str(tmp_path / "imported.jsonl")
-    result = interchange.import_file(str(src), out)
+    result = interchange.import_file(str(src), out, formats=ALL)
     assert (result.count, result.skipped) == (1, ["session 1: CONNECT"])
     [rec] = list(recording.read(out, strict=True))
     assert rec["request"]["url"] == SESSION
@@ -311,7 +382,7 @@ def test_a_fiddler_saz_imports(tmp_path: Path) -> None:
 def test_guess_format(tmp_path: Path, name: str, content: bytes, expected: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
-    assert interchange.guess_format(str(path)) == expected
+    assert interchange.guess_format(str(path), ALL) == expected
 
 
 @pytest.mark.parametrize("fmt, content, message", [
@@ -324,27 +395,27 @@ def test_import_rejects_files_not_in_the_format(tmp_path: Path, fmt: str, conten
     src = tmp_path / "in.bin"
     src.write_bytes(content)
     with pytest.raises(ValueError, match=message):
-        interchange.import_file(str(src), str(tmp_path / "out.jsonl"), fmt)
+        interchange.import_file(str(src), str(tmp_path / "out.jsonl"), fmt, formats=ALL)
 
 
 def test_a_truncated_flow_file_keeps_the_flows_before_the_cut(sample_recording: str,
                                                               tmp_path: Path) -> None:
     whole = tmp_path / "whole.mitm"
-    interchange.export_file(sample_recording, str(whole), "mitm")
+    interchange.export_file(sample_recording, str(whole), "mitm", formats=ALL)
     cut = tmp_path / "cut.mitm"
     data = whole.read_bytes()
     cut.write_bytes(data[: len(data) - 40])  # as a killed mitmdump leaves it
-    result = interchange.import_file(str(cut), str(tmp_path / "out.jsonl"))
+    result = interchange.import_file(str(cut), str(tmp_path / "out.jsonl"), formats=ALL)
     assert result.count == 6
     assert len(result.skipped) == 1 and "unreadable" in result.skipped[0]
 
 
 def test_unknown_format_is_refused(tmp_path: Path, sample_recording: str) -> None:
     with pytest.raises(ValueError, match="one of har, mitm, saz, not 'pcap'"):
-        interchange.export_file(sample_recording, str(tmp_path / "x"), "pcap")
+        interchange.export_file(sample_recording, str(tmp_path / "x"), "pcap", formats=ALL)
     (tmp_path / "x.bin").write_bytes(b"\x00\x01")
     with pytest.raises(ValueError, match="cannot tell the format"):
-        interchange.guess_format(str(tmp_path / "x.bin"))
+        interchange.guess_format(str(tmp_path / "x.bin"), ALL)
 
 
 # --- a flow file written by plain mitmdump ---------------------------------------------------
@@ -439,7 +510,7 @@ def mitmdump_capture(tmp_path: Path) -> str:
 def test_a_plain_mitmdump_capture_imports_classified(mitmdump_capture: str,
                                                      tmp_path: Path) -> None:
     out = str(tmp_path / "imported.jsonl")
-    result = interchange.import_file(mitmdump_capture, out)
+    result = interchange.import_file(mitmdump_capture, out, formats=ALL)
     assert (result.count, result.skipped) == (3, [])
     records = list(recording.read(out, strict=True))
     assert [r["request"]["method"] for r in records] == ["PUT", "GET", "DELETE"]
@@ -458,24 +529,55 @@ def test_a_plain_mitmdump_capture_imports_classified(mitmdump_capture: str,
     # and on to the other formats, and back, without loss
     for fmt in ("har", "saz"):
         exported = str(tmp_path / f"capture.{fmt}")
-        interchange.export_file(out, exported, fmt)
+        interchange.export_file(out, exported, fmt, formats=ALL)
         again = str(tmp_path / f"again-{fmt}.jsonl")
-        interchange.import_file(exported, again)
+        interchange.import_file(exported, again, formats=ALL)
         assert_same_exchanges(out, again)
 
 
-def test_flow_to_record_leaves_the_flow_as_it_was(sample_recording: str) -> None:
-    flow = interchange.record_to_flow(next(recording.read(sample_recording)))
-    mark = dict(flow.metadata["mpsd"])
-    rec = interchange.flow_to_record(flow, recording.Redactor(), {"source": "imported"})
-    assert flow.metadata["mpsd"] == mark
-    assert rec["provenance"] == {"source": "forwarded"}
-    assert rec["request"]["url"] == SESSION
+def test_flow_files_keep_the_exchanges_of_the_recording(sample_recording: str) -> None:
+    exchanges = list(interchange.exchanges_of(recording.read(sample_recording)))
+    buffer = io.BytesIO()
+    assert flowfile.write_flows(exchanges, buffer) == 7
+    buffer.seek(0)
+    back = list(flowfile.read_flows(buffer, {"source": "imported"}))
+    assert [e.request for e in back] == [e.request for e in exchanges]
+    assert [e.response for e in back] == [e.response for e in exchanges]
+    assert [e.provenance for e in back] == [e.provenance for e in exchanges]
+    assert [e.seq for e in back] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_write_har_streams_to_any_text_file(sample_recording: str) -> None:
     buffer = io.StringIO()
-    count = interchange.write_har(recording.read(sample_recording), buffer)
+    count = interchange.write_har(interchange.exchanges_of(recording.read(sample_recording)),
+                                  buffer)
     assert count == 7
     assert len(json.loads(buffer.getvalue())["log"]["entries"]) == 7
 
+
+# --- real captures (public test data beside the clone; read in place, never copied) -----------
+
+CAPTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "captures"
+
+
+@pytest.mark.parametrize("fmt", ALL)
+def test_a_real_fiddler_capture_imports_and_round_trips(fmt: str, tmp_path: Path) -> None:
+    capture = CAPTURES / "x49_mp_cs21.saz"
+    if not capture.exists():
+        pytest.skip(f"{capture} is not beside the clone")
+    imported = str(tmp_path / "capture.jsonl")
+    result = interchange.import_file(str(capture), imported, formats=ALL)
+    assert result.count > 0
+    assert result.skipped and all(s.endswith(": CONNECT") for s in result.skipped)
+    records = list(recording.read(imported, strict=True))
+    mpsd = [r for r in records if r["resource"]["kind"] == "session"]
+    assert [r["classification"]["id"] for r in mpsd].count("412.if-match-session") == 2
+    for r in records:
+        for name, value in r["request"]["headers"]:
+            if name.lower() in ("authorization", "signature"):
+                assert value.startswith("redacted:")
+    exported = str(tmp_path / f"capture.{fmt}")
+    assert interchange.export_file(imported, exported, fmt, formats=ALL).count == result.count
+    again = str(tmp_path / "again.jsonl")
+    assert interchange.import_file(exported, again, formats=ALL).count == result.count
+    assert_same_exchanges(imported, again)

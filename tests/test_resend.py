@@ -225,7 +225,7 @@ def test_resend_renames_carries_ids_and_etags_and_diffs_clean(original: str, tmp
 
     compared = diff.diff(original, out)
     assert compared.pairs == 7
-    assert not compared.regressed, compared.to_text()
+    assert not compared.regressed, diff.render_text(compared)
 
 
 def test_a_changed_behaviour_is_named_by_diff(original: str, tmp_path: Path) -> None:
@@ -355,7 +355,7 @@ def test_resend_against_the_stand_in(tmp_path: Path) -> None:
     assert statuses(second) == statuses(first)
     compared = diff.diff(first, second)
     assert compared.pairs == 8
-    assert not compared.regressed, compared.to_text()
+    assert not compared.regressed, diff.render_text(compared)
 
 
 def test_a_stand_in_that_answers_one_case_differently_is_caught(tmp_path: Path) -> None:
@@ -378,4 +378,87 @@ def test_a_stand_in_that_answers_one_case_differently_is_caught(tmp_path: Path) 
     assert diff.exit_code(compared) == 1
     assert [(c.old.seq, c.new.seq) for c in compared.changes] == [(6, 6)]
     assert compared.changes[0].new.classification == "503.service-unavailable"
-    assert "#6 -> #6  GET handles/" in compared.to_text()
+    assert "#6 -> #6  GET handles/" in diff.render_text(compared)
+
+
+# --- what no wire could carry, and bytes that are not UTF-8 ---------------------------------
+
+class Echo:
+    """Answers 200 to anything, with a header byte 0xFF; keeps the raw requests it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[tuple[bytes, bytes]]]] = []
+
+
+@contextlib.contextmanager
+def echoing(echo: Echo) -> Iterator[int]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            # http.server reads header bytes as ISO-8859-1: one character a byte
+            echo.seen.append((self.path, [(k.encode("latin-1"), v.encode("latin-1"))
+                                          for k, v in self.headers.items()]))
+            self.send_response(200)
+            self.send_header("X-Odd", "\xffend")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = _any
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http_server(Handler) as port:
+        yield port
+
+
+def test_non_utf8_path_and_header_bytes_are_sent_and_recorded(tmp_path: Path) -> None:
+    odd = request_record("GET", SESSION_PATH + "caf\udce9",
+                         extra=[("X-Title", "Caf\udce9 \udcff")])
+    plan = write(tmp_path / "odd.jsonl", [odd, request_record("GET", SESSION_PATH + "x")])
+    out = str(tmp_path / "resent.jsonl")
+    echo = Echo()
+    with echoing(echo) as port:
+        result = resend.resend(plan, f"http://127.0.0.1:{port}", out)
+    assert (result.sent, result.answered, result.failed) == (2, 2, 0)
+    assert echo.seen[0][0] == SESSION_PATH + "caf%E9"  # a request line is ASCII
+    assert (b"X-Title", b"Caf\xe9 \xff") in echo.seen[0][1]  # header bytes as recorded
+    records = list(recording.read(out, strict=True))
+    assert [r["seq"] for r in records] == [1, 2]
+    assert dict(records[0]["request"]["headers"])["X-Title"] == "Caf\udce9 \udcff"
+    assert dict(records[0]["response"]["headers"])["X-Odd"] == "\udcffend"
+    assert records[0]["request"]["url"].endswith(SESSION_PATH + "caf%E9")
+
+
+def test_a_record_no_wire_could_carry_is_reported_not_sent(tmp_path: Path) -> None:
+    smuggler = request_record("GET", SESSION_PATH + "a")
+    smuggler["request"]["headers"].append(["X-Title", "a\r\nSet-Cookie: x=1"])
+    plan = write(tmp_path / "bad.jsonl", [smuggler, request_record("GET", SESSION_PATH + "b")])
+    out = str(tmp_path / "resent.jsonl")
+    echo = Echo()
+    seen: list[resend.ResentExchange] = []
+    with echoing(echo) as port:
+        result = resend.resend(plan, f"http://127.0.0.1:{port}", out, on_exchange=seen.append)
+    assert (result.sent, result.answered, result.failed) == (2, 1, 1)
+    assert seen[0].status is None and seen[0].error.startswith("not sent: ")
+    assert [path for path, _ in echo.seen] == [SESSION_PATH + "b"]
+    assert [r["provenance"]["record"] for r in recording.read(out, strict=True)] == [2]
+
+
+def test_a_target_base_path_is_not_part_of_the_resource(tmp_path: Path) -> None:
+    plan = write(tmp_path / "s.jsonl", [request_record("GET", SESSION_PATH + "lobby-1")])
+    out = str(tmp_path / "resent.jsonl")
+    echo = Echo()
+    with echoing(echo) as port:
+        resend.resend(plan, f"http://127.0.0.1:{port}/mpsd", out)
+    assert echo.seen[0][0] == "/mpsd" + SESSION_PATH + "lobby-1"
+    [rec] = recording.read(out, strict=True)
+    assert rec["request"]["url"] == f"http://127.0.0.1:{port}/mpsd{SESSION_PATH}lobby-1"
+    assert rec["resource"]["kind"] == "session" and rec["resource"]["name"] == "lobby-1"
+
+
+def test_resend_refuses_to_record_into_its_own_input(original: str) -> None:
+    with pytest.raises(ValueError, match="being re-sent"):
+        resend.resend(original, "http://127.0.0.1:9", original)

@@ -1,0 +1,231 @@
+"""HAR 1.2 (browser devtools, mitmweb, Fiddler) as plain JSON, both ways.
+
+Writing streams: the log's head, then one entry per exchange as it comes, so
+memory stays flat however long the recording. Reading loads one document (a
+HAR file is one JSON value).
+
+Beyond what HAR 1.2 holds, an entry carries request bodies of any method
+(`postData`; a body that is not text as base64 with `"encoding": "base64"`,
+as HAR allows for `content`) and an `_mpsd` object with the record's seq,
+client and provenance. An exchange without a response gets the empty
+response HAR prescribes (`status` 0, `content` with size 0) plus `_error`.
+
+HAR is strict UTF-8 text: a URL byte that is not UTF-8 is percent-encoded
+(0xE9 -> `%E9`) and a header byte that is not UTF-8 is shown as `\\xNN`
+(`model.printable`), so such an exchange exports, and imports as those
+characters. Bodies are exact (text or base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import time
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from importlib import metadata
+from typing import IO
+from typing import Any
+from urllib.parse import parse_qsl
+from urllib.parse import urlsplit
+
+from mpsdproxy import model
+from mpsdproxy.interchange.common import body_text
+from mpsdproxy.interchange.common import check_exportable
+from mpsdproxy.interchange.common import escape_non_utf8
+from mpsdproxy.interchange.common import skip
+from mpsdproxy.interchange.common import text_bytes
+
+__all__ = ["write_har", "read_har", "har_entry", "entry_exchange"]
+
+
+def _creator() -> dict[str, str]:
+    try:
+        own = metadata.version("mpsdproxy")
+    except metadata.PackageNotFoundError:  # an uninstalled checkout still exports
+        own = "0"
+    return {"name": "mpsdproxy", "version": own}
+
+
+def _headers(headers: model.Headers) -> list[dict[str, str]]:
+    return [{"name": k, "value": model.printable(v)} for k, v in headers]
+
+
+def _query(url: str) -> list[dict[str, str]]:
+    query = urlsplit(url).query
+    return [{"name": k, "value": v} for k, v in parse_qsl(query, keep_blank_values=True)]
+
+
+def _content(body: bytes, content_type: str) -> dict[str, Any]:
+    """`content` / `postData` fields for a body: text when it is text, else base64."""
+    text = body_text(body, content_type)
+    if text is None:
+        return {"text": base64.b64encode(body).decode("ascii"), "encoding": "base64"}
+    return {"text": text}
+
+
+def _response(exchange: model.Exchange) -> dict[str, Any]:
+    response = exchange.response
+    if response is None:
+        return {"status": 0, "statusText": "", "httpVersion": "", "cookies": [],
+                "headers": [], "content": {"size": 0, "mimeType": ""}, "redirectURL": "",
+                "headersSize": -1, "bodySize": -1,
+                "_error": model.printable(exchange.error or "no response")}
+    content_type = response.headers.get("content-type") or ""
+    content: dict[str, Any] = {"size": len(response.body), "mimeType": content_type}
+    if response.body:
+        content.update(_content(response.body, content_type))
+    return {"status": response.status, "statusText": model.printable(response.reason),
+            "httpVersion": "HTTP/1.1", "cookies": [], "headers": _headers(response.headers),
+            "content": content,
+            "redirectURL": model.printable(response.headers.get("location") or ""),
+            "headersSize": -1, "bodySize": len(response.body)}
+
+
+def har_entry(exchange: model.Exchange) -> dict[str, Any]:
+    """The HAR entry of an exchange. Raises ValueError when its URL is not absolute."""
+    check_exportable(exchange)
+    request = exchange.request
+    start = exchange.start if exchange.start is not None else time.time()
+    end = exchange.end if exchange.end is not None else start
+    elapsed = max(0.0, (end - start) * 1000)
+    url = escape_non_utf8(request.url)
+    har_request: dict[str, Any] = {
+        "method": request.method, "url": url, "httpVersion": "HTTP/1.1", "cookies": [],
+        "headers": _headers(request.headers), "queryString": _query(url),
+        "headersSize": -1, "bodySize": len(request.body),
+    }
+    if request.body:
+        content_type = request.headers.get("content-type") or ""
+        har_request["postData"] = {"mimeType": content_type, "params": [],
+                                   **_content(request.body, content_type)}
+    return {
+        "startedDateTime": datetime.datetime.fromtimestamp(start, datetime.UTC).isoformat(),
+        "time": round(elapsed, 3),
+        "request": har_request,
+        "response": _response(exchange),
+        "cache": {},
+        "timings": {"send": 0, "wait": round(elapsed, 3), "receive": 0},
+        "_mpsd": {"seq": exchange.seq, "client": exchange.client,
+                  "provenance": dict(exchange.provenance)},
+    }
+
+
+def _dumps(value: Any) -> str:
+    """JSON text that is valid UTF-8 whatever `value` holds: text that is not (a lone
+    surrogate left in a provenance, say) is written as a JSON escape instead."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
+
+
+def write_har(exchanges: Iterable[model.Exchange], fo: IO[str],
+              skipped: list[str] | None = None) -> int:
+    """Write exchanges as a HAR 1.2 log, one entry at a time; the number written.
+
+    An exchange without an absolute URL is left out and noted in `skipped`.
+    """
+    head = {"version": "1.2", "creator": _creator(), "pages": []}
+    fo.write('{"log": ' + json.dumps(head)[:-1] + ', "entries": [\n')
+    count = 0
+    for exchange in exchanges:
+        try:
+            entry = har_entry(exchange)
+        except ValueError as e:
+            skip(skipped, str(e))
+            continue
+        fo.write((",\n" if count else "") + _dumps(entry))
+        count += 1
+    fo.write("\n]}}\n")
+    return count
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def _epoch(value: str) -> float:
+    moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def _read_headers(items: Iterable[Any]) -> model.Headers:
+    """`[{"name", "value"}]` (most tools) or `[[name, value]]`; HTTP/2 pseudo-headers
+    (`:authority`, which browsers list) are not headers and are left out."""
+    pairs = []
+    for item in items or ():
+        name, value = (item["name"], item["value"]) if isinstance(item, dict) else item
+        if not str(name).startswith(":"):
+            pairs.append((str(name), str(value)))
+    return model.Headers(pairs)
+
+
+def _read_body(part: Mapping[str, Any] | None, headers: model.Headers) -> bytes:
+    if not part or not part.get("text"):
+        return b""
+    text = part["text"]
+    if part.get("encoding") == "base64":
+        return base64.b64decode(text)
+    return text_bytes(str(text), headers.get("content-type"))
+
+
+def _read_response(entry: Mapping[str, Any]) -> tuple[model.Response | None, str | None]:
+    har = entry.get("response") or {}
+    if not har.get("status"):
+        return None, str(har.get("_error") or "no response")
+    headers = _read_headers(har.get("headers"))
+    body = _read_body(har.get("content"), headers)
+    return model.Response(int(har["status"]), str(har.get("statusText") or ""), headers,
+                          body), None
+
+
+def entry_exchange(entry: Mapping[str, Any], provenance: Mapping[str, Any]
+                   ) -> model.Exchange:
+    """The exchange of one HAR entry. `provenance` is used unless the entry carries its
+    own (`_mpsd`, an entry exported from a recording). Raises ValueError (KeyError,
+    TypeError) for an entry that is not one."""
+    har_request = entry["request"]
+    headers = _read_headers(har_request.get("headers"))
+    request = model.Request(str(har_request["method"]), str(har_request["url"]), headers,
+                            _read_body(har_request.get("postData"), headers))
+    response, error = _read_response(entry)
+    start = _epoch(entry["startedDateTime"])
+    extra = entry.get("_mpsd") if isinstance(entry.get("_mpsd"), dict) else {}
+    own = extra.get("provenance")
+    client = extra.get("client")
+    return model.Exchange(
+        request=request, response=response, error=error, start=start,
+        end=start + float(entry.get("time") or 0) / 1000,
+        client=client if isinstance(client, str) else None,
+        provenance=own if isinstance(own, dict) else provenance,
+    )
+
+
+def read_har(fo: IO[bytes], provenance: Mapping[str, Any], skipped: list[str] | None = None
+             ) -> Iterator[model.Exchange]:
+    """Exchanges of a HAR file (ours, a browser's, Fiddler's); CONNECT entries and
+    entries that cannot be read are noted in `skipped`.
+
+    Raises ValueError when the file is not a HAR log.
+    """
+    try:
+        entries = json.loads(fo.read().decode("utf-8-sig"))["log"]["entries"]
+        if not isinstance(entries, list):
+            raise TypeError("entries is not a list")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"not a HAR file: {e}") from None
+    for number, entry in enumerate(entries, start=1):
+        try:
+            if str(entry["request"]["method"]).upper() == "CONNECT":
+                skip(skipped, f"entry {number}: CONNECT")
+                continue
+            exchange = entry_exchange(entry, provenance)
+        except (KeyError, TypeError, ValueError) as e:
+            skip(skipped, f"entry {number}: cannot read it ({type(e).__name__}: {e})")
+            continue
+        yield exchange

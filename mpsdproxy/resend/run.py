@@ -1,0 +1,201 @@
+"""Re-sending a recording, request by request, and recording what came back."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import logging
+import os
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from mpsdproxy import classify
+from mpsdproxy import encoding
+from mpsdproxy import model
+from mpsdproxy import recording
+from mpsdproxy.resend.carry import Carry
+from mpsdproxy.resend.carry import Renamer
+from mpsdproxy.resend.carry import request_body
+from mpsdproxy.resend.carry import request_headers
+from mpsdproxy.resend.client import Client
+from mpsdproxy.resend.client import answer_of
+from mpsdproxy.resend.target import Target
+from mpsdproxy.resend.target import parse_target
+from mpsdproxy.resend.target import request_target
+
+__all__ = ["ResentExchange", "ResendResult", "resend_records", "resend"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResentExchange:
+    """One re-sent request: the record it came from and what came back."""
+
+    record: int
+    method: str
+    url: str
+    status: int | None
+    error: str | None = None
+    seq: int | None = None  # in the new recording, when one is written
+
+
+@dataclass
+class ResendResult:
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    record_path: str | None = None
+    renames: dict[str, str] = field(default_factory=dict)
+    issues: list[recording.ReadIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.issues
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A request as it went: `exchange.request` holds the recorded headers (a redacted
+    Authorization stays redacted), `headers` what was on the wire."""
+
+    exchange: model.Exchange
+    path: str
+    headers: list[tuple[str, str]]
+
+
+def _send(original: model.Exchange, target: Target, client: Client, carry: Carry,
+          keep_host: bool) -> _Sent:
+    """Send one recorded request; the exchange of what went and what came back."""
+    request = original.request
+    path = request_target(carry.path(request.path))
+    headers = request_headers(request.headers, carry, None if keep_host else target.netloc)
+    body = request_body(request, carry)
+    method = request.method.upper()
+    sent = model.Request(method, target.url(path), headers.record, body)
+    start = time.time()
+    response, error = None, None
+    try:
+        reply = client.send(method, path, headers.send,
+                            encoding.wire_body(body, sent.headers.get("content-encoding")))
+        response = answer_of(reply)
+    except (OSError, http.client.HTTPException) as e:
+        error = f"{type(e).__name__}: {e}"
+    except model.ModelError as e:
+        error = f"invalid response from the target: {e}"
+    if response is not None:
+        carry.learn(method, path, original.response, response)
+    exchange = model.Exchange(request=sent, response=response, error=error, start=start,
+                              end=time.time(), client=client.local,
+                              provenance={"source": "resent", "record": original.seq})
+    return _Sent(exchange, path, headers.send)
+
+
+def _record(sent: _Sent, target: Target, redactor: recording.Redactor) -> dict[str, Any]:
+    """The new record. Classified (and its resource named) by the path the service
+    would see, without the target's base path."""
+    exchange = sent.exchange
+    judged = exchange
+    if target.base_path:
+        request = exchange.request
+        judged = dataclasses.replace(exchange, request=model.Request(
+            request.method, target.origin + sent.path, request.headers, request.body))
+    record = recording.to_record(exchange, redactor, classify.classify(judged))
+    record["resource"] = judged.resource.to_dict()
+    return record
+
+
+def _refused(record: Mapping[str, Any], error: Exception) -> ResentExchange:
+    """The outcome of a record no wire could carry: reported as failed, not sent."""
+    request = record.get("request") or {}
+    message = f"not sent: {error}"
+    logger.warning(f"resend of record {record.get('seq')}: {message}")
+    return ResentExchange(record.get("seq") or 0, str(request.get("method")),
+                          model.printable(str(request.get("url"))), None, message)
+
+
+def resend_records(
+    records: Iterable[dict[str, Any]],
+    to_url: str,
+    *,
+    rename: bool = False,
+    keep_host: bool = False,
+    timeout: float = 10.0,
+    verify: bool = True,
+    redactor: recording.Redactor | None = None,
+    writer: recording.Writer | None = None,
+    renamer: Renamer | None = None,
+) -> Iterator[ResentExchange]:
+    """Re-send records one by one, yielding each outcome as it comes back."""
+    target = parse_target(to_url)
+    redactor = redactor or recording.Redactor()
+    carry = Carry(renamer or Renamer(rename))
+    client = Client(target, timeout, verify)
+    try:
+        for record in records:
+            try:
+                original = recording.to_exchange(record)
+            except (ValueError, KeyError, TypeError) as e:
+                yield _refused(record, e)
+                continue
+            sent = _send(original, target, client, carry, keep_host)
+            exchange = sent.exchange
+            seq = writer.write(_record(sent, target, redactor)) if writer is not None else None
+            if exchange.error:
+                logger.warning(f"resend of record {original.seq} to {exchange.request.url} "
+                               f"failed: {exchange.error}")
+            yield ResentExchange(record["seq"], exchange.request.method, exchange.request.url,
+                                 exchange.status, exchange.error, seq)
+    finally:
+        client.close()
+
+
+def resend(
+    path: str,
+    to_url: str,
+    record_path: str | None = None,
+    rename: bool = False,
+    *,
+    keep_host: bool = False,
+    timeout: float = 10.0,
+    verify: bool = True,
+    redactor: recording.Redactor | None = None,
+    on_exchange: Callable[[ResentExchange], None] | None = None,
+) -> ResendResult:
+    """Re-issue the requests of the recording at `path`, in order, against `to_url`.
+
+    Answers are appended to `record_path` (a recording; nothing is written
+    when it is None). Raises ValueError for a bad `to_url`; unreadable lines of
+    the recording are skipped and listed in `issues`, and for a `record_path`
+    that is `path` itself (it would read its own answers). `on_exchange` sees each
+    outcome as it happens (the CLI prints progress with it).
+    """
+    parse_target(to_url)  # fail before opening anything
+    if record_path and os.path.exists(record_path) and os.path.samefile(path, record_path):
+        raise ValueError(f"{record_path} is the recording being re-sent: choose another")
+    result = ResendResult(record_path=record_path)
+    renamer = Renamer(rename)
+    writer = recording.Writer(record_path) if record_path else None
+    try:
+        records = recording.read(path, issues=result.issues)
+        for outcome in resend_records(records, to_url, keep_host=keep_host, timeout=timeout,
+                                      verify=verify, redactor=redactor, writer=writer,
+                                      renamer=renamer):
+            result.sent += 1
+            if outcome.status is None:
+                result.failed += 1
+            else:
+                result.answered += 1
+            if on_exchange is not None:
+                on_exchange(outcome)
+    finally:
+        if writer is not None:
+            writer.close()
+    result.renames = dict(renamer.names)
+    return result
