@@ -3,8 +3,7 @@
 - recorder: the router, classifier and recorder addons, driven in-process
   with synthetic flows (a pool of realistic session lifecycles, users and
   timestamps rotating), writing a real recording;
-- verdicts: the live verdict addon (or, without it, the verdict engine fed
-  the recorder's records) over the same flows, with its one-second ticker
+- verdicts: the live verdict addon over the same flows, with its one-second ticker
   emulated in record time and 30,000 distinct users, three times the engine's
   per-rule key limit, so its eviction is exercised;
 - report: `mpsdproxy report` over a recording of 100,000 and of 1,000,000
@@ -64,22 +63,23 @@ def flow_pool() -> list[tuple[Any, Any]]:
     from mitmproxy.test import tutils
 
     from mpsdproxy import faults
+    from mpsdproxy import model
 
     pool = []
     for n in range(POOL_SESSIONS):
-        for method, path, extra, body, entry, args in replay.lifecycle(n):
-            raw = common.compact_json(body) if body is not None else b""
+        for step in replay.lifecycle(n):
+            raw = common.compact_json(step.body) if step.body is not None else b""
             headers = [(b"Host", replay.HOST.encode()), (b"Authorization", b"XBL3.0 x=0;t"),
                        (b"Signature", b"AAAAAQHZ3jzNhd5OaR5+PjQ8Wg=="),
                        (b"x-xbl-contract-version", b"107")]
-            headers += [(k.encode(), v.encode()) for k, v in extra]
-            request = tutils.treq(method=method.encode(), scheme=b"https", host=replay.HOST,
-                                  port=443, authority=b"", path=path.encode(),
-                                  headers=headers, content=raw)
-            reply = faults.build(entry, **args)
-            response = tutils.tresp(status_code=reply.status, reason=reply.reason.encode(),
-                                    headers=[(k.encode(), v.encode()) for k, v in reply.headers],
-                                    content=reply.body)
+            headers += [(k.encode(), v.encode()) for k, v in step.headers]
+            request = tutils.treq(method=step.method.encode(), scheme=b"https",
+                                  host=replay.HOST, port=443, authority=b"",
+                                  path=step.path.encode(), headers=headers, content=raw)
+            answer = faults.build(step.entry, **step.args)
+            response = tutils.tresp(status_code=answer.status,
+                                    reason=model.to_bytes(answer.reason),
+                                    headers=list(answer.headers.raw()), content=answer.body)
             pool.append((tflow.tflow(req=request), response))
     return pool
 
@@ -152,41 +152,17 @@ def run_recorder(count: int, checkpoint: int, path: Path) -> dict[str, Any]:
 
 
 def run_verdicts(count: int, checkpoint: int) -> dict[str, Any]:
-    """The live verdict addon when there is one, else the engine fed recorder records."""
+    """The live verdict addon behind the router and the classifier, its ticker emulated."""
     from mitmproxy.test import taddons
 
-    chain = [*recorder_chain()[:2]]
-    try:
-        from mpsdproxy.addons import verdictlog
-    except ImportError:
-        return _run_engine(chain, count, checkpoint)
+    from mpsdproxy.addons import verdictlog
+
     addon = verdictlog.VerdictLog()
-    chain.append(addon)
+    chain = [*recorder_chain()[:2], addon]
     with taddons.context(*chain) as tctx:
         result = drive(chain, count, checkpoint, addon.tick, loop=tctx.master.event_loop)
         addon.done()
     return result | {"driver": "VerdictLog addon", "engine_counts": _counts(addon.engine)}
-
-
-def _run_engine(chain: list[Any], count: int, checkpoint: int) -> dict[str, Any]:
-    from mitmproxy.test import taddons
-
-    from mpsdproxy import recording
-    from mpsdproxy import verdicts
-    from mpsdproxy.addons import recorder
-
-    engine = verdicts.Engine()
-    redactor = recording.Redactor()
-
-    class Feeder:  # the engine behind an addon's response hook
-        def response(self, flow: Any) -> None:
-            engine.feed(recorder.flow_record(flow, redactor) | {"seq": engine.fed + 1})
-
-    with taddons.context(*chain) as tctx:
-        result = drive([*chain, Feeder()], count, checkpoint, engine.advance,
-                       loop=tctx.master.event_loop)
-    engine.finish()
-    return result | {"driver": "verdicts.Engine", "engine_counts": _counts(engine)}
 
 
 def _counts(engine: Any) -> dict[str, int]:
@@ -202,22 +178,34 @@ _PREFIX = re.compile(r'^\{"seq":(\d+),"start":"([^"]+)","end":"([^"]+)"')
 
 def repeat_recording(source: Path, target: Path, times: int) -> int:
     """`target` = `source` `times` over, each copy with its own sessions (renamed), later
-    times and continued seq numbers: a long recording without generating every line."""
+    times and continued seq numbers: a long recording without generating every line.
+    The format's header line, if `source` has one, is written once, first."""
     from mpsdproxy import recording
 
-    lines = source.read_text(encoding="utf-8").splitlines()
+    header, lines = _split_header(source.read_text(encoding="utf-8").splitlines())
     first = _PREFIX.match(lines[0])
     last = _PREFIX.match(lines[-1])
     assert first and last, "a recording written by recording.Writer"
     span = recording.parse_timestamp(last[3]) - recording.parse_timestamp(first[2]) + 1.0
     written = 0
     with open(target, "w", encoding="utf-8") as out:
+        out.writelines(line + "\n" for line in header)
         for copy in range(times):
             shift = copy * span
             for line in lines:
                 written += 1
                 out.write(_shifted(line, written, shift, copy))
     return written
+
+
+def _split_header(lines: list[str]) -> tuple[list[str], list[str]]:
+    """([the header line] or [], the record lines): a header names the format and has
+    no seq."""
+    if lines and not _PREFIX.match(lines[0]):
+        item = json.loads(lines[0])
+        if isinstance(item, dict) and "format" in item and "seq" not in item:
+            return lines[:1], lines[1:]
+    return [], lines
 
 
 def _shifted(line: str, seq: int, shift: float, copy: int) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from bench import measure
 
 #: Rules in the generated scenario; each matches every benchmark request, none fires.
 RULES = 20
@@ -161,7 +162,7 @@ def start_proxies(services: common.Services, target: str, confdir: Path, with_sc
 
 # --- analysis -----------------------------------------------------------------------------
 
-def round_differences(runs: dict[str, list[common.Run]], test: str, base: str) -> list[float]:
+def round_differences(runs: dict[str, list[measure.Run]], test: str, base: str) -> list[float]:
     """Per-round CPU µs/request of `test` minus `base` (same round, so same CPU state)."""
     out = []
     for a, b in zip(runs[test], runs[base], strict=True):
@@ -170,32 +171,32 @@ def round_differences(runs: dict[str, list[common.Run]], test: str, base: str) -
     return out
 
 
-def summarise(runs: dict[str, list[common.Run]]) -> dict[str, Any]:
+def summarise(runs: dict[str, list[measure.Run]]) -> dict[str, Any]:
     """Ratios (median of per-round ratios), absolute medians and the CPU breakdown."""
     ratios = {}
     for label, test in (("full", FULL), ("control", CONTROL)):
         if test not in runs:
             continue
-        ratios[label] = {m: common.median_ratio(runs, test, BASE, m)
+        ratios[label] = {m: measure.median_ratio(runs, test, BASE, m)
                          for m in ("rps", "p50", "p99", "cpu_us")}
-    absolute = {name: {m: common.median_metric(runs, name, m)
+    absolute = {name: {m: measure.median_metric(runs, name, m)
                        for m in ("rps", "p50", "p99", "cpu_us")} | {
-                           "errors": common.total_errors(runs, name),
+                           "errors": measure.total_errors(runs, name),
                            "requests": sum(r.load.requests for r in runs[name])}
                 for name in runs}
-    extra = {part: common.median(round_differences(runs, test, base))
+    extra = {part: measure.median(round_differences(runs, test, base))
              for test, base, part in PARTS if test in runs and base in runs}
-    extra["total"] = common.median(round_differences(runs, FULL, BASE))
+    extra["total"] = measure.median(round_differences(runs, FULL, BASE))
     return {"ratios": ratios, "absolute": absolute, "extra_cpu_us": extra,
             "rounds": len(runs[BASE])}
 
 
-def upstream_direct(generator: common.LoadGenerator, upstream: common.Service,
+def upstream_direct(generator: measure.LoadGenerator, upstream: common.Service,
                     config: Config, paths: list[str]) -> dict[str, Any]:
     """The upstream measured alone, at the highest concurrency: it must be far faster
     than any proxy in front of it, or it would be what the proxies are measured by."""
     connections = max(config.connections)
-    run = common.measured_run(generator, upstream, connections, config.seconds, paths)
+    run = measure.measured_run(generator, upstream, connections, config.seconds, paths)
     return {"connections": connections, "rps": run.load.rps, "p50": run.load.p50_ms,
             "p99": run.load.p99_ms, "cpu_us": run.cpu_us_per_request,
             "errors": run.load.errors}
@@ -240,13 +241,11 @@ def time_hooks(iterations: int, with_scenario: bool, bodies: list[bytes]) -> dic
     options: dict[str, Any] = {"mpsd_record": str(workdir / "hooks.jsonl"), "mpsd_quiet": True}
     if with_scenario:
         write_scenario(workdir / "scenario.yaml")
-        options["mpsd_scenario"] = str(workdir / "scenario.yaml")
+        options["mpsd_scenario"] = [str(workdir / "scenario.yaml")]  # a list of files
     templates = [realistic_flow(body, name)
                  for body, name in zip(bodies, session_names(len(bodies)), strict=True)]
     samples: dict[tuple[str, str], list[float]] = {}
     with taddons.context(*chain) as tctx:
-        if with_scenario and tctx.options._options["mpsd_scenario"].typespec is not str:
-            options["mpsd_scenario"] = [options["mpsd_scenario"]]  # a list of scenario files
         tctx.configure(chain[0], **options)
         for i in range(iterations + iterations // 10):
             template, response = templates[i % len(templates)]
@@ -291,30 +290,37 @@ def _one_request(chain: list[Any], flow: Any, response: Any) -> dict[tuple[str, 
 
 def hot_spots(body: bytes, number: int) -> dict[str, float]:
     """µs per call of the domain functions the hooks are made of, on the same exchange
-    (best of five batches): where the time inside the addons goes."""
+    (best of five batches): where the time inside the addons goes.
+
+    The classifier and the recorder each build their exchange afresh from the flow
+    (`flows.exchange_of`), so what they call on it is timed on fresh exchanges too:
+    a parsed body or resource cached on one exchange would make them look cheaper
+    than they are in the chain.
+    """
     import json
 
     from mpsdproxy import classify
     from mpsdproxy import recording
     from mpsdproxy import resources
-    from mpsdproxy.addons import recorder
+    from mpsdproxy.addons import flows
 
     flow, response = realistic_flow(body)
     flow.response = response
-    req_headers = list(flow.request.headers.items(multi=True))
-    resp_headers = list(response.headers.items(multi=True))
     path = flow.request.path
     redactor = recording.Redactor()
-    record = recorder.flow_record(flow, redactor)
+
+    def fresh() -> Any:
+        return flows.exchange_of(flow)
+
+    exchange = fresh()
+    record = recording.to_record(exchange, redactor, classify.classify(exchange))
     workdir = Path(tempfile.mkdtemp(prefix="bench-hot-"))
     with recording.Writer(workdir / "hot.jsonl") as writer:
         calls: dict[str, Callable[[], Any]] = {
             "resources.parse(path)": lambda: resources.parse(path),
             "json.loads(response body)": lambda: json.loads(body),
             "recording.encode_body(response body)": lambda: recording.encode_body(body),
-            "classify.classify(...)": lambda: classify.classify(
-                "GET", path, req_headers, 200, resp_headers, body),
-            "recorder.flow_record(flow)": lambda: recorder.flow_record(flow, redactor),
+            "flows.exchange_of(flow)": lambda: flows.exchange_of(flow),
             "recording.Writer.write(record)": lambda: writer.write(dict(record)),
             "response.get_content()": lambda: response.get_content(strict=False),
             "request.headers.items(multi=True)": lambda: list(
@@ -322,8 +328,28 @@ def hot_spots(body: bytes, number: int) -> dict[str, float]:
         }
         out = {name: min(timeit.repeat(fn, number=number, repeat=5)) * 1e6 / number
                for name, fn in calls.items()}
+        on_fresh: dict[str, Callable[[Any], Any]] = {
+            "classify.classify(exchange)": classify.classify,
+            "recording.to_record(exchange)": lambda e: recording.to_record(
+                e, redactor, record["classification"]),
+        }
+        out |= {name: _best_on_fresh(fresh, fn, number) for name, fn in on_fresh.items()}
     (workdir / "hot.jsonl").unlink(missing_ok=True)
     return out
+
+
+def _best_on_fresh(make: Callable[[], Any], fn: Callable[[Any], Any], number: int,
+                   repeat: int = 5) -> float:
+    """µs per call of `fn` on an argument of its own each call, made by `make` before
+    the clock starts (best of `repeat` batches of `number`)."""
+    best = float("inf")
+    for _ in range(repeat):
+        items = [make() for _ in range(number)]
+        started = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = min(best, time.perf_counter() - started)
+    return best * 1e6 / number
 
 
 # --- the benchmark --------------------------------------------------------------------------
@@ -339,7 +365,7 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
     else:
         log("  mpsd_scenario is not available in this tree: 'full' runs without a scenario")
     paths = session_paths(config.paths)
-    generator = common.LoadGenerator(workdir, config.tool)
+    generator = measure.LoadGenerator(workdir, config.tool)
     size = round(statistics.median(len(b) for b in bodies.values()))
     result: dict[str, Any] = {"config": asdict(config), "tool": generator.tool,
                               "scenario": with_scenario, "body_bytes": size}
@@ -353,17 +379,17 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
                                                      config.instances)
         targets = list(proxies.values())
         if config.warm_up:
-            common.interleave(generator, targets, 1, 1, min(config.seconds, 1.0), paths)
+            measure.interleave(generator, targets, 1, 1, min(config.seconds, 1.0), paths)
         result["by_connections"] = {}
         for connections in config.connections:
             log(f"  {connections} connection(s): {config.rounds} rounds x {len(targets)} "
                 f"proxies x {config.seconds:g} s")
-            runs = common.interleave(generator, targets, connections, config.rounds,
+            runs = measure.interleave(generator, targets, connections, config.rounds,
                                      config.seconds, paths)
             result["by_connections"][connections] = summarise(runs)
         result["peak_rss_mb"] = {name: _largest(s.peak_rss_mb() for s in group)
                                  for name, group in proxies.items()}
-        result["recorded_lines"] = sum(_count_lines(p) for p in workdir.glob("full*.jsonl"))
+        result["recorded_lines"] = sum(_count_records(p) for p in workdir.glob("full*.jsonl"))
     log(f"  timing hooks in-process ({config.hook_iterations} requests)")
     result["hooks"] = time_hooks(config.hook_iterations, with_scenario, list(bodies.values()))
     return result
@@ -374,8 +400,9 @@ def _largest(values: Iterable[float | None]) -> float | None:
     return max(kept) if kept else None
 
 
-def _count_lines(path: Path) -> int:
+def _count_records(path: Path) -> int:
+    """Record lines of a recording (the format's header line is not one)."""
     if not path.exists():
         return 0
     with open(path, "rb") as f:
-        return sum(1 for _ in f)
+        return sum(1 for line in f if line.startswith(b'{"seq":'))

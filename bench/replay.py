@@ -30,8 +30,10 @@ from dataclasses import asdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from typing import NamedTuple
 
 from bench import common
+from bench import measure
 
 MITM, MPSD, MPSD_CONTROL = "mitmproxy --server-replay", "mpsdproxy replay", \
     "mpsdproxy replay (control)"
@@ -62,101 +64,103 @@ SMOKE = Config(count=200, rounds=1, seconds=0.3, paths=8, mpsd_starts=1, tool="p
 
 # --- the recording -------------------------------------------------------------------------
 
-def _token(user: int) -> str:
-    from mpsdproxy import recording
+class Step(NamedTuple):
+    """One exchange of a session's lifecycle, and how the service answers it."""
 
-    return recording.redact_value(f"XBL3.0 x={2814600000000000 + user};token-{user}")
+    method: str
+    path: str
+    headers: list[tuple[str, str]]  # besides the ones every request carries
+    body: Any  # the request's JSON, or None
+    entry: str  # catalog id of the answer
+    args: dict[str, Any]  # faults.build arguments
 
 
-def _request_headers(user: int, extra: list[tuple[str, str]], body: bytes) -> list[list[str]]:
-    from mpsdproxy import recording
-
-    headers = [("Host", HOST), ("Authorization", _token(user)),
-               ("Signature", recording.redact_value(f"sig-{user}")),
-               ("x-xbl-contract-version", "107"), ("Accept-Language", "en-US"), *extra]
+def _request_headers(user: int, extra: list[tuple[str, str]], body: bytes
+                     ) -> list[tuple[str, str]]:
+    """What a title sends; its secrets are redacted when the exchange becomes a record."""
+    headers = [("Host", HOST),
+               ("Authorization", f"XBL3.0 x={2814600000000000 + user};token-{user}"),
+               ("Signature", f"sig-{user}"), ("x-xbl-contract-version", "107"),
+               ("Accept-Language", "en-US"), *extra]
     if body:
         headers += [("Content-Type", "application/json; charset=utf-8"),
                     ("Content-Length", str(len(body)))]
-    return [list(h) for h in headers]
+    return headers
 
 
-def lifecycle(n: int) -> Iterator[tuple[str, str, list[tuple[str, str]], Any, str, dict]]:
-    """The exchanges of session n: (method, path, request headers, request JSON,
-    catalog id of the answer, faults.build arguments)."""
+def lifecycle(n: int) -> Iterator[Step]:
+    """The exchanges of session n, in the order a title makes them."""
     name = f"bench-lobby-{n}"
     path = common.session_path(name)
     doc1 = common.session_document(name, members=1, seed=n)
     doc2 = common.session_document(name, members=2, seed=n)
     etag1, etag2, etag3 = (f'"0x8D9{n:09X}{k}"' for k in range(3))
     me = {"members": {"me": {"constants": {"system": {"xuid": str(n), "initialize": True}}}}}
-    yield "PUT", path, [("If-None-Match", "*")], me, "201.created", {"session": doc1,
-                                                                      "etag": etag1}
-    yield "GET", path, [], None, "200.ok", {"session": doc1, "etag": etag1}
-    yield "PUT", path, [], me, "200.ok", {"session": doc2, "etag": etag2}
-    yield "GET", path, [("If-None-Match", etag2)], None, "304.not-modified", {}
+    yield Step("PUT", path, [("If-None-Match", "*")], me, "201.created",
+               {"session": doc1, "etag": etag1})
+    yield Step("GET", path, [], None, "200.ok", {"session": doc1, "etag": etag1})
+    yield Step("PUT", path, [], me, "200.ok", {"session": doc2, "etag": etag2})
+    yield Step("GET", path, [("If-None-Match", etag2)], None, "304.not-modified", {})
     props = {"properties": {"custom": {"state": "ready", "round": n % 7}}}
     if n % 10 == 3:
-        yield "PUT", path, [("If-Match", etag1)], props, "412.if-match-session", {
-            "session": doc2, "etag": etag2}
+        yield Step("PUT", path, [("If-Match", etag1)], props, "412.if-match-session",
+                   {"session": doc2, "etag": etag2})
     else:
-        yield "PUT", path, [("If-Match", etag2)], props, "200.ok", {"session": doc2,
-                                                                     "etag": etag3}
+        yield Step("PUT", path, [("If-Match", etag2)], props, "200.ok",
+                   {"session": doc2, "etag": etag3})
     if n % 10 == 7:
-        yield "GET", path, [], None, "429.too-many-requests", {"retry_after": 3}
+        yield Step("GET", path, [], None, "429.too-many-requests", {"retry_after": 3})
     elif n % 25 == 11:
-        yield "GET", path, [], None, "503.service-unavailable", {"retry_after": 5}
+        yield Step("GET", path, [], None, "503.service-unavailable", {"retry_after": 5})
     else:
-        yield "GET", path, [], None, "200.ok", {"session": doc2, "etag": etag3}
-    yield "GET", path, [], None, "200.ok", {"session": doc2, "etag": etag3}
-    leave = {"members": {"me": None}}
-    yield "PUT", path, [], leave, "204.put-session-deleted", {}
+        yield Step("GET", path, [], None, "200.ok", {"session": doc2, "etag": etag3})
+    yield Step("GET", path, [], None, "200.ok", {"session": doc2, "etag": etag3})
+    yield Step("PUT", path, [], {"members": {"me": None}}, "204.put-session-deleted", {})
+
+
+def step_exchange(n: int, step: Step, written: int, now: float) -> Any:
+    """The `model.Exchange` of one lifecycle step, as the recorder would have seen it."""
+    from mpsdproxy import faults
+    from mpsdproxy import model
+
+    raw = common.compact_json(step.body) if step.body is not None else b""
+    answer = faults.build(step.entry, **step.args, extra_headers=[
+        ("X-Xbl-Correlation-Id", f"4b1a7c3e-0000-4000-8000-{written:012d}"),
+        ("Date", "Mon, 21 Sep 2026 14:13:20 GMT")])
+    if answer.status not in (204, 304):  # as the service sends them
+        answer = model.Response(answer.status, answer.reason,
+                                answer.headers.with_value("Content-Length",
+                                                          str(len(answer.body))),
+                                answer.body)
+    duration = 0.004 + (written % 13) / 1000
+    return model.Exchange(
+        request=model.Request(step.method, f"https://{HOST}{step.path}",
+                              model.Headers(_request_headers(n, step.headers, raw)), raw),
+        response=answer, start=now, end=now + duration,
+        client=f"127.0.0.1:{50000 + n % 1000}")
 
 
 def write_recording(path: Path, count: int, start: float = 1_790_000_000.0) -> int:
     """Write `count` exchanges (whole lifecycles, the last one cut short) with the
-    recording module's own Writer, as the recorder would have; returns the count."""
+    recording module's own codec and Writer, as the recorder would have; returns the
+    count."""
     from mpsdproxy import classify
-    from mpsdproxy import faults
     from mpsdproxy import recording
-    from mpsdproxy import resources
 
+    redactor = recording.Redactor()
     classified: dict[tuple[int, str], dict[str, Any]] = {}
     written = 0
     now = start
     with recording.Writer(path) as writer:
         for n in range(count // STEPS_PER_SESSION + 1):
-            for step, (method, url_path, extra, body, entry, args) in enumerate(lifecycle(n)):
+            for index, step in enumerate(lifecycle(n)):
                 if written >= count:
                     return written
-                raw = common.compact_json(body) if body is not None else b""
-                reply = faults.build(entry, **args, extra_headers=[
-                    ("X-Xbl-Correlation-Id", f"4b1a7c3e-0000-4000-8000-{written:012d}"),
-                    ("Date", "Mon, 21 Sep 2026 14:13:20 GMT")])
-                resp_headers = [list(h) for h in reply.headers]
-                if reply.status not in (204, 304):  # as the service sends them
-                    resp_headers.append(["Content-Length", str(len(reply.body))])
-                req_headers = _request_headers(n, extra, raw)
-                key = (step, entry)
+                exchange = step_exchange(n, step, written, now)
+                key = (index, step.entry)
                 if key not in classified:  # every lifecycle classifies alike: once per step
-                    classified[key] = classify.classify(
-                        method, url_path, [tuple(h) for h in req_headers], reply.status,
-                        [tuple(h) for h in resp_headers], reply.body).to_dict()
-                duration = 0.004 + (written % 13) / 1000
-                writer.write({
-                    "start": recording.timestamp(now),
-                    "end": recording.timestamp(now + duration),
-                    "duration_ms": round(duration * 1000, 3),
-                    "client": f"127.0.0.1:{50000 + n % 1000}",
-                    "request": {"method": method, "url": f"https://{HOST}{url_path}",
-                                "headers": req_headers, "body": recording.encode_body(raw)},
-                    "response": {"status": reply.status, "reason": reply.reason,
-                                 "headers": resp_headers,
-                                 "body": recording.encode_body(reply.body)},
-                    "error": None,
-                    "resource": resources.parse(url_path).to_dict(),
-                    "classification": classified[key],
-                    "provenance": {"source": "forwarded"},
-                })
+                    classified[key] = classify.classify(exchange).to_dict()
+                writer.write(recording.to_record(exchange, redactor, classified[key]))
                 written += 1
                 now += 0.01
     return written
@@ -268,7 +272,7 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
                "recording_mb": recording_path.stat().st_size / 2**20,
                "flows_mb": flows.stat().st_size / 2**20}
     paths = replay_paths(written, config.paths)
-    generator = common.LoadGenerator(workdir, config.tool)
+    generator = measure.LoadGenerator(workdir, config.tool)
     result["tool"] = generator.tool
     with common.Services(workdir) as services:
         result["startup_floor_s"] = (startup_floor(services, confdir, paths[0])
@@ -277,7 +281,7 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
         result["launchers"] = {
             MPSD: common.launcher(mpsd_argv(0, recording_path, confdir)),
             MITM: common.launcher(mitm_argv(0, flows, confdir))}
-        result["ready_s"] = {MPSD: common.median(ready), "mpsd_starts": ready}
+        result["ready_s"] = {MPSD: measure.median(ready), "mpsd_starts": ready}
         result["ready_rss_mb"] = {MPSD: mpsd.rss_mb()}
         log(f"  mpsdproxy answered first after {result['ready_s'][MPSD]:.2f} s; "
             f"starting mitmproxy --server-replay")
@@ -295,7 +299,7 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
                 MPSD_CONTROL: lambda p: mpsd_argv(p, recording_path, confdir)},
                 paths[0], config.ready_timeout)
         log(f"  {config.rounds} interleaved rounds at {config.connections} connections")
-        runs = common.interleave(generator, list(groups.values()), config.connections,
+        runs = measure.interleave(generator, list(groups.values()), config.connections,
                                  config.rounds, config.seconds, paths)
         result["throughput"] = _summarise(runs)
         result["peak_rss_mb"] = {name: max(s.peak_rss_mb() or 0.0 for s in groups[name])
@@ -340,13 +344,13 @@ def _start_mpsd(services: common.Services, config: Config, recording_path: Path,
     return service, control, ready
 
 
-def _summarise(runs: dict[str, list[common.Run]]) -> dict[str, Any]:
+def _summarise(runs: dict[str, list[measure.Run]]) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": len(runs[MITM])}
     for label, test, base in (("mpsd_vs_mitm", MPSD, MITM), ("control", MPSD_CONTROL, MPSD)):
-        out[label] = {m: common.median_ratio(runs, test, base, m)
+        out[label] = {m: measure.median_ratio(runs, test, base, m)
                       for m in ("rps", "p50", "p99", "cpu_us")}
-    out["absolute"] = {name: {m: common.median_metric(runs, name, m)
+    out["absolute"] = {name: {m: measure.median_metric(runs, name, m)
                               for m in ("rps", "p50", "p99", "cpu_us")}
-                       | {"errors": common.total_errors(runs, name)}
+                       | {"errors": measure.total_errors(runs, name)}
                        for name in runs}
     return out

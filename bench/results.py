@@ -126,7 +126,7 @@ def longrun_targets(result: dict[str, Any] | None) -> list[Target]:
             f"{num(b['seconds'], 1)} s vs {num(a['seconds'], 1)} s", ok))
     else:
         out.append(Target("report over a long recording", "flat memory", "not measured",
-                          "mpsdproxy/report.py is not in this tree", None))
+                          "mpsdproxy.report is not in this tree", None))
     return out
 
 
@@ -325,7 +325,7 @@ def longrun_section(result: dict[str, Any] | None) -> str:
         parts.append(f"**report** (`{report['command']}`, output discarded)\n\n"
                      + table(("exchanges", "seconds", "peak MB", "exit"), rows))
     else:
-        parts.append("**report**: not measured (mpsdproxy/report.py is not in this tree).")
+        parts.append("**report**: not measured (mpsdproxy.report is not in this tree).")
     return "\n\n".join(parts)
 
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
 from bench import longrun  # noqa: E402
+from bench import measure  # noqa: E402
 from bench import overhead  # noqa: E402
 from bench import replay  # noqa: E402
 from bench import results  # noqa: E402
@@ -82,10 +83,12 @@ def test_overhead_full_variant_records_everything_as_forwarded(smoke):
     """The scenario's rules match but never fire: every record is a forwarded 200."""
     if not smoke["overhead"]["results"]["scenario"]:
         pytest.skip("no mpsd_scenario in this tree")
-    lines = (smoke["overhead"]["work"] / "full.jsonl").read_text().splitlines()
-    assert lines
-    for line in lines:
-        record = json.loads(line)
+    from mpsdproxy import recording
+
+    records = list(recording.read(smoke["overhead"]["work"] / "full.jsonl", strict=True))
+    assert records
+    assert len(records) == smoke["overhead"]["results"]["recorded_lines"]
+    for record in records:
         assert record["provenance"]["source"] == "forwarded"
         assert record["response"]["status"] == 200
         assert record["resource"]["kind"] == "session"
@@ -147,25 +150,25 @@ def test_document_keeps_prose_and_the_other_parts_figures():
 
 
 def test_parse_load_output():
-    load = common.parse_load_output(
+    load = measure.parse_load_output(
         'noise\nBENCH-JSON {"requests": 500, "duration_us": 2000000, "errors": 1, '
         '"non2xx": 2, "p50_us": 1500, "p99_us": 9000}\n')
-    assert load == common.Load(requests=500, seconds=2.0, errors=3, p50_ms=1.5, p99_ms=9.0)
+    assert load == measure.Load(requests=500, seconds=2.0, errors=3, p50_ms=1.5, p99_ms=9.0)
     assert load.rps == 250.0
     with pytest.raises(RuntimeError, match="printed no result"):
-        common.parse_load_output("Usage: wrk <options> <url>")
+        measure.parse_load_output("Usage: wrk <options> <url>")
 
 
-def _run(rps: float, cpu: float | None) -> common.Run:
-    return common.Run(common.Load(int(rps), 1.0, 0, 1.0, 2.0), cpu)
+def _run(rps: float, cpu: float | None) -> measure.Run:
+    return measure.Run(measure.Load(int(rps), 1.0, 0, 1.0, 2.0), cpu)
 
 
 def test_ratios_are_medians_of_per_round_ratios():
     runs = {"a": [_run(100, 10.0), _run(200, 20.0), _run(300, None)],
             "b": [_run(50, 5.0), _run(400, 10.0), _run(150, 30.0)]}
-    assert common.pair_ratios(runs, "b", "a", "rps") == [0.5, 2.0, 0.5]
-    assert common.median_ratio(runs, "b", "a", "rps") == 0.5
-    assert common.pair_ratios(runs, "b", "a", "cpu_us") == [0.5, 0.5]  # a round without CPU
+    assert measure.pair_ratios(runs, "b", "a", "rps") == [0.5, 2.0, 0.5]
+    assert measure.median_ratio(runs, "b", "a", "rps") == 0.5
+    assert measure.pair_ratios(runs, "b", "a", "cpu_us") == [0.5, 0.5]  # a round without CPU
     assert overhead.round_differences(runs, "b", "a") == [-5.0, -10.0]
 
 
@@ -176,14 +179,14 @@ def test_interleave_rotates_order_and_takes_instances_in_turn(monkeypatch):
         served.append(target.name)
         return _run(100, 1.0)
 
-    monkeypatch.setattr(common, "measured_run", measured)
+    monkeypatch.setattr(measure, "measured_run", measured)
 
     def proc(name: str) -> common.Service:
         return common.Service(name, 0, None, Path("/dev/null"), 0.0)  # type: ignore[arg-type]
 
     a = [proc("a"), proc("a-1"), proc("a-2")]
     b = [proc("b"), proc("b-1"), proc("b-2")]
-    runs = common.interleave(None, [a, b, proc("c")], 1, 4, 1.0)  # type: ignore[arg-type]
+    runs = measure.interleave(None, [a, b, proc("c")], 1, 4, 1.0)  # type: ignore[arg-type]
     assert served == ["a", "b", "c",  "b-1", "c", "a-1",  "c", "a-2", "b-2",  "a", "b", "c"]
     assert {name: len(r) for name, r in runs.items()} == {"a": 4, "b": 4, "c": 4}
 
@@ -206,6 +209,10 @@ def test_repeated_recording_is_one_long_valid_recording(tmp_path):
     assert longrun.repeat_recording(small, big, 3) == 60
     records = list(recording.read(big, strict=True))
     assert [r["seq"] for r in records] == list(range(1, 61))
+    lines = [json.loads(line) for line in big.read_text().splitlines()]
+    headers = [line for line in lines if "seq" not in line]
+    assert headers == [{"format": "mpsdproxy-recording", "version": 2}]
+    assert lines[0] == headers[0]  # once, first
     starts = [recording.parse_timestamp(r["start"]) for r in records]
     assert starts == sorted(starts)
     names = {r["resource"]["name"] for r in records}
@@ -213,13 +220,36 @@ def test_repeated_recording_is_one_long_valid_recording(tmp_path):
     assert records[20]["request"]["url"].endswith("/sessions/bench-lobby-c1-0")
 
 
+def test_generated_recording_is_redacted_and_classified(tmp_path):
+    from mpsdproxy import recording
+
+    path = tmp_path / "gen.jsonl"
+    assert replay.write_recording(path, replay.STEPS_PER_SESSION) == replay.STEPS_PER_SESSION
+    records = list(recording.read(path, strict=True))
+    assert [r["classification"]["id"] for r in records] == [
+        step.entry for step in replay.lifecycle(0)]
+    for record in records:
+        auth = recording.header(record["request"]["headers"], "Authorization")
+        assert auth is not None and auth.startswith(recording.REDACTED_PREFIX)
+        assert record["provenance"] == {"source": "forwarded"}
+        assert recording.to_exchange(record).status == record["response"]["status"]
+
+
+def test_hot_spots_time_the_domain_functions():
+    body = common.compact_json(common.session_document("bench-lobby-1"))
+    spots = overhead.hot_spots(body, 20)
+    assert {"flows.exchange_of(flow)", "classify.classify(exchange)",
+            "recording.to_record(exchange)", "recording.Writer.write(record)"} <= set(spots)
+    assert all(us > 0 for us in spots.values())
+
+
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed")
 def test_wrk_script_rotates_paths_and_reports(tmp_path):
     body = common.compact_json(common.session_document("x"))
     with common.Services(tmp_path) as services:
         upstream, what = common.start_upstream(services, body, "python")
-        generator = common.LoadGenerator(tmp_path, "wrk")
-        run = common.measured_run(generator, upstream, 2, 1.0, ["/a", "/b"])
+        generator = measure.LoadGenerator(tmp_path, "wrk")
+        run = measure.measured_run(generator, upstream, 2, 1.0, ["/a", "/b"])
     assert run.load.requests > 0 and run.load.errors == 0
     assert run.load.p99_ms >= run.load.p50_ms > 0
     assert run.cpu_us_per_request is not None
