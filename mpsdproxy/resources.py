@@ -10,7 +10,6 @@ lower-cased identity used to track a session.
 from __future__ import annotations
 
 import enum
-import functools
 from dataclasses import dataclass
 from urllib.parse import unquote
 from urllib.parse import urlsplit
@@ -202,17 +201,9 @@ def _handles(rest: list[str]) -> Resource:
 def parse(path: str) -> Resource:
     """The resource a request path (or full URL) names; Kind.UNKNOWN when none.
 
-    Never raises: anything that is not MPSD grammar is simply UNKNOWN. A title
-    asks for the same few paths over and over (its sessions, their members), so
-    the latest answers are kept: a Resource is immutable and safe to share.
+    Never raises: anything that is not MPSD grammar is simply UNKNOWN. (A request
+    works its resource out once: `model.Request.resource`.)
     """
-    try:
-        return _parse_cached(path)
-    except TypeError:  # unhashable junk: parse it uncached (it is UNKNOWN anyway)
-        return _parse(path)
-
-
-def _parse(path: str) -> Resource:
     try:
         segs = _segments(path)
     except (ValueError, TypeError, AttributeError):
@@ -226,5 +217,3 @@ def _parse(path: str) -> Resource:
         return _handles(segs[1:])
     return UNKNOWN
 
-
-_parse_cached = functools.lru_cache(maxsize=4096)(_parse)

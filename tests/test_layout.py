@@ -72,3 +72,21 @@ def test_every_third_party_import_is_declared() -> None:
     missing = {name for name in used
                if DISTRIBUTIONS.get(name, name).lower().replace("_", "-") not in declared}
     assert missing == set()
+
+
+def _layout_block() -> str:
+    """The README's layout listing: the code block that starts with `mpsdproxy/`."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")[1::2]
+    return next(b for b in blocks if b.lstrip("\n").startswith("mpsdproxy/"))
+
+
+def test_the_readme_layout_names_every_module_and_only_real_ones() -> None:
+    block = _layout_block()
+    named = {line.split()[0] for line in block.splitlines()
+             if line.startswith("  ") and line.split() and line.split()[0].endswith((".py", "/"))}
+    actual = {p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir()
+              if (p.suffix == ".py" and p.name not in ("__init__.py", "__main__.py"))
+              or (p.is_dir() and (p / "__init__.py").exists())}
+    assert named == actual

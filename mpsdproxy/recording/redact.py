@@ -8,7 +8,6 @@ cached apart from the redactor that decided it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -25,13 +24,8 @@ REDACTED_PREFIX = "redacted:"
 _REDACTED = re.compile(r"redacted:[0-9a-f]{12}")
 
 
-@functools.lru_cache(maxsize=1024)
 def redact_value(value: str) -> str:
-    """`redacted:` + a short stable hash, so equal secrets stay recognisably equal.
-
-    Remembered for the latest values (a pure function of its argument): a title
-    sends the same token on every call.
-    """
+    """`redacted:` + a short stable hash, so equal secrets stay recognisably equal."""
     if _REDACTED.fullmatch(value):
         return value  # never hash a hash: redaction is idempotent
     digest = hashlib.sha256(model.to_bytes(value)).hexdigest()
