@@ -180,3 +180,12 @@ def test_flow_of_an_exchange_without_response():
 def test_flow_of_needs_an_absolute_url():
     with pytest.raises(ValueError, match="not an absolute http"):
         flows.flow_of(model.Exchange(model.Request("GET", "/relative")))
+
+
+@pytest.mark.parametrize("authority", [b"sessiondirectory.xboxlive.com:80http://x", b"h:80%09"])
+def test_a_request_whose_url_cannot_be_read_still_becomes_a_request(authority: bytes) -> None:
+    """A peer's garbage authority must not cost the exchange its record."""
+    flow = tflow.tflow(req=tutils.treq(authority=authority, path=b"/handles"))
+    request = flows.request_of(flow)
+    assert request.method == "GET"
+    assert request.path.endswith("/handles")

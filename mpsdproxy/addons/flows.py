@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 from urllib.parse import urlsplit
 
 from mitmproxy import connection
@@ -93,13 +94,17 @@ class _Built:
     The key holds the objects themselves (compared by identity), so it cannot be
     fooled by an id reused after garbage collection."""
 
-    __slots__ = ("request_key", "request", "response_key", "response")
+    __slots__ = ("request_key", "request", "response_key", "response", "exchange_key",
+                 "exchange")
 
     def __init__(self) -> None:
         self.request_key: tuple[Any, ...] | None = None
         self.request: model.Request | None = None
         self.response_key: tuple[Any, ...] | None = None
         self.response: model.Response | None = None
+        #: Compared by value (a tuple's == takes identical members as equal first).
+        self.exchange_key: tuple[Any, ...] | None = None
+        self.exchange: model.Exchange | None = None
 
 
 #: The attribute of an HTTPFlow that holds its `_Built` (not part of the flow's state:
@@ -138,9 +143,26 @@ def _build_request(request: http.Request, url: Any) -> model.Request:
         return model.Request(request.method, url, model.Headers.from_raw(request.headers.fields),
                              body)
     except model.ModelError:
-        url = _escape(url).replace(" ", "%20").replace("\t", "%09")
-        return model.Request(_token(request.method), url, _escaped_headers(request.headers),
-                             body)
+        pass
+    method, headers = _token(request.method), _escaped_headers(request.headers)
+    for candidate in (_escape(url).replace(" ", "%20").replace("\t", "%09"),
+                      _rebuilt_url(request)):
+        try:
+            return model.Request(method, candidate, headers, body)
+        except model.ModelError:
+            continue
+    return model.Request(method, f"{request.scheme or 'http'}://invalid/", headers, body)
+
+
+def _rebuilt_url(request: http.Request) -> str:
+    """A URL the model can hold for a request whose own URL cannot be read (a peer's
+    garbage authority): its host and path percent-encoded, its port as a number."""
+    host = quote(model.from_bytes(request.data.host.encode("utf-8", "surrogateescape")),
+                 safe=".-_~[]:") or "invalid"
+    if ":" in host and not host.startswith("["):
+        host = host.replace(":", "%3A")
+    path = quote(model.to_bytes(request.path), safe="/?&=%:@!$'()*+,;~-._")
+    return f"{request.scheme or 'http'}://{host}:{request.port}{path or '/'}"
 
 
 def response_of(flow: http.HTTPFlow) -> model.Response | None:
@@ -181,8 +203,8 @@ def exchange_of(flow: http.HTTPFlow) -> model.Exchange:
     """The one flow -> domain translation: request, complete response or error, times
     (epoch seconds), client `ip:port`, provenance and seq from the `mpsd` mark.
 
-    The request and response are built once per flow (see `_Built`); an addon that
-    replaced either since is always seen.
+    Built once per flow (see `_Built`) and again only when something it was built
+    from has changed since: an addon's new response, the recorder's seq.
     """
     mark = _mark(flow)
     error = flow.error.msg if flow.error else None
@@ -193,10 +215,17 @@ def exchange_of(flow: http.HTTPFlow) -> model.Exchange:
     complete = complete_response(flow)
     end = (complete.timestamp_end if complete is not None else None) or (
         flow.error.timestamp if flow.error else None)
+    request = request_of(flow)
     provenance = mark.get("provenance")
     seq = mark.get("seq")
-    return model.Exchange(
-        request=request_of(flow),
+    key = (request, response, error, flow.request.timestamp_start, end,
+           flow.client_conn.peername, provenance, seq)
+    built = _built(flow)
+    if built.exchange is not None and built.exchange_key == key:
+        return built.exchange
+    built.exchange_key = key
+    built.exchange = model.Exchange(
+        request=request,
         response=response,
         error=error,
         start=flow.request.timestamp_start,
@@ -205,6 +234,7 @@ def exchange_of(flow: http.HTTPFlow) -> model.Exchange:
         provenance=dict(provenance) if isinstance(provenance, Mapping) else model.FORWARDED,
         seq=seq if type(seq) is int else None,
     )
+    return built.exchange
 
 
 def to_mitmproxy(response: model.Response, http_version: str = "HTTP/1.1") -> http.Response:

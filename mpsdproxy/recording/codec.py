@@ -67,11 +67,12 @@ def is_header_line(item: Mapping[str, Any]) -> bool:
     return item.get("format") == FORMAT and "seq" not in item
 
 
-def encode_body(raw: bytes | None) -> dict[str, Any] | None:
+def encode_body(raw: bytes | None, value: Any = jsonbody.INVALID) -> dict[str, Any] | None:
     """JSON stays JSON, text stays text, anything else is base64.
 
     A body is kept as JSON only when its compact re-encoding gives back the same
-    bytes, so a recording can always reproduce what was on the wire.
+    bytes, so a recording can always reproduce what was on the wire. `value` is
+    the body's JSON value when the caller has it already (`model.Request.json`).
     """
     if not raw:
         return None
@@ -82,7 +83,8 @@ def encode_body(raw: bytes | None) -> dict[str, Any] | None:
     if text[:1] in "{[":
         # Strict: NaN and Infinity are not JSON, and a record must stay JSON for the
         # tools that read it; such a body stays text.
-        value = jsonbody.parse(raw)
+        if value is jsonbody.INVALID:
+            value = jsonbody.parse(raw)
         if value is not jsonbody.INVALID and jsonbody.is_compact(value, raw):
             return {"json": value}
     return {"text": text}
@@ -146,6 +148,11 @@ def _classification_dict(classification: Any) -> dict[str, Any] | None:
     return classification.to_dict()
 
 
+def _json_of(message: model.Request | model.Response) -> Any:
+    """The message's JSON value when its body looks like JSON (parsed once per message)."""
+    return message.json if message.body[:1] in (b"{", b"[") else jsonbody.INVALID
+
+
 def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any = None,
               response_body: bool = True) -> dict[str, Any]:
     """The record of an exchange (without its seq), secrets redacted by `redactor`.
@@ -164,7 +171,7 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
             "method": request.method,
             "url": request.url,
             "headers": redactor.headers(request.headers),
-            "body": encode_body(request.body),
+            "body": encode_body(request.body, _json_of(request)),
         },
         "response": None,
         "error": exchange.error,
@@ -177,7 +184,7 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
             "status": response.status,
             "reason": response.reason,
             "headers": redactor.headers(response.headers),
-            "body": encode_body(response.body) if response_body else None,
+            "body": encode_body(response.body, _json_of(response)) if response_body else None,
         }
     return record
 
