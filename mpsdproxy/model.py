@@ -208,11 +208,22 @@ def _body(value: Any) -> bytes:
     raise ModelError(f"a body should be bytes, not {type(value).__name__}")
 
 
+def _encoded(value: Any, body: bytes) -> bytes | None:
+    """The wire bytes, kept only when they differ from the body."""
+    if value is None:
+        return None
+    value = _body(value)
+    return None if value == body else value
+
+
 class _Message:
-    """What requests and responses share: a body, parsed as JSON at most once."""
+    """What requests and responses share: a body, parsed as JSON at most once, and the
+    bytes the wire carried for it when a Content-Encoding made them differ (`encoded`:
+    an export gives them back exactly, so Content-Length holds)."""
 
     body: bytes
     headers: Headers
+    encoded: bytes | None
 
     @functools.cached_property
     def json(self) -> Any:
@@ -232,6 +243,7 @@ class Request(_Message):
     url: str
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    encoded: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not _TOKEN.fullmatch(self.method):
@@ -247,6 +259,7 @@ class Request(_Message):
         object.__setattr__(self, "_split", split)
         object.__setattr__(self, "headers", _headers(self.headers))
         object.__setattr__(self, "body", _body(self.body))
+        object.__setattr__(self, "encoded", _encoded(self.encoded, self.body))
 
     @property
     def scheme(self) -> str:
@@ -284,6 +297,7 @@ class Response(_Message):
     reason: str = ""
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    encoded: bytes | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not int or not 100 <= self.status <= 599:
@@ -291,6 +305,7 @@ class Response(_Message):
         _check_text("reason", self.reason)
         object.__setattr__(self, "headers", _headers(self.headers))
         object.__setattr__(self, "body", _body(self.body))
+        object.__setattr__(self, "encoded", _encoded(self.encoded, self.body))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):

@@ -14,7 +14,22 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
-__all__ = ["Kind", "Resource", "parse", "ELEMENT_KINDS"]
+__all__ = ["Kind", "Resource", "parse", "ELEMENT_KINDS", "MPSD_HOSTS", "RTA_HOSTS",
+           "is_mpsd_host"]
+
+#: The session directory's and matchmaking's hosts: the traffic the status table is about.
+MPSD_HOSTS: tuple[str, ...] = (
+    "sessiondirectory.xboxlive.com",
+    "momatch.xboxlive.com",
+    "smartmatch.xboxlive.com",
+)
+#: The Real-Time Activity host, whose shoulder taps tell a title its session changed.
+RTA_HOSTS: tuple[str, ...] = ("rta.xboxlive.com",)
+
+
+def is_mpsd_host(host: str) -> bool:
+    """Whether a host name (any case, with or without a port) is MPSD's."""
+    return host.lower().rsplit(":", 1)[0].rstrip(".") in MPSD_HOSTS
 
 
 class Kind(enum.StrEnum):

@@ -141,14 +141,14 @@ def _build_request(request: http.Request, url: Any) -> model.Request:
     body = _body(request)
     try:
         return model.Request(request.method, url, model.Headers.from_raw(request.headers.fields),
-                             body)
+                             body, request.raw_content)
     except model.ModelError:
         pass
     method, headers = _token(request.method), _escaped_headers(request.headers)
     for candidate in (_escape(url).replace(" ", "%20").replace("\t", "%09"),
                       _rebuilt_url(request)):
         try:
-            return model.Request(method, candidate, headers, body)
+            return model.Request(method, candidate, headers, body, request.raw_content)
         except model.ModelError:
             continue
     return model.Request(method, f"{request.scheme or 'http'}://invalid/", headers, body)
@@ -186,10 +186,11 @@ def _build_response(response: http.Response) -> model.Response:
     body = _body(response)
     try:
         return model.Response(response.status_code, reason,
-                              model.Headers.from_raw(response.headers.fields), body)
+                              model.Headers.from_raw(response.headers.fields), body,
+                              response.raw_content)
     except model.ModelError:
         return model.Response(response.status_code, _escape(reason),
-                              _escaped_headers(response.headers), body)
+                              _escaped_headers(response.headers), body, response.raw_content)
 
 
 def _client(flow: http.HTTPFlow) -> str | None:
@@ -245,6 +246,9 @@ def to_mitmproxy(response: model.Response, http_version: str = "HTTP/1.1") -> ht
     the answer's own bytes.
     """
     out = http.Response.make(response.status, response.body, response.headers.raw())
+    if response.encoded is not None:  # the very bytes the service sent
+        out.raw_content = response.encoded
+        out.headers["content-length"] = str(len(response.encoded))
     out.reason = model.to_bytes(response.reason)
     out.http_version = http_version
     return out
@@ -274,6 +278,13 @@ def _wire(body: bytes, headers: http.Headers) -> bytes:
         return body
 
 
+def _wire_of(message: model.Request | model.Response, headers: http.Headers) -> bytes:
+    """The bytes the wire carried: kept ones when the exchange has them."""
+    if message.encoded is not None:
+        return message.encoded
+    return _wire(message.body, headers)
+
+
 def flow_of(exchange: model.Exchange,
             classification: Mapping[str, Any] | None = None) -> http.HTTPFlow:
     """A finished, not-live mitmproxy flow for an exchange, its `mpsd` mark included
@@ -297,14 +308,14 @@ def flow_of(exchange: model.Exchange,
     headers = http.Headers(req.headers.raw())
     flow.request = http.Request(
         split.hostname, port, model.to_bytes(req.method), split.scheme.encode(), b"",
-        model.to_bytes(req.path), b"HTTP/1.1", headers, _wire(req.body, headers), None,
+        model.to_bytes(req.path), b"HTTP/1.1", headers, _wire_of(req, headers), None,
         start, start)
     if exchange.response is not None:
         resp = exchange.response
         headers = http.Headers(resp.headers.raw())
         flow.response = http.Response(
             b"HTTP/1.1", resp.status, model.to_bytes(resp.reason), headers,
-            _wire(resp.body, headers), None, end, end)
+            _wire_of(resp, headers), None, end, end)
     else:
         flow.error = mflow.Error(exchange.error or "no response", timestamp=end)
     mark = {

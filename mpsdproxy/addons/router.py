@@ -30,11 +30,7 @@ from mpsdproxy.addons import common
 logger = logging.getLogger(__name__)
 
 #: The session directory and matchmaking hosts (protocol notes §1.1).
-DEFAULT_INTERCEPT_HOSTS: tuple[str, ...] = (
-    "sessiondirectory.xboxlive.com",
-    "momatch.xboxlive.com",
-    "smartmatch.xboxlive.com",
-)
+DEFAULT_INTERCEPT_HOSTS: tuple[str, ...] = resources.MPSD_HOSTS
 
 
 def allow_patterns(hosts: Iterable[str]) -> list[str]:

@@ -8,7 +8,8 @@ version 1, which reads the same. Every other line is one record::
      "start": "2026-11-25T09:37:44.123456Z", "end": "...", "duration_ms": 12.5,
      "client": "127.0.0.1:50412",
      "request": {"method": "PUT", "url": "https://...", "headers": [["Name", "value"], ...],
-                 "body": {"json": {...}} | {"text": "..."} | {"base64": "..."} | null},
+                 "body": {"json": {...}} | {"text": "..."} | {"base64": "..."} | null,
+                 "encoded": {"base64": "..."}   # only when a Content-Encoding changed it},
      "response": {"status": 201, "reason": "Created", "headers": [...], "body": ...} | null,
      "error": null | "message why there was no response",
      "resource": {"kind": "session", "scid": ..., "template": ..., "name": ..., "element": ...},
@@ -148,6 +149,21 @@ def _classification_dict(classification: Any) -> dict[str, Any] | None:
     return classification.to_dict()
 
 
+def _encoded_field(message: model.Request | model.Response) -> dict[str, Any]:
+    """`{"encoded": {"base64": ...}}`: the wire bytes, when a Content-Encoding made them
+    differ from the body (so an export gives back exactly what was sent)."""
+    if message.encoded is None:
+        return {}
+    return {"encoded": {"base64": base64.b64encode(message.encoded).decode("ascii")}}
+
+
+def _wire_bytes(part: Mapping[str, Any]) -> bytes | None:
+    encoded = part.get("encoded")
+    if not isinstance(encoded, Mapping) or not isinstance(encoded.get("base64"), str):
+        return None
+    return base64.b64decode(encoded["base64"])
+
+
 def _json_of(message: model.Request | model.Response) -> Any:
     """The message's JSON value when its body looks like JSON (parsed once per message)."""
     return message.json if message.body[:1] in (b"{", b"[") else jsonbody.INVALID
@@ -172,6 +188,7 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
             "url": request.url,
             "headers": redactor.headers(request.headers),
             "body": encode_body(request.body, _json_of(request)),
+            **_encoded_field(request),
         },
         "response": None,
         "error": exchange.error,
@@ -185,6 +202,7 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
             "reason": response.reason,
             "headers": redactor.headers(response.headers),
             "body": encode_body(response.body, _json_of(response)) if response_body else None,
+            **(_encoded_field(response) if response_body else {}),
         }
     return record
 
@@ -211,13 +229,15 @@ def to_exchange(record: Mapping[str, Any]) -> model.Exchange:
     req = record["request"]
     body, value = _message_body(req)
     request = _with_json(model.Request(req["method"], req["url"],
-                                       model.Headers(req.get("headers") or ()), body), value)
+                                       model.Headers(req.get("headers") or ()), body,
+                                       _wire_bytes(req)), value)
     response = None
     resp = record.get("response")
     if resp is not None:
         body, value = _message_body(resp)
         response = _with_json(model.Response(resp["status"], resp.get("reason") or "",
-                                             model.Headers(resp.get("headers") or ()), body),
+                                             model.Headers(resp.get("headers") or ()), body,
+                                             _wire_bytes(resp)),
                               value)
     provenance = record.get("provenance")
     return model.Exchange(

@@ -108,6 +108,12 @@ def check_outline(item: dict[str, Any]) -> str | None:
                 base64.b64decode(body["base64"], validate=True)
             except (binascii.Error, ValueError, TypeError):  # ValueError: non-ASCII text
                 return "a 'base64' body that is not base64"
+        encoded = part.get("encoded")
+        if encoded is not None:
+            try:
+                base64.b64decode(encoded["base64"], validate=True)
+            except (binascii.Error, ValueError, TypeError, KeyError):
+                return "an 'encoded' body should be {base64: ...}"
     return None
 
 
