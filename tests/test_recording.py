@@ -580,3 +580,21 @@ def test_a_record_too_deep_for_any_encoder_is_still_one_line() -> None:
         "method": "PUT", "url": "https://h/", "headers": [], "body": {"json": deep}}})
     body = json.loads(line)["request"]["body"]
     assert recording.decode_body(body) == b"[" * 1000 + b"1" + b"]" * 1000
+
+
+def test_the_wire_bytes_of_an_encoded_body_survive_a_record() -> None:
+    """A Content-Encoding's exact bytes ride beside the decoded body, so an export gives
+    back what was sent (same bytes, so Content-Length holds)."""
+    import gzip
+
+    from mpsdproxy import model
+
+    wire = gzip.compress(b'{"a":1}', mtime=0)
+    response = model.Response(200, "OK", [("Content-Encoding", "gzip")], b'{"a":1}', wire)
+    exchange = model.Exchange(model.Request("GET", "https://h/x"), response)
+    record = recording.to_record(exchange, recording.Redactor())
+    assert record["response"]["body"] == {"json": {"a": 1}}
+    again = recording.to_exchange(json.loads(recording.encode_line({"seq": 1, **record})))
+    assert again.response is not None and again.response.encoded == wire
+    plain = model.Response(200, "OK", body=b"x", encoded=b"x")
+    assert plain.encoded is None  # the same bytes are not kept twice
