@@ -598,3 +598,13 @@ def test_the_wire_bytes_of_an_encoded_body_survive_a_record() -> None:
     assert again.response is not None and again.response.encoded == wire
     plain = model.Response(200, "OK", body=b"x", encoded=b"x")
     assert plain.encoded is None  # the same bytes are not kept twice
+
+
+@pytest.mark.parametrize("name", ["Proxy-Authorization", "X-AuthXToken", "x-tickets",
+                                  "X-Aad-Token", "MSA_DeviceTicket", "X-Device-Proof",
+                                  "X-Xbl-Token-Something"])
+def test_every_credential_header_is_redacted_by_name(name: str) -> None:
+    redactor = recording.Redactor()
+    assert redactor.headers([(name, "s3cret"), ("x-xbl-contract-version", "107")]) == [
+        [name, recording.redact_value("s3cret")], ["x-xbl-contract-version", "107"]]
+    assert recording.Redactor(enabled=False).headers([(name, "s3cret")]) == [[name, "s3cret"]]

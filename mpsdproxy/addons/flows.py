@@ -35,6 +35,7 @@ from mitmproxy import http
 from mitmproxy.net import encoding
 
 from mpsdproxy import model
+from mpsdproxy import resources
 from mpsdproxy.addons.common import KEY
 
 __all__ = [
@@ -126,12 +127,18 @@ def _same(key: tuple[Any, ...] | None, other: tuple[Any, ...]) -> bool:
 def request_of(flow: http.HTTPFlow) -> model.Request:
     """The request the title sent, as the domain sees it (see the module docstring)."""
     request = flow.request
-    url = _mark(flow).get("url")
+    mark = _mark(flow)
+    url = mark.get("url")
     key = (request, request.data.method, request.data.path, request.data.host,
            request.headers.fields, request.raw_content, url)
     built = _built(flow)
     if not _same(built.request_key, key) or built.request is None:
         built.request, built.request_key = _build_request(request, url), key
+        known = mark.get("resource")
+        if isinstance(known, Mapping):
+            # The router worked the resource out from this path (never rewritten: the
+            # title signs it), so it is not parsed twice.
+            built.request.__dict__["resource"] = resources.Resource.from_dict(dict(known))
     return built.request
 
 

@@ -42,7 +42,8 @@ class Recorder:
         loader.add_option(
             "mpsd_redact", Sequence[str], [],
             "More header names to redact in recordings, on top of Authorization, "
-            "Signature, Cookie and Set-Cookie.",
+            "Proxy-Authorization, Signature, Cookie, Set-Cookie, X-AuthXToken, X-Tickets, "
+            "X-Aad-Token and any header whose name holds token, ticket or proof.",
         )
         loader.add_option(
             "mpsd_no_redact", bool, False,

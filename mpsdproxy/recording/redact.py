@@ -15,10 +15,16 @@ from collections.abc import Sequence
 
 from mpsdproxy import model
 
-__all__ = ["DEFAULT_REDACT", "REDACTED_PREFIX", "redact_value", "Redactor"]
+__all__ = ["DEFAULT_REDACT", "SECRET_WORDS", "REDACTED_PREFIX", "redact_value", "Redactor"]
 
-#: Headers that carry credentials (protocol notes §2.1, §2.3): never written raw.
-DEFAULT_REDACT: tuple[str, ...] = ("Authorization", "Signature", "Cookie", "Set-Cookie")
+#: Headers that carry credentials (protocol notes §2.1, §2.3, and the Xbox stack's own
+#: token headers seen in real captures): never written raw.
+DEFAULT_REDACT: tuple[str, ...] = (
+    "Authorization", "Proxy-Authorization", "Signature", "Cookie", "Set-Cookie",
+    "X-AuthXToken", "X-Tickets", "X-Aad-Token",
+)
+#: A header whose name holds one of these words carries a credential, whatever its name.
+SECRET_WORDS: tuple[str, ...] = ("token", "ticket", "proof")
 
 REDACTED_PREFIX = "redacted:"
 _REDACTED = re.compile(r"redacted:[0-9a-f]{12}")
@@ -40,7 +46,12 @@ class Redactor:
         self.enabled = enabled
 
     def secret(self, name: str) -> bool:
-        return self.enabled and name.lower() in self.names
+        """Whether a header of this name is never written raw: a named one, or one whose
+        name says it holds a token, a ticket or a proof."""
+        if not self.enabled:
+            return False
+        low = name.lower()
+        return low in self.names or any(word in low for word in SECRET_WORDS)
 
     def value(self, name: str, value: str) -> str:
         """`value` as it may be written for a header called `name`."""
