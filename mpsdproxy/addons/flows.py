@@ -92,8 +92,9 @@ class _Built:
     """The model values built for one flow, each with the mitmproxy objects it was
     built from: kept on the flow itself, so a flow is translated once however many
     addons read it, and rebuilt as soon as any addon replaced what it came from.
-    The key holds the objects themselves (compared by identity), so it cannot be
-    fooled by an id reused after garbage collection."""
+    The keys hold the objects themselves (a tuple compares identical members as
+    equal before asking them), so they cannot be fooled by an id reused after
+    garbage collection."""
 
     __slots__ = ("request_key", "request", "response_key", "response", "exchange_key",
                  "exchange")
@@ -120,10 +121,6 @@ def _built(flow: http.HTTPFlow) -> _Built:
     return built
 
 
-def _same(key: tuple[Any, ...] | None, other: tuple[Any, ...]) -> bool:
-    return key is not None and all(a is b for a, b in zip(key, other, strict=True))
-
-
 def request_of(flow: http.HTTPFlow) -> model.Request:
     """The request the title sent, as the domain sees it (see the module docstring)."""
     request = flow.request
@@ -132,7 +129,7 @@ def request_of(flow: http.HTTPFlow) -> model.Request:
     key = (request, request.data.method, request.data.path, request.data.host,
            request.headers.fields, request.raw_content, url)
     built = _built(flow)
-    if not _same(built.request_key, key) or built.request is None:
+    if built.request_key != key or built.request is None:
         built.request, built.request_key = _build_request(request, url), key
         known = mark.get("resource")
         if isinstance(known, Mapping):
@@ -183,7 +180,7 @@ def response_of(flow: http.HTTPFlow) -> model.Response | None:
     key = (response, response.data.status_code, response.data.reason, response.headers.fields,
            response.raw_content)
     built = _built(flow)
-    if not _same(built.response_key, key) or built.response is None:
+    if built.response_key != key or built.response is None:
         built.response, built.response_key = _build_response(response), key
     return built.response
 
