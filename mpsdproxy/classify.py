@@ -4,6 +4,11 @@ Pure and total: no I/O, and it never raises, whatever the method, path,
 headers, status or body. A response the table does not explain still gets a
 Classification (id None, an `unlisted-status` anomaly), so the recorder and the
 report never have to special-case it.
+
+Only MPSD traffic is judged by the table (`is_mpsd`): an exchange with any
+other host (a sign-in, telemetry, a search engine, the RTA websocket) gets
+`NOT_MPSD`, which has no row and no anomaly, so a whole-machine capture does
+not fill a report with departures from a table that was never about it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from mpsdproxy import resources
 from mpsdproxy.catalog import BodyKind
 from mpsdproxy.catalog import Target
 
-__all__ = ["Anomaly", "Classification", "classify", "NO_RESPONSE"]
+__all__ = ["Anomaly", "Classification", "classify", "is_mpsd", "NO_RESPONSE", "NOT_MPSD"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,29 @@ NO_RESPONSE = Classification(
     "not HTTP).",
     (Anomaly("no-response", "the exchange ended without a response"),),
 )
+
+
+NOT_MPSD = Classification(
+    None, "Not session-directory traffic: not judged by the status table.")
+
+
+def is_mpsd(exchange: model.Exchange) -> bool:
+    """Whether the status table (and MPSD's budgets) apply to this exchange.
+
+    Yes for a session-directory or matchmaking host. Yes too for any other host
+    whose path names an MPSD resource: the stand-in on 127.0.0.1 and recordings
+    made in reverse mode carry MPSD paths under a local host, and those are the
+    session directory's traffic. A path MPSD does not name (`POST /` to a search
+    engine, the RTA websocket's `/connect`) on a host that is not MPSD's is not.
+    Never raises: a URL that cannot be split is not MPSD.
+    """
+    try:
+        request = exchange.request
+        if resources.is_mpsd_host(request.host):
+            return True
+        return request.resource.kind is not resources.Kind.UNKNOWN
+    except ValueError:
+        return False
 
 
 def _lower_headers(headers: model.Headers) -> dict[str, str]:
@@ -142,8 +170,11 @@ def _whole_session(document: Any) -> bool:
 def classify(exchange: model.Exchange) -> Classification:
     """The table row that explains this exchange, and how the response departs from it.
 
-    An exchange without a response gets NO_RESPONSE. Never raises.
+    An exchange that is not MPSD traffic (`is_mpsd`) gets NOT_MPSD, whatever
+    its status; an MPSD exchange without a response gets NO_RESPONSE. Never raises.
     """
+    if not is_mpsd(exchange):
+        return NOT_MPSD
     if exchange.response is None:
         return NO_RESPONSE
     try:

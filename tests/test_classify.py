@@ -13,8 +13,11 @@ from mpsdproxy import catalog
 from mpsdproxy import faults
 from mpsdproxy import fgrl
 from mpsdproxy import model
+from mpsdproxy.classify import NO_RESPONSE
+from mpsdproxy.classify import NOT_MPSD
 from mpsdproxy.classify import Classification
 from mpsdproxy.classify import classify
+from mpsdproxy.classify import is_mpsd
 
 SCID = "5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c"
 SESSION = f"/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/Lobby-1"
@@ -311,3 +314,75 @@ def test_conformant_classifications_are_shared_but_their_dicts_are_not():
     assert first.conformant and first == second
     assert first.to_dict() is not second.to_dict()
     assert first.to_dict()["anomalies"] is not second.to_dict()["anomalies"]
+
+
+# ---- scope: only MPSD traffic is judged by the table
+
+
+def exchange_at(url: str, status: int | None, method: str = "GET",
+                resp: list[tuple[str, str]] | None = None) -> model.Exchange:
+    response = None if status is None else model.Response(status, "", resp or [], b"")
+    return model.Exchange(model.Request(method, url, []), response)
+
+
+@pytest.mark.parametrize("url", [
+    f"https://sessiondirectory.xboxlive.com{SESSION}",
+    "https://SessionDirectory.XboxLive.com:443/handles/query",
+    "https://momatch.xboxlive.com/serviceconfigs/x/hoppers/h/tickets",
+    "https://sessiondirectory.xboxlive.com/anything/the/table/does/not/name",
+    f"http://127.0.0.1:8081{SESSION}",
+    f"http://localhost{ME}",
+    "http://127.0.0.1:9/handles",
+])
+def test_mpsd_hosts_and_mpsd_paths_are_mpsd(url):
+    assert is_mpsd(exchange_at(url, 200))
+
+
+@pytest.mark.parametrize("url", [
+    "https://www.bing.com/",
+    "https://rta.xboxlive.com/connect",
+    "https://login.live.com/ppsecure/deviceaddcredential.srf",
+    "http://127.0.0.1:8081/",
+    "https://userpresence.xboxlive.com/users/me/devices/current/titles/current",
+])
+def test_other_hosts_and_paths_are_not_mpsd(url):
+    assert not is_mpsd(exchange_at(url, 200))
+
+
+def test_a_search_engine_post_gets_no_row_and_no_anomaly():
+    """A bing.com `POST /` answered 204 was once counted as 204.get-session coverage."""
+    result = classify(exchange_at("https://www.bing.com/", 204, "POST"))
+    assert result is NOT_MPSD
+    assert result.id is None and result.anomalies == ()
+    assert result.meaning == "Not session-directory traffic: not judged by the status table."
+    assert not result.conformant
+
+
+def test_the_rta_websocket_handshake_is_not_an_unlisted_status():
+    result = classify(exchange_at("https://rta.xboxlive.com/connect", 101, "GET",
+                                  [("Upgrade", "websocket"), ("Connection", "Upgrade")]))
+    assert result is NOT_MPSD
+    assert "unlisted-status" not in anomaly_codes(result)
+
+
+def test_another_host_without_a_response_is_not_mpsd_either():
+    assert classify(exchange_at("https://vortex.data.microsoft.com/collect/v1", None)) \
+        is NOT_MPSD
+
+
+def test_mpsd_traffic_is_still_judged_on_a_local_host():
+    """The stand-in answers on 127.0.0.1 with MPSD paths: the table applies."""
+    unlisted = classify(exchange_at(f"http://127.0.0.1:8081{SESSION}", 418))
+    assert anomaly_codes(unlisted) == ["unlisted-status"]
+    assert classify(exchange_at(f"http://127.0.0.1:8081{SESSION}", None)) is NO_RESPONSE
+    assert classify(exchange_at(f"https://sessiondirectory.xboxlive.com{SESSION}", None)) \
+        is NO_RESPONSE
+
+
+def test_not_mpsd_round_trips_through_a_record():
+    from mpsdproxy import recording
+
+    exchange = exchange_at("https://www.bing.com/", 204, "POST")
+    record = recording.to_record(exchange, recording.Redactor(), classify(exchange))
+    assert record["classification"] == NOT_MPSD.to_dict()
+    assert classify(recording.to_exchange(record)) is NOT_MPSD

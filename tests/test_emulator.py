@@ -48,8 +48,9 @@ def me(xuid: str, **properties: Any) -> dict[str, Any]:
 
 
 def request(method: str, target: str, headers: Any = (), body: bytes = b"") -> model.Request:
-    """A request as the title sends it to the stand-in."""
-    return model.Request(method, f"http://127.0.0.1{target}", list(headers), body)
+    """A request as the title sends it to the session directory (the stand-in here)."""
+    return model.Request(method, f"https://sessiondirectory.xboxlive.com{target}",
+                         list(headers), body)
 
 
 @dataclass

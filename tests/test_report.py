@@ -134,11 +134,14 @@ def test_json_form_is_the_documented_contract(built: report.Report) -> None:
     assert list(doc) == ["report", "version", "source", "limits", "exchanges", "skipped_lines",
                          "skipped", "start", "end", "duration_s", "outcome", "by_status",
                          "by_entry", "by_kind", "by_source", "injected_rules", "operations",
-                         "anomalies", "verdicts", "coverage", "evidence", "timeline"]
+                         "anomalies", "verdicts", "coverage", "evidence", "timeline",
+                         "mpsd_exchanges", "other_hosts"]
     assert (doc["report"], doc["version"]) == ("mpsdproxy", 1)
     assert doc["outcome"] == {"failed": True, "anomalies": built.anomaly_total,
                               "verdicts": {"pass": 5, "warn": 3, "fail": 1,
-                                           "not-applicable": 5}}
+                                           "not-applicable": 5},
+                              "no_session_directory_traffic": False,
+                              "scope": "9 session-directory exchanges, all judged"}
     assert doc["by_status"][-1] == {"status": None, "count": 1}
     assert doc["by_entry"][1] == {"id": "201.created", "status": 201,
                                   "meaning": catalog.get("201.created").meaning, "count": 1}
@@ -425,3 +428,131 @@ def test_report_command_writes_bytes_that_are_not_utf8(not_utf8: Path, tmp_path:
     done = CliRunner().invoke(cli, ["report", str(not_utf8), "--format", fmt])
     assert done.exit_code == 0, done.output
     assert shown in done.output
+
+
+# ---------------------------------------------------------------- only MPSD is judged
+
+
+def elsewhere(seq: int, at: float, method: str, url: str, reply: model.Response | None,
+              classification: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A record of an exchange with another host; `classification` stands for what an
+    older version stored (the report must not trust it for a host that is not MPSD)."""
+    ex = model.Exchange(model.Request(method, url), reply, start=T0 + at, end=T0 + at + 0.05,
+                        client="127.0.0.1:50000", provenance={"source": "forwarded"}, seq=seq)
+    record = recording.to_record(ex, recording.Redactor(), classify.classify(ex))
+    if classification is not None:
+        record["classification"] = classification
+    return dict(record, seq=seq)
+
+
+STALE_204 = {"id": "204.get-session", "meaning": "stale",
+             "anomalies": [{"code": "unexpected-body", "message": "old"}]}
+HANDSHAKE = model.Response(101, "Switching Protocols",
+                           [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+
+
+def mixed_capture() -> list[dict[str, Any]]:
+    ok = faults.build("200.ok", session=SESSION, etag='"e1"')
+    return [
+        dict(exchange(0, "GET", LOBBY, ok), seq=1),
+        elsewhere(2, 1, "POST", "https://www.bing.com/", model.Response(204, "", [], b"x"),
+                  STALE_204),
+        elsewhere(3, 2, "GET", "https://rta.xboxlive.com/connect", HANDSHAKE),
+        elsewhere(4, 3, "POST", "https://login.live.com/ppsecure/post.srf",
+                  model.Response(200, "", [], b"")),
+        elsewhere(5, 4, "POST", "https://login.live.com/ppsecure/post.srf", None),
+        dict(exchange(60, "GET", LOBBY, ok), seq=6),
+    ]
+
+
+def test_other_hosts_are_listed_apart_and_judged_by_nothing() -> None:
+    rep = report.report_records(mixed_capture())
+    assert (rep.exchanges, rep.mpsd_exchanges) == (6, 2)
+    assert rep.other_hosts == {"www.bing.com": 1, "rta.xboxlive.com": 1, "login.live.com": 2}
+    assert rep.by_entry == {"200.ok": 2}
+    assert rep.by_status == {200: 2}
+    assert rep.by_kind == {"session": 2}
+    assert [(op.method, op.kind, op.count) for op in rep.operations] == [("GET", "session", 2)]
+    assert rep.anomalies == ()  # no unlisted 101, no stale 204 anomaly, no no-response
+    assert [e.id for e in rep.exercised] == ["200.ok"]
+    assert rep.lanes == ("sessions/lobby-1",)
+    assert report.exit_code(rep, "anomaly") == 0
+
+
+def test_other_hosts_in_every_form() -> None:
+    rep = report.report_records(mixed_capture())
+    doc = json.loads(report.render(rep, "json"))
+    assert doc["mpsd_exchanges"] == 2
+    assert doc["other_hosts"] == {"login.live.com": 2, "rta.xboxlive.com": 1,
+                                  "www.bing.com": 1}
+    assert doc["outcome"]["no_session_directory_traffic"] is False
+    assert doc["coverage"]["exercised"] == 1
+    text = report.render(rep, "text")
+    assert "6 exchanges from " in text
+    assert "(2 session-directory, 4 with 3 other hosts, not judged); limits" in text
+    assert "OTHER HOSTS (4 exchanges, not session-directory traffic" in text
+    assert re.search(r"\n +2  login\.live\.com\n +1  rta\.xboxlive\.com\n", text)
+    assert "unlisted" not in text
+    html = report.render(rep, "html")
+    assert 'id="other-hosts"' in html and "<code>www.bing.com</code>" in html
+    props = {p.get("name"): p.get("value")
+             for p in ET.fromstring(report.render(rep, "junit")).iter("property")}
+    assert (props["mpsd_exchanges"], props["other_exchanges"]) == ("2", "4")
+
+
+def test_budgets_count_only_the_session_directory() -> None:
+    """Forty calls to other hosts within a second next to two MPSD calls: within budget."""
+    ok = faults.build("200.ok", session=SESSION, etag='"e1"')
+    flood = [elsewhere(10 + n, 5 + n / 40, "POST", "https://vortex.data.microsoft.com/collect",
+                       model.Response(200, "", [], b"")) for n in range(40)]
+    records = [dict(exchange(0, "GET", LOBBY, ok), seq=1), *flood,
+               dict(exchange(60, "GET", LOBBY, ok), seq=2)]
+    rep = report.report_records(records)
+    budget = [v for v in rep.verdicts if v.rule == "rate-budget"]
+    assert [v.status for v in budget] == [Status.PASS]
+    assert "peak 1/30 per 15 s" in budget[0].reason
+    assert not rep.verdict_counts.get("repeated-calls", {}).get("warn")
+
+
+def test_the_local_stand_in_is_session_directory_traffic() -> None:
+    ok = faults.build("200.ok", session=SESSION, etag='"e1"')
+    ex = model.Exchange(model.Request("GET", "http://127.0.0.1:8081" + LOBBY), ok,
+                        start=T0, end=T0 + 0.01, seq=1)
+    rep = report.report_records([recording.to_record(ex, recording.Redactor(),
+                                                     classify.classify(ex)) | {"seq": 1}])
+    assert (rep.mpsd_exchanges, rep.other_hosts, rep.by_entry) == (1, {}, {"200.ok": 1})
+
+
+def no_mpsd() -> report.Report:
+    return report.report_records([
+        elsewhere(1, 0, "POST", "https://www.bing.com/", model.Response(204, "", [], b"")),
+        elsewhere(2, 1, "GET", "https://userpresence.xboxlive.com/users/me",
+                  model.Response(200, "", [], b"{}"))])
+
+
+@pytest.mark.parametrize("rep", [no_mpsd(), report.report_records([])],
+                         ids=["other-hosts-only", "empty"])
+def test_no_session_directory_traffic_is_said_plainly(rep: report.Report) -> None:
+    assert rep.no_mpsd and rep.mpsd_exchanges == 0
+    text = report.render(rep, "text")
+    assert "NOT JUDGED: no session-directory traffic" in text
+    assert "PASSED" not in text and "COVERAGE" not in text
+    doc = json.loads(report.render(rep, "json"))
+    assert doc["outcome"]["no_session_directory_traffic"] is True
+    assert doc["mpsd_exchanges"] == 0
+    html = report.render(rep, "html")
+    assert 'class="banner none"' in html and "o session-directory traffic" in html
+    assert "passed every behaviour check" not in html
+    suite = ET.fromstring(report.render(rep, "junit"))
+    failures = [f.get("message") for f in suite.iter("failure")]
+    assert len(failures) == 1 and failures[0].startswith("no session-directory traffic")
+    assert suite.get("failures") == "1"
+
+
+def test_no_session_directory_traffic_trips_every_gate() -> None:
+    rep = no_mpsd()
+    assert rep.other_hosts == {"www.bing.com": 1, "userpresence.xboxlive.com": 1}
+    assert "none of the 2 exchanges" in report.render(rep, "text")
+    assert report.exit_code(rep, None) == 0
+    assert report.exit_code(rep, "fail") == report.exit_code(rep, "anomaly") == 1
+    assert report.exit_code(report.report_records([]), "fail") == 1

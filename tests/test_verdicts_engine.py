@@ -219,3 +219,54 @@ def test_memory_stays_flat_over_200000_records() -> None:
     half = len(samples) // 2
     earlier, later = sum(samples[:half]) / half, sum(samples[half:]) / half
     assert later - earlier < 32 * 1024, (earlier, later)
+
+
+# ---------------------------------------------------------------- only MPSD is judged
+
+BING = "https://www.bing.com"
+PATTERN_RULES = ("rate-budget", "burst", "repeated-calls", "polling")
+
+
+def test_other_hosts_count_against_no_budget() -> None:
+    """A flood of identical, evenly spaced calls to another host: no rule sees them."""
+    flood = [rec(n, 0.1 * n, "POST", path="/", status=204, host=BING) for n in range(1, 61)]
+    engine = Engine()
+    decided = [v for r in flood for v in engine.feed(ex(r))] + engine.finish()
+    assert engine.fed == 60 and engine.other == 60 and engine.judged == 0
+    for rule in PATTERN_RULES:
+        v = only(decided, rule)
+        assert v.status is Status.NOT_APPLICABLE, v
+        assert "0 session-directory exchanges, 60 with other hosts not judged" in v.reason
+
+
+def test_the_rate_budget_peak_counts_only_mpsd_calls() -> None:
+    """Ten MPSD calls among twenty calls to other hosts in 15 s: the peak is ten."""
+    mpsd = [rec(n, n, path=f"{LOBBY}-{n}") for n in range(1, 11)]
+    others = [rec(100 + n, n + 0.5, path="/v1/collect", host="https://vortex.data.microsoft.com")
+              for n in range(1, 11)]
+    others += [rec(200 + n, n + 0.7, "GET", path="/connect", status=101,
+                   host="https://rta.xboxlive.com") for n in range(1, 11)]
+    mixed_in = sorted(mpsd + others, key=lambda r: r["start"])
+    alone = only(judge(mpsd), "rate-budget")
+    together = only(judge(mixed_in), "rate-budget")
+    assert together.status is Status.PASS
+    assert together.reason == alone.reason
+    assert "sessiondirectory peak 10/30 per 15 s" in together.reason
+
+
+def test_time_passes_on_other_hosts_for_waiting_verdicts() -> None:
+    """A 503 with Retry-After waits; traffic to another host later decides it."""
+    engine = Engine()
+    engine.feed(ex(rec(1, 0, status=503, response_headers=RA5)))
+    decided = engine.feed(ex(rec(2, 30, path="/", host=BING)))
+    assert [(v.rule, v.status, v.records) for v in decided] == [
+        ("retry-after", Status.PASS, (1,))]
+
+
+def test_a_local_stand_in_is_still_judged() -> None:
+    """127.0.0.1 with MPSD paths (the stand-in, reverse mode) is MPSD traffic."""
+    calls = [rec(n, 0.1 * n, host="http://127.0.0.1:8081") for n in range(1, 41)]
+    engine = Engine()
+    decided = [v for r in calls for v in engine.feed(ex(r))] + engine.finish()
+    assert engine.other == 0 and engine.judged == 40
+    assert only(decided, "rate-budget").status is Status.WARN

@@ -7,8 +7,15 @@ into bounded aggregates, so a recording of any length reports in flat memory
 junit (`junit`) or html (`html`, Jinja2 templates in `templates/`);
 `exit_code(report, fail_on)` is the CI gate (`--fail-on fail`: 1 when any
 verdict failed; `--fail-on anomaly`: also 1 when any response departed from
-the status table). Every form is valid UTF-8 whatever bytes the recording
-held: such text is shown through `model.printable`.
+the status table; either: 1 when the recording held no session-directory
+traffic, since there was nothing to judge). Every form is valid UTF-8 whatever
+bytes the recording held: such text is shown through `model.printable`.
+
+Only MPSD traffic (`classify.is_mpsd`: a session-directory or matchmaking
+host, or an MPSD path on a local stand-in) is judged: the rows by status and
+entry, the anomalies, coverage, operations and verdicts count it alone.
+Exchanges with other hosts are listed apart ("other hosts", host -> count), and
+every form says plainly "no session-directory traffic" when there was none.
 
 The JSON form (`render(report, "json")`) is the contract CI parses. Keys are
 only ever added, never renamed or removed, within a version::
@@ -19,7 +26,9 @@ only ever added, never renamed or removed, within a version::
      "skipped": [{"line": 7, "problem": "..."}],              # the first 20
      "start": "2026-...Z" | null, "end": "2026-...Z" | null, "duration_s": 12.3 | null,
      "outcome": {"failed": true, "anomalies": 3,
-                 "verdicts": {"pass": 5, "warn": 1, "fail": 2, "not-applicable": 4}},
+                 "verdicts": {"pass": 5, "warn": 1, "fail": 2, "not-applicable": 4},
+                 "no_session_directory_traffic": false,
+                 "scope": "400 session-directory, 12 with 2 other hosts, not judged"},
      "by_status": [{"status": 200 | null, "count": 120}],     # null: no response
      "by_entry": [{"id": "200.ok" | null, "status": 200 | null, "meaning": "...",
                    "count": 120}],                            # id null: not in the table
@@ -45,7 +54,12 @@ only ever added, never renamed or removed, within a version::
                    "status": 503 | null, "entry": "503.service-unavailable" | null,
                    "source": "injected", "rule": "outage" | null}],
      "timeline": {"lanes": ["sessions/x", ...], "points": 400, "sampled_every": 1,
-                  "marked": 12}}
+                  "marked": 12},
+     "mpsd_exchanges": 400,                        # judged; the rest are in other_hosts
+     "other_hosts": {"login.live.com": 8, "www.bing.com": 4}}      # most first
+
+Without session-directory traffic, "outcome.scope" starts "no session-directory
+traffic: " and says why nothing was judged.
 
 "source" names where a response came from as recordings do: forwarded
 (organic: the real service or the stand-in answered), injected (a scenario
@@ -58,6 +72,7 @@ from __future__ import annotations
 
 from mpsdproxy.report.bounded import LatencyHistogram
 from mpsdproxy.report.build import FAIL_ON
+from mpsdproxy.report.build import NO_MPSD
 from mpsdproxy.report.build import REPORT_VERSION
 from mpsdproxy.report.build import Report
 from mpsdproxy.report.build import ReportBuilder
@@ -72,6 +87,7 @@ from mpsdproxy.report.text import render_text
 __all__ = [
     "FORMATS",
     "FAIL_ON",
+    "NO_MPSD",
     "REPORT_VERSION",
     "LatencyHistogram",
     "Report",

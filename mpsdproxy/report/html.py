@@ -18,13 +18,15 @@ import jinja2
 from mpsdproxy import catalog
 from mpsdproxy import model
 from mpsdproxy import verdicts
-from mpsdproxy.report.build import NO_RESPONSE
-from mpsdproxy.report.build import STATUS_ORDER
-from mpsdproxy.report.build import Operation
-from mpsdproxy.report.build import RecordSummary
-from mpsdproxy.report.build import Report
-from mpsdproxy.report.build import entry_order
-from mpsdproxy.report.build import entry_row
+from mpsdproxy.report.data import NO_RESPONSE
+from mpsdproxy.report.data import STATUS_ORDER
+from mpsdproxy.report.data import Operation
+from mpsdproxy.report.data import RecordSummary
+from mpsdproxy.report.data import Report
+from mpsdproxy.report.data import entry_order
+from mpsdproxy.report.data import entry_row
+from mpsdproxy.report.data import no_mpsd_sentence
+from mpsdproxy.report.data import scope_note
 from mpsdproxy.report.text import SOURCE_NAMES
 from mpsdproxy.report.text import num
 from mpsdproxy.report.text import when
@@ -64,6 +66,9 @@ def _plural(n: int, noun: str) -> str:
 
 def _banner(report: Report) -> tuple[str, str]:
     """(level, sentence) of the outcome banner."""
+    if report.no_mpsd:
+        sentence = no_mpsd_sentence(report)
+        return "none", sentence[0].upper() + sentence[1:]
     fail, warn = report.total(Status.FAIL), report.total(Status.WARN)
     if fail:
         failed_rules = sum(1 for r in verdicts.RULES
@@ -139,6 +144,8 @@ def _context(report: Report) -> dict[str, Any]:
         "title": os.path.basename(report.source) or "records",
         "span": span,
         "skipped": skipped,
+        "scope": f" ({scope_note(report)})" if report.other_hosts else "",
+        "other_hosts": report.other_hosts_order(),
         "level": level,
         "banner": banner,
         "rules": verdicts.RULES,

@@ -6,7 +6,9 @@ testcase whose <system-out> starts with "WARNING:" (CI servers show it without
 failing the build, and a warning is not "skipped": it was judged);
 not-applicable is <skipped> (there was nothing to judge). Verdicts beyond the
 kept ones get one testcase per rule and status saying how many, failing if
-they are failures.
+they are failures. A recording without session-directory traffic gets one
+failing testcase `mpsdproxy.scope` saying "no session-directory traffic", so
+a CI test view never shows a green run in which nothing was judged.
 
 Every text put in the XML goes through `_text`: bytes that were not UTF-8 show
 as `\\xNN` (`model.printable`), and so do the control characters XML 1.0 cannot
@@ -23,7 +25,8 @@ from typing import Any
 
 from mpsdproxy import model
 from mpsdproxy import verdicts
-from mpsdproxy.report.build import Report
+from mpsdproxy.report.data import Report
+from mpsdproxy.report.data import no_mpsd_sentence
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
 
@@ -80,13 +83,29 @@ def _omitted_cases(suite: ET.Element, report: Report, tally: _Tally) -> None:
                 _sub(case, "failure", message=f"{n} more failures", type="fail")
 
 
+def _scope_case(suite: ET.Element, report: Report, tally: _Tally) -> None:
+    """The failing testcase of a recording in which there was nothing to judge."""
+    if not report.no_mpsd:
+        return
+    case = _sub(suite, "testcase", classname="mpsdproxy.scope",
+                name="session-directory traffic", time="0")
+    tally.tests += 1
+    tally.failures += 1
+    sentence = no_mpsd_sentence(report)
+    _sub(case, "failure", sentence, message=sentence, type="no-traffic")
+
+
 def render_junit(report: Report) -> str:
     suite = ET.Element("testsuite", name="mpsdproxy.verdicts")
     props = _sub(suite, "properties")
     for name, value in (("source", report.source), ("limits", report.limits),
-                        ("exchanges", report.exchanges), ("anomalies", report.anomaly_total)):
+                        ("exchanges", report.exchanges),
+                        ("mpsd_exchanges", report.mpsd_exchanges),
+                        ("other_exchanges", report.other_exchanges),
+                        ("anomalies", report.anomaly_total)):
         _sub(props, "property", name=name, value=value)
     tally = _Tally()
+    _scope_case(suite, report, tally)
     numbers: Counter[str] = Counter()
     for v in report.verdicts:
         numbers[v.rule] += 1

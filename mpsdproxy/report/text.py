@@ -13,10 +13,12 @@ from mpsdproxy import catalog
 from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import verdicts
-from mpsdproxy.report.build import STATUS_ORDER
-from mpsdproxy.report.build import Report
-from mpsdproxy.report.build import entry_order
-from mpsdproxy.report.build import entry_row
+from mpsdproxy.report.data import STATUS_ORDER
+from mpsdproxy.report.data import Report
+from mpsdproxy.report.data import entry_order
+from mpsdproxy.report.data import entry_row
+from mpsdproxy.report.data import no_mpsd_sentence
+from mpsdproxy.report.data import scope_note
 from mpsdproxy.verdicts import Status
 
 __all__ = ["SOURCE_NAMES", "render_text", "when", "num"]
@@ -36,6 +38,8 @@ def num(value: float | None) -> str:
 
 
 def _headline(report: Report) -> str:
+    if report.no_mpsd:
+        return f"NOT JUDGED: {no_mpsd_sentence(report)}"
     fail, warn = report.total(Status.FAIL), report.total(Status.WARN)
     if fail:
         return f"FAILED: {fail} title-behaviour verdict(s) failed, {warn} warning(s)"
@@ -53,7 +57,8 @@ def _head(report: Report) -> list[str]:
     span = "" if report.start is None else \
         f" from {when(report.start)} to {when(report.end)} " \
         f"({(report.end or report.start) - report.start:.1f} s)"
-    lines.append(f"{report.exchanges} exchanges{span}; limits: {report.limits}")
+    scope = f" ({scope_note(report)})" if report.other_hosts else ""
+    lines.append(f"{report.exchanges} exchanges{span}{scope}; limits: {report.limits}")
     if report.skipped_total:
         where = report.source or "record"
         lines.append(f"{report.skipped_total} line(s) skipped: " +
@@ -110,7 +115,21 @@ def _anomalies_and_coverage(report: Report) -> list[str]:
     return lines
 
 
+def _other_hosts(report: Report) -> list[str]:
+    """The hosts that are not MPSD's: recorded, listed apart, never judged by the table."""
+    if not report.other_hosts:
+        return []
+    lines = [f"OTHER HOSTS ({report.other_exchanges} exchanges, not session-directory "
+             "traffic: not judged by the status table)"]
+    lines += [f"  {count:>7}  {host}" for host, count in report.other_hosts_order()]
+    return [*lines, ""]
+
+
 def render_text(report: Report) -> str:
-    lines = [*_head(report), *_verdicts(report), *_totals(report),
-             *_anomalies_and_coverage(report)]
+    """The report for people; without session-directory traffic, only what there was."""
+    if report.no_mpsd:
+        lines = [*_head(report), *_other_hosts(report)]
+    else:
+        lines = [*_head(report), *_verdicts(report), *_totals(report),
+                 *_other_hosts(report), *_anomalies_and_coverage(report)]
     return model.printable("\n".join(lines) + "\n")

@@ -5,6 +5,12 @@ Retry-After broken, a 412 answered with the right ETag, a waiting verdict
 whose deadline the exchange's time passed); `Engine.finish()` decides whatever
 is still waiting and adds one summary verdict for every rule that decided
 nothing (pass when it saw relevant traffic, not-applicable when it saw none).
+
+Only MPSD traffic is judged (`classify.is_mpsd`): an exchange with any other
+host is fed to no rule, so a sign-in, telemetry or a search engine in a
+whole-machine capture never counts against the session directory's budgets,
+bursts, polling or repeated calls. Such an exchange still moves the clock (time
+passed for the verdicts waiting on it) and is counted in `other`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from mpsdproxy import classify
 from mpsdproxy import model
 from mpsdproxy.verdicts.base import BaseRule
 from mpsdproxy.verdicts.base import Decided
@@ -72,7 +79,10 @@ class Engine:
                                       for cls in RULE_CLASSES]
         self.now = 0.0
         self.next_expiry = -math.inf
+        #: exchanges fed, MPSD or not
         self.fed = 0
+        #: exchanges fed that were not MPSD traffic (judged by no rule)
+        self.other = 0
         #: (rule id, status) -> how many verdicts were decided
         self.counts: dict[tuple[str, Status], int] = {}
         self.finished = False
@@ -88,6 +98,8 @@ class Engine:
         """The verdicts this exchange decides (its own, and those whose time it passed)."""
         if self.finished:
             raise RuntimeError("the engine has finished: make a new one for more exchanges")
+        if not classify.is_mpsd(exchange):
+            return self._pass_over(exchange)
         facts = self.facts(exchange)
         self.fed += 1
         out = self._catch_up(facts.start)
@@ -96,6 +108,18 @@ class Engine:
             if decided:
                 out.extend(self._counted(decided))
         return out
+
+    @property
+    def judged(self) -> int:
+        """How many of the exchanges fed were MPSD traffic, given to the rules."""
+        return self.fed - self.other
+
+    def _pass_over(self, exchange: model.Exchange) -> list[Verdict]:
+        """An exchange no rule judges: counted, and its time still passes."""
+        self.fed += 1
+        self.other += 1
+        start = exchange.start if exchange.start is not None else exchange.end
+        return [] if start is None else self._catch_up(start)
 
     def _catch_up(self, start: float) -> list[Verdict]:
         """Move the clock to `start`, deciding what waited only once a step has passed."""
@@ -138,11 +162,15 @@ class Engine:
             else:
                 summary = rule.verdict(
                     Status.NOT_APPLICABLE,
-                    f"nothing to judge: {rule.nothing} (in {self.fed} exchanges)",
+                    f"nothing to judge: {rule.nothing} (in {self._judged_text()})",
                     time=self.now or None)
             out.extend(self._counted((summary,)))
         self.finished = True
         return out
+
+    def _judged_text(self) -> str:
+        text = f"{self.judged} session-directory exchanges"
+        return f"{text}, {self.other} with other hosts not judged" if self.other else text
 
     def _counted(self, verdicts: Decided) -> Decided:
         for v in verdicts:
