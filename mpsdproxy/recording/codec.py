@@ -175,8 +175,10 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
 
     `classification` is a `classify.Classification` or its dict. With
     `response_body=False` the response's body is left out (None): for readers
-    that never look at it.
+    that never look at it. Every credential goes first (`redactor.exchange`), so
+    every writer of records (recorder, import, resend) writes none.
     """
+    exchange = redactor.exchange(exchange)
     request, response = exchange.request, exchange.response
     record: dict[str, Any] = {
         "start": timestamp(exchange.start),
@@ -186,7 +188,7 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
         "request": {
             "method": request.method,
             "url": request.url,
-            "headers": redactor.headers(request.headers),
+            "headers": request.headers.pairs(),
             "body": encode_body(request.body, _json_of(request)),
             **_encoded_field(request),
         },
@@ -200,7 +202,7 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
         record["response"] = {
             "status": response.status,
             "reason": response.reason,
-            "headers": redactor.headers(response.headers),
+            "headers": response.headers.pairs(),
             "body": encode_body(response.body, _json_of(response)) if response_body else None,
             **(_encoded_field(response) if response_body else {}),
         }

@@ -4,16 +4,28 @@ A redacted value reads `redacted:` plus 12 hex digits of its SHA-256: secret,
 yet two users (or two tokens) stay distinguishable. Redaction is idempotent,
 and it is applied by whoever turns an exchange into a record (`codec`), never
 cached apart from the redactor that decided it.
+
+What is redacted (`Redactor.exchange`): header values by name (`DEFAULT_REDACT`
+and any name holding a `SECRET_WORDS` word) and, in any other header, the URL,
+the error and the bodies, whatever `secrets.find` calls credential-shaped. In
+a JSON body every string under a field whose name says token, ticket, proof,
+secret or password is redacted too (`secrets.secret_key`), so `ProofKey` and
+`UserTokens` go whole while `DisplayClaims` stay readable. A changed body
+loses its wire bytes (`encoded`): they would still hold the secret.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterable
 from collections.abc import Sequence
+from typing import Any
 
+from mpsdproxy import jsonbody
 from mpsdproxy import model
+from mpsdproxy import secrets
 
 __all__ = ["DEFAULT_REDACT", "SECRET_WORDS", "REDACTED_PREFIX", "redact_value", "Redactor"]
 
@@ -24,22 +36,48 @@ DEFAULT_REDACT: tuple[str, ...] = (
     "X-AuthXToken", "X-Tickets", "X-Aad-Token",
 )
 #: A header whose name holds one of these words carries a credential, whatever its name.
-SECRET_WORDS: tuple[str, ...] = ("token", "ticket", "proof")
+SECRET_WORDS: tuple[str, ...] = secrets.SECRET_WORDS
 
 REDACTED_PREFIX = "redacted:"
-_REDACTED = re.compile(r"redacted:[0-9a-f]{12}")
+
+_SECRET_NAME = re.compile("|".join(SECRET_WORDS))
 
 
 def redact_value(value: str) -> str:
     """`redacted:` + a short stable hash, so equal secrets stay recognisably equal."""
-    if _REDACTED.fullmatch(value):
+    if secrets.is_redacted(value):
         return value  # never hash a hash: redaction is idempotent
     digest = hashlib.sha256(model.to_bytes(value)).hexdigest()
     return REDACTED_PREFIX + digest[:12]
 
 
+def _replaced(text: str, found: list[secrets.Finding]) -> str:
+    out, at = [], 0
+    for item in found:
+        out += [text[at:item.start], redact_value(text[item.start:item.end])]
+        at = item.end
+    out.append(text[at:])
+    return "".join(out)
+
+
+def _with_json(message: Any, value: Any) -> Any:
+    """`message` with its JSON value set (the cached_property's slot): parsed already."""
+    if value is not jsonbody.INVALID:
+        message.__dict__["json"] = value
+    return message
+
+
+def _length(headers: model.Headers, body: bytes) -> model.Headers:
+    """Headers for a redacted body: a Content-Length that counted the body counts the new
+    one (with a Content-Encoding it counted the wire bytes, which an export re-encodes)."""
+    if "Content-Length" not in headers or "Content-Encoding" in headers:
+        return headers
+    return headers.with_value("Content-Length", str(len(body)))
+
+
 class Redactor:
-    """Replaces the values of secret headers. Names compare case-insensitively."""
+    """Replaces credentials with `redact_value`s. Header names compare case-insensitively;
+    `enabled=False` leaves everything as it is."""
 
     def __init__(self, names: Iterable[str] = DEFAULT_REDACT, enabled: bool = True) -> None:
         self.names = frozenset(n.lower() for n in names)
@@ -51,16 +89,116 @@ class Redactor:
         if not self.enabled:
             return False
         low = name.lower()
-        return low in self.names or any(word in low for word in SECRET_WORDS)
+        return low in self.names or _SECRET_NAME.search(low) is not None
+
+    def text(self, value: str) -> str:
+        """`value` with every credential shape in it redacted."""
+        if not self.enabled or not secrets.suspicious(value):
+            return value
+        found = secrets.find(value)
+        return _replaced(value, found) if found else value
 
     def value(self, name: str, value: str) -> str:
         """`value` as it may be written for a header called `name`."""
-        return redact_value(value) if self.secret(name) else value
+        return redact_value(value) if self.secret(name) else self.text(value)
 
     def headers(self, pairs: Iterable[Sequence[str]]) -> list[list[str]]:
         """[name, value] pairs (Headers or any pairs) with secret values redacted."""
         return [[k, self.value(k, v)] for k, v in pairs]
 
     def apply(self, headers: model.Headers) -> model.Headers:
-        """The same Headers with secret values redacted."""
-        return model.Headers(self.headers(headers))
+        """The same Headers with secret values redacted (the same object when none is)."""
+        if not self.enabled:
+            return headers
+        named = [self.secret(k) for k, _ in headers]
+        # One pass over every other value says whether any holds a shape.
+        shaped = secrets.suspicious("\n".join(v for (_, v), n in zip(headers, named, strict=True)
+                                            if not n))
+        if not shaped and not any(n and not secrets.is_redacted(v)
+                                  for (_, v), n in zip(headers, named, strict=True)):
+            return headers
+        pairs = [[k, redact_value(v) if n else self.text(v) if shaped else v]
+                 for (k, v), n in zip(headers, named, strict=True)]
+        if all(v == old for (_, v), (_, old) in zip(pairs, headers, strict=True)):
+            return headers
+        return model.Headers(pairs)
+
+    def exchange(self, exchange: model.Exchange) -> model.Exchange:
+        """A copy of `exchange` with every credential redacted (the same object when it
+        holds none, or when this redactor is disabled)."""
+        if not self.enabled:
+            return exchange
+        request = self._request(exchange.request)
+        response = exchange.response
+        if response is not None:
+            response = self._response(response)
+        error = self.text(exchange.error) if exchange.error else exchange.error
+        if (request is exchange.request and response is exchange.response
+                and error == exchange.error):
+            return exchange
+        return dataclasses.replace(exchange, request=request, response=response, error=error)
+
+    def _request(self, request: model.Request) -> model.Request:
+        headers = self.apply(request.headers)
+        url = self.text(request.url)
+        body, value = self._body(request)
+        if headers is request.headers and url == request.url and body is None:
+            return request
+        if body is None:
+            changed = model.Request(request.method, url, headers, request.body, request.encoded)
+            return _with_json(changed, request.__dict__.get("json", jsonbody.INVALID))
+        return _with_json(model.Request(request.method, url, _length(headers, body), body),
+                          value)
+
+    def _response(self, response: model.Response) -> model.Response:
+        headers = self.apply(response.headers)
+        reason = self.text(response.reason)
+        body, value = self._body(response)
+        if headers is response.headers and reason == response.reason and body is None:
+            return response
+        if body is None:
+            return model.Response(response.status, reason, headers, response.body,
+                                  response.encoded)
+        return _with_json(model.Response(response.status, reason, _length(headers, body), body),
+                          value)
+
+    def _body(self, message: model.Request | model.Response) -> tuple[bytes | None, Any]:
+        """The redacted body and its JSON value, or (None, INVALID) when nothing in it is
+        a credential. Cheap when nothing is: a few substring tests over the text."""
+        raw = message.body
+        if not raw:
+            return None, jsonbody.INVALID
+        if not secrets.suspicious(raw):
+            return None, jsonbody.INVALID
+        text = model.from_bytes(raw)
+        if raw[:1] in (b"{", b"[") and (value := message.json) is not jsonbody.INVALID:
+            try:
+                redacted, changed = self._json(value)
+                if not changed:
+                    return None, jsonbody.INVALID
+                return jsonbody.compact(redacted, strict=False).encode("utf-8"), redacted
+            except RecursionError:
+                pass  # too deep to walk: its text is redacted instead
+        found = secrets.find(text)
+        if not found:
+            return None, jsonbody.INVALID
+        return model.to_bytes(_replaced(text, found)), jsonbody.INVALID
+
+    def _json(self, value: Any, secret: bool = False) -> tuple[Any, bool]:
+        """A JSON value with its credentials redacted, and whether any was. Under a
+        secret field (`secret`) every string goes."""
+        if isinstance(value, str):
+            new = redact_value(value) if secret and value else self.text(value)
+            return new, new != value
+        if isinstance(value, list):
+            items = [self._json(item, secret) for item in value]
+            if not any(changed for _, changed in items):
+                return value, False
+            return [item for item, _ in items], True
+        if isinstance(value, dict):
+            pairs = [(key, self._json(item, secret or secrets.secret_key(str(key))))
+                     for key, item in value.items()]
+            if not any(changed for _, (_, changed) in pairs):
+                return value, False
+            return {key: item for key, (item, _) in pairs}, True
+        return value, False
