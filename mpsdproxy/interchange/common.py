@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from mpsdproxy import classify
 from mpsdproxy import model
 
-__all__ = ["skip", "check_exportable", "split_address", "charset", "escape_non_utf8"]
+__all__ = ["skip", "check_exportable", "split_address", "charset", "escape_non_utf8",
+           "comment"]
 
 
 def skip(skipped: list[str] | None, reason: str) -> None:
@@ -80,3 +82,13 @@ def text_bytes(text: str, content_type: str | None) -> bytes:
         except (LookupError, UnicodeEncodeError):
             pass
     return model.to_bytes(text)
+
+
+def comment(exchange: model.Exchange) -> str:
+    """The classification of an exchange in a word, for the comment fields of exports:
+    its status-table row with any anomaly codes, or why it has none."""
+    classification = classify.classify(exchange)
+    text = classification.id or (
+        "unclassified" if classify.is_mpsd(exchange) else "not session-directory traffic")
+    codes = [a.code for a in classification.anomalies]
+    return text + (" (" + ", ".join(codes) + ")" if codes else "")

@@ -4,14 +4,29 @@
 A record becomes an exchange through the recording codec (`recording.to_exchange`)
 and an imported exchange becomes a record through it (`recording.to_record`),
 redacted with the default Redactor unless told otherwise and classified afresh.
-Records no format can hold (a relative URL, a header with CR/LF) are listed in
-`skipped`, never silently dropped.
+Records no format can hold (a relative URL, a header with CR/LF, a websocket
+message in a format without a place for one) are listed in `skipped`, never
+silently dropped.
+
+Scope of an import: by default the session directory's, matchmaking's and
+RTA's hosts (`resources.MPSD_HOSTS + resources.RTA_HOSTS`, the proxy's own
+intercept list, plus any exchange `classify.is_mpsd` calls MPSD), and `hosts`
+added to them; `all_hosts` keeps everything; `processes` (SAZ only) keeps the
+sessions of those programs (Fiddler's process column). A websocket message
+goes where its handshake goes.
+
+Files are never lost: an output that is one of the inputs (by path or inode)
+is refused, an existing import output is refused unless `append`, and every
+output is written to a temporary file beside it and renamed into place, so a
+failed command leaves the old file (or none) behind.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import zipfile
+from collections import Counter
 from collections.abc import Callable
 from collections.abc import Collection
 from collections.abc import Iterable
@@ -26,27 +41,44 @@ from typing import NamedTuple
 from mpsdproxy import classify
 from mpsdproxy import model
 from mpsdproxy import recording
+from mpsdproxy import resources
+from mpsdproxy.interchange import saz
 from mpsdproxy.interchange.common import check_exportable
 from mpsdproxy.interchange.common import skip
+from mpsdproxy.interchange.csvtrace import looks_like as csv_looks_like
+from mpsdproxy.interchange.csvtrace import read_csv
+from mpsdproxy.interchange.csvtrace import write_csv
 from mpsdproxy.interchange.har import read_har
 from mpsdproxy.interchange.har import write_har
+from mpsdproxy.interchange.outputs import atomic_output
+from mpsdproxy.interchange.outputs import atomic_path
+from mpsdproxy.interchange.outputs import refuse_same_file
+from mpsdproxy.interchange.saz import MAX_BODY
 from mpsdproxy.interchange.saz import read_saz
 from mpsdproxy.interchange.saz import write_saz
+from mpsdproxy.recording import messages as ws
 
-__all__ = ["Format", "FORMATS", "guess_format", "exchanges_of", "ExportResult",
-           "ImportResult", "export_file", "import_file"]
+__all__ = ["Format", "FORMATS", "MAX_BODY", "DEFAULT_HOSTS", "guess_format", "exchanges_of",
+           "items_of", "ExportResult", "ImportResult", "export_file", "import_file"]
 
-Reader = Callable[[IO[bytes], Mapping[str, Any], list[str]], Iterator[model.Exchange]]
-Writer = Callable[[Iterable[model.Exchange], IO[bytes], list[str], int], int]
+Item = model.Exchange | ws.WebsocketMessage
+Reader = Callable[[IO[bytes], Mapping[str, Any], list[str]], Iterator[Item]]
+Writer = Callable[[Iterable[Item], IO[bytes], list[str], int], int]
+
+#: What `import` keeps by default: the proxy's intercept list and the RTA host.
+DEFAULT_HOSTS: tuple[str, ...] = resources.MPSD_HOSTS + resources.RTA_HOSTS
 
 
 class Format(NamedTuple):
     """One interchange format: how to recognise, read and write its files.
 
     `write(exchanges, fo, skipped, total)` gets the number of records ahead
-    (SAZ pads its session numbers to it). The formats here need nothing but
-    the standard library; mitmproxy's flow files are one more `Format`, in
-    `mpsdproxy.addons.flowfile`, handed in by whoever assembles the command.
+    (SAZ pads its session numbers to it). With `messages`, `write` takes
+    websocket messages (`recording.messages.WebsocketMessage`) too, each after
+    its handshake; otherwise they are named in `skipped`. The formats here need
+    nothing but the standard library; mitmproxy's flow files are one more
+    `Format`, in `mpsdproxy.addons.flowfile`, handed in by whoever assembles the
+    command.
     """
 
     name: str
@@ -54,9 +86,10 @@ class Format(NamedTuple):
     looks_like: Callable[[bytes], bool]
     read: Reader
     write: Writer
+    messages: bool = False
 
 
-def _write_har(exchanges: Iterable[model.Exchange], fo: IO[bytes], skipped: list[str],
+def _write_har(exchanges: Iterable[Item], fo: IO[bytes], skipped: list[str],
                total: int) -> int:
     text = io.TextIOWrapper(fo, encoding="utf-8", newline="")
     try:
@@ -66,7 +99,7 @@ def _write_har(exchanges: Iterable[model.Exchange], fo: IO[bytes], skipped: list
         text.detach()
 
 
-def _write_saz(exchanges: Iterable[model.Exchange], fo: IO[bytes], skipped: list[str],
+def _write_saz(exchanges: Iterable[Item], fo: IO[bytes], skipped: list[str],
                total: int) -> int:
     return write_saz(exchanges, fo, max(3, len(str(total))), skipped)
 
@@ -75,8 +108,10 @@ def _write_saz(exchanges: Iterable[model.Exchange], fo: IO[bytes], skipped: list
 FORMATS: dict[str, Format] = {
     "har": Format("har", (".har",),
                   lambda head: head.lstrip(b"\xef\xbb\xbf \r\n\t").startswith(b"{"),
-                  read_har, _write_har),
-    "saz": Format("saz", (".saz",), lambda head: head.startswith(b"PK"), read_saz, _write_saz),
+                  read_har, _write_har, messages=True),
+    "saz": Format("saz", (".saz",), lambda head: head.startswith(b"PK"), read_saz, _write_saz,
+                  messages=True),
+    "csv": Format("csv", (".csv",), csv_looks_like, read_csv, write_csv),
 }
 
 
@@ -101,16 +136,21 @@ def _check_format(fmt: str, formats: Mapping[str, Format]) -> Format:
     return found
 
 
-def _refuse_same_file(source: str, target: str) -> None:
-    """A command never overwrites or empties one of its own inputs."""
-    if os.path.exists(target) and os.path.samefile(source, target):
-        raise ValueError(f"{target} is the file being read: choose another output")
-
-
-def exchanges_of(records: Iterable[Mapping[str, Any]], skipped: list[str] | None = None
-                 ) -> Iterator[model.Exchange]:
-    """The exchanges of records that a file can hold; the others noted in `skipped`."""
+def items_of(records: Iterable[Mapping[str, Any]], skipped: list[str] | None = None, *,
+             messages: bool = True, fmt: str = "this format") -> Iterator[Item]:
+    """The exchanges (and, with `messages`, websocket messages) of records that a file
+    can hold; the others noted in `skipped`, each by its seq."""
     for record in records:
+        if ws.is_message(record):
+            if not messages:
+                skip(skipped, f"record {record.get('seq')}: a websocket message; "
+                              f"{fmt} has no place for one")
+                continue
+            try:
+                yield ws.from_record(record)
+            except ValueError as e:
+                skip(skipped, str(e))
+            continue
         try:
             exchange = recording.to_exchange(record)
             check_exportable(exchange)
@@ -123,6 +163,14 @@ def exchanges_of(records: Iterable[Mapping[str, Any]], skipped: list[str] | None
         yield exchange
 
 
+def exchanges_of(records: Iterable[Mapping[str, Any]], skipped: list[str] | None = None
+                 ) -> Iterator[model.Exchange]:
+    """The exchanges of records that a file can hold; the others noted in `skipped`."""
+    for item in items_of(records, skipped, messages=False):
+        if isinstance(item, model.Exchange):
+            yield item
+
+
 @dataclass
 class ExportResult:
     count: int = 0
@@ -132,10 +180,33 @@ class ExportResult:
 
 @dataclass
 class ImportResult:
+    """What an import wrote: `count` exchanges and `messages` websocket messages,
+    `kept_by_host` / `dropped_by_host` counting exchanges by host."""
+
     count: int = 0
     skipped: list[str] = field(default_factory=list)
     first_seq: int | None = None
     last_seq: int | None = None
+    kept_by_host: dict[str, int] = field(default_factory=dict)
+    dropped_by_host: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+
+    def summary(self) -> str:
+        """One line for people: what was kept and what was dropped, by host."""
+        def hosts(counts: Mapping[str, int]) -> str:
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            return ", ".join(f"{host} {n}" for host, n in ranked)
+
+        line = f"kept {self.count} exchange(s)"
+        if self.kept_by_host:
+            line += f" ({hosts(self.kept_by_host)})"
+        if self.messages:
+            line += f" and {self.messages} websocket message(s)"
+        dropped = sum(self.dropped_by_host.values())
+        line += f"; dropped {dropped}"
+        if dropped:
+            line += f" ({hosts(self.dropped_by_host)})"
+        return line
 
 
 def export_file(recording_path: str, out_path: str, fmt: str,
@@ -143,25 +214,80 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     """Write the recording at `recording_path` to `out_path` in format `fmt`.
 
     The recording is streamed; unreadable lines are listed in `issues`,
-    records that cannot be expressed (no absolute URL) in `skipped`.
+    records that cannot be expressed (no absolute URL) in `skipped`. The output
+    is written to a temporary file and renamed: a failed export leaves the old
+    file as it was. Raises ValueError when `out_path` is the recording.
     """
     chosen = _check_format(fmt, formats)
-    _refuse_same_file(recording_path, out_path)
+    refuse_same_file([recording_path], out_path)
     result = ExportResult()
     total = sum(1 for _ in recording.read(recording_path))
-    exchanges = exchanges_of(recording.read(recording_path, issues=result.issues),
-                             result.skipped)
-    with open(out_path, "wb") as f:
-        result.count = chosen.write(exchanges, f, result.skipped, total)
+    items = items_of(recording.read(recording_path, issues=result.issues, messages=True),
+                     result.skipped, messages=chosen.messages, fmt=chosen.name.upper())
+    with atomic_output(out_path) as f:
+        result.count = chosen.write(items, f, result.skipped, total)
     return result
 
 
-def _wanted(request: model.Request, hosts: Collection[str] | None) -> bool:
-    if not hosts:
-        return True
-    wanted = {h.lower() for h in hosts}
-    host_header = (request.headers.first("host") or "").lower().rsplit(":", 1)[0]
-    return request.host in wanted or host_header in wanted
+def _bare_host(host: str) -> str:
+    return host.lower().strip().rstrip(".").rsplit(":", 1)[0] if host else ""
+
+
+def _host_of(request: model.Request) -> str:
+    return request.host or _bare_host(request.headers.first("host") or "") or "(no host)"
+
+
+class _Scope:
+    """Which exchanges an import keeps."""
+
+    def __init__(self, hosts: Collection[str] | None, all_hosts: bool,
+                 processes: Collection[str] | None) -> None:
+        self.all_hosts = all_hosts
+        self.hosts = {_bare_host(h) for h in (*DEFAULT_HOSTS, *(hosts or ()))}
+        self.processes = {_program(p) for p in processes or ()}
+
+    def keeps(self, exchange: model.Exchange, process: str | None) -> bool:
+        if self.processes and _program(process or "") not in self.processes:
+            return False
+        if self.all_hosts:
+            return True
+        request = exchange.request
+        return (request.host in self.hosts
+                or _bare_host(request.headers.first("host") or "") in self.hosts
+                or classify.is_mpsd(exchange))
+
+
+def _program(name: str) -> str:
+    """A program name as the process filter compares it: lower case, no `.exe`."""
+    return name.strip().lower().removesuffix(".exe")
+
+
+def _items(chosen: Format, f: IO[bytes], provenance: Mapping[str, Any], skipped: list[str],
+           processes: Collection[str] | None, max_body: int
+           ) -> Iterator[tuple[Item, str | None]]:
+    """(item, Fiddler process or None) of the file."""
+    if processes:
+        if chosen.name != "saz":
+            raise ValueError("selecting by process needs a SAZ capture (Fiddler's process "
+                             f"column), not {chosen.name}")
+        yield from saz.read_sessions(f, provenance, skipped, max_body=max_body)
+        return
+    if chosen.read in (read_saz, read_har):
+        items = chosen.read(f, provenance, skipped, max_body=max_body)  # type: ignore[call-arg]
+    else:
+        items = chosen.read(f, provenance, skipped)
+    for item in items:
+        yield item, None
+
+
+def _guarded(items: Iterator[tuple[Item, str | None]], path: str
+             ) -> Iterator[tuple[Item, str | None]]:
+    """The items, with any reading error turned into one line naming the file."""
+    try:
+        yield from items
+    except (ValueError, KeyError, TypeError, RecursionError, zipfile.BadZipFile,
+            EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def import_file(
@@ -171,41 +297,58 @@ def import_file(
     *,
     redactor: recording.Redactor | None = None,
     hosts: Collection[str] | None = None,
+    all_hosts: bool = False,
+    processes: Collection[str] | None = None,
+    append: bool = False,
     formats: Mapping[str, Format] = FORMATS,
+    max_body: int = MAX_BODY,
 ) -> ImportResult:
-    """Append the exchanges of a HAR, mitmproxy or SAZ file to the recording `out_path`.
+    """Write the exchanges of a HAR, SAZ, CSV (or flow) file in scope to the recording
+    `out_path` (see the module's docstring for the scope).
 
-    `fmt` is guessed from the file when None. `hosts` keeps only exchanges
-    with those hosts (say, the session directory's) out of a whole-machine
-    capture; every exchange is kept when it is empty. Raises ValueError when
-    the file is not in the format.
+    `fmt` is guessed from the file when None. An existing `out_path` is refused
+    unless `append`; the output is written to a temporary copy and renamed, so a
+    failed import changes nothing. Raises ValueError (one line, naming the file)
+    when the file is not in the format or cannot be read.
     """
     chosen = _check_format(fmt or guess_format(path, formats), formats)
-    _refuse_same_file(path, out_path)
+    refuse_same_file([path], out_path)
+    if os.path.lexists(out_path) and not append:
+        raise ValueError(f"{out_path} exists: choose another output, or append to it")
     redactor = redactor or recording.Redactor()
+    scope = _Scope(hosts, all_hosts, processes)
     provenance = {"source": "imported", "format": chosen.name,
                   "file": os.path.basename(path)}
     result = ImportResult()
+    kept, dropped = Counter[str](), Counter[str]()
     with open(path, "rb") as f:
-        exchanges = chosen.read(f, provenance, result.skipped)
-        first = next(exchanges, None)  # a file not in the format fails before the output opens
-        with recording.Writer(out_path) as writer:
-            for exchange in _chain(first, exchanges):
-                request = exchange.request
-                if not _wanted(request, hosts):
-                    result.skipped.append(
-                        f"{request.method} {model.printable(request.url)}: other host")
+        items = _guarded(_items(chosen, f, provenance, result.skipped, processes, max_body),
+                         path)
+        first = next(items, None)  # a file not in the format fails before the output opens
+        with atomic_path(out_path, append=append) as temporary, \
+                recording.Writer(temporary) as w:
+            keeping = False
+            for item, process in _chain(first, items):
+                if isinstance(item, ws.WebsocketMessage):
+                    if keeping:
+                        w.write(ws.to_record(item, redactor))
+                        result.messages += 1
                     continue
-                record = recording.to_record(exchange, redactor, classify.classify(exchange))
-                seq = writer.write(record)
+                keeping = scope.keeps(item, process)
+                host = _host_of(item.request)
+                if not keeping:
+                    dropped[host] += 1
+                    continue
+                kept[host] += 1
+                seq = w.write(recording.to_record(item, redactor, classify.classify(item)))
                 result.count += 1
                 result.first_seq = result.first_seq or seq
                 result.last_seq = seq
+    result.kept_by_host, result.dropped_by_host = dict(kept), dict(dropped)
     return result
 
 
-def _chain(first: model.Exchange | None, rest: Iterator[model.Exchange]
-           ) -> Iterator[model.Exchange]:
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     if first is not None:
         yield first
         yield from rest

@@ -1,14 +1,24 @@
 """HAR 1.2 (browser devtools, mitmweb, Fiddler) as plain JSON, both ways.
 
 Writing streams: the log's head, then one entry per exchange as it comes, so
-memory stays flat however long the recording. Reading loads one document (a
-HAR file is one JSON value).
+memory stays flat however long the recording. Reading streams too
+(`harstream`): one entry at a time, each capped in size.
 
 Beyond what HAR 1.2 holds, an entry carries request bodies of any method
 (`postData`; a body that is not text as base64 with `"encoding": "base64"`,
 as HAR allows for `content`) and an `_mpsd` object with the record's seq,
 client and provenance. An exchange without a response gets the empty
 response HAR prescribes (`status` 0, `content` with size 0) plus `_error`.
+Each entry's `comment` is its classification (`201.created`, with anomaly
+codes in parentheses).
+
+Bodies leave as they came: a request body is `postData` as the wire carried
+it (`encoded`, base64, when a Content-Encoding made it differ), so a tool that
+sends it again sends the same bytes; a response's `content.text` is the
+decoded content as HAR prescribes, `bodySize` the bytes on the wire and
+`content._encoded` those bytes (base64). Websocket messages after a 101
+handshake go in its entry's `_webSocketMessages`, as browsers write them
+(`type` send/receive, `time`, `opcode`, `data`).
 
 HAR is strict UTF-8 text: a URL byte that is not UTF-8 is percent-encoded
 (0xE9 -> `%E9`) and a header byte that is not UTF-8 is shown as `\\xNN`
@@ -31,14 +41,23 @@ from typing import Any
 from urllib.parse import parse_qsl
 from urllib.parse import urlsplit
 
+from mpsdproxy import encoding
 from mpsdproxy import model
 from mpsdproxy.interchange.common import body_text
 from mpsdproxy.interchange.common import check_exportable
+from mpsdproxy.interchange.common import comment
 from mpsdproxy.interchange.common import escape_non_utf8
 from mpsdproxy.interchange.common import skip
 from mpsdproxy.interchange.common import text_bytes
+from mpsdproxy.interchange.harstream import iter_entries
+from mpsdproxy.interchange.saz import MAX_BODY
+from mpsdproxy.recording.messages import OPCODES
+from mpsdproxy.recording.messages import WebsocketMessage
 
 __all__ = ["write_har", "read_har", "har_entry", "entry_exchange"]
+
+Item = model.Exchange | WebsocketMessage
+_OPCODE_NAMES = {number: name for name, number in OPCODES.items()}
 
 
 def _creator() -> dict[str, str]:
@@ -77,11 +96,15 @@ def _response(exchange: model.Exchange) -> dict[str, Any]:
     content: dict[str, Any] = {"size": len(response.body), "mimeType": content_type}
     if response.body:
         content.update(_content(response.body, content_type))
+    wire = response.encoded
+    if wire is not None:
+        content["compression"] = len(response.body) - len(wire)
+        content["_encoded"] = base64.b64encode(wire).decode("ascii")
     return {"status": response.status, "statusText": model.printable(response.reason),
             "httpVersion": "HTTP/1.1", "cookies": [], "headers": _headers(response.headers),
             "content": content,
             "redirectURL": model.printable(response.headers.get("location") or ""),
-            "headersSize": -1, "bodySize": len(response.body)}
+            "headersSize": -1, "bodySize": len(wire if wire is not None else response.body)}
 
 
 def har_entry(exchange: model.Exchange) -> dict[str, Any]:
@@ -92,15 +115,17 @@ def har_entry(exchange: model.Exchange) -> dict[str, Any]:
     end = exchange.end if exchange.end is not None else start
     elapsed = max(0.0, (end - start) * 1000)
     url = escape_non_utf8(request.url)
+    wire = request.encoded if request.encoded is not None else encoding.wire_body(
+        request.body, request.headers.get("content-encoding"))
     har_request: dict[str, Any] = {
         "method": request.method, "url": url, "httpVersion": "HTTP/1.1", "cookies": [],
         "headers": _headers(request.headers), "queryString": _query(url),
-        "headersSize": -1, "bodySize": len(request.body),
+        "headersSize": -1, "bodySize": len(wire),
     }
-    if request.body:
+    if wire:
         content_type = request.headers.get("content-type") or ""
         har_request["postData"] = {"mimeType": content_type, "params": [],
-                                   **_content(request.body, content_type)}
+                                   **_content(wire, content_type)}
     return {
         "startedDateTime": datetime.datetime.fromtimestamp(start, datetime.UTC).isoformat(),
         "time": round(elapsed, 3),
@@ -108,6 +133,7 @@ def har_entry(exchange: model.Exchange) -> dict[str, Any]:
         "response": _response(exchange),
         "cache": {},
         "timings": {"send": 0, "wait": round(elapsed, 3), "receive": 0},
+        "comment": comment(exchange),
         "_mpsd": {"seq": exchange.seq, "client": exchange.client,
                   "provenance": dict(exchange.provenance)},
     }
@@ -124,22 +150,52 @@ def _dumps(value: Any) -> str:
     return text
 
 
-def write_har(exchanges: Iterable[model.Exchange], fo: IO[str],
+def _ws_message(message: WebsocketMessage) -> dict[str, Any]:
+    """A websocket message as browsers list it in `_webSocketMessages`."""
+    out: dict[str, Any] = {"type": "send" if message.direction == "client" else "receive",
+                           "time": message.start, "opcode": OPCODES[message.opcode]}
+    try:
+        if message.opcode != "text":
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "not a text frame")
+        out["data"] = message.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        out["data"] = base64.b64encode(message.payload).decode("ascii")
+        out["_encoding"] = "base64"
+    if not message.fin:
+        out["_fin"] = False
+    return out
+
+
+def write_har(exchanges: Iterable[Item], fo: IO[str],
               skipped: list[str] | None = None) -> int:
     """Write exchanges as a HAR 1.2 log, one entry at a time; the number written.
 
-    An exchange without an absolute URL is left out and noted in `skipped`.
+    An exchange without an absolute URL is left out and noted in `skipped`, as
+    is a websocket message that does not follow its handshake.
     """
     head = {"version": "1.2", "creator": _creator(), "pages": []}
     fo.write('{"log": ' + json.dumps(head)[:-1] + ', "entries": [\n')
     count = 0
+    pending: dict[str, Any] | None = None  # held back for the messages after it
     for exchange in exchanges:
+        if isinstance(exchange, WebsocketMessage):
+            if pending is None or pending["request"]["url"] != escape_non_utf8(exchange.url):
+                skip(skipped, f"record {exchange.seq}: a websocket message whose handshake "
+                              f"({model.printable(exchange.url)}) is not the entry before it")
+            else:
+                pending.setdefault("_webSocketMessages", []).append(_ws_message(exchange))
+            continue
         try:
             entry = har_entry(exchange)
         except ValueError as e:
             skip(skipped, str(e))
             continue
-        fo.write((",\n" if count else "") + _dumps(entry))
+        if pending is not None:
+            fo.write((",\n" if count else "") + _dumps(pending))
+            count += 1
+        pending = entry
+    if pending is not None:
+        fo.write((",\n" if count else "") + _dumps(pending))
         count += 1
     fo.write("\n]}}\n")
     return count
@@ -174,6 +230,12 @@ def _read_body(part: Mapping[str, Any] | None, headers: model.Headers) -> bytes:
     return text_bytes(str(text), headers.get("content-type"))
 
 
+def _wire(part: Mapping[str, Any] | None) -> bytes | None:
+    """`content._encoded`: the wire bytes of a response this package exported."""
+    value = part.get("_encoded") if isinstance(part, Mapping) else None
+    return base64.b64decode(value) if isinstance(value, str) else None
+
+
 def _read_response(entry: Mapping[str, Any]) -> tuple[model.Response | None, str | None]:
     har = entry.get("response") or {}
     if not har.get("status"):
@@ -181,7 +243,7 @@ def _read_response(entry: Mapping[str, Any]) -> tuple[model.Response | None, str
     headers = _read_headers(har.get("headers"))
     body = _read_body(har.get("content"), headers)
     return model.Response(int(har["status"]), str(har.get("statusText") or ""), headers,
-                          body), None
+                          body, _wire(har.get("content"))), None
 
 
 def entry_exchange(entry: Mapping[str, Any], provenance: Mapping[str, Any]
@@ -191,8 +253,10 @@ def entry_exchange(entry: Mapping[str, Any], provenance: Mapping[str, Any]
     TypeError) for an entry that is not one."""
     har_request = entry["request"]
     headers = _read_headers(har_request.get("headers"))
+    wire = _read_body(har_request.get("postData"), headers)  # as the wire carried it
     request = model.Request(str(har_request["method"]), str(har_request["url"]), headers,
-                            _read_body(har_request.get("postData"), headers))
+                            encoding.plain_body(wire, headers.get("content-encoding")),
+                            wire)
     response, error = _read_response(entry)
     start = _epoch(entry["startedDateTime"])
     extra = entry.get("_mpsd") if isinstance(entry.get("_mpsd"), dict) else {}
@@ -206,26 +270,53 @@ def entry_exchange(entry: Mapping[str, Any], provenance: Mapping[str, Any]
     )
 
 
-def read_har(fo: IO[bytes], provenance: Mapping[str, Any], skipped: list[str] | None = None
-             ) -> Iterator[model.Exchange]:
-    """Exchanges of a HAR file (ours, a browser's, Fiddler's); CONNECT entries and
-    entries that cannot be read are noted in `skipped`.
+def entry_messages(entry: Mapping[str, Any], exchange: model.Exchange
+                   ) -> Iterator[WebsocketMessage]:
+    """The websocket messages of an entry's `_webSocketMessages` (ValueError, TypeError
+    for one that is not a message)."""
+    for item in entry.get("_webSocketMessages") or ():
+        data = str(item.get("data") or "")
+        payload = (base64.b64decode(data) if item.get("_encoding") == "base64"
+                   else model.to_bytes(data))
+        when = item.get("time")
+        yield WebsocketMessage(
+            url=exchange.request.url,
+            direction="client" if item.get("type") == "send" else "server",
+            opcode=_OPCODE_NAMES.get(item.get("opcode"), "text"), payload=payload,
+            start=float(when) if isinstance(when, int | float) else None,
+            client=exchange.client, provenance=exchange.provenance,
+            fin=item.get("_fin") is not False)
 
-    Raises ValueError when the file is not a HAR log.
+
+def read_har(fo: IO[bytes], provenance: Mapping[str, Any], skipped: list[str] | None = None,
+             *, max_body: int = MAX_BODY) -> Iterator[Item]:
+    """Exchanges of a HAR file (ours, a browser's, Fiddler's), each followed by its
+    websocket messages, read one entry at a time; CONNECT entries and entries that
+    cannot be read are noted in `skipped`, by number.
+
+    Raises ValueError when the file is not a HAR log, or an entry is over the
+    cap (twice `max_body` characters, room for a body in base64, plus headers).
     """
+    limit = 2 * max_body + (1 << 20)
     try:
-        entries = json.loads(fo.read().decode("utf-8-sig"))["log"]["entries"]
-        if not isinstance(entries, list):
-            raise TypeError("entries is not a list")
-    except (ValueError, KeyError, TypeError) as e:
+        for number, entry in iter_entries(fo, limit):
+            yield from _entry_items(number, entry, provenance, skipped)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not a HAR file: not UTF-8 ({e.reason})") from None
+    except ValueError as e:
         raise ValueError(f"not a HAR file: {e}") from None
-    for number, entry in enumerate(entries, start=1):
-        try:
-            if str(entry["request"]["method"]).upper() == "CONNECT":
-                skip(skipped, f"entry {number}: CONNECT")
-                continue
-            exchange = entry_exchange(entry, provenance)
-        except (KeyError, TypeError, ValueError) as e:
-            skip(skipped, f"entry {number}: cannot read it ({type(e).__name__}: {e})")
-            continue
-        yield exchange
+
+
+def _entry_items(number: int, entry: Any, provenance: Mapping[str, Any],
+                 skipped: list[str] | None) -> Iterator[Item]:
+    try:
+        if str(entry["request"]["method"]).upper() == "CONNECT":
+            skip(skipped, f"entry {number}: CONNECT")
+            return
+        exchange = entry_exchange(entry, provenance)
+        messages = list(entry_messages(entry, exchange))
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        skip(skipped, f"entry {number}: cannot read it ({type(e).__name__}: {e})")
+        return
+    yield exchange
+    yield from messages

@@ -12,12 +12,24 @@ The messages are HTTP/1 as it was on the wire: header and URL bytes exactly
 as recorded (a byte that is not UTF-8 stays that byte), bodies encoded with
 their Content-Encoding, and chunked when their Transfer-Encoding says so.
 Reading parses them here, leniently (captures hold what Fiddler saw), and
-undoes chunking and Content-Encoding as the recorder does.
+undoes chunking and Content-Encoding as the recorder does, keeping the
+bytes that came (`encoded`) so a round trip gives them back exactly. A
+message without them (a body changed by redaction) is encoded again, and its
+Content-Length set to what is written.
+
+Websocket sessions: the frames Fiddler saves in `raw/N_w.txt` become
+`WebsocketMessage`s yielded right after their 101 handshake, and written back
+as `_w.txt` after it. The Fiddler process column (`x-ProcessInfo`,
+`x49.exe:1234`) comes with each session from `read_sessions`.
+
+Bounded reading: a member is read up to `max_body` (64 MiB by default) past
+its head; the rest of a bigger one is cut off and named in `skipped`, and a
+member that inflates more than `MAX_RATIO` times its stored size (a zip
+bomb) is not read at all.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import time
@@ -29,14 +41,31 @@ from typing import IO
 from typing import Any
 from xml.etree import ElementTree
 
-from mpsdproxy import classify
 from mpsdproxy import encoding
 from mpsdproxy import model
 from mpsdproxy.interchange.common import check_exportable
+from mpsdproxy.interchange.common import comment
 from mpsdproxy.interchange.common import skip
 from mpsdproxy.interchange.common import split_address
+from mpsdproxy.interchange.wsframes import Frame
+from mpsdproxy.interchange.wsframes import fiddler_time
+from mpsdproxy.interchange.wsframes import parse_time
+from mpsdproxy.interchange.wsframes import read_frames
+from mpsdproxy.interchange.wsframes import write_frames
+from mpsdproxy.recording.messages import WebsocketMessage
 
-__all__ = ["write_saz", "read_saz"]
+__all__ = ["write_saz", "read_saz", "read_sessions", "process_name", "MAX_BODY", "MAX_RATIO"]
+
+#: The most bytes read of one archive member past its head (`--max-body`).
+MAX_BODY = 64 * 1024 * 1024
+#: A member inflating more than this many times its stored size is refused (a zip
+#: bomb): text compresses well, but not a thousandfold.
+MAX_RATIO = 200
+#: Members smaller than this are read whatever their ratio (nothing to fear).
+_RATIO_FLOOR = 1024 * 1024
+_HEAD_ALLOWANCE = 256 * 1024
+
+Item = model.Exchange | WebsocketMessage
 
 _FLAG_PREFIX = "x-mpsd-"
 
@@ -52,22 +81,22 @@ _CONTENT_TYPES = (
 
 # --- writing ---------------------------------------------------------------------------------
 
-def _fiddler_time(epoch: float) -> str:
-    """Fiddler's timer format: ISO 8601 with 7 fractional digits and an offset."""
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"
-
-
 def _chunked(headers: model.Headers) -> bool:
     return "chunked" in (headers.get("transfer-encoding") or "").lower()
 
 
-def _message(first_line: bytes, headers: model.Headers, body: bytes) -> bytes:
-    """One HTTP/1 message: the body encoded with its Content-Encoding, chunked when
-    its Transfer-Encoding says so."""
-    wire = encoding.wire_body(body, headers.get("content-encoding"))
+def _message(first_line: bytes, headers: model.Headers, body: bytes,
+             encoded: bytes | None) -> bytes:
+    """One HTTP/1 message: the body as the wire carried it (`encoded`), else encoded
+    again with its Content-Encoding; chunked when its Transfer-Encoding says so, else
+    with a Content-Length that matches it. An empty body keeps the Content-Length it
+    declared: a HEAD or 304 answer, or a capture that did not save the body."""
+    wire = encoded if encoded is not None else encoding.wire_body(
+        body, headers.get("content-encoding"))
     if _chunked(headers):
         wire = (b"%x\r\n%s\r\n" % (len(wire), wire) if wire else b"") + b"0\r\n\r\n"
+    elif wire and headers.first("content-length") not in (None, str(len(wire))):
+        headers = headers.with_value("Content-Length", str(len(wire)))
     head = b"".join(k + b": " + v + b"\r\n" for k, v in headers.raw())
     return first_line + b"\r\n" + head + b"\r\n" + wire
 
@@ -81,14 +110,14 @@ def _request_text(exchange: model.Exchange) -> tuple[bytes, bool]:
         netloc = request.url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
         headers = model.Headers([("Host", netloc), *headers])
     line = model.to_bytes(f"{request.method} {request.url} HTTP/1.1")
-    return _message(line, headers, request.body), added
+    return _message(line, headers, request.body, request.encoded), added
 
 
 def _response_text(response: model.Response | None) -> bytes:
     if response is None:
         return b""
     line = b"HTTP/1.1 %d " % response.status + model.to_bytes(response.reason)
-    return _message(line, response.headers, response.body)
+    return _message(line, response.headers, response.body, response.encoded)
 
 
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -104,12 +133,7 @@ def _flags(exchange: model.Exchange, added_host: bool) -> Iterator[tuple[str, st
     host, port = split_address(exchange.client) or ("127.0.0.1", 0)
     yield "x-clientip", host
     yield "x-clientport", str(port)
-    classification = classify.classify(exchange)
-    comment = classification.id or "unclassified"
-    codes = [a.code for a in classification.anomalies]
-    if codes:
-        comment += " (" + ", ".join(codes) + ")"
-    yield "ui-comments", comment
+    yield "ui-comments", comment(exchange)
     yield _FLAG_PREFIX + "seq", str(exchange.seq)
     yield _FLAG_PREFIX + "provenance", json.dumps(dict(exchange.provenance))
     if exchange.response is None:
@@ -121,7 +145,7 @@ def _flags(exchange: model.Exchange, added_host: bool) -> Iterator[tuple[str, st
 def _meta(number: int, exchange: model.Exchange, added_host: bool) -> bytes:
     start = exchange.start if exchange.start is not None else time.time()
     end = exchange.end if exchange.end is not None else start
-    first, last = _fiddler_time(start), _fiddler_time(end)
+    first, last = fiddler_time(start), fiddler_time(end)
     session = ElementTree.Element("Session", SID=str(number), BitFlags="0")
     timers = {name: first for name in (
         "ClientConnected", "ClientBeginRequest", "GotRequestHeaders", "ClientDoneRequest")}
@@ -140,42 +164,61 @@ def _meta(number: int, exchange: model.Exchange, added_host: bool) -> bytes:
     return ('<?xml version="1.0" encoding="utf-8"?>\r\n' + body).encode("utf-8")
 
 
-def write_saz(exchanges: Iterable[model.Exchange], fo: IO[bytes] | str, width: int = 3,
+class _Frames:
+    """The frames waiting for the `_w.txt` of the session written last."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.archive = archive
+        self.stem: str | None = None
+        self.url: str | None = None
+        self.frames: list[Frame] = []
+
+    def start(self, stem: str | None, url: str | None) -> None:
+        """Write the pending frames, then collect for the session `stem`."""
+        if self.stem and self.frames:
+            self.archive.writestr(f"{self.stem}_w.txt", write_frames(self.frames))
+        self.stem, self.url, self.frames = stem, url, []
+
+    def add(self, message: WebsocketMessage, skipped: list[str] | None) -> None:
+        if self.stem is None or message.url != self.url:
+            skip(skipped, f"record {message.seq}: a websocket message whose handshake "
+                          f"({model.printable(message.url)}) is not the session before it")
+            return
+        self.frames.append(Frame(message.direction, message.opcode, message.payload,
+                                 message.start, message.fin))
+
+
+def write_saz(exchanges: Iterable[Item], fo: IO[bytes] | str, width: int = 3,
               skipped: list[str] | None = None) -> int:
-    """Write exchanges as a SAZ archive; `width` zero-pads the session numbers.
+    """Write exchanges (and the websocket messages after their handshakes) as a SAZ
+    archive; `width` zero-pads the session numbers; the number of sessions written.
     An exchange without an absolute URL is left out and noted in `skipped`."""
     count = 0
     with zipfile.ZipFile(fo, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("[Content_Types].xml", _CONTENT_TYPES)
+        frames = _Frames(archive)
         for exchange in exchanges:
+            if isinstance(exchange, WebsocketMessage):
+                frames.add(exchange, skipped)
+                continue
             try:
                 check_exportable(exchange)
             except ValueError as e:
+                frames.start(None, None)
                 skip(skipped, str(e))
                 continue
             count += 1
             stem = f"raw/{count:0{width}d}"
+            frames.start(stem, exchange.request.url)
             request, added_host = _request_text(exchange)
             archive.writestr(f"{stem}_c.txt", request)
             archive.writestr(f"{stem}_m.xml", _meta(count, exchange, added_host))
             archive.writestr(f"{stem}_s.txt", _response_text(exchange.response))
+        frames.start(None, None)
     return count
 
 
 # --- reading ---------------------------------------------------------------------------------
-
-def _parse_fiddler_time(value: str | None) -> float | None:
-    if not value or value.startswith("0001-01-01"):
-        return None
-    value = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
-    try:
-        moment = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
-
 
 def _split_message(data: bytes) -> tuple[bytes, model.Headers, bytes]:
     """(first line, headers, body as saved) of one HTTP/1 message."""
@@ -213,14 +256,16 @@ def _dechunk(data: bytes) -> bytes:
         pos += size + 2
 
 
-def _content(headers: model.Headers, saved: bytes) -> bytes:
-    """The body as records keep it: chunking and Content-Encoding undone."""
+def _content(headers: model.Headers, saved: bytes) -> tuple[bytes, bytes | None]:
+    """(body as records keep it, the bytes that came when a Content-Encoding is
+    present): chunking undone for both, the Content-Encoding for the body."""
     if _chunked(headers):
         try:
             saved = _dechunk(saved)
         except ValueError:
             pass  # saved already de-chunked
-    return encoding.plain_body(saved, headers.get("content-encoding"))
+    coding = headers.get("content-encoding")
+    return encoding.plain_body(saved, coding), saved if coding else None
 
 
 def _read_request(data: bytes) -> model.Request:
@@ -234,7 +279,7 @@ def _read_request(data: bytes) -> model.Request:
     if not target.lower().startswith(("http://", "https://")):
         # origin-form: the URL comes from Host (SAZ captures are HTTPS)
         target = f"https://{headers.get('host') or ''}{target}"
-    return model.Request(method, target, headers, _content(headers, body))
+    return model.Request(method, target, headers, *_content(headers, body))
 
 
 def _read_response(data: bytes) -> model.Response | None:
@@ -245,7 +290,7 @@ def _read_response(data: bytes) -> model.Response | None:
     if len(parts) < 2 or not parts[1].isdigit():
         raise ValueError(f"not a status line: {model.printable(model.from_bytes(line))!r}")
     reason = model.from_bytes(parts[2]) if len(parts) > 2 else ""
-    return model.Response(int(parts[1]), reason, headers, _content(headers, body))
+    return model.Response(int(parts[1]), reason, headers, *_content(headers, body))
 
 
 def _meta_of(meta: bytes) -> tuple[dict[str, str], dict[str, str]]:
@@ -273,29 +318,75 @@ def _provenance(flags: Mapping[str, str], default: Mapping[str, Any]) -> Mapping
     return own if isinstance(own, dict) else default
 
 
-def _session(archive: zipfile.ZipFile, names: dict[str, str],
-             provenance: Mapping[str, Any]) -> model.Exchange:
-    request = _read_request(archive.read(names["c"]))
-    response = _read_response(archive.read(names["s"])) if "s" in names else None
-    timers, flags = _meta_of(archive.read(names["m"]) if "m" in names else b"")
+class _Members:
+    """Reads archive members with the caps: `max_body` past a head allowance, and no
+    member that inflates more than MAX_RATIO times."""
+
+    def __init__(self, archive: zipfile.ZipFile, max_body: int, skipped: list[str] | None
+                 ) -> None:
+        self.archive, self.max_body, self.skipped = archive, max_body, skipped
+
+    def read(self, number: int, name: str) -> bytes:
+        info = self.archive.getinfo(name)
+        if info.file_size > _RATIO_FLOOR and \
+                info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise ValueError(f"{name} inflates {info.file_size // max(info.compress_size, 1)}"
+                             f" times its stored size (over {MAX_RATIO}: a zip bomb?)")
+        cap = self.max_body + _HEAD_ALLOWANCE
+        with self.archive.open(info) as member:
+            data = member.read(cap)
+            more = bool(member.read(1))
+        if more:
+            skip(self.skipped, f"session {number}: {name} is over the {self.max_body}-byte "
+                               f"cap (--max-body): its body is stored truncated")
+        return data
+
+
+def process_name(flags: Mapping[str, str]) -> str | None:
+    """The Fiddler process column's program (`x49.exe:1234` -> `x49.exe`), or None."""
+    value = flags.get("x-processinfo") or ""
+    name = value.rsplit(":", 1)[0] if value.rsplit(":", 1)[-1].isdigit() else value
+    return name.strip() or None
+
+
+def _session(members: _Members, number: int, names: dict[str, str],
+             provenance: Mapping[str, Any]) -> tuple[model.Exchange, str | None]:
+    request = _read_request(members.read(number, names["c"]))
+    response = _read_response(members.read(number, names["s"])) if "s" in names else None
+    timers, flags = _meta_of(members.read(number, names["m"]) if "m" in names else b"")
     if flags.get(_FLAG_PREFIX + "added-host") == "true":
         request = model.Request(request.method, request.url, request.headers.without("host"),
-                                request.body)
-    start = _parse_fiddler_time(timers.get("ClientBeginRequest")) or time.time()
-    end = _parse_fiddler_time(timers.get("ClientDoneResponse")) or start
+                                request.body, request.encoded)
+    start = parse_time(timers.get("ClientBeginRequest")) or time.time()
+    end = parse_time(timers.get("ClientDoneResponse")) or start
     error = None
     if response is None:
         error = flags.get(_FLAG_PREFIX + "error") or "no response in the capture"
-    return model.Exchange(request=request, response=response, error=error, start=start,
-                          end=end, client=_client(flags),
-                          provenance=_provenance(flags, provenance))
+    exchange = model.Exchange(request=request, response=response, error=error, start=start,
+                              end=end, client=_client(flags),
+                              provenance=_provenance(flags, provenance))
+    return exchange, process_name(flags)
 
 
-_SAZ_NAME = re.compile(r"^raw/(\d+)_([csm])\.(?:txt|xml)$", re.IGNORECASE)
+def _messages(members: _Members, number: int, name: str, exchange: model.Exchange,
+              skipped: list[str] | None) -> Iterator[WebsocketMessage]:
+    """The websocket messages of a session's `_w.txt`; an unreadable frame is named in
+    `skipped` with the rest of the file."""
+    try:
+        for frame in read_frames(members.read(number, name)):
+            yield WebsocketMessage(
+                url=exchange.request.url, direction=frame.direction, opcode=frame.opcode,
+                payload=frame.payload, start=frame.time, client=exchange.client,
+                provenance=exchange.provenance, fin=frame.fin)
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError) as e:
+        skip(skipped, f"session {number}: {name}: {e} (the frames from there on are lost)")
+
+
+_SAZ_NAME = re.compile(r"^raw/(\d+)_([csmw])\.(?:txt|xml)$", re.IGNORECASE)
 
 
 def _sessions(archive: zipfile.ZipFile) -> dict[int, dict[str, str]]:
-    """session number -> {"c"|"s"|"m": member name}"""
+    """session number -> {"c"|"s"|"m"|"w": member name}"""
     sessions: dict[int, dict[str, str]] = {}
     for name in archive.namelist():
         match = _SAZ_NAME.match(name)
@@ -304,19 +395,26 @@ def _sessions(archive: zipfile.ZipFile) -> dict[int, dict[str, str]]:
     return sessions
 
 
-def read_saz(fo: IO[bytes] | str, provenance: Mapping[str, Any],
-             skipped: list[str] | None = None) -> Iterator[model.Exchange]:
-    """Exchanges of a SAZ archive, in session-number order. CONNECT tunnels and
-    sessions that cannot be read are noted in `skipped`. `provenance` is used unless
-    a session carries its own (one exported from a recording).
+def _open(fo: IO[bytes] | str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(fo)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ValueError(f"not a SAZ archive: {e}") from None
+
+
+def read_sessions(fo: IO[bytes] | str, provenance: Mapping[str, Any],
+                  skipped: list[str] | None = None, *, max_body: int = MAX_BODY
+                  ) -> Iterator[tuple[Item, str | None]]:
+    """(exchange or websocket message, Fiddler process name or None) of each session
+    of a SAZ archive, in session-number order, a session's websocket messages right
+    after it. CONNECT tunnels and sessions that cannot be read are noted in `skipped`,
+    by number. `provenance` is used unless a session carries its own (one exported
+    from a recording).
 
     Raises ValueError when the file is not a zip archive.
     """
-    try:
-        archive = zipfile.ZipFile(fo)
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"not a SAZ archive: {e}") from None
-    with archive:
+    with _open(fo) as archive:
+        members = _Members(archive, max_body, skipped)
         sessions = _sessions(archive)
         for number in sorted(sessions):
             names = sessions[number]
@@ -324,11 +422,24 @@ def read_saz(fo: IO[bytes] | str, provenance: Mapping[str, Any],
                 skip(skipped, f"session {number}: no request (_c.txt)")
                 continue
             try:
-                exchange = _session(archive, names, provenance)
-            except (ValueError, KeyError, ElementTree.ParseError) as e:
+                exchange, process = _session(members, number, names, provenance)
+            except (ValueError, KeyError, ElementTree.ParseError, zipfile.BadZipFile,
+                    OSError, EOFError, RecursionError) as e:
                 skip(skipped, f"session {number}: cannot read it ({e})")
                 continue
             if exchange.request.method.upper() == "CONNECT":
                 skip(skipped, f"session {number}: CONNECT")
                 continue
-            yield exchange
+            yield exchange, process
+            if "w" in names:
+                for message in _messages(members, number, names["w"], exchange, skipped):
+                    yield message, process
+
+
+def read_saz(fo: IO[bytes] | str, provenance: Mapping[str, Any],
+             skipped: list[str] | None = None, *, max_body: int = MAX_BODY
+             ) -> Iterator[Item]:
+    """Exchanges of a SAZ archive, each followed by its websocket messages (see
+    `read_sessions`). Raises ValueError when the file is not a zip archive."""
+    for item, _ in read_sessions(fo, provenance, skipped, max_body=max_body):
+        yield item

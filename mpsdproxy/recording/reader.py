@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpsdproxy.recording import codec
+from mpsdproxy.recording import messages as ws
 
 __all__ = ["RecordError", "ReadIssue", "iter_records", "numbered", "check_outline", "read"]
 
@@ -38,28 +39,33 @@ class ReadIssue:
         return f"{self.path}:{self.line}: {self.problem}"
 
 
-def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any] | ReadIssue]:
-    """Stream records from a recording, yielding a ReadIssue for each bad line.
+def iter_records(path: str | os.PathLike[str], *, messages: bool = True
+                 ) -> Iterator[dict[str, Any] | ReadIssue]:
+    """Stream every record line of a recording, yielding a ReadIssue for each bad line.
 
-    The header line is checked and not yielded. A last line without its newline
-    is what a killed writer leaves behind: it is reported as truncated rather
-    than raised.
+    Websocket message records are yielded too (so a writer continuing a file
+    sees every seq); `messages=False` leaves them out. The header line is
+    checked and not yielded. A last line without its newline is what a killed
+    writer leaves behind: it is reported as truncated rather than raised.
     """
-    for _, item in numbered(path):
+    for _, item in numbered(path, messages=messages):
         yield item
 
 
-def numbered(path: str | os.PathLike[str]
+def numbered(path: str | os.PathLike[str], *, messages: bool = False
              ) -> Iterator[tuple[int, dict[str, Any] | ReadIssue]]:
-    """`iter_records`, each record or issue with the line it came from."""
+    """Records or issues with the line they came from. HTTP exchange records only,
+    unless `messages`: then websocket message records too (`messages.is_message`)."""
     path = os.fspath(path)
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             item = _item(path, number, line)
-            if item is not None:
-                yield number, item
+            if item is None or (not messages and isinstance(item, dict)
+                                and ws.is_message(item)):
+                continue
+            yield number, item
 
 
 def _item(path: str, number: int, line: str) -> dict[str, Any] | ReadIssue | None:
@@ -81,12 +87,21 @@ def _item(path: str, number: int, line: str) -> dict[str, Any] | ReadIssue | Non
                 f"recording format version {version!r}: this mpsdproxy reads "
                 f"versions up to {codec.FORMAT_VERSION}"))
         return None
-    problem = check_outline(item)
+    problem = check_outline(item, messages=True)
     return ReadIssue(path, number, problem) if problem else item
 
 
-def check_outline(item: dict[str, Any]) -> str | None:
-    """Why a parsed line is not a record, or None when it is one."""
+def check_outline(item: dict[str, Any], *, messages: bool = False) -> str | None:
+    """Why a parsed line is not a record, or None when it is one.
+
+    A websocket message record (`"kind": "websocket"`) is one with `messages`;
+    without, it is named as such, so a caller that only handles exchanges
+    skips it with a reason instead of failing on its missing request.
+    """
+    if ws.is_message(item):
+        if not messages:
+            return "a websocket message record, not an HTTP exchange"
+        return ws.check_message(item)
     if not isinstance(item.get("seq"), int):
         return "missing or non-integer 'seq'"
     request = item.get("request")
@@ -118,15 +133,17 @@ def check_outline(item: dict[str, Any]) -> str | None:
 
 
 def read(
-    path: str | os.PathLike[str], *, strict: bool = False, issues: list[ReadIssue] | None = None
+    path: str | os.PathLike[str], *, strict: bool = False, issues: list[ReadIssue] | None = None,
+    messages: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Stream the records of a recording.
+    """Stream the HTTP exchange records of a recording; with `messages`, its websocket
+    message records too, in file order (`messages.is_message` tells them apart).
 
     With `strict`, the first bad line raises RecordError (a truncated last line
     too); otherwise bad lines are skipped and appended to `issues`, so a caller
     can always say which lines it did not use.
     """
-    for item in iter_records(path):
+    for item in iter_records(path, messages=messages):
         if isinstance(item, ReadIssue):
             if strict:
                 raise RecordError(item.path, item.line, item.problem)

@@ -28,6 +28,7 @@ from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import resources
 from mpsdproxy.recording import codec
+from mpsdproxy.recording import messages
 from mpsdproxy.replay.matching import CONDITION_HEADERS
 from mpsdproxy.replay.matching import MatchKey
 from mpsdproxy.replay.matching import MatchOptions
@@ -323,7 +324,8 @@ def _scan(path: str) -> Iterator[tuple[int, int, _Item]]:
 
 
 def _parse_line(path: str, number: int, raw: bytes) -> _Item | None:
-    """One line's record, a ReadIssue, or None for the header line."""
+    """One line's record, a ReadIssue, or None for the header line and for websocket
+    messages (served by no HTTP replay)."""
     try:
         item = json.loads(model.from_bytes(raw))
     except (ValueError, RecursionError) as e:
@@ -341,6 +343,8 @@ def _parse_line(path: str, number: int, raw: bytes) -> _Item | None:
         return recording.ReadIssue(path, number, (
             f"recording format version {version!r}: this mpsdproxy reads versions up to "
             f"{codec.FORMAT_VERSION}"))
+    if messages.is_message(item):
+        return None
     problem = recording.check_outline(item)
     if problem:
         return recording.ReadIssue(path, number, problem)
