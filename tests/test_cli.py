@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+import mpsdproxy
 from mpsdproxy import catalog
+from mpsdproxy import interchange
 from mpsdproxy.cli import cli
 
 
@@ -23,6 +27,7 @@ def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+    assert "Example" in result.output, f"{command} --help shows no example"
     for param in cli.commands[command].params:
         if isinstance(param, __import__("click").Option) and param.name != "help":
             assert param.help, f"{command} {param.opts} has no help text"
@@ -94,3 +99,57 @@ def test_check_names_file_line_and_key_of_each_problem() -> None:
     assert len(lines) == 1
     assert lines[0].startswith(f"{broken}:")
     assert ": rules[0].when.nth: " in lines[0]
+
+
+def test_import_wires_scope_flags_and_says_what_was_kept_by_host(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def import_file(path: str, out_path: str, fmt: str | None = None, **kwargs: Any) -> Any:
+        calls.append({"path": path, "out_path": out_path, "fmt": fmt, **kwargs})
+        return interchange.ImportResult(
+            count=3, kept_by_host={"sessiondirectory.xboxlive.com": 2, "rta.xboxlive.com": 1},
+            dropped_by_host={"www.bing.com": 4, "login.live.com": 5})
+
+    monkeypatch.setattr(interchange, "import_file", import_file)
+    capture = tmp_path / "capture.saz"
+    capture.write_bytes(b"PK")
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"")
+    result = CliRunner().invoke(cli, [
+        "import", str(capture), "-o", str(out), "--append", "--all-hosts", "--host", "a.example",
+        "--process", "Title.exe", "--format", "saz"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        f"Imported into {out}: kept 3 exchange(s) (sessiondirectory.xboxlive.com 2, "
+        "rta.xboxlive.com 1); dropped 9 (login.live.com 5, www.bing.com 4)")
+    (call,) = calls
+    assert call["fmt"] == "saz"
+    assert call["append"] is True and call["all_hosts"] is True
+    assert call["hosts"] == ["a.example"] and call["processes"] == ["Title.exe"]
+
+
+def test_scan_prints_a_line_per_finding_and_exits_1(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    found = types.SimpleNamespace(path="x.har", where="entry 3 header X-AuthXToken",
+                                  kind="xbl3", excerpt="XBL3.0 x=...;<token, 812 chars>")
+    fake = types.ModuleType("mpsdproxy.scan")
+    fake.scan_file = lambda path: [found] if path.endswith(".har") else []  # type: ignore
+    monkeypatch.setitem(sys.modules, "mpsdproxy.scan", fake)
+    monkeypatch.setattr(mpsdproxy, "scan", fake, raising=False)
+    clean = CliRunner().invoke(cli, ["scan", "a.jsonl"])
+    assert clean.exit_code == 0
+    assert "nothing credential-shaped found" in clean.stdout
+    dirty = CliRunner().invoke(cli, ["scan", "a.jsonl", "x.har"])
+    assert dirty.exit_code == 1
+    assert dirty.stdout.splitlines() == [
+        "x.har:entry 3 header X-AuthXToken: xbl3: XBL3.0 x=...;<token, 812 chars>"]
+
+
+def test_format_choices_come_from_the_format_table() -> None:
+    from mpsdproxy.addons import flowfile
+
+    result = CliRunner().invoke(cli, ["export", "--help"])
+    assert f"[{'|'.join(flowfile.FORMATS)}]" in result.output
+    bad = CliRunner().invoke(cli, ["export", "x", "--format", "nope", "-o", "y"])
+    assert bad.exit_code == 2

@@ -28,6 +28,7 @@ from mpsdproxy.recording.redact import DEFAULT_REDACT
 from mpsdproxy.recording.redact import REDACTED_PREFIX
 from mpsdproxy.recording.redact import Redactor
 from mpsdproxy.recording.redact import redact_value
+from mpsdproxy.recording.writer import LockedError
 from mpsdproxy.recording.writer import Writer
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "to_record",
     "to_exchange",
     "Writer",
+    "LockedError",
     "RecordError",
     "ReadIssue",
     "read",

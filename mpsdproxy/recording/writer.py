@@ -4,10 +4,16 @@ Each line goes to the operating system in one unbuffered write, so a killed
 proxy loses at most the exchange in flight. A line is encoded before its
 sequence number is taken: whatever an exchange carried, it gets the next
 number and the numbers stay contiguous.
+
+A writer holds an exclusive lock on its file (`fcntl.flock`, where the platform
+has it) for as long as it is open: a second writer, in this process or another,
+is refused with `LockedError` instead of both numbering from the same last seq.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from collections.abc import Mapping
 from typing import IO
@@ -16,7 +22,21 @@ from typing import Any
 from mpsdproxy.recording import codec
 from mpsdproxy.recording.reader import iter_records
 
-__all__ = ["Writer"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, no refusal
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Writer", "LockedError"]
+
+
+class LockedError(OSError):
+    """Another writer holds the recording; names the file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: another mpsdproxy process is writing this recording; "
+                         "stop it or choose another file")
+        self.path = path
 
 
 class Writer:
@@ -29,8 +49,14 @@ class Writer:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self.seq = _last_seq(self.path)
         self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        try:
+            _lock(self._file, self.path)
+        except BaseException:
+            self._file.close()
+            raise
+        # Read only once the lock is held: the last seq cannot move under us now.
+        self.seq = _last_seq(self.path)
         if self._file.tell() == 0:
             self._write_all(codec.encode_line(codec.header_line()))
         elif not _ends_with_newline(self.path):
@@ -66,6 +92,25 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _lock(file: IO[bytes], path: str) -> None:
+    """Take the exclusive lock without waiting; LockedError when someone has it."""
+    if fcntl is None:
+        return
+    try:
+        descriptor = file.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return  # a stream with no operating-system file behind it: nothing to lock
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockedError(path) from None
+    except OSError as e:
+        # A file system without locks (some network mounts): write unlocked, as
+        # before locks existed, rather than refuse to record at all.
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            raise
 
 
 def _ends_with_newline(path: str) -> bool:

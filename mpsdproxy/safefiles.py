@@ -1,0 +1,157 @@
+"""Writing files without losing any: outputs that are inputs are refused, and an
+output appears whole or not at all.
+
+A command that truncates its output before reading its input empties that input
+when both are the same file (`export R -o R`); one that appends to its input
+reads its own writes forever (`resend R --record R`); one killed or failing half
+way leaves a partial file that looks like a result. These three helpers are what
+every command that writes a file uses instead of a bare `open(path, "w")`.
+
+The `refuse_*` checks are the other half: a command that reads an empty file, or
+one that is not a recording, must say so (BadFile, one line naming the file)
+rather than judge nothing and pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import IO
+from typing import Any
+
+__all__ = ["BadFile", "SameFileError", "UNREADABLE_LIMIT", "same_file",
+           "refuse_overwrite_of_inputs", "atomic_output", "refuse_empty", "refuse_unreadable",
+           "refuse_no_records"]
+
+PathLike = str | os.PathLike[str]
+
+#: Over this share of unreadable lines (a cut last line aside) a recording is not
+#: judged: a report or diff of what is left would pass on garbage.
+UNREADABLE_LIMIT = 0.10
+
+
+class BadFile(ValueError):
+    """A file a command will not use; the message is one line that names it."""
+
+
+class SameFileError(BadFile):
+    """An output that is one of the command's inputs; names both."""
+
+    def __init__(self, output: PathLike, source: PathLike) -> None:
+        output, source = os.fspath(output), os.fspath(source)
+        if os.path.abspath(output) == os.path.abspath(source):
+            what = "is also an input"
+        else:
+            what = f"is the same file as the input {source}"
+        super().__init__(f"{output}: {what}; writing it would destroy it, choose another output")
+        self.output = output
+        self.source = source
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when `a` and `b` name one file: same inode when both exist (hard links,
+    symlinks, `./x` and `x`), else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_overwrite_of_inputs(outputs: Iterable[PathLike | None],
+                               inputs: Iterable[PathLike]) -> None:
+    """Raise SameFileError when any output is one of the inputs (None outputs are
+    ignored, so optional `-o` values can be passed as they come)."""
+    sources = [os.fspath(i) for i in inputs]
+    for output in outputs:
+        if output is None or os.fspath(output) == "":
+            continue
+        for source in sources:
+            if same_file(output, source):
+                raise SameFileError(output, source)
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, mode: str = "w", *,
+                  encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temporary file next to `path` for writing; on a clean exit it replaces
+    `path` in one rename, on an exception it is removed and `path` is untouched.
+
+    The temporary file lives in the same folder so the rename never crosses a file
+    system. The result gets the permissions an ordinary `open` would give it (or
+    those of the file it replaces).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_output writes a new file: mode 'w' or 'wb', not {mode!r}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
+                                     dir=folder)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, _mode_for(path))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def refuse_empty(path: PathLike, what: str = "recording") -> None:
+    """BadFile when `path` holds nothing but whitespace or cannot be opened; `what`
+    the file should have been, for the message."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 16):
+                if chunk.strip():
+                    return
+    except OSError as e:
+        raise BadFile(f"{path}: {e.strerror or e}") from None
+    raise BadFile(f"{path}: empty file, not a {what}")
+
+
+def refuse_unreadable(path: PathLike, records: int, unreadable: int,
+                      first: tuple[int, str] | None = None) -> None:
+    """BadFile when a file is not a recording (unreadable lines and no record) or
+    more than UNREADABLE_LIMIT of its lines are unreadable. `first` is the first
+    unreadable line and why, to name in the message."""
+    lines = records + unreadable
+    why = f" (line {first[0]}: {first[1]})" if first else ""
+    if records == 0 and unreadable:
+        raise BadFile(f"{os.fspath(path)}: not a recording: no readable record line{why}")
+    if unreadable > UNREADABLE_LIMIT * lines:
+        raise BadFile(f"{os.fspath(path)}: {unreadable} of {lines} lines unreadable, over "
+                      f"the {UNREADABLE_LIMIT:.0%} a recording may have{why}")
+
+
+def refuse_no_records(path: PathLike) -> None:
+    """BadFile when a recording holds no exchange at all (reads up to the first one)."""
+    from mpsdproxy import recording
+
+    refuse_empty(path)
+    first = None
+    try:
+        for _, item in recording.numbered(path):
+            if not isinstance(item, recording.ReadIssue):
+                return
+            first = first or item
+    except OSError as e:
+        raise BadFile(f"{os.fspath(path)}: {e.strerror or e}") from None
+    why = f" (line {first.line}: {first.problem})" if first else ""
+    raise BadFile(f"{os.fspath(path)}: holds no exchange{why}")
+
+
+def _mode_for(path: str) -> int:
+    """The permission bits of the file being replaced, else the umask's default."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

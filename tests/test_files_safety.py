@@ -1,0 +1,315 @@
+"""Files are never lost, and exit codes a CI gate can trust.
+
+Each bad-file case goes through the real command: the files it was given keep
+their bytes, it exits 2 (bad input) with one line naming the file, and no
+traceback is ever printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mpsdproxy import recording
+from mpsdproxy import safefiles
+from mpsdproxy.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "recordings" / "sample-lobby.jsonl"
+NOWHERE = "http://127.0.0.1:9"  # never contacted: every case here is refused first
+
+
+def _mpsdproxy(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mpsdproxy", *map(str, args)],
+                          capture_output=True, text=True, timeout=60, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def _cli(*args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _bad_input(code: int, stderr: str, names: str | Path) -> str:
+    """Assert exit 2, one line naming the file, no traceback; return the line."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    assert len(lines) == 1, stderr
+    assert str(names) in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> Path:
+    path = tmp_path / "pass.jsonl"
+    path.write_bytes(SAMPLE.read_bytes())
+    return path
+
+
+def _har(path: Path) -> Path:
+    entry = {"startedDateTime": "2026-01-01T00:00:00.000Z", "time": 1,
+             "request": {"method": "GET", "url": "https://sessiondirectory.xboxlive.com/x",
+                         "httpVersion": "HTTP/1.1", "headers": [], "queryString": [],
+                         "cookies": [], "headersSize": -1, "bodySize": 0},
+             "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1",
+                          "headers": [], "cookies": [], "content": {"size": 0,
+                                                                     "mimeType": ""},
+                          "redirectURL": "", "headersSize": -1, "bodySize": 0},
+             "cache": {}, "timings": {"send": 0, "wait": 1, "receive": 0}}
+    path.write_text(json.dumps({"log": {"version": "1.2", "creator": {"name": "t",
+                                                                      "version": "1"},
+                                        "entries": [entry]}}))
+    return path
+
+
+# -- outputs that are inputs ---------------------------------------------------------------
+
+
+def test_export_onto_its_own_recording_is_refused(rec: Path) -> None:
+    before = rec.read_bytes()
+    result = _mpsdproxy("export", rec.name, "--format", "har", "-o", rec.name, cwd=rec.parent)
+    _bad_input(result.returncode, result.stderr, rec.name)
+    assert rec.read_bytes() == before
+
+
+@pytest.mark.parametrize("spelling", ["link", "hardlink", "dotted"])
+def test_export_onto_another_name_of_the_recording_is_refused(rec: Path, spelling: str) -> None:
+    before = rec.read_bytes()
+    other = rec.parent / "other.har"
+    if spelling == "link":
+        other.symlink_to(rec)
+    elif spelling == "hardlink":
+        os.link(rec, other)
+    else:
+        other = rec.parent / "." / rec.name
+    code, _, err = _cli("export", rec, "--format", "har", "-o", other)
+    _bad_input(code, err, other)
+    assert rec.read_bytes() == before
+
+
+def test_resend_recording_into_itself_is_refused(rec: Path) -> None:
+    before = rec.read_bytes()
+    result = _mpsdproxy("resend", rec.name, "--to", NOWHERE, "--record", f"./{rec.name}",
+                        cwd=rec.parent)
+    _bad_input(result.returncode, result.stderr, rec.name)
+    assert result.stdout == ""  # nothing was sent
+    assert rec.read_bytes() == before
+
+
+def test_import_onto_its_own_capture_is_refused(tmp_path: Path) -> None:
+    har = _har(tmp_path / "x.har")
+    before = har.read_bytes()
+    result = _mpsdproxy("import", "x.har", "-o", "x.har", cwd=tmp_path)
+    _bad_input(result.returncode, result.stderr, "x.har")
+    assert har.read_bytes() == before
+
+
+def test_import_into_an_existing_recording_needs_append(tmp_path: Path, rec: Path) -> None:
+    har = _har(tmp_path / "x.har")
+    before = rec.read_bytes()
+    line = _bad_input(*_cli("import", har, "-o", rec)[::2], rec)
+    assert "--append" in line
+    assert rec.read_bytes() == before
+
+
+def test_report_output_onto_its_recording_is_refused(rec: Path) -> None:
+    before = rec.read_bytes()
+    code, _, err = _cli("report", rec, "--format", "html", "-o", rec)
+    _bad_input(code, err, rec)
+    assert rec.read_bytes() == before
+
+
+def test_record_onto_a_replayed_recording_is_refused(rec: Path) -> None:
+    before = rec.read_bytes()
+    code, _, err = _cli("run", "--replay", rec, "--record", rec)
+    _bad_input(code, err, rec)
+    assert rec.read_bytes() == before
+
+
+# -- two writers on one recording ----------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_and_seqs_never_repeat(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    record = {"request": {"method": "GET", "url": "http://h/x", "headers": []}}
+    with recording.Writer(path) as first:
+        assert first.write(record) == 1
+        with pytest.raises(recording.LockedError, match=str(path)):
+            recording.Writer(path)
+        assert first.write(record) == 2
+    with recording.Writer(path) as second:  # free again once the first closed
+        assert second.write(record) == 3
+    seqs = [r["seq"] for r in recording.read(path, strict=True)]
+    assert seqs == [1, 2, 3]
+
+
+def test_a_second_writer_is_refused_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    with recording.Writer(path):
+        result = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from mpsdproxy import recording\n"
+             "try:\n    recording.Writer(sys.argv[1])\n"
+             "except recording.LockedError as e:\n    print(e); sys.exit(3)",
+             str(path)], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 3, result.stderr
+    assert str(path) in result.stdout
+
+
+def test_a_second_proxy_on_a_recording_being_written_never_starts(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    with recording.Writer(path):
+        before = path.read_bytes()
+        result = _mpsdproxy("run", "--record", path.name, "--listen-port", "0",
+                            "--confdir", tmp_path, cwd=tmp_path)
+    assert "another mpsdproxy process is writing" in _bad_input(
+        result.returncode, result.stderr, path.name)
+    assert path.read_bytes() == before
+
+
+def test_resend_into_a_recording_being_written_is_refused(rec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "answers.jsonl"
+    with recording.Writer(out):
+        before = out.read_bytes()
+        code, out_text, err = _cli("resend", rec, "--to", NOWHERE, "--record", out)
+    assert "another mpsdproxy process is writing" in _bad_input(code, err, out)
+    assert out_text == ""
+    assert out.read_bytes() == before
+
+
+# -- reading garbage is bad input, never a pass --------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"# notes\nnot json\n", b"[1, 2]\n",
+                                     b'{"format": "mpsdproxy-recording", "version": 99}\n'])
+@pytest.mark.parametrize("fail_on", [[], ["--fail-on", "fail"]])
+def test_report_on_garbage_exits_2(tmp_path: Path, content: bytes, fail_on: list[str]) -> None:
+    path = tmp_path / "garbage.jsonl"
+    path.write_bytes(content)
+    code, out, err = _cli("report", path, *fail_on)
+    _bad_input(code, err, path)
+    assert "PASSED" not in out
+    assert path.read_bytes() == content
+
+
+def test_report_on_readme_exits_2_through_the_real_command(tmp_path: Path) -> None:
+    result = _mpsdproxy("report", ROOT / "README.md", "--fail-on", "fail", cwd=tmp_path)
+    line = _bad_input(result.returncode, result.stderr, "README.md")
+    assert "not a recording" in line
+    assert result.stdout == ""
+
+
+def test_report_over_the_unreadable_threshold_exits_2(rec: Path) -> None:
+    lines = rec.read_bytes().splitlines(keepends=True)
+    rec.write_bytes(b"".join(lines[:8]) + b"garbage\n" + b"".join(lines[8:10]))  # 1 of 11
+    assert _cli("report", rec)[0] == 0
+    rec.write_bytes(b"".join(lines[:8]) + b"garbage\n{}\n")  # 2 of 10 unreadable
+    line = _bad_input(*_cli("report", rec)[::2], rec)
+    assert "2 of 10 lines unreadable" in line
+
+
+def test_report_accepts_a_cut_last_line(rec: Path) -> None:
+    """What a killed proxy leaves is a recording, not garbage."""
+    lines = rec.read_bytes().splitlines(keepends=True)
+    rec.write_bytes(b"".join(lines[:3]) + lines[3][:40])
+    code, out, _ = _cli("report", rec)
+    assert code == 0
+    assert "truncated" in out
+
+
+def test_report_output_is_written_whole(rec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    out.write_text("old")
+    code, _, err = _cli("report", rec, "--format", "json", "-o", out)
+    assert code == 0, err
+    assert json.loads(out.read_text())["report"] == "mpsdproxy"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_report_output_in_a_missing_folder_is_bad_input(rec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "report.html"
+    _bad_input(*_cli("report", rec, "-o", out)[::2], out)
+
+
+@pytest.mark.parametrize("bad", ["README.md", "empty", "missing"])
+def test_diff_on_unreadable_input_exits_2_not_1(rec: Path, tmp_path: Path, bad: str) -> None:
+    path = {"README.md": ROOT / "README.md", "empty": tmp_path / "empty.jsonl",
+            "missing": tmp_path / "missing.jsonl"}[bad]
+    if bad == "empty":
+        path.write_bytes(b"")
+    result = _mpsdproxy("diff", rec, path, cwd=tmp_path)
+    _bad_input(result.returncode, result.stderr, path)
+    result = _mpsdproxy("diff", path, rec, cwd=tmp_path)
+    _bad_input(result.returncode, result.stderr, path)
+
+
+def test_diff_of_a_recording_with_itself_still_passes(rec: Path) -> None:
+    assert _cli("diff", rec, rec)[0] == 0
+
+
+@pytest.mark.parametrize("content", [b"", b'{"format": "mpsdproxy-recording", "version": 2}\n',
+                                     b"not a recording\n"])
+def test_replay_of_an_empty_recording_never_starts(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(content)
+    result = _mpsdproxy("run", "--replay", path.name, "--listen-port", "0",
+                        "--confdir", tmp_path, cwd=tmp_path)
+    _bad_input(result.returncode, result.stderr, path.name)
+    assert path.read_bytes() == content
+
+
+def test_missing_input_is_one_line(tmp_path: Path) -> None:
+    for command in (["report"], ["export", "--format", "har", "-o", "x.har"],
+                    ["resend", "--to", NOWHERE], ["import", "-o", "x.jsonl"]):
+        code, _, err = _cli(*command, tmp_path / "missing.jsonl")
+        _bad_input(code, err, "missing.jsonl")
+
+
+def test_scan_of_an_unreadable_file_exits_2(tmp_path: Path) -> None:
+    pytest.importorskip("mpsdproxy.scan")
+    _bad_input(*_cli("scan", tmp_path / "missing.jsonl")[::2], "missing.jsonl")
+
+
+# -- the helpers the commands use ----------------------------------------------------------
+
+
+def test_same_file_sees_through_links_and_spellings(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    a.write_text("x")
+    (tmp_path / "l").symlink_to(a)
+    os.link(a, tmp_path / "h")
+    assert safefiles.same_file(a, tmp_path / "l")
+    assert safefiles.same_file(a, tmp_path / "h")
+    assert safefiles.same_file(a, tmp_path / "." / "a")
+    assert safefiles.same_file(tmp_path / "new", tmp_path / "." / "new")
+    assert not safefiles.same_file(a, tmp_path / "new")
+    with pytest.raises(safefiles.SameFileError, match="choose another output"):
+        safefiles.refuse_overwrite_of_inputs([None, tmp_path / "h"], [tmp_path / "x", a])
+    safefiles.refuse_overwrite_of_inputs([None, tmp_path / "out"], [a])
+
+
+def test_atomic_output_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    path.write_text("before")
+    path.chmod(0o640)
+    with pytest.raises(RuntimeError), safefiles.atomic_output(path) as f:
+        f.write("half")
+        raise RuntimeError("failed half way")
+    assert path.read_text() == "before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    with safefiles.atomic_output(path, "wb") as f:
+        f.write(b"after")
+    assert path.read_bytes() == b"after"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    with pytest.raises(ValueError, match="mode"):
+        with safefiles.atomic_output(path, "a"):
+            pass
