@@ -477,11 +477,13 @@ def export(file: str, fmt: str, output: str) -> None:
 @click.option("--process", "processes", multiple=True, metavar="NAME",
               help="SAZ: keep only the exchanges of this process (Fiddler's process "
                    "column, e.g. the title's executable; repeatable).")
+@click.option("--max-body", type=click.IntRange(min=1), default=None, metavar="BYTES",
+              help="Store a larger body truncated, with a line saying so (default 64 MiB).")
 @click.option("--redact", multiple=True, metavar="HEADER", help="More headers to redact.")
 @click.option("--no-redact", is_flag=True, help="Keep secrets (private captures only).")
 def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[str, ...],
-            all_hosts: bool, processes: tuple[str, ...], redact: tuple[str, ...],
-            no_redact: bool) -> None:
+            all_hosts: bool, processes: tuple[str, ...], max_body: int | None,
+            redact: tuple[str, ...], no_redact: bool) -> None:
     """Turn a HAR, mitmproxy flow file (e.g. from `mitmdump -w`), Fiddler SAZ capture or
     Trace Analyzer CSV trace into a classified, redacted recording of the session
     traffic. The summary line says what was kept and dropped, by host.
@@ -503,7 +505,7 @@ def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[
         result = interchange.import_file(
             file, output, fmt, redactor=redactor, hosts=list(hosts) or None,
             all_hosts=all_hosts, processes=list(processes) or None, append=append,
-            formats=flowfile.FORMATS)
+            formats=flowfile.FORMATS, max_body=max_body or interchange.MAX_BODY)
     except (OSError, ValueError) as e:  # the output is the input, exists, or bad input
         raise BadInput(_about(file, e)) from None
     for line in result.skipped:

@@ -193,3 +193,12 @@ def test_the_line_waits_until_the_answer_is_out():
             assert "204.get-session" in out.getvalue()
 
     asyncio.run(hook_round())
+
+
+def test_a_token_in_a_path_never_reaches_the_log() -> None:
+    token = "eyJ" + "a" * 40 + "." + "b" * 60 + "." + "c" * 43
+    exchange = model.Exchange(
+        model.Request("GET", f"https://sessiondirectory.xboxlive.com/x?access_token={token}"),
+        error=f"upstream said {token}")
+    line = livelog.format_line(exchange)
+    assert token not in line and "redacted:" in line

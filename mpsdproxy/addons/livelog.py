@@ -20,6 +20,7 @@ from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 
 from mpsdproxy import model
+from mpsdproxy import recording
 from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
 from mpsdproxy.addons.later import AfterAnswer
@@ -48,16 +49,18 @@ def _provenance_marker(provenance: Mapping[str, Any]) -> str:
 
 def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | None = None,
                 colour: bool = False) -> str:
-    """The live log line for a finished exchange; text that was not UTF-8 shows as `\\xNN`."""
+    """The live log line for a finished exchange; text that was not UTF-8 shows as `\\xNN`,
+    and a credential in a path or an error (an access_token query parameter) is redacted."""
+    hide = recording.Redactor().text
     request, response = exchange.request, exchange.response
     resource = request.resource
-    short = resource.short if resource.kind != "unknown" else request.path
+    short = resource.short if resource.kind != "unknown" else hide(request.path)
     classification = classification or {}
     status = exchange.status
     if response is not None:
         answer = f"{status} {response.reason}"
     else:
-        answer = f"--- {exchange.error or 'no response'}"
+        answer = f"--- {hide(exchange.error or 'no response')}"
     start = exchange.start or 0.0
     stamp = time.strftime("%H:%M:%S", time.localtime(start))
     millis = int((start % 1) * 1000)
