@@ -441,21 +441,27 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
                    "the Xbox Live Trace Analyzer), csv (the Trace Analyzer's CSV trace).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write (whole or not at all; never the recording itself).")
-def export(file: str, fmt: str, output: str) -> None:
+@click.option("--no-redact", is_flag=True,
+              help="Keep what the recording holds as it is (a private recording made with "
+                   "--no-redact keeps its secrets: never share the export).")
+def export(file: str, fmt: str, output: str, no_redact: bool) -> None:
     """Write a recording as HAR, a mitmproxy flow file, a Fiddler SAZ archive or the
-    Trace Analyzer's CSV trace.
+    Trace Analyzer's CSV trace. Credentials are redacted on the way out, whatever the
+    recording holds.
 
     \b
     Example:
       mpsdproxy export pass.jsonl --format saz -o pass.saz
     """
     from mpsdproxy import interchange
+    from mpsdproxy import recording
     from mpsdproxy.addons import flowfile
 
     safefiles.refuse_overwrite_of_inputs([output], [file])
     safefiles.refuse_empty(file)
     try:
-        result = interchange.export_file(file, output, fmt, flowfile.FORMATS)
+        result = interchange.export_file(file, output, fmt, flowfile.FORMATS,
+                                         recording.Redactor(enabled=not no_redact))
     except (OSError, ValueError) as e:
         raise BadInput(_about(file, e)) from None
     for line in (*map(str, result.issues), *result.skipped):

@@ -594,3 +594,23 @@ def test_a_real_fiddler_capture_imports_and_round_trips(fmt: str, tmp_path: Path
     again = str(tmp_path / "again.jsonl")
     assert interchange.import_file(exported, again, formats=ALL).count == result.count
     assert_same_exchanges(imported, again)
+
+
+def test_an_export_redacts_a_private_recording(tmp_path: Path) -> None:
+    """A recording made with redaction off still exports safe to share, unless told."""
+    token = "XBL3.0 x=1001;" + "eyJ" + "q" * 60 + "." + "r" * 80 + "." + "s" * 43
+    exchange = model.Exchange(
+        model.Request("GET", f"https://{HOST}/serviceconfigs/s/sessiontemplates/t/sessions/n",
+                      [("Authorization", token)]),
+        model.Response(204, "No Content"), start=1.0, end=1.5)
+    private = tmp_path / "private.jsonl"
+    with recording.Writer(private) as w:
+        w.write(recording.to_record(exchange, recording.Redactor(enabled=False)))
+    for fmt in ALL:
+        out = tmp_path / f"shared.{fmt}"
+        interchange.export_file(str(private), str(out), fmt, formats=ALL)
+        assert token.encode() not in out.read_bytes(), fmt
+    kept = tmp_path / "kept.har"
+    interchange.export_file(str(private), str(kept), "har", formats=ALL,
+                            redactor=recording.Redactor(enabled=False))
+    assert token.encode() in kept.read_bytes()

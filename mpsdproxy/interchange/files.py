@@ -210,13 +210,17 @@ class ImportResult:
 
 
 def export_file(recording_path: str, out_path: str, fmt: str,
-                formats: Mapping[str, Format] = FORMATS) -> ExportResult:
+                formats: Mapping[str, Format] = FORMATS,
+                redactor: recording.Redactor | None = None) -> ExportResult:
     """Write the recording at `recording_path` to `out_path` in format `fmt`.
 
     The recording is streamed; unreadable lines are listed in `issues`,
-    records that cannot be expressed (no absolute URL) in `skipped`. The output
-    is written to a temporary file and renamed: a failed export leaves the old
-    file as it was. Raises ValueError when `out_path` is the recording.
+    records that cannot be expressed (no absolute URL) in `skipped`. Every
+    exchange is redacted again on its way out (`redactor`, the default one
+    unless told otherwise), so even a private recording made with redaction off
+    exports safe to share. The output is written to a temporary file and
+    renamed: a failed export leaves the old file as it was. Raises ValueError
+    when `out_path` is the recording.
     """
     chosen = _check_format(fmt, formats)
     refuse_same_file([recording_path], out_path)
@@ -224,6 +228,8 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     total = sum(1 for _ in recording.read(recording_path))
     items = items_of(recording.read(recording_path, issues=result.issues, messages=True),
                      result.skipped, messages=chosen.messages, fmt=chosen.name.upper())
+    hide = redactor if redactor is not None else recording.Redactor()
+    items = (hide.exchange(i) if isinstance(i, model.Exchange) else i for i in items)
     with atomic_output(out_path) as f:
         result.count = chosen.write(items, f, result.skipped, total)
     return result
