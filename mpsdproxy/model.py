@@ -40,6 +40,7 @@ __all__ = [
     "from_bytes",
     "to_bytes",
     "printable",
+    "printable_data",
     "Headers",
     "Request",
     "Response",
@@ -79,6 +80,18 @@ def printable(text: str) -> str:
 
 
 #: RFC 9110 token characters: a header name or a method is one token.
+def printable_data(value: Any) -> Any:
+    """Plain data (dicts, lists, strings) with every string, keys too, made printable:
+    what a strict UTF-8 file (JSON output, a flow file's metadata) can hold."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, Mapping):
+        return {printable_data(k): printable_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_data(v) for v in value]
+    return value
+
+
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 

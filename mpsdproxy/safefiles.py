@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -23,8 +24,8 @@ from typing import IO
 from typing import Any
 
 __all__ = ["BadFile", "SameFileError", "UNREADABLE_LIMIT", "same_file",
-           "refuse_overwrite_of_inputs", "atomic_output", "refuse_empty", "refuse_unreadable",
-           "refuse_no_records"]
+           "refuse_overwrite_of_inputs", "atomic_path", "atomic_output", "refuse_empty",
+           "refuse_unreadable", "refuse_no_records"]
 
 PathLike = str | os.PathLike[str]
 
@@ -74,32 +75,43 @@ def refuse_overwrite_of_inputs(outputs: Iterable[PathLike | None],
 
 
 @contextlib.contextmanager
-def atomic_output(path: PathLike, mode: str = "w", *,
-                  encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temporary file next to `path` for writing; on a clean exit it replaces
-    `path` in one rename, on an exception it is removed and `path` is untouched.
+def atomic_path(path: PathLike, *, append: bool = False) -> Iterator[str]:
+    """A temporary path next to `path` to write; on a clean exit it replaces `path` in
+    one rename, on an exception it is removed and `path` is untouched. With `append`
+    it starts as a copy of `path` (when there is one).
 
     The temporary file lives in the same folder so the rename never crosses a file
     system. The result gets the permissions an ordinary `open` would give it (or
     those of the file it replaces).
     """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_output writes a new file: mode 'w' or 'wb', not {mode!r}")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
                                      dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        if append and os.path.exists(path):
+            shutil.copyfile(path, temporary)
+        yield temporary
         os.chmod(temporary, _mode_for(path))
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, mode: str = "w", *,
+                  encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """`path` opened for writing through `atomic_path`: it appears whole or not at all."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_output writes a new file: mode 'w' or 'wb', not {mode!r}")
+    with atomic_path(path) as temporary, \
+            open(temporary, mode, encoding=None if "b" in mode else encoding) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def refuse_empty(path: PathLike, what: str = "recording") -> None:

@@ -138,14 +138,14 @@ def test_an_output_that_is_the_input_is_refused(tmp_path: Path) -> None:
     before = Path(src).read_bytes()
     for target in (src, str(tmp_path / "hard.har"), str(tmp_path / "soft.har"),
                    str(tmp_path / "." / "mixed.har")):
-        with pytest.raises(ValueError, match="is the file being read"):
+        with pytest.raises(ValueError, match="writing it would destroy it"):
             interchange.import_file(src, target, append=True)
     rec = tmp_path / "r.jsonl"
     interchange.import_file(src, str(rec))
     recorded = rec.read_bytes()
     os.link(rec, tmp_path / "r2.jsonl")
     for target in (rec, tmp_path / "r2.jsonl"):
-        with pytest.raises(ValueError, match="is the file being read"):
+        with pytest.raises(ValueError, match="writing it would destroy it"):
             interchange.export_file(str(rec), str(target), "har")
     assert Path(src).read_bytes() == before and rec.read_bytes() == recorded
 

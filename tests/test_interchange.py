@@ -250,7 +250,7 @@ def test_a_record_no_wire_could_carry_is_skipped_and_named(tmp_path: Path) -> No
 
 
 def test_export_never_overwrites_its_input(sample_recording: str) -> None:
-    with pytest.raises(ValueError, match="the file being read"):
+    with pytest.raises(ValueError, match="writing it would destroy it"):
         interchange.export_file(sample_recording, sample_recording, "har", formats=ALL)
 
 

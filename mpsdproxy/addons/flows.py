@@ -331,17 +331,6 @@ def flow_of(exchange: model.Exchange,
     }
     if req.url != model.printable(req.url):
         del mark["url"]  # the request's own URL says the same, and a flow file takes it
-    flow.metadata[KEY] = _storable(mark)
+    flow.metadata[KEY] = model.printable_data(mark)
     flow.live = False
     return flow
-
-
-def _storable(value: Any) -> Any:
-    """Metadata a flow file can hold: its strings must be strict UTF-8."""
-    if isinstance(value, str):
-        return model.printable(value)
-    if isinstance(value, Mapping):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_storable(v) for v in value]
-    return value

@@ -36,7 +36,7 @@ class DiffResult:
         so it is always valid UTF-8."""
         unpaired = [e.summary("old") for e in self.unpaired_old]
         unpaired += [e.summary("new") for e in self.unpaired_new]
-        return _printable_tree({
+        return model.printable_data({
             "version": 1,
             "old": self.old_path,
             "new": self.new_path,
@@ -62,14 +62,3 @@ class DiffResult:
 def exit_code(result: DiffResult) -> int:
     """The CLI's exit status: 0 when nothing regressed, 1 otherwise (CI gates on it)."""
     return 1 if result.regressed else 0
-
-
-def _printable_tree(value: Any) -> Any:
-    """`value` with every string made printable (`model.printable`)."""
-    if isinstance(value, str):
-        return model.printable(value)
-    if isinstance(value, dict):
-        return {_printable_tree(k): _printable_tree(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_printable_tree(v) for v in value]
-    return value

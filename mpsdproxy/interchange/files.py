@@ -42,6 +42,7 @@ from mpsdproxy import classify
 from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import resources
+from mpsdproxy import safefiles
 from mpsdproxy.interchange import saz
 from mpsdproxy.interchange.common import check_exportable
 from mpsdproxy.interchange.common import skip
@@ -50,9 +51,6 @@ from mpsdproxy.interchange.csvtrace import read_csv
 from mpsdproxy.interchange.csvtrace import write_csv
 from mpsdproxy.interchange.har import read_har
 from mpsdproxy.interchange.har import write_har
-from mpsdproxy.interchange.outputs import atomic_output
-from mpsdproxy.interchange.outputs import atomic_path
-from mpsdproxy.interchange.outputs import refuse_same_file
 from mpsdproxy.interchange.saz import MAX_BODY
 from mpsdproxy.interchange.saz import read_saz
 from mpsdproxy.interchange.saz import write_saz
@@ -223,14 +221,14 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     when `out_path` is the recording.
     """
     chosen = _check_format(fmt, formats)
-    refuse_same_file([recording_path], out_path)
+    safefiles.refuse_overwrite_of_inputs([out_path], [recording_path])
     result = ExportResult()
     total = sum(1 for _ in recording.read(recording_path))
     items = items_of(recording.read(recording_path, issues=result.issues, messages=True),
                      result.skipped, messages=chosen.messages, fmt=chosen.name.upper())
     hide = redactor if redactor is not None else recording.Redactor()
     items = (hide.exchange(i) if isinstance(i, model.Exchange) else i for i in items)
-    with atomic_output(out_path) as f:
+    with safefiles.atomic_output(out_path, "wb") as f:
         result.count = chosen.write(items, f, result.skipped, total)
     return result
 
@@ -318,7 +316,7 @@ def import_file(
     when the file is not in the format or cannot be read.
     """
     chosen = _check_format(fmt or guess_format(path, formats), formats)
-    refuse_same_file([path], out_path)
+    safefiles.refuse_overwrite_of_inputs([out_path], [path])
     if os.path.lexists(out_path) and not append:
         raise ValueError(f"{out_path} exists: choose another output, or append to it")
     redactor = redactor or recording.Redactor()
@@ -331,7 +329,7 @@ def import_file(
         items = _guarded(_items(chosen, f, provenance, result.skipped, processes, max_body),
                          path)
         first = next(items, None)  # a file not in the format fails before the output opens
-        with atomic_path(out_path, append=append) as temporary, \
+        with safefiles.atomic_path(out_path, append=append) as temporary, \
                 recording.Writer(temporary) as w:
             keeping = False
             for item, process in _chain(first, items):

@@ -187,7 +187,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON form (see the package docstring). Text from the recording
         goes through `model.printable`, so the form is always valid UTF-8."""
-        return _printable_tree({
+        return model.printable_data({
             "report": "mpsdproxy",
             "version": REPORT_VERSION,
             "source": self.source,
@@ -267,16 +267,6 @@ def scope_note(report: Report) -> str:
 def render_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
-
-def _printable_tree(value: Any) -> Any:
-    """`value` with every string (keys too) made printable: JSON that is valid UTF-8."""
-    if isinstance(value, str):
-        return model.printable(value)
-    if isinstance(value, dict):
-        return {_printable_tree(k): _printable_tree(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_printable_tree(v) for v in value]
-    return value
 
 
 def _status_key(item: tuple[Any, int]) -> tuple[int, int]:
