@@ -26,7 +26,7 @@ ETAG = '"415f6d4dd34d78c5090c0e916bfaedc3"'
 WHOLE = {
     "constants": {"system": {"version": 1, "maxMembersCount": 8}, "custom": {}},
     "properties": {"system": {"joinRestriction": "followed"}, "custom": {}},
-    "members": {"0": {"constants": {"system": {"xuid": "2814646326226712", "index": 0}}}},
+    "members": {"0": {"constants": {"system": {"xuid": "2533274800000002", "index": 0}}}},
     "membersInfo": {"first": 0, "next": 1, "count": 1, "accepted": 1},
     "correlationId": "267363b5-f5cd-7408-57fc-6e97c9c65171",
     "changeNumber": 2,

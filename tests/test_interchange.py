@@ -41,7 +41,7 @@ EXACT = [name for name in ALL if name != "csv"]
 SCID = "5deb0100-1111-2222-3333-444455556666"
 HOST = "sessiondirectory.xboxlive.com"
 SESSION = f"https://{HOST}/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/lobby-1"
-TOKEN = recording.redact_value("XBL3.0 x=2814646326226712;eyJhbGciOi")
+TOKEN = recording.redact_value("XBL3.0 x=2533274800000002;eyJhbGciOi")
 
 
 def record(method: str, url: str, status: int | None, body: bytes = b"", *,
@@ -74,7 +74,7 @@ def record(method: str, url: str, status: int | None, body: bytes = b"", *,
 def session_doc() -> dict[str, Any]:
     return {"constants": {"system": {"version": 1, "maxMembersCount": 8}, "custom": {}},
             "properties": {"system": {}, "custom": {"note": "café ☕"}},
-            "members": {"0": {"constants": {"system": {"xuid": "2814646326226712"}}}},
+            "members": {"0": {"constants": {"system": {"xuid": "2533274800000002"}}}},
             "changeNumber": 1, "correlationId": "267363b5-f5cd-7408-57fc-6e97c9c65171"}
 
 
@@ -360,7 +360,7 @@ def fiddler_saz(path: Path) -> None:
         z.writestr("raw/01_m.xml", meta.format(n=1))
         z.writestr("raw/01_s.txt", "HTTP/1.1 200 Connection Established\r\n\r\n")
         z.writestr("raw/02_c.txt", f"GET {SESSION} HTTP/1.1\r\nHost: {HOST}\r\n"
-                   "Authorization: XBL3.0 x=2814646326226712;token\r\n\r\n")
+                   "Authorization: XBL3.0 x=2533274800000002;token\r\n\r\n")
         z.writestr("raw/02_m.xml", meta.format(n=2))
         z.writestr("raw/02_s.txt", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                    b"Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n"
@@ -500,7 +500,7 @@ def mitmdump_capture(tmp_path: Path) -> str:
         try:
             wait_listening(port, proc)
             base = f"http://127.0.0.1:{port}{SESSION.removeprefix('https://' + HOST)}"
-            headers = {"Authorization": "XBL3.0 x=2814646326226712;secret-token",
+            headers = {"Authorization": "XBL3.0 x=2533274800000002;secret-token",
                        "x-xbl-contract-version": "107"}
             with httpx.Client(timeout=10) as client:
                 assert client.put(base, json={"members": {"me": {}}},
@@ -532,7 +532,7 @@ def test_a_plain_mitmdump_capture_imports_classified(mitmdump_capture: str,
     assert [r["resource"]["kind"] for r in records] == ["session", "session", "member"]
     for r in records:
         auth = dict(r["request"]["headers"])["Authorization"]
-        assert auth == recording.redact_value("XBL3.0 x=2814646326226712;secret-token")
+        assert auth == recording.redact_value("XBL3.0 x=2533274800000002;secret-token")
         assert r["provenance"] == {"source": "imported", "format": "mitm",
                                    "file": "capture.mitm"}
         assert r["start"] and r["end"] and r["duration_ms"] >= 0

@@ -23,8 +23,8 @@ from mpsdproxy.recording import ReadIssue
 from mpsdproxy.recording import RecordError
 from mpsdproxy.recording import writer as writer_module
 
-TOKEN = "XBL3.0 x=2814646326226712;eyJlbmMiOiJBMTI4Q0JDK0hTMjU2IiwiYWxnIjoiUlNBLU9BRVAifQ"
-OTHER_TOKEN = "XBL3.0 x=2814670358539055;eyJlbmMiOiJBMTI4Q0JDK0hTMjU2IiwiYWxnIjoiUlNBLU9BRVBifQ"
+TOKEN = "XBL3.0 x=2533274800000002;eyJ0eXAiOiJtcHNkcHJveHktdGVzdCIsImFsZyI6Im5vbmUifQ"
+OTHER_TOKEN = "XBL3.0 x=2533274800000001;eyJ0eXAiOiJtcHNkcHJveHktdGVzdCIsImFsZyI6Im5vbmUiffQ"
 SIGNATURE = "AAAAAQHS7hcmPq0WEhCbZ0M7aQ2W1b3i0F2oQdJ4CjW+4Rtt9sKm5fFQWw=="
 
 

@@ -46,7 +46,7 @@ URI_FORMS = [
     (f"{SC}/sessiontemplates/LobbySession", res(Kind.TEMPLATE, template="LobbySession"),
      "sessiontemplates/LobbySession"),
     # §1.3 queries and batch, at SCID and template level
-    (f"{SC}/sessions?xuid=2814670358539055&visibility=open&private=true&inactive=true&take=10",
+    (f"{SC}/sessions?xuid=2533274800000001&visibility=open&private=true&inactive=true&take=10",
      res(Kind.QUERY), "sessions"),
     (f"{SC}/sessions?keyword=ranked&reservations=true", res(Kind.QUERY), "sessions"),
     (f"{SC}/sessiontemplates/LobbySession/sessions?xuid=1&take=100",
