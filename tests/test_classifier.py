@@ -143,3 +143,31 @@ def test_bytes_that_are_not_utf8_are_classified():
     classification = common.mark(f)["classification"]
     assert classification["id"] == "503.service-unavailable"
     assert [a["code"] for a in classification["anomalies"]] == ["bad-retry-after"]
+
+
+def test_mitmweb_shows_the_row_and_who_answered() -> None:
+    c = classifier.StatusClassifier()
+    forwarded = routed(sd_flow())
+    answer(forwarded, faults.build("200.ok", session=WHOLE, etag='"e1"'))
+    injected = routed(sd_flow(method="PUT", req_headers={"If-Match": '"e1"'}))
+    common.set_provenance(injected, source="injected", rule="stale-etag-on-join")
+    answer(injected, faults.build("412.if-match-session", session=WHOLE, etag='"e2"'))
+    odd = routed(sd_flow())
+    answer(odd, model.Response(503, "Service Unavailable"))  # no Retry-After: an anomaly
+    with taddons.context(c):
+        for flow in (forwarded, injected, odd):
+            c.response(flow)
+    assert forwarded.comment == "200.ok · from the service"
+    assert not forwarded.marked
+    assert injected.comment == "412.if-match-session · injected by rule stale-etag-on-join"
+    assert injected.marked == classifier.MARK
+    assert odd.marked == classifier.MARK
+
+
+def test_other_traffic_gets_no_comment() -> None:
+    c = classifier.StatusClassifier()
+    flow = sd_flow(host="example.com")
+    answer(flow, model.Response(200, "OK"))
+    with taddons.context(c):
+        c.response(flow)
+    assert flow.comment == "" and not flow.marked

@@ -269,3 +269,17 @@ def test_marks_do_not_share_their_resource():
         r.request(second)
     assert common.mark(second)["resource"]["name"] == "Lobby-1"
     assert common.mark(second)["resource"] is not common.mark(first)["resource"]
+
+
+def test_an_upstream_flow_shows_the_titles_url_once_answered():
+    r = router.Router()
+    with taddons.context(r) as tctx:
+        tctx.configure(r, mpsd_upstream="http://127.0.0.1:8081")
+        f = sd_flow()
+        title_url = f.request.url
+        r.request(f)
+        assert (f.request.host, f.request.port) == ("127.0.0.1", 8081)
+        f.response = tutils.tresp()
+        r.response(f)
+    assert f.request.url == title_url
+    assert "upstream" not in common.mark(f)

@@ -2,6 +2,9 @@
 
 Runs after every addon that can answer or rewrite a response (replay, fault
 injection), so the classification always describes what reached the title.
+mitmweb shows it too: the flow's comment holds the row and who answered
+(`412.if-match-session · injected by rule stale-etag-on-join`), and injected
+or anomalous flows are marked, so an injected 503 never passes for a real one.
 """
 
 from __future__ import annotations
@@ -21,11 +24,22 @@ def classify_flow(flow: http.HTTPFlow) -> classify.Classification:
     return classify.classify(flows.exchange_of(flow))
 
 
+#: mitmproxy's own mark (a red dot in mitmweb's list).
+MARK = ":default:"
+
+
 class StatusClassifier:
     def response(self, flow: http.HTTPFlow) -> None:
         info = flow.metadata.get(common.KEY)
-        if info is not None and "classification" not in info:
-            info["classification"] = classify_flow(flow).to_dict()
+        if info is None or "classification" in info:
+            return
+        classification = classify_flow(flow)
+        info["classification"] = classification.to_dict()
+        provenance = common.provenance(flow)
+        flow.comment = (f"{classification.id or 'not in the status table'}"
+                        f" · {common.provenance_text(provenance)}")
+        if provenance.get("source") == "injected" or classification.anomalies:
+            flow.marked = MARK
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.response(flow)

@@ -58,3 +58,17 @@ def set_provenance(flow: http.HTTPFlow, **provenance: Any) -> None:
 def provenance(flow: http.HTTPFlow) -> dict[str, Any]:
     info = flow.metadata.get(KEY) or {}
     return info.get("provenance") or dict(FORWARDED)
+
+
+def provenance_text(provenance: dict[str, Any]) -> str:
+    """Who answered, for people (mitmweb's comment column, the live log)."""
+    source = provenance.get("source")
+    if source == "injected":
+        return f"injected by rule {provenance.get('rule')}"
+    if source == "replayed":
+        return f"replayed from record {provenance.get('record')}"
+    if source == "emulated":
+        return "answered by the stand-in"
+    if source == "replay-error":
+        return "refused by the replay"
+    return "from the service"

@@ -65,6 +65,19 @@ class ProxyError(Exception):
     """The proxy could not start (bad options or a port in use)."""
 
 
+def _add_before_save(master: DumpMaster, chain: MpsdChain) -> None:
+    """Add the mpsdproxy addons just before mitmproxy's `save` (what `-w` and
+    `save_stream_file` run on), where `mitmdump -s addons/mpsdproxy.py` puts them too:
+    a flow file then holds each flow's classification, comment and mark. Every addon
+    that guards a request (proxyauth, blocklist, scripts) still sees it first."""
+    master.addons.add(chain)
+    order = master.addons.chain
+    save = master.addons.get("save")
+    if save in order:
+        order.remove(chain)
+        order.insert(order.index(save), chain)
+
+
 async def start(
     settings: dict[str, Any], sets: Sequence[str] = (), quiet_mitmproxy: bool = False
 ) -> DumpMaster:
@@ -82,7 +95,7 @@ async def start(
         logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     opts = mitm_options.Options()
     master = DumpMaster(opts, with_termlog=not quiet_mitmproxy, with_dumper=False)
-    master.addons.add(MpsdChain())
+    _add_before_save(master, MpsdChain())
     try:
         opts.update(**settings)
         if sets:

@@ -101,13 +101,29 @@ class Router:
         reverse = isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode)
         if not reverse and not self.is_intercept_host(flow.request):
             return
-        flow.metadata[common.KEY] = {
+        mark = flow.metadata[common.KEY] = {
             "url": flow.request.url,
             "resource": resources.parse(flow.request.path).to_dict(),
             "provenance": dict(common.FORWARDED),
         }
         if self.upstream and not reverse:
+            mark["upstream"] = True
             self.redirect(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """Once the upstream has answered, point the flow back at the host the title
+        asked for, so mitmweb and flow files show the title's own URL."""
+        mark = common.mark(flow)
+        if mark is None or not mark.pop("upstream", False):
+            return
+        original = urlsplit(mark["url"])
+        request = flow.request
+        request.data.scheme = original.scheme.encode()
+        request.data.host = original.hostname or request.data.host
+        request.data.port = original.port or (443 if original.scheme == "https" else 80)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.response(flow)
 
     def redirect(self, flow: http.HTTPFlow) -> None:
         """Point the request at the upstream without touching its Host header or bytes."""
