@@ -74,15 +74,10 @@ def is_mpsd(exchange: model.Exchange) -> bool:
     made in reverse mode carry MPSD paths under a local host, and those are the
     session directory's traffic. A path MPSD does not name (`POST /` to a search
     engine, the RTA websocket's `/connect`) on a host that is not MPSD's is not.
-    Never raises: a URL that cannot be split is not MPSD.
     """
-    try:
-        request = exchange.request
-        if resources.is_mpsd_host(request.host):
-            return True
-        return request.resource.kind is not resources.Kind.UNKNOWN
-    except ValueError:
-        return False
+    request = exchange.request
+    return (resources.is_mpsd_host(request.host)
+            or request.resource.kind is not resources.Kind.UNKNOWN)
 
 
 def _lower_headers(headers: model.Headers) -> dict[str, str]:

@@ -20,6 +20,7 @@ recording or capture can smuggle a header or an early body to the title.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from types import MappingProxyType
 from typing import Any
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from mpsdproxy import jsonbody
@@ -92,7 +94,11 @@ def printable_data(value: Any) -> Any:
     return value
 
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: The characters of an RFC 9110 token (a method, a header name), as a regex class body.
+TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
+#: What no header, URL or reason may hold: a line break would let it smuggle more.
+BREAKS = "\r\n\x00"
+_TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
 
 
 def _breaks(value: str) -> bool:
@@ -229,6 +235,9 @@ def _encoded(value: Any, body: bytes) -> bytes | None:
     return None if value == body else value
 
 
+_M = TypeVar("_M", bound="_Message")
+
+
 class _Message:
     """What requests and responses share: a body, parsed as JSON at most once, and the
     bytes the wire carried for it when a Content-Encoding made them differ (`encoded`:
@@ -245,6 +254,28 @@ class _Message:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
+
+    def knowing(self: _M, *, json: Any = jsonbody.INVALID,
+                resource: resources.Resource | None = None) -> _M:
+        """This message, told what was worked out from it elsewhere (a record keeps its
+        body parsed, the router the request's resource), so it is not worked out again."""
+        if json is not jsonbody.INVALID:
+            self.__dict__["json"] = json
+        if resource is not None:
+            self.__dict__["resource"] = resource
+        return self
+
+    def replace(self: _M, **changes: Any) -> _M:
+        """A copy with `changes`, keeping what this one worked out from the fields the
+        copy shares with it (the parsed body when the body is the same; the resource
+        when the URL is)."""
+        new = dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        known = self.__dict__
+        return new.knowing(
+            json=known.get("json", jsonbody.INVALID) if new.body == self.body
+            else jsonbody.INVALID,
+            resource=known.get("resource") if getattr(new, "url", None) == getattr(
+                self, "url", None) else None)
 
 
 @dataclass(frozen=True, eq=False)

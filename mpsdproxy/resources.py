@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from urllib.parse import urlsplit
 
 __all__ = ["Kind", "Resource", "parse", "ELEMENT_KINDS", "MPSD_HOSTS", "RTA_HOSTS",
-           "is_mpsd_host"]
+           "bare_host", "is_mpsd_host"]
 
 #: The session directory's and matchmaking's hosts: the traffic the status table is about.
 MPSD_HOSTS: tuple[str, ...] = (
@@ -27,9 +27,14 @@ MPSD_HOSTS: tuple[str, ...] = (
 RTA_HOSTS: tuple[str, ...] = ("rta.xboxlive.com",)
 
 
+def bare_host(host: str) -> str:
+    """A host name as the lists above hold it: lower case, no port, no trailing dot."""
+    return host.strip().lower().rsplit(":", 1)[0].rstrip(".")
+
+
 def is_mpsd_host(host: str) -> bool:
     """Whether a host name (any case, with or without a port) is MPSD's."""
-    return host.lower().rsplit(":", 1)[0].rstrip(".") in MPSD_HOSTS
+    return bare_host(host) in MPSD_HOSTS
 
 
 class Kind(enum.StrEnum):

@@ -89,3 +89,15 @@ def test_an_exchange_says_who_answered_and_how_long_it_took() -> None:
     assert exchange.status == 200
     assert exchange.duration_ms == 250.0
     assert Exchange(Request("GET", SESSION), error="reset").status is None
+
+
+def test_a_copy_keeps_what_was_worked_out_from_the_fields_it_shares() -> None:
+    request = Request("PUT", SESSION, [("Authorization", "t")], b'{"a": 1}')
+    assert request.json == {"a": 1} and request.resource.name == "n"
+    same_body = request.replace(headers=Headers([("Authorization", "redacted")]))
+    assert same_body.json is request.json  # the same value: not parsed again
+    assert same_body.resource is request.resource
+    other = request.replace(url=SESSION + "x", body=b"[]")
+    assert other.json == [] and other.resource.name == "nx"
+    told = Request("GET", SESSION).knowing(json={"b": 2})
+    assert told.json == {"b": 2}

@@ -47,8 +47,8 @@ __all__ = [
     "flow_of",
 ]
 
-_FORBIDDEN = re.compile(r"[\r\n\x00]")
-_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_FORBIDDEN = re.compile(f"[{model.BREAKS}]")
+_NOT_TOKEN = re.compile(f"[^{model.TOKEN_CHARS}]")
 
 
 def complete_response(flow: http.HTTPFlow) -> http.Response | None:
@@ -135,7 +135,7 @@ def request_of(flow: http.HTTPFlow) -> model.Request:
         if isinstance(known, Mapping):
             # The router worked the resource out from this path (never rewritten: the
             # title signs it), so it is not parsed twice.
-            built.request.__dict__["resource"] = resources.Resource.from_dict(dict(known))
+            built.request.knowing(resource=resources.Resource.from_dict(dict(known)))
     return built.request
 
 

@@ -73,10 +73,12 @@ class Format(NamedTuple):
     `write(exchanges, fo, skipped, total)` gets the number of records ahead
     (SAZ pads its session numbers to it). With `messages`, `write` takes
     websocket messages (`recording.messages.WebsocketMessage`) too, each after
-    its handshake; otherwise they are named in `skipped`. The formats here need
-    nothing but the standard library; mitmproxy's flow files are one more
-    `Format`, in `mpsdproxy.addons.flowfile`, handed in by whoever assembles the
-    command.
+    its handshake; otherwise they are named in `skipped`. With `bounded`, `read`
+    takes a `max_body` cap (an archive or a whole-document format, whose reader
+    decides how much to hold); a line- or flow-at-a-time reader needs none. The
+    formats here need nothing but the standard library; mitmproxy's flow files
+    are one more `Format`, in `mpsdproxy.addons.flowfile`, handed in by whoever
+    assembles the command.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Format(NamedTuple):
     read: Reader
     write: Writer
     messages: bool = False
+    bounded: bool = False
 
 
 def _write_har(exchanges: Iterable[Item], fo: IO[bytes], skipped: list[str],
@@ -106,9 +109,9 @@ def _write_saz(exchanges: Iterable[Item], fo: IO[bytes], skipped: list[str],
 FORMATS: dict[str, Format] = {
     "har": Format("har", (".har",),
                   lambda head: head.lstrip(b"\xef\xbb\xbf \r\n\t").startswith(b"{"),
-                  read_har, _write_har, messages=True),
+                  read_har, _write_har, messages=True, bounded=True),
     "saz": Format("saz", (".saz",), lambda head: head.startswith(b"PK"), read_saz, _write_saz,
-                  messages=True),
+                  messages=True, bounded=True),
     "csv": Format("csv", (".csv",), csv_looks_like, read_csv, write_csv),
 }
 
@@ -233,12 +236,9 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     return result
 
 
-def _bare_host(host: str) -> str:
-    return host.lower().strip().rstrip(".").rsplit(":", 1)[0] if host else ""
-
-
 def _host_of(request: model.Request) -> str:
-    return request.host or _bare_host(request.headers.first("host") or "") or "(no host)"
+    return (request.host or resources.bare_host(request.headers.first("host") or "")
+            or "(no host)")
 
 
 class _Scope:
@@ -247,7 +247,7 @@ class _Scope:
     def __init__(self, hosts: Collection[str] | None, all_hosts: bool,
                  processes: Collection[str] | None) -> None:
         self.all_hosts = all_hosts
-        self.hosts = {_bare_host(h) for h in (*DEFAULT_HOSTS, *(hosts or ()))}
+        self.hosts = {resources.bare_host(h) for h in (*DEFAULT_HOSTS, *(hosts or ()))}
         self.processes = {_program(p) for p in processes or ()}
 
     def keeps(self, exchange: model.Exchange, process: str | None) -> bool:
@@ -257,7 +257,7 @@ class _Scope:
             return True
         request = exchange.request
         return (request.host in self.hosts
-                or _bare_host(request.headers.first("host") or "") in self.hosts
+                or resources.bare_host(request.headers.first("host") or "") in self.hosts
                 or classify.is_mpsd(exchange))
 
 
@@ -276,10 +276,8 @@ def _items(chosen: Format, f: IO[bytes], provenance: Mapping[str, Any], skipped:
                              f"column), not {chosen.name}")
         yield from saz.read_sessions(f, provenance, skipped, max_body=max_body)
         return
-    if chosen.read in (read_saz, read_har):
-        items = chosen.read(f, provenance, skipped, max_body=max_body)  # type: ignore[call-arg]
-    else:
-        items = chosen.read(f, provenance, skipped)
+    cap = {"max_body": max_body} if chosen.bounded else {}
+    items = chosen.read(f, provenance, skipped, **cap)
     for item in items:
         yield item, None
 

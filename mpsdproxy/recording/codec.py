@@ -218,29 +218,21 @@ def _message_body(part: Mapping[str, Any]) -> tuple[bytes, Any]:
     return decode_body(body), jsonbody.INVALID
 
 
-def _with_json(message: Any, value: Any) -> Any:
-    if value is not jsonbody.INVALID:
-        message.__dict__["json"] = value  # the cached_property's slot: parsed already
-    return message
-
-
 def to_exchange(record: Mapping[str, Any]) -> model.Exchange:
     """The Exchange a record stands for. Raises `model.ModelError` (a ValueError) when
     the record holds what no wire could carry (CR/LF in a header, status 99999), and
     ValueError for a body that cannot be decoded."""
     req = record["request"]
     body, value = _message_body(req)
-    request = _with_json(model.Request(req["method"], req["url"],
-                                       model.Headers(req.get("headers") or ()), body,
-                                       _wire_bytes(req)), value)
+    request = model.Request(req["method"], req["url"], model.Headers(req.get("headers") or ()),
+                            body, _wire_bytes(req)).knowing(json=value)
     response = None
     resp = record.get("response")
     if resp is not None:
         body, value = _message_body(resp)
-        response = _with_json(model.Response(resp["status"], resp.get("reason") or "",
-                                             model.Headers(resp.get("headers") or ()), body,
-                                             _wire_bytes(resp)),
-                              value)
+        response = model.Response(resp["status"], resp.get("reason") or "",
+                                  model.Headers(resp.get("headers") or ()), body,
+                                  _wire_bytes(resp)).knowing(json=value)
     provenance = record.get("provenance")
     return model.Exchange(
         request=request,

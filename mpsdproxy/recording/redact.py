@@ -60,13 +60,6 @@ def _replaced(text: str, found: list[secrets.Finding]) -> str:
     return "".join(out)
 
 
-def _with_json(message: Any, value: Any) -> Any:
-    """`message` with its JSON value set (the cached_property's slot): parsed already."""
-    if value is not jsonbody.INVALID:
-        message.__dict__["json"] = value
-    return message
-
-
 def _length(headers: model.Headers, body: bytes) -> model.Headers:
     """Headers for a redacted body: a Content-Length that counted the body counts the new
     one (with a Content-Encoding it counted the wire bytes, which an export re-encodes)."""
@@ -145,10 +138,9 @@ class Redactor:
         if headers is request.headers and url == request.url and body is None:
             return request
         if body is None:
-            changed = model.Request(request.method, url, headers, request.body, request.encoded)
-            return _with_json(changed, request.__dict__.get("json", jsonbody.INVALID))
-        return _with_json(model.Request(request.method, url, _length(headers, body), body),
-                          value)
+            return request.replace(url=url, headers=headers)
+        return request.replace(url=url, headers=_length(headers, body), body=body,
+                               encoded=None).knowing(json=value)
 
     def _response(self, response: model.Response) -> model.Response:
         headers = self.apply(response.headers)
@@ -157,10 +149,9 @@ class Redactor:
         if headers is response.headers and reason == response.reason and body is None:
             return response
         if body is None:
-            return model.Response(response.status, reason, headers, response.body,
-                                  response.encoded)
-        return _with_json(model.Response(response.status, reason, _length(headers, body), body),
-                          value)
+            return response.replace(reason=reason, headers=headers)
+        return response.replace(reason=reason, headers=_length(headers, body), body=body,
+                                encoded=None).knowing(json=value)
 
     def _body(self, message: model.Request | model.Response) -> tuple[bytes | None, Any]:
         """The redacted body and its JSON value, or (None, INVALID) when nothing in it is

@@ -71,15 +71,15 @@ in a header); its "line" is its line in the recording.
 from __future__ import annotations
 
 from mpsdproxy.report.bounded import LatencyHistogram
-from mpsdproxy.report.build import FAIL_ON
-from mpsdproxy.report.build import NO_MPSD
-from mpsdproxy.report.build import REPORT_VERSION
-from mpsdproxy.report.build import Report
 from mpsdproxy.report.build import ReportBuilder
 from mpsdproxy.report.build import build_report
 from mpsdproxy.report.build import exit_code
-from mpsdproxy.report.build import render_json
 from mpsdproxy.report.build import report_records
+from mpsdproxy.report.data import FAIL_ON
+from mpsdproxy.report.data import NO_MPSD
+from mpsdproxy.report.data import REPORT_VERSION
+from mpsdproxy.report.data import Report
+from mpsdproxy.report.data import render_json
 from mpsdproxy.report.html import render_html
 from mpsdproxy.report.junit import render_junit
 from mpsdproxy.report.text import render_text

@@ -40,43 +40,18 @@ from mpsdproxy.report.bounded import AnomalyAcc
 from mpsdproxy.report.bounded import Capped
 from mpsdproxy.report.bounded import OpAcc
 from mpsdproxy.report.data import FAIL_ON
-from mpsdproxy.report.data import NO_MPSD
-from mpsdproxy.report.data import NO_RESPONSE
-from mpsdproxy.report.data import REPORT_VERSION
 from mpsdproxy.report.data import STATUS_ORDER
 from mpsdproxy.report.data import AnomalyCount
 from mpsdproxy.report.data import Operation
 from mpsdproxy.report.data import Point
 from mpsdproxy.report.data import RecordSummary
 from mpsdproxy.report.data import Report
-from mpsdproxy.report.data import entry_order
-from mpsdproxy.report.data import entry_row
-from mpsdproxy.report.data import render_json
 from mpsdproxy.report.data import status_class
 from mpsdproxy.resources import Kind
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
 
-__all__ = [
-    "FAIL_ON",
-    "NO_MPSD",
-    "NO_RESPONSE",
-    "REPORT_VERSION",
-    "STATUS_ORDER",
-    "RecordSummary",
-    "Point",
-    "Operation",
-    "AnomalyCount",
-    "Report",
-    "ReportBuilder",
-    "build_report",
-    "report_records",
-    "exit_code",
-    "render_json",
-    "entry_row",
-    "entry_order",
-    "status_class",
-]
+__all__ = ["ReportBuilder", "build_report", "report_records", "exit_code"]
 
 MAX_SKIPPED = 20
 #: How an exchange whose URL names no host is listed among the other hosts.
