@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from mpsdproxy import model
+
 __all__ = ["Finding", "Shape", "SHAPES", "SECRET_WORDS", "REDACTED", "find", "suspicious",
            "secret_key", "is_redacted"]
 
@@ -139,7 +141,7 @@ def _token_word(low: bytes) -> bool:
 def suspicious(text: str | bytes) -> bool:
     """Whether `text` may hold a credential: a long run of token characters, or a word
     a secret's name holds. False means `find(text)` is empty; a few C-speed passes."""
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
+    raw = text if isinstance(text, bytes) else model.to_bytes(text)
     if _RUN in raw.translate(_RUN_MAP) or b"AAAAAQ" in raw:  # or a short XSTS signature
         return True
     low = raw.lower()

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from test_scenario_engine import HOPPER
+from test_scenario_engine import LOBBY
+from test_scenario_engine import MPSD
+from test_scenario_engine import SCID
+from test_scenario_engine import Pairs
+from test_scenario_engine import request
 
 from mpsdproxy import model
 from mpsdproxy import scenario
 from mpsdproxy.scenario import Engine
-
-SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
-LOBBY = f"/serviceconfigs/{SCID}/sessiontemplates/LobbySession/sessions/lobby-1"
-HOPPER = f"/serviceconfigs/{SCID}/hoppers/QuickMatch"
-MPSD = "sessiondirectory.xboxlive.com"
-
-Pairs = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-def request(method: str = "GET", path: str = LOBBY, host: str = MPSD,
-            headers: Pairs = ()) -> model.Request:
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return model.Request(method, f"https://{host}{path}", model.Headers(pairs))
 
 
 @pytest.mark.parametrize("spec,method,path,headers,host,matches", [

@@ -161,8 +161,7 @@ def _build_request(request: http.Request, url: Any) -> model.Request:
 def _rebuilt_url(request: http.Request) -> str:
     """A URL the model can hold for a request whose own URL cannot be read (a peer's
     garbage authority): its host and path percent-encoded, its port as a number."""
-    host = quote(model.from_bytes(request.data.host.encode("utf-8", "surrogateescape")),
-                 safe=".-_~[]:") or "invalid"
+    host = quote(model.to_bytes(request.data.host), safe=".-_~[]:") or "invalid"
     if ":" in host and not host.startswith("["):
         host = host.replace(":", "%3A")
     path = quote(model.to_bytes(request.path), safe="/?&=%:@!$'()*+,;~-._")
