@@ -29,8 +29,10 @@ __all__ = ["Finding", "Shape", "SHAPES", "SECRET_WORDS", "REDACTED", "find", "su
 #: A name holding one of these words (any case) names a credential.
 SECRET_WORDS: tuple[str, ...] = ("token", "ticket", "proof", "secret", "password", "passwd")
 
-#: What a redacted value looks like (`recording.redact_value` writes it).
-REDACTED = re.compile(r"redacted:[0-9a-f]{12}")
+#: What a redacted value looks like (`recording.redact_value` writes it): a hash, or an
+#: XBL authorization value with its user hash and its token each hashed.
+REDACTED = re.compile(r"redacted:[0-9a-f]{12}"
+                      r"|XBL[23]\.0 x=redacted:[0-9a-f]{12};redacted:[0-9a-f]{12}")
 
 #: Names that hold a secret word yet an identifier or a setting, not a credential: the
 #: token's type, the session directory's device token (the value a session's `host`

@@ -222,6 +222,7 @@ def test_repeated_recording_is_one_long_valid_recording(tmp_path):
 
 def test_generated_recording_is_redacted_and_classified(tmp_path):
     from mpsdproxy import recording
+    from mpsdproxy import secrets
 
     path = tmp_path / "gen.jsonl"
     assert replay.write_recording(path, replay.STEPS_PER_SESSION) == replay.STEPS_PER_SESSION
@@ -230,7 +231,7 @@ def test_generated_recording_is_redacted_and_classified(tmp_path):
         step.entry for step in replay.lifecycle(0)]
     for record in records:
         auth = recording.header(record["request"]["headers"], "Authorization")
-        assert auth is not None and auth.startswith(recording.REDACTED_PREFIX)
+        assert auth is not None and secrets.is_redacted(auth)
         assert record["provenance"] == {"source": "forwarded"}
         assert recording.to_exchange(record).status == record["response"]["status"]
 

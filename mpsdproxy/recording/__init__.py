@@ -28,6 +28,7 @@ from mpsdproxy.recording.redact import DEFAULT_REDACT
 from mpsdproxy.recording.redact import REDACTED_PREFIX
 from mpsdproxy.recording.redact import Redactor
 from mpsdproxy.recording.redact import redact_value
+from mpsdproxy.recording.redact import user_of
 from mpsdproxy.recording.writer import LockedError
 from mpsdproxy.recording.writer import Writer
 
@@ -38,6 +39,7 @@ __all__ = [
     "REDACTED_PREFIX",
     "Redactor",
     "redact_value",
+    "user_of",
     "encode_body",
     "decode_body",
     "encode_line",

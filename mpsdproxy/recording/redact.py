@@ -27,7 +27,8 @@ from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy import secrets
 
-__all__ = ["DEFAULT_REDACT", "SECRET_WORDS", "REDACTED_PREFIX", "redact_value", "Redactor"]
+__all__ = ["DEFAULT_REDACT", "SECRET_WORDS", "REDACTED_PREFIX", "redact_value", "user_of",
+           "Redactor"]
 
 #: Headers that carry credentials (protocol notes §2.1, §2.3, and the Xbox stack's own
 #: token headers seen in real captures): never written raw.
@@ -43,12 +44,38 @@ REDACTED_PREFIX = "redacted:"
 _SECRET_NAME = re.compile("|".join(SECRET_WORDS))
 
 
-def redact_value(value: str) -> str:
-    """`redacted:` + a short stable hash, so equal secrets stay recognisably equal."""
-    if secrets.is_redacted(value):
-        return value  # never hash a hash: redaction is idempotent
+#: An Xbox Live authorization value: `XBL3.0 x=<user hash>;<token>` (protocol notes §2.1).
+_XBL_AUTHORIZATION = re.compile(r"(XBL[23]\.0 x=)([^;]*);(.*)", re.DOTALL)
+
+
+def _hashed(value: str) -> str:
     digest = hashlib.sha256(model.to_bytes(value)).hexdigest()
     return REDACTED_PREFIX + digest[:12]
+
+
+def redact_value(value: str) -> str:
+    """`redacted:` + a short stable hash, so equal secrets stay recognisably equal.
+
+    An XBL authorization value keeps its shape, with the user hash (`x=`) and the token
+    hashed apart: `XBL3.0 x=redacted:…;redacted:…`. The user's part survives a token
+    refresh, so budgets and verdicts keyed by user (`user_of`) read the same from a live
+    request and from its record.
+    """
+    if secrets.is_redacted(value):
+        return value  # never hash a hash: redaction is idempotent
+    xbl = _XBL_AUTHORIZATION.fullmatch(value)
+    if xbl is not None:
+        return f"{xbl[1]}{_hashed(xbl[2])};{_hashed(xbl[3])}"
+    return _hashed(value)
+
+
+def user_of(authorization: str) -> str:
+    """Who sends a request, from its Authorization value, raw or redacted, never in
+    clear: `x=redacted:…` (the XBL user hash, hashed) when there is one, else the
+    redacted value itself (a token refresh then looks like a new user)."""
+    redacted = redact_value(authorization)
+    xbl = _XBL_AUTHORIZATION.fullmatch(redacted)
+    return f"x={xbl[2]}" if xbl is not None else redacted
 
 
 def _replaced(text: str, found: list[secrets.Finding]) -> str:
