@@ -105,6 +105,8 @@ def test_chromium_shows_the_verdicts_and_links_failures_to_records(
         assert re.search(rf'<tr id="record-{seq}"[^>]*>.*?</tr>', dom, re.S)
     assert "never reached" in dom and "412.if-match-session" in dom
     assert "injected fault" in dom
+    budget = rep.looked_text("rate-budget")
+    assert budget.startswith("looked at ") and budget in dom  # which requests each rule read
     assert dom.count("<circle") >= 39  # every exchange is a dot on the timeline
 
 

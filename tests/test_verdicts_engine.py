@@ -28,6 +28,9 @@ from mpsdproxy import verdicts
 from mpsdproxy.verdicts import Engine
 from mpsdproxy.verdicts import Status
 
+#: The client library's user agent: the calls the Trace Analyzer's rules look at.
+LIBRARY = ("User-Agent", "XboxServicesAPI/2017.01.20170131.001")
+
 # ---------------------------------------------------------------- the engine itself
 
 
@@ -39,11 +42,15 @@ def test_every_rule_reports_once_on_an_empty_recording() -> None:
 
 def test_feed_returns_what_each_record_decides() -> None:
     engine = Engine()
-    assert engine.feed(ex(rec(1, 0, status=503, response_headers=RA5))) == []
-    decided = engine.feed(ex(rec(2, 1)))
-    assert [(v.rule, v.status) for v in decided] == [
-        ("retry-after", Status.FAIL), ("repeated-calls", Status.WARN)]
+    assert engine.feed(ex(rec(1, 0, status=503, response_headers=RA5, headers=[LIBRARY]))) == []
+    decided = engine.feed(ex(rec(2, 1, headers=[LIBRARY])))
+    assert [(v.rule, v.status) for v in decided] == [("retry-after", Status.FAIL)]
     assert engine.counts[("retry-after", Status.FAIL)] == 1
+    # Repeated calls are taken in request-time order: decided once the reorder grace passed.
+    later = engine.advance(T0 + 1 + 10 + 5 + 1.5)
+    assert [(v.rule, v.status, v.records) for v in later] == [
+        ("repeated-calls", Status.WARN, (1, 2))]
+    assert engine.looked_at("repeated-calls").text == "looked at 2 requests: records 1..2"
     engine.finish()
     assert engine.finish() == []
     with pytest.raises(RuntimeError, match="finished"):

@@ -274,6 +274,8 @@ class ReportBuilder:
             operations=operations,
             anomalies=anomalies,
             verdict_counts=counts,
+            looked_at={r.id: self.engine.looked_at(r.id).to_dict()
+                       for r in verdicts.RULES if r.id in self.engine.looked},
             verdicts=tuple(kept),
             omitted=self.omitted,
             evidence=dict(self.evidence),

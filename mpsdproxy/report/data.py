@@ -147,6 +147,12 @@ class Report:
     mpsd_exchanges: int = 0
     #: host -> exchanges with a host that is not the session directory's
     other_hosts: dict[str, int] = field(default_factory=dict)
+    #: rule id -> the requests it looked at (`verdicts.engine.LookedAt.to_dict()`)
+    looked_at: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def looked_text(self, rule_id: str) -> str:
+        """`looked at 9 requests: records 36..45`, or "" when not known."""
+        return str(self.looked_at.get(rule_id, {}).get("text", ""))
 
     @property
     def no_mpsd(self) -> bool:
@@ -244,6 +250,7 @@ class Report:
             "checks": rule.checks,
             "counts": {s.value: counts.get(s.value, 0) for s in Status},
             "omitted": sum(self.omitted.get(rule.id, {}).values()),
+            "looked_at": self.looked_at.get(rule.id),
         }
 
 

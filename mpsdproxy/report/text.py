@@ -74,6 +74,10 @@ def _verdicts(report: Report) -> list[str]:
         cells = "  ".join(f"{counts.get(s.value, 0):>4} {s.value}" for s in STATUS_ORDER)
         lines.append(f"  {rule.title:<{width}}  {cells}")
     lines += [f"  - {v}" for v in report.verdicts if v.status in (Status.FAIL, Status.WARN)]
+    looked = [(rule.title, report.looked_text(rule.id)) for rule in verdicts.RULES]
+    if any(text for _, text in looked):
+        lines.append("  Requests each rule looked at:")
+        lines += [f"    {title:<{width}}  {text}" for title, text in looked if text]
     if report.omitted_total:
         lines.append(f"  ({report.omitted_total} more verdicts counted above, not listed)")
     return [*lines, ""]

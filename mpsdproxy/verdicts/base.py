@@ -6,7 +6,8 @@ one-line reason and its evidence: the seq numbers of the records behind it and
 the gaps between them in milliseconds. `BaseRule` is what every rule shares:
 it is fed facts one exchange at a time, decides what waited when time passes
 (`expire`) or the recording ends (`finish`), and says why it passes when it
-flagged nothing.
+flagged nothing. What the client library does, which the fault rules judge
+against, is `verdicts/library.py`.
 """
 
 from __future__ import annotations
@@ -73,13 +74,14 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule("retry-after", "Retry-After honoured", Group.FAULT_HANDLING,
-         "After a 503 or 429 with Retry-After N, the client sends nothing to that host "
-         "for N seconds."),
+         "After a 503 or 429 with Retry-After N, the user calls that API (method and "
+         "resource template) again only after N seconds; other APIs may go on."),
     Rule("backoff", "Backoff without Retry-After", Group.FAULT_HANDLING,
-         "Retries after a 503 or 429 without Retry-After are spaced out, grow, and stop."),
+         "Retries after a retryable failure wait as libHttpClient does (2-4 s, 4-8 s, ...; "
+         "10 s after a 500) and stop when its 20 s window runs out."),
     Rule("412-handled", "412 handled", Group.FAULT_HANDLING,
-         "After a 412 the next write uses the ETag the 412 returned, or follows a fresh "
-         "GET; it never resends the stale ETag."),
+         "After a 412 the next write uses the ETag the 412 returned (or of a re-read), "
+         "If-Match: *, or adopts the 412's session; never the stale ETag or document."),
     Rule("409-not-retried", "409 not blindly retried", Group.FAULT_HANDLING,
          "A request answered 409 is not sent again unchanged."),
     Rule("missing-session-polling", "No polling of a missing session", Group.FAULT_HANDLING,

@@ -11,6 +11,11 @@ host is fed to no rule, so a sign-in, telemetry or a search engine in a
 whole-machine capture never counts against the session directory's budgets,
 bursts, polling or repeated calls. Such an exchange still moves the clock (time
 passed for the verdicts waiting on it) and is counted in `other`.
+
+The engine also keeps, per rule, which requests it looked at (`looked_at`): a
+count and the record seq numbers as ranges (bounded), so a report can say
+"looked at 9 requests: records 36..45". A rule looked at an exchange when its
+`seen` count grew while it was fed that exchange.
 """
 
 from __future__ import annotations
@@ -42,11 +47,64 @@ from mpsdproxy.verdicts.pattern_rules import SmallBatchRule
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import facts_of
 
-__all__ = ["DEFAULT_MAX_KEYS", "EXPIRY_STEP_S", "RULE_CLASSES", "Engine"]
+__all__ = ["DEFAULT_MAX_KEYS", "EXPIRY_STEP_S", "MAX_RANGES", "RULE_CLASSES", "LookedAt",
+           "Engine"]
 
 DEFAULT_MAX_KEYS = 10_000
 #: Waiting verdicts are looked at (at most) this often, in record time.
 EXPIRY_STEP_S = 1.0
+
+#: At most this many ranges of record seqs are kept per rule for "looked at".
+MAX_RANGES = 12
+
+
+class LookedAt:
+    """The requests one rule looked at: how many, and their seqs as ranges (bounded).
+
+    Seqs extend the last range when they follow it; past MAX_RANGES ranges only
+    the count and the last seq move on, and `text` says how many were not listed.
+    """
+
+    __slots__ = ("count", "ranges", "unlisted", "last")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ranges: list[list[int]] = []
+        self.unlisted = 0
+        self.last: int | None = None
+
+    def add(self, seq: int) -> None:
+        self.count += 1
+        self.last = seq
+        ranges = self.ranges
+        if ranges and ranges[-1][1] + 1 == seq:
+            ranges[-1][1] = seq
+        elif ranges and ranges[-1][0] <= seq <= ranges[-1][1]:
+            pass  # seen again (a rule looking twice): already listed
+        elif len(ranges) < MAX_RANGES:
+            ranges.append([seq, seq])
+        else:
+            self.unlisted += 1
+
+    @property
+    def records(self) -> str:
+        """`36..45, 50`: the listed seqs."""
+        return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in self.ranges)
+
+    @property
+    def text(self) -> str:
+        """`looked at 9 requests: records 36..45`, for people."""
+        if not self.count:
+            return "looked at no requests"
+        noun = "request" if self.count == 1 else "requests"
+        more = f" and {self.unlisted} more up to record {self.last}" if self.unlisted else ""
+        word = "record" if self.count == 1 else "records"
+        return f"looked at {self.count} {noun}: {word} {self.records}{more}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"requests": self.count, "ranges": [list(r) for r in self.ranges],
+                "unlisted": self.unlisted, "text": self.text}
+
 
 #: The rules, in the order of base.RULES (the order verdicts and summaries come out in).
 RULE_CLASSES: tuple[type[BaseRule], ...] = (
@@ -77,6 +135,7 @@ class Engine:
         self.settings = self.limits.rules
         self.rules: list[BaseRule] = [cls(self.settings, self.limits, max_keys)
                                       for cls in RULE_CLASSES]
+        self.looked: dict[str, LookedAt] = {rule.id: LookedAt() for rule in self.rules}
         self.now = 0.0
         self.next_expiry = -math.inf
         #: exchanges fed, MPSD or not
@@ -89,10 +148,15 @@ class Engine:
 
     def facts(self, exchange: model.Exchange) -> Facts:
         """What the rules read from `exchange` (numbered `fed + 1` when it has no seq)."""
-        return facts_of(exchange, self._service, now=self.now, seq=self.fed + 1)
+        return facts_of(exchange, self._service, now=self.now, seq=self.fed + 1,
+                        custom_agent=self.settings.custom_user_agent)
 
-    def _service(self, host: str, kind: str) -> str:
-        return self.limits.service_for(host, kind).name
+    def _service(self, host: str, kind: str, path: str) -> str:
+        return self.limits.service_for(host, kind, path).name
+
+    def looked_at(self, rule_id: str) -> LookedAt:
+        """The requests rule `rule_id` looked at so far."""
+        return self.looked[rule_id]
 
     def feed(self, exchange: model.Exchange) -> list[Verdict]:
         """The verdicts this exchange decides (its own, and those whose time it passed)."""
@@ -104,7 +168,10 @@ class Engine:
         self.fed += 1
         out = self._catch_up(facts.start)
         for rule in self.rules:
+            before = rule.seen
             decided = rule.feed(facts)
+            if rule.seen > before:
+                self.looked[rule.id].add(facts.seq)
             if decided:
                 out.extend(self._counted(decided))
         return out
@@ -158,7 +225,8 @@ class Engine:
             if rule.id in decided:
                 continue
             if rule.seen:
-                summary = rule.verdict(Status.PASS, rule.summary(), time=self.now or None)
+                reason = f"{rule.summary()} ({self.looked[rule.id].text})"
+                summary = rule.verdict(Status.PASS, reason, time=self.now or None)
             else:
                 summary = rule.verdict(
                     Status.NOT_APPLICABLE,

@@ -1,8 +1,9 @@
 """The fault-handling rules: did the title handle 503, 429, 412, 409 and a missing
-session the way the service asks? Each occurrence passes or fails (Consecutive
-429s, the Trace Analyzer's throttling rule, warns).
-
-Which statuses these are is read from the catalog, never written here.
+session as the service asks and the client library does? Each occurrence passes or
+fails (Consecutive 429s, the Trace Analyzer's throttling rule, warns). Statuses come
+from the catalog; the library's behaviour from `library` (sources cited there and here:
+`httpcall.cpp` is libHttpClient's Source/HTTP/, the others xbox-live-api's
+Source/Services/Multiplayer/).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import field
 from typing import Any
 
 from mpsdproxy import catalog
+from mpsdproxy import jsonbody
+from mpsdproxy.resources import Kind
 from mpsdproxy.verdicts.base import DROPPED
 from mpsdproxy.verdicts.base import MAX_EVIDENCE
 from mpsdproxy.verdicts.base import MISSING_SESSION
@@ -23,6 +26,17 @@ from mpsdproxy.verdicts.base import Status
 from mpsdproxy.verdicts.base import Verdict
 from mpsdproxy.verdicts.base import gaps
 from mpsdproxy.verdicts.base import ms
+from mpsdproxy.verdicts.library import LIBRARY_RETRIES
+from mpsdproxy.verdicts.library import MIN_CALL_S
+from mpsdproxy.verdicts.library import RETRY_DELAY_S
+from mpsdproxy.verdicts.library import RETRY_WINDOW_S
+from mpsdproxy.verdicts.library import ApiKey
+from mpsdproxy.verdicts.library import Refused412
+from mpsdproxy.verdicts.library import api_of
+from mpsdproxy.verdicts.library import canonical_body
+from mpsdproxy.verdicts.library import judge_write_after_412
+from mpsdproxy.verdicts.library import least_wait
+from mpsdproxy.verdicts.library import leaves
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import HostKey
 from mpsdproxy.verdicts.state import Keyed
@@ -45,6 +59,7 @@ THROTTLED: int = catalog.get("429.too-many-requests").status
 CONFLICT: int = catalog.get("409.conflict").status
 PRECONDITION_FAILED: int = catalog.get("412.if-match-session").status
 WRITE_METHODS: frozenset[str] = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+MAX_FRESH_ETAGS = 8  # ETags answered since a refused write kept per 412
 
 
 @dataclass(slots=True)
@@ -54,16 +69,24 @@ class _Wait:
     seconds: int
     received: float
     deadline: float
-    host: str
+    api: str
     where: str
 
 
 class RetryAfterRule(BaseRule):
-    """After a 503/429 with Retry-After N, nothing from that client to that host for N s.
+    """After a 503/429 with Retry-After N, the same user's next call to the same API.
 
-    A request the client sent before it received the answer (one already in
-    flight) is no violation; a request sent after it and before the deadline is.
-    With `retry_after_scope: resource` only the same resource counts.
+    libHttpClient keeps a Retry-After per API (`retryAfterCacheId`, one `xbox_live_api`
+    id per XSAPI function; httpcall.cpp ShouldRetry ~L461-470) and until it elapses
+    fails calls to that API fast or delays them (ShouldFailFast ~L324-369); other APIs
+    go on. So a call to the same API (`library.api_of`) sent after the answer arrived and
+    before the deadline fails; the first one after it, or none, passes; other APIs are
+    not judged. Session writes are never retried (`SetRetryAllowed(false)`,
+    multiplayer_service.cpp WriteSessionUsingSubpath; ShouldRetry returns before
+    caching, ~L373): not writing again passes; a title's own rewrite of that API
+    within the wait fails, as the service asked it to wait. In-flight requests are
+    no violation. `retry_after_scope: client` (default): per user and API, as the
+    library; `resource`: per user and resource.
     """
 
     id = "retry-after"
@@ -71,14 +94,15 @@ class RetryAfterRule(BaseRule):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.waits: Keyed[HostKey | PlaceKey, _Wait] = Keyed(self.max_keys)
+        self.waits: Keyed[ApiKey | PlaceKey, _Wait] = Keyed(self.max_keys)
         self.by_resource = self.settings.retry_after_scope == "resource"
 
     def feed(self, ex: Facts) -> Decided:
         retry_after = ex.retry_after if ex.status in RETRY_STATUSES else None
         if retry_after is None and not self.waits:
             return NOTHING  # nothing to wait for, and nothing asks for a wait
-        key = ex.per_place if self.by_resource else ex.per_host
+        api = api_of(ex)
+        key = ex.per_place if self.by_resource else ApiKey(ex.client, ex.host, api)
         wait = self.waits.get(key)
         out: list[Verdict] | tuple[Verdict, ...] = NOTHING
         if wait is not None and ex.start >= wait.received and ex.seq not in wait.seqs:
@@ -91,7 +115,7 @@ class RetryAfterRule(BaseRule):
             deadline = ex.end + retry_after
             if wait is not None and wait.deadline > deadline:
                 deadline = wait.deadline  # two answers in flight: the later deadline holds
-            new = _Wait(seqs, ex.status, retry_after, ex.end, deadline, ex.host, ex.where)
+            new = _Wait(seqs, ex.status, retry_after, ex.end, deadline, api, ex.where)
             evicted = self.waits.put(key, new, deadline)
             if evicted:
                 out = [*out, *(self._quiet(k.client, w, DROPPED) for k, w in evicted)]
@@ -105,17 +129,17 @@ class RetryAfterRule(BaseRule):
             early = ms(wait.deadline - ex.start)
             return self.verdict(
                 Status.FAIL,
-                f"{ex.label} (record {ex.seq}) was sent {gap:.0f} ms after {asked}, "
-                f"{early:.0f} ms too early", *evidence)
+                f"{ex.label} (record {ex.seq}), the same API ({wait.api}), was sent "
+                f"{gap:.0f} ms after {asked}, {early:.0f} ms too early", *evidence)
         return self.verdict(
             Status.PASS,
             f"waited {gap:.0f} ms after {asked} before {ex.label} (record {ex.seq})", *evidence)
 
     def _quiet(self, client: str, wait: _Wait, why: str) -> Verdict:
-        where = "that resource" if self.by_resource else (wait.host or "the service")
+        what = "that resource" if self.by_resource else f"the same API ({wait.api})"
         return self.verdict(
             Status.PASS,
-            f"sent nothing to {where} after the {wait.status} with Retry-After "
+            f"made no call to {what} after the {wait.status} with Retry-After "
             f"{wait.seconds} s (record {wait.seqs[-1]}): {why}",
             wait.seqs, (), client, wait.where, wait.deadline)
 
@@ -135,73 +159,98 @@ class RetryAfterRule(BaseRule):
 class _Chain:
     seqs: list[int]
     gaps: list[float]
+    first_start: float  # the first attempt: the library's window starts here
     last_end: float
+    last_seq: int  # the last failed answer
     status: int | None
+    retry_after: int | None  # of the last answer (a chain starts on one without)
     where: str
     retries: int = 0
-    prev_gap: float | None = None
-    failed: bool = False
+    done: bool = False  # failed, or left to Retry-After honoured: no pass at the end
 
 
 class BackoffRule(BaseRule):
-    """Retries (same client, method and URI) after a 503/429 without Retry-After.
+    """Retries of one request (user, method, URI) after an answer libHttpClient retries
+    (408, 429, 500, 502, 503, 504; httpcall.cpp ShouldRetry ~L385) without Retry-After.
 
-    Each wait must be at least `backoff_min_gap_ms`, at least `backoff_growth`
-    times the wait before it, and there may be at most `backoff_max_retries`.
-    A chain ends with an answer that is not a 503/429 without Retry-After, or
-    after `backoff_idle_s` without a retry.
+    Retry n fails when it comes sooner after the failed answer than `library.least_wait`
+    (d^n s capped at 60, d = 2: 2 s, 4 s, 8 s; 10 s after a 500; R after a Retry-After
+    R), or when at that answer the call's window (20 s from its first attempt) had
+    <= 5 s, or less than that wait + 5 s, left: the library had given up (~L449-457).
+    Gaps run from the answer's end to the retry's start at the proxy, never shorter
+    than the library's delay. The same request after the window is a new call. A call
+    the library never retries (session PUT: `SetRetryAllowed(false)`) and the title
+    resends is held to the same spacing. A retry before a mid-chain Retry-After is left
+    to Retry-After honoured. No answer starts no chain (a network error and a call the
+    title cancelled look alike). Settings `backoff_retry_delay_s` and
+    `backoff_window_s`, when present, replace d and the window.
     """
 
     id = "backoff"
-    nothing = "no 503 or 429 came without a Retry-After"
+    nothing = "no retryable failure (408, 429, 5xx) came without a Retry-After"
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.chains: Keyed[RequestKey, _Chain] = Keyed(self.max_keys)
+        self.delay = float(getattr(self.settings, "backoff_retry_delay_s", RETRY_DELAY_S))
+        self.window = float(getattr(self.settings, "backoff_window_s", RETRY_WINDOW_S))
 
     def feed(self, ex: Facts) -> Decided:
         key = ex.request_key
         chain = self.chains.get(key) if self.chains else None
-        if chain is not None and ex.start >= chain.last_end and ex.seq not in chain.seqs:
+        if chain is None or ex.start < chain.last_end or ex.seq in chain.seqs:
+            return self._start(key, ex)
+        if ex.start < chain.first_start + self.window:
             return self._retry(key, chain, ex)
-        if ex.status in RETRY_STATUSES and ex.retry_after is None:
-            self.seen += 1
-            return self._put(key, _Chain([ex.seq], [], ex.end, ex.status, ex.where))
-        return NOTHING
+        self.chains.pop(key)  # the window has passed: a new call by the title
+        ended = self._end(key, chain, "then no retry within the window", None)
+        return [*((ended,) if ended else ()), *self._start(key, ex)]
+
+    def _start(self, key: RequestKey, ex: Facts) -> Decided:
+        if ex.status not in LIBRARY_RETRIES or ex.retry_after is not None:
+            return NOTHING
+        self.seen += 1
+        chain = _Chain([ex.seq], [], ex.start, ex.end, ex.seq, ex.status, None, ex.where)
+        return self._put(key, chain)
 
     def _put(self, key: RequestKey, chain: _Chain) -> Decided:
-        evicted = self.chains.put(key, chain, chain.last_end + self.settings.backoff_idle_s)
+        evicted = self.chains.put(key, chain, chain.first_start + self.window)
         return [v for k, c in evicted if (v := self._end(k, c, DROPPED, None))]
 
-    def _problem(self, chain: _Chain, gap: float) -> str | None:
-        s = self.settings
-        n = chain.retries
-        if gap < s.backoff_min_gap_ms:
-            return (f"retry {n} came {gap:.0f} ms after the {chain.status} "
-                    f"(a tight retry: at least {s.backoff_min_gap_ms:.0f} ms expected)")
-        if chain.prev_gap is not None and gap < chain.prev_gap * s.backoff_growth:
-            return (f"the wait before retry {n} shrank from {chain.prev_gap:.0f} ms to "
-                    f"{gap:.0f} ms (backoff should grow)")
-        if n > s.backoff_max_retries:
-            return f"{n} retries of one request (at most {s.backoff_max_retries} expected)"
+    def _problem(self, chain: _Chain, n: int, gap_s: float) -> str | None:
+        wait, why = least_wait(n, chain.status, chain.retry_after, self.delay)
+        left = self.window - (chain.last_end - chain.first_start)
+        failed = f"the {chain.status} (record {chain.last_seq})"
+        if left <= MIN_CALL_S or left < wait + MIN_CALL_S:
+            return (f"retry {n} came after the library gives up: {left:.1f} s of its "
+                    f"{self.window:.0f} s window were left at {failed}, less than the "
+                    f"{wait:.0f} s wait + {MIN_CALL_S:.0f} s")
+        if gap_s < wait:
+            return (f"retry {n} came {ms(gap_s):.0f} ms after {failed}; the library waits "
+                    f"at least {ms(wait):.0f} ms ({why})")
         return None
 
     def _retry(self, key: RequestKey, chain: _Chain, ex: Facts) -> Decided:
         out: list[Verdict] = []
-        gap = ms(ex.start - chain.last_end)
+        gap_s = ex.start - chain.last_end
         chain.retries += 1
         if len(chain.seqs) < 4 * MAX_EVIDENCE:
             chain.seqs.append(ex.seq)
-            chain.gaps.append(gap)
-        problem = self._problem(chain, gap)
-        chain.prev_gap = gap
-        if problem and not chain.failed:
-            chain.failed = True
-            out.append(self.verdict(Status.FAIL, f"{ex.label}: {problem}", chain.seqs,
-                                    chain.gaps, key.client, ex.where, ex.start))
-        if ex.status in RETRY_STATUSES and ex.retry_after is None:
-            chain.last_end = ex.end
-            chain.status = ex.status
+            chain.gaps.append(ms(gap_s))
+        evidence = (chain.seqs, chain.gaps, key.client, ex.where, ex.start)
+        if chain.retry_after is not None and gap_s < chain.retry_after and not chain.done:
+            chain.done = True
+            out.append(self.verdict(
+                Status.NOT_APPLICABLE, f"{ex.label} (record {ex.seq}) came before the "
+                f"Retry-After {chain.retry_after} s of record {chain.last_seq}: judged by "
+                "Retry-After honoured", *evidence))
+        problem = None if chain.done else self._problem(chain, chain.retries, gap_s)
+        if problem:
+            chain.done = True
+            out.append(self.verdict(Status.FAIL, f"{ex.label}: {problem}", *evidence))
+        if ex.status in LIBRARY_RETRIES:
+            chain.last_end, chain.last_seq, chain.status = ex.end, ex.seq, ex.status
+            chain.retry_after = ex.retry_after
             out.extend(self._put(key, chain))
             return out
         self.chains.pop(key)
@@ -213,21 +262,22 @@ class BackoffRule(BaseRule):
 
     def _end(self, key: RequestKey, chain: _Chain, how: str,
              when: float | None) -> Verdict | None:
-        if chain.failed:
+        if chain.done:
             return None
         if chain.retries == 0:
             reason = f"did not retry the request answered {chain.status} (record {chain.seqs[0]})"
         else:
             waits = ", ".join(f"{g:.0f}" for g in chain.gaps)
-            reason = (f"{chain.retries} retries after the {chain.status} (record "
-                      f"{chain.seqs[0]}), waits {waits} ms, {how}")
+            reason = (f"{chain.retries} retries after the failure (record "
+                      f"{chain.seqs[0]}), waits {waits} ms as the library's "
+                      f"schedule allows, {how}")
         if when is None:
-            when = chain.last_end + self.settings.backoff_idle_s
+            when = chain.first_start + self.window
         return self.verdict(Status.PASS, reason, chain.seqs, chain.gaps, key.client,
                             chain.where, when)
 
     def expire(self, now: float) -> Decided:
-        quiet = f"then quiet for {self.settings.backoff_idle_s:.0f} s"
+        quiet = f"then no retry within the {self.window:.0f} s window"
         return [v for k, c in self.chains.due(now) if (v := self._end(k, c, quiet, None))]
 
     def finish(self) -> Decided:
@@ -235,26 +285,29 @@ class BackoffRule(BaseRule):
         return [v for k, c in self.chains.drain() if (v := self._end(k, c, ended, None))]
 
     def summary(self) -> str:
-        return f"all {self.seen} failures without Retry-After were retried with backoff"
+        return f"all {self.seen} retryable failures were retried as the library's schedule allows"
 
 
 @dataclass(slots=True)
-class _Stale:
-    seq: int
-    received: float
-    if_match: str | None
-    if_none_match: str | None
-    returned: str | None  # the ETag the 412 returned
-    where: str
-    reread: int | None = None  # seq of a GET of the session after the 412
+class _View:
+    body: bytes  # the last session document answered to the user (parsed only at a 412)
+    end: float
 
 
 class PreconditionRule(BaseRule):
-    """After a 412 on a session, the client's next write to that session.
+    """After a 412 on a session, the same user's next write to that session: one verdict.
 
-    It passes when it uses the ETag the 412 returned, or follows a fresh GET
-    of the session; it fails when it resends the stale ETag (or the
-    If-None-Match that failed) or writes blind without re-reading.
+    A 412 on a session write is not an error to XSAPI: the session is rebuilt from the
+    412's body, ETag and Date (multiplayer_service.cpp WriteSessionUsingSubpath; "Still
+    must return latest session to allow retries", MultiplayerWriteSessionHelper;
+    multiplayer_session.cpp ~L1241, OutOfSync), MultiplayerManager adopts it
+    (multiplayer_session_writer.cpp ~L378), and titles re-apply their change and write
+    again. `library.judge_write_after_412` decides on that write, with the re-read, the
+    ETags answered since and the fields the 412's session changed since the user's last
+    view of it (the last session document answered to the user). No later write: after
+    a bodiless 412 (the library reports the failure; MultiplayerManager's lobby client
+    takes its failure branch) a pass, else not applicable. A write in flight when the
+    412 came is not its answer.
     """
 
     id = "412-handled"
@@ -262,68 +315,86 @@ class PreconditionRule(BaseRule):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.pending: Keyed[SessionKey, _Stale] = Keyed(self.max_keys)
+        self.pending: Keyed[SessionKey, Refused412] = Keyed(self.max_keys)
+        self.views: Keyed[SessionKey, _View] = Keyed(self.max_keys)
 
     def feed(self, ex: Facts) -> Decided:
         if ex.session is None:
             return NOTHING
-        if ex.status != PRECONDITION_FAILED and not self.pending:
-            return NOTHING
-        out: list[Verdict] | tuple[Verdict, ...] = NOTHING
         key = SessionKey(ex.client, ex.session)
-        stale = self.pending.get(key)
-        if stale is not None and ex.start >= stale.received and ex.seq != stale.seq:
-            if ex.method == "GET" and ex.status is not None and ex.status < 400:
-                stale.reread = ex.seq
-            elif ex.method in WRITE_METHODS:
-                self.pending.pop(key)
-                out = [self._judge(key.client, stale, ex)]
+        out: list[Verdict] | tuple[Verdict, ...] = NOTHING
+        stale = self.pending.get(key) if self.pending else None
+        if stale is not None and ex.seq != stale.seq:
+            out = self._follow(key, stale, ex)
         if ex.status == PRECONDITION_FAILED:
             self.seen += 1
-            new = _Stale(ex.seq, ex.end, ex.if_match, ex.if_none_match, ex.etag, ex.where)
+            new = self._stale(key, ex)
             evicted = self.pending.put(key, new, ex.end + self.settings.precondition_window_s)
             out = [*out, *(self._unjudged(k.client, s, DROPPED) for k, s in evicted)]
+        self._remember(key, ex)
         return out
 
-    def _judge(self, client: str, stale: _Stale, ex: Facts) -> Verdict:
-        gap = (ms(ex.start - stale.received),)
+    def _remember(self, key: SessionKey, ex: Facts) -> None:
+        """Keep the last session document answered to the user (a 412's too)."""
+        response = ex.exchange.response
+        if (ex.resource.kind is Kind.SESSION and response is not None and response.body
+                and ex.status is not None and (200 <= ex.status < 300
+                                               or ex.status == PRECONDITION_FAILED)):
+            self.views.put(key, _View(response.body, ex.end),
+                           ex.end + self.settings.precondition_window_s)
+
+    def _stale(self, key: SessionKey, ex: Facts) -> Refused412:
+        response = ex.exchange.response
+        current = response.json if response is not None and response.body else jsonbody.INVALID
+        view = self.views.get(key)
+        changed = None
+        if isinstance(current, dict) and view is not None and view.end <= ex.start:
+            now, then = leaves(current), leaves(jsonbody.parse(view.body))
+            changed = {p: now.get(p) for p in now.keys() | then.keys()
+                       if now.get(p) != then.get(p)}
+        return Refused412(ex.seq, ex.start, ex.end, ex.if_match, ex.if_none_match, ex.etag,
+                      not isinstance(current, dict) and ex.etag is None,
+                          canonical_body(ex.exchange.request),
+                      changed, ex.where)
+
+    def _follow(self, key: SessionKey, stale: Refused412, ex: Facts) -> Decided:
+        if (ex.etag and ex.status is not None and 200 <= ex.status < 300
+                and ex.end >= stale.sent and len(stale.fresh) < MAX_FRESH_ETAGS):
+            stale.fresh.setdefault(ex.etag, ex.seq)
+        if ex.start < stale.received:
+            return NOTHING  # in flight when the 412 came: not its answer
+        if ex.method == "GET":
+            if (ex.resource.kind is Kind.SESSION and ex.status is not None
+                    and ex.status < 400):
+                stale.reread = ex.seq
+                stale.reread_found = ex.status != MISSING_SESSION.status
+            return NOTHING
+        if ex.method not in WRITE_METHODS:
+            return NOTHING
+        self.pending.pop(key)
+        status, reason = judge_write_after_412(stale, ex)
         seqs = (stale.seq, *((stale.reread,) if stale.reread else ()), ex.seq)
-        after = f"after the 412 (record {stale.seq})"
+        return [self.verdict(status, f"{ex.label} (record {ex.seq}) {reason}", seqs,
+                             (ms(ex.start - stale.received),), key.client, stale.where,
+                             ex.start)]
 
-        def judged(status: Status, reason: str) -> Verdict:
-            return self.verdict(status, f"{ex.label} (record {ex.seq}) {reason}", seqs, gap,
-                                client, stale.where, ex.start)
-
-        resent = (stale.if_match and ex.if_match == stale.if_match
-                  and stale.if_match != stale.returned)
-        if resent and stale.if_match != "*":
-            return judged(Status.FAIL, f"resent the stale ETag {stale.if_match} {after}")
-        if resent and not stale.reread:
-            return judged(Status.FAIL, f"resent If-Match: * {after} without re-reading the "
-                                       "session")
-        if stale.if_none_match and ex.if_none_match == stale.if_none_match and not stale.reread:
-            return judged(Status.FAIL, f"resent If-None-Match: {stale.if_none_match} {after} "
-                                       "without re-reading the session")
-        if stale.returned and ex.if_match == stale.returned:
-            return judged(Status.PASS, f"used the ETag the 412 returned ({stale.returned})")
-        if stale.reread:
-            return judged(Status.PASS, f"followed a fresh GET (record {stale.reread}) {after}")
-        if stale.returned is None:
-            return judged(Status.PASS, f"did not resend the failed precondition {after}")
-        sent = f"If-Match {ex.if_match}" if ex.if_match else "no If-Match"
-        return judged(Status.FAIL, f"wrote with {sent} {after} instead of the ETag it returned "
-                                   f"({stale.returned}), without re-reading the session")
-
-    def _unjudged(self, client: str, stale: _Stale, why: str) -> Verdict:
+    def _unjudged(self, client: str, stale: Refused412, why: str) -> Verdict:
+        if stale.bodiless:
+            return self.verdict(Status.PASS,
+                                f"did not write to the session again after the bodiless 412 "
+                                f"(record {stale.seq}): {why}", (stale.seq,), (), client,
+                                stale.where, stale.received)
         return self.verdict(Status.NOT_APPLICABLE,
                             f"no later write to the session after the 412 (record {stale.seq}): "
                             f"{why}", (stale.seq,), (), client, stale.where, stale.received)
 
     def expire(self, now: float) -> Decided:
+        self.views.due(now)
         window = f"none within {self.settings.precondition_window_s:.0f} s"
         return [self._unjudged(k.client, s, window) for k, s in self.pending.due(now)]
 
     def finish(self) -> Decided:
+        self.views.drain()
         return [self._unjudged(k.client, s, "the recording ended first")
                 for k, s in self.pending.drain()]
 

@@ -5,6 +5,11 @@ lays a user's file over it (it only needs the keys it changes). Files are read
 through `yamlfile`, so a bad one is refused with one line per problem,
 `file:line:col: key.path: what is wrong`, as scenarios and the stand-in's
 config are.
+
+The shipped budgets are the Xbox Live Trace Analyzer's per-service limits
+(`Source/XboxLiveTraceAnalyzer.Rules.json` of microsoft/xbox-live-trace-analyzer,
+commit 4820c46): one service per endpoint, its sub-path limits (e.g. the session
+directory's `/handles/query`) as `paths`, and its `*` rule as the default service.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from mpsdproxy.resources import Kind
 
 __all__ = [
     "SCOPES",
+    "IGNORED_SETTINGS",
+    "wildcard",
     "Window",
     "ServiceLimits",
     "RuleSettings",
@@ -39,6 +46,18 @@ __all__ = [
 #: What "the same place" means for Retry-After: the host, or one resource of it.
 SCOPES = ("client", "resource")
 DEFAULT_FILE = "mpsdproxy/data/limits.yaml"
+#: Settings older limits files may still hold: accepted, ignored, and noted in `Limits.notes`.
+IGNORED_SETTINGS: dict[str, str] = {
+    "burst_warmup_calls": "burst detection now follows the Trace Analyzer from the first call "
+                          "on (no warm-up), so rules.burst_warmup_calls is ignored",
+}
+
+
+def wildcard(pattern: str) -> re.Pattern[str]:
+    """The Trace Analyzer's wildcard: `*` any run, `?` any one character, the rest literal,
+    matched whole and case-insensitively (RulesEngine.cs WildCardToRegular, ~L25)."""
+    body = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.compile(f"^{body}$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -67,16 +86,34 @@ class ServiceLimits:
     hosts: tuple[str, ...] = ()  # shell-style patterns, matched case-insensitively
     kinds: tuple[str, ...] = ()
     certification_factor: int = 10
+    #: For a sub-path limit: the path (and query) patterns it covers, analyzer wildcards.
+    paths: tuple[str, ...] = ()
+    #: The sub-path limits of this service (each a ServiceLimits named `service/name`); a
+    #: call whose path one of them matches counts against that one instead.
+    parts: tuple[ServiceLimits, ...] = ()
     #: `hosts` as one regex, compiled once here rather than for every request.
     host_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    path_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         pattern = "|".join(f"(?:{fnmatch.translate(p.lower())})" for p in self.hosts)
         object.__setattr__(self, "host_pattern", re.compile(pattern) if pattern else None)
+        object.__setattr__(self, "path_patterns", tuple(wildcard(p) for p in self.paths))
 
     def serves(self, host: str) -> bool:
         """Whether a request to `host` (lower case) matches one of `hosts`."""
         return self.host_pattern is not None and self.host_pattern.match(host) is not None
+
+    def covers(self, path: str) -> bool:
+        """Whether a request to `path` (with its query) falls under this sub-path limit."""
+        return any(p.match(path) for p in self.path_patterns)
+
+    def part_for(self, path: str) -> ServiceLimits:
+        """The sub-path limit `path` counts against, else this service's own."""
+        for part in self.parts:
+            if part.covers(path):
+                return part
+        return self
 
     @property
     def certification(self) -> int:
@@ -99,7 +136,6 @@ class RuleSettings:
     missing_session_window_s: float = 30.0
     burst_window_ms: float = 2000.0
     burst_min_calls: int = 3
-    burst_warmup_calls: int = 20
     repeat_interval_ms: float = 5000.0
     polling_tolerance: float = 0.01
     polling_min_calls: int = 5
@@ -107,6 +143,8 @@ class RuleSettings:
     batch_min_xuids: int = 2
     batch_window_ms: float = 2000.0
     reorder_grace_s: float = 10.0
+    #: The Trace Analyzer's custom user agent: calls sending exactly this one are analysed too.
+    custom_user_agent: str = ""
 
     def __post_init__(self) -> None:
         if self.retry_after_scope not in SCOPES:
@@ -121,26 +159,32 @@ class Limits:
     default_service: str
     rules: RuleSettings = field(default_factory=RuleSettings)
     source: str = "built-in defaults"
+    #: What the loader accepted but ignored (settings older files may hold).
+    notes: tuple[str, ...] = ()
 
     def service(self, name: str) -> ServiceLimits:
-        for s in self.services:
-            if s.name == name:
-                return s
-        raise LookupError(f"no service {name!r} in {self.source}")
+        """A service, or a sub-path limit by its `service/name`."""
+        found = self.by_name().get(name)
+        if found is None:
+            raise LookupError(f"no service {name!r} in {self.source}")
+        return found
 
     def by_name(self) -> dict[str, ServiceLimits]:
-        return {s.name: s for s in self.services}
+        """Every service and sub-path limit by name."""
+        return {x.name: x for s in self.services for x in (s, *s.parts)}
 
-    def service_for(self, host: str, kind: str) -> ServiceLimits:
-        """The budgets a request to `host` naming a `kind` resource counts against."""
+    def service_for(self, host: str, kind: str, path: str = "") -> ServiceLimits:
+        """The budgets a request to `host` naming a `kind` resource at `path` (with its
+        query) counts against: the first service whose `hosts` match, else the first whose
+        `kinds` list the kind (a local stand-in), else the default (the analyzer's `*`);
+        then its sub-path limit for `path`, if one covers it."""
         host = host.lower()
-        for s in self.services:
-            if s.serves(host):
-                return s
-        for s in self.services:
-            if kind in s.kinds:
-                return s
-        return self.service(self.default_service)
+        found = next((s for s in self.services if s.serves(host)), None)
+        if found is None:
+            found = next((s for s in self.services if kind in s.kinds), None)
+        if found is None:
+            found = self.service(self.default_service)
+        return found.part_for(path) if path else found
 
 
 class LimitsError(yamlfile.InputError):
@@ -197,13 +241,34 @@ def _strings(value: Any, key: yamlfile.KeyPath) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _part(service: str, name: str, data: Any, key: yamlfile.KeyPath) -> ServiceLimits:
+    """One sub-path limit: `match` patterns and its own windows."""
+    data = _mapping(data, key)
+    _check_keys(data, ("match", "burst", "sustained", "certification_factor"), key)
+    for needed in ("match", "burst", "sustained"):
+        if needed not in data:
+            raise yamlfile.FieldError(key, f"should have {needed}")
+    paths = _strings(data["match"], (*key, "match"))
+    if not paths:
+        raise yamlfile.FieldError((*key, "match"), "should list at least one path pattern")
+    factor = _number(data.get("certification_factor", 10), (*key, "certification_factor"),
+                     integer=True, minimum=1)
+    return ServiceLimits(f"{service}/{name}", _window(data["burst"], (*key, "burst")),
+                         _window(data["sustained"], (*key, "sustained")),
+                         certification_factor=factor, paths=paths)
+
+
 def _service(name: str, data: Any) -> ServiceLimits:
     key: yamlfile.KeyPath = ("services", name)
     data = _mapping(data, key)
-    _check_keys(data, ("hosts", "kinds", "burst", "sustained", "certification_factor"), key)
+    _check_keys(data, ("hosts", "kinds", "burst", "sustained", "certification_factor",
+                       "paths"), key)
     for needed in ("burst", "sustained"):
         if needed not in data:
             raise yamlfile.FieldError(key, f"should have {needed}")
+    parts_data = _mapping(data.get("paths") or {}, (*key, "paths"))
+    parts = tuple(_part(name, str(part), spec, (*key, "paths", str(part)))
+                  for part, spec in parts_data.items())
     kinds = _strings(data.get("kinds"), (*key, "kinds"))
     valid_kinds = [k.value for k in Kind]
     for i, k in enumerate(kinds):
@@ -214,20 +279,27 @@ def _service(name: str, data: Any) -> ServiceLimits:
                      integer=True, minimum=1)
     return ServiceLimits(name, _window(data["burst"], (*key, "burst")),
                          _window(data["sustained"], (*key, "sustained")),
-                         _strings(data.get("hosts"), (*key, "hosts")), kinds, factor)
+                         _strings(data.get("hosts"), (*key, "hosts")), kinds, factor,
+                         parts=parts)
 
 
-def _rule_settings(data: Any) -> RuleSettings:
+def _rule_settings(data: Any, notes: list[str]) -> RuleSettings:
     data = _mapping(data, ("rules",))
     known = {f.name: f for f in fields(RuleSettings)}
-    _check_keys(data, known, ("rules",))
+    _check_keys(data, [*known, *IGNORED_SETTINGS], ("rules",))
     values: dict[str, Any] = {}
     for name, value in data.items():
         key = ("rules", name)
-        if name == "retry_after_scope":
+        if name in IGNORED_SETTINGS:
+            notes.append(IGNORED_SETTINGS[name])
+        elif name == "retry_after_scope":
             if value not in SCOPES:
                 raise yamlfile.FieldError(
                     key, f"should be one of {', '.join(SCOPES)}, not {value!r}")
+            values[name] = value
+        elif known[name].type == "str":
+            if not isinstance(value, str):
+                raise yamlfile.FieldError(key, f"should be a string, not {value!r}")
             values[name] = value
         elif known[name].type == "int":
             values[name] = _number(value, key, integer=True, minimum=1)
@@ -252,7 +324,9 @@ def _limits(data: Any, source: str) -> Limits:
     if default not in names:
         raise yamlfile.FieldError(("default_service",), (
             f"should be one of the services ({', '.join(names)}), not {default!r}"))
-    return Limits(parsed, default, _rule_settings(data.get("rules") or {}), source)
+    notes: list[str] = []
+    settings = _rule_settings(data.get("rules") or {}, notes)
+    return Limits(parsed, default, settings, source, tuple(notes))
 
 
 # ---- documents -> Limits

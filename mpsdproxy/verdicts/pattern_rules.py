@@ -10,11 +10,18 @@ exactly where the service would answer 429.
 from __future__ import annotations
 
 import enum
-import math
+import heapq
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
+from typing import NamedTuple
 
 from mpsdproxy import fgrl
+from mpsdproxy.verdicts.analyzer import analyzer_stats
+from mpsdproxy.verdicts.analyzer import burst_size
+from mpsdproxy.verdicts.analyzer import excess_windows
 from mpsdproxy.verdicts.base import MAX_EVIDENCE
 from mpsdproxy.verdicts.base import NOTHING
 from mpsdproxy.verdicts.base import BaseRule
@@ -24,7 +31,6 @@ from mpsdproxy.verdicts.base import Verdict
 from mpsdproxy.verdicts.base import gaps
 from mpsdproxy.verdicts.base import ms
 from mpsdproxy.verdicts.limits import ServiceLimits
-from mpsdproxy.verdicts.state import CallKey
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import HostKey
 from mpsdproxy.verdicts.state import Keyed
@@ -39,10 +45,14 @@ __all__ = [
     "BatchFrequencyRule",
 ]
 
-#: How long a client's call statistics are kept after its last call.
+#: A console quiet on a host this long has ended its trace there (burst is decided).
 IDLE_S = 3600
-#: The most calls a burst window keeps (evidence and count).
-BURST_KEEP = 1024
+#: Most calls held per console and host for burst detection (judged in parts past it).
+BURST_HOLD = 50_000
+#: Most calls held for burst detection in all (24 bytes each).
+BURST_HOLD_TOTAL = 500_000
+#: Most calls held for their turn in request-time order (repeated calls).
+REORDER_HOLD = 10_000
 
 
 class _Over(enum.Flag):
@@ -69,6 +79,14 @@ class _Peak:
 
 class RateBudgetRule(BaseRule):
     """Sliding-window request counts per user and service against the FGRL budgets.
+
+    The budgets are the Trace Analyzer's per-service CallFrequency limits
+    (data/limits.yaml; CallFrequencyRule.cs: over the sustained or burst limit
+    warns, ten times the sustained limit is the certification error), counted
+    per user (`Facts.client`, the XBL user hash) and per service or sub-path
+    limit (`Facts.service`), as the service's FGRL counts them. Every call
+    counts, whoever sent it: the service throttles a user's calls whatever
+    their user agent.
 
     Over the burst or the sustained limit warns (the service would throttle
     from there); reaching the certification line fails. Each is reported once
@@ -154,138 +172,225 @@ class RateBudgetRule(BaseRule):
 
 
 @dataclass(slots=True)
-class _Rate:
-    window: fgrl.SlidingWindow
-    last: float | None = None
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    in_burst: bool = False
+class _History:
+    """One console's calls to one host: start (µs), elapsed (ms), seq, in arrival order."""
+
+    starts: array = field(default_factory=lambda: array("q"))
+    elapsed: array = field(default_factory=lambda: array("q"))
+    seqs: array = field(default_factory=lambda: array("q"))
+    last: float = 0.0
 
 
 class BurstRule(BaseRule):
-    """The Trace Analyzer's BurstDetection, with the title's running call statistics.
+    """The Trace Analyzer's BurstDetection, on the whole trace as it runs it.
 
-    A burst is more calls within `burst_window_ms` than
-    ceil(calls per second) + ceil(2 * 1000 / standard deviation of the gap in ms),
-    and at least `burst_min_calls`. The analyzer takes the mean and variance of
-    the gaps over the whole trace; here they are running values (Welford) of the
-    calls so far, used once `burst_warmup_calls` gaps were seen.
+    What the analyzer does (BurstDetectionRule.cs Run, ~L20-L45): per console and
+    host (RulesEngine.cs RunRulesOnData; rule "*.*" of Rules.json), over the calls
+    it analyses sorted by request time, it takes the trace's mean gap and
+    variance (`analyzer_stats`), allows burst size = ceil(1000 / mean gap) +
+    ceil(2 * 1000 / sqrt(variance)) calls per `burst_window_ms`
+    (BurstDetectionWindowMs 2000), finds the runs above it
+    (`excess_windows`) and warns for each run of at least `burst_min_calls`
+    (BurstSizeToDetect 3). No warm-up: a trace of any length is judged.
+
+    The statistics are the whole trace's, so the calls are held per console and
+    host (start, elapsed, seq: 24 bytes a call) and judged at the end, when a
+    console has been quiet on a host for IDLE_S, or in parts of BURST_HOLD calls;
+    over BURST_HOLD_TOTAL held calls the longest-quiet history is judged first.
     """
 
     id = "burst"
-    nothing = "no requests"
+    nothing = "no calls the Trace Analyzer analyses"
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.rates: Keyed[HostKey, _Rate] = Keyed(self.max_keys)
-        self.window_s = self.settings.burst_window_ms / 1000
+        self.held: OrderedDict[tuple[str, str], _History] = OrderedDict()
+        self.total = 0
 
     def feed(self, ex: Facts) -> Decided:
+        if not ex.analysed:
+            return NOTHING
         self.seen += 1
-        key = ex.per_host
-        rate = self.rates.get(key)
-        if rate is None:
-            rate = _Rate(fgrl.SlidingWindow(BURST_KEEP, self.window_s, keep=BURST_KEEP))
-        size = rate.window.add(ex.start, ex.seq)
-        limit = self._limit(rate) if size >= self.settings.burst_min_calls else math.inf
-        out: Decided = NOTHING
-        if size <= limit:
-            rate.in_burst = False
-        elif not rate.in_burst:
-            rate.in_burst = True
-            out = [self._burst(ex, rate, size, limit)]
-        self._learn(rate, ex.start)
-        self.rates.put(key, rate, ex.start + IDLE_S)
+        key = (ex.console, ex.host)
+        history = self.held.get(key)
+        if history is None:
+            history = self.held[key] = _History()
+        self.held.move_to_end(key)
+        start = round(ex.start * 1_000_000)
+        history.starts.append(start)
+        history.elapsed.append((round(ex.end * 1_000_000) - start) // 1000)
+        history.seqs.append(ex.seq)
+        history.last = max(history.last, ex.start)
+        self.total += 1
+        out: list[Verdict] = []
+        if len(history.seqs) >= BURST_HOLD:
+            out.extend(self._decide(key, self.held.pop(key)))
+        while self.total > BURST_HOLD_TOTAL and self.held:
+            out.extend(self._decide(*self.held.popitem(last=False)))
+        return out or NOTHING
+
+    def _decide(self, key: tuple[str, str], history: _History) -> list[Verdict]:
+        self.total -= len(history.seqs)
+        order = sorted(range(len(history.seqs)), key=history.starts.__getitem__)
+        starts = [history.starts[i] for i in order]
+        mean_gap, variance = analyzer_stats([(history.starts[i], history.elapsed[i])
+                                             for i in order])
+        size = burst_size(mean_gap, variance)
+        window = self.settings.burst_window_ms
+        out = []
+        for first, end in excess_windows(starts, window, size):
+            if end - first < self.settings.burst_min_calls:
+                continue
+            seqs = [history.seqs[i] for i in order[first:end]]
+            span = (starts[end - 1] - starts[first]) // 1000
+            out.append(self.verdict(
+                Status.WARN,
+                f"burst of {end - first} calls to {key[1] or 'the service'} within {span} ms "
+                f"(records {seqs[0]}..{seqs[-1]}): more than the {size} calls per "
+                f"{window:.0f} ms this console's rate over the trace allows (ceil(1000 / "
+                f"{mean_gap} ms mean gap) + ceil(2 * 1000 / sqrt({variance})))",
+                seqs, (float(span),), key[0], key[1], starts[end - 1] / 1_000_000))
         return out
 
-    def _limit(self, rate: _Rate) -> float:
-        """The most calls this title's usual rate allows in a window (infinite until
-        `burst_warmup_calls` gaps with some spread were seen)."""
-        variance = rate.m2 / rate.n if rate.n else 0.0
-        if rate.n < self.settings.burst_warmup_calls or rate.mean <= 0 or variance <= 0:
-            return math.inf
-        return math.ceil(1000 / rate.mean) + math.ceil(2 * 1000 / math.sqrt(variance))
-
-    def _burst(self, ex: Facts, rate: _Rate, size: int, limit: float) -> Verdict:
-        first = rate.window.first[0] if rate.window.first else ex.start
-        return self.verdict(
-            Status.WARN,
-            f"burst of {size} calls to {ex.host or 'the service'} within "
-            f"{self.settings.burst_window_ms:.0f} ms (this title's usual rate allows "
-            f"{limit:.0f})",
-            [seq for _, seq in rate.window.entries], (ms(ex.start - first),), ex.client,
-            ex.host, ex.start)
-
-    @staticmethod
-    def _learn(rate: _Rate, start: float) -> None:
-        """Take the gap since the call before into the running mean and variance."""
-        last = rate.last
-        if last is not None and start >= last:
-            gap = (start - last) * 1000
-            rate.n += 1
-            delta = gap - rate.mean
-            rate.mean += delta / rate.n
-            rate.m2 += delta * (gap - rate.mean)
-        if last is None or start > last:
-            rate.last = start
-
     def expire(self, now: float) -> Decided:
-        self.rates.due(now)
-        return NOTHING
+        out: list[Verdict] = []
+        for key in [k for k, h in self.held.items() if h.last + IDLE_S <= now]:
+            out.extend(self._decide(key, self.held.pop(key)))
+        return out or NOTHING
+
+    def finish(self) -> Decided:
+        out: list[Verdict] = []
+        while self.held:
+            out.extend(self._decide(*self.held.popitem(last=False)))
+        return out
+
+    def summary(self) -> str:
+        return f"no burst in {self.seen} analysed calls"
+
+
+#: "The same call" for RepeatedCalls and PollingDetection: console, host, URI as sent, body.
+_SameCall = tuple[str, str, str, int]
+
+
+class _Pending(NamedTuple):
+    """An analysed call waiting for the calls that started before it (reorder grace)."""
+
+    start_us: int
+    order: int
+    key: _SameCall
+    seq: int
+    start: float
+    social: bool
+    label: str
+    where: str
 
 
 @dataclass(slots=True)
-class _Seen:
-    time: float
-    seq: int
-    reported: bool = False
+class _Anchor:
+    """A call the analyzer visits as `thisItem`, and the later calls in its window."""
+
+    start_us: int
+    first: _Pending
+    members: list[_Pending] = field(default_factory=list)
 
 
 class RepeatedCallsRule(BaseRule):
-    """The Trace Analyzer's RepeatedCalls: the same call again within `repeat_interval_ms`.
+    """The Trace Analyzer's RepeatedCalls, as it runs it.
 
-    "The same call" is the same method, URI and request body, from one client
-    to one host; calls sent by SocialManager are skipped, as the analyzer does.
-    One warning per run of repeats.
+    What the analyzer does (RepeatedCallsRule.cs Run, ~L40-L75), per console and
+    host, over the calls it analyses in request-time order: each call not sent
+    by SocialManager and not already part of a finding opens a group of every
+    *strictly later* call (by request time: a call at the same instant is not
+    later) less than `repeat_interval_ms` after it (the gap in whole ms,
+    truncated; MinAllowedRepeatIntervalMs 5000) with the same URI (as sent, case
+    kept; the method is not compared) and the same body; a group with a second
+    call is one warning, and all its calls are then skipped as openers. Two calls
+    at the same instant each open a group, so a later repeat of both is in two
+    findings, as in the analyzer.
+
+    Calls are taken in request-time order: each is held `reorder_grace_s` (at
+    most REORDER_HOLD of them) so a slow request recorded late still comes in
+    its place; a group is decided when its window has passed.
     """
 
     id = "repeated-calls"
-    nothing = "no requests"
+    nothing = "no calls the Trace Analyzer analyses"
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.last: Keyed[CallKey, _Seen] = Keyed(self.max_keys)
+        self.pending: list[_Pending] = []
+        self.order = 0
+        self.open: Keyed[_SameCall, list[_Anchor]] = Keyed(self.max_keys)
 
     def feed(self, ex: Facts) -> Decided:
-        if ex.social:
+        if not ex.analysed:
             return NOTHING
         self.seen += 1
+        self.order += 1
+        heapq.heappush(self.pending, _Pending(
+            round(ex.start * 1_000_000), self.order, (ex.console, ex.host, ex.uri, ex.body_hash),
+            ex.seq, ex.start, ex.social, ex.label, ex.where))
+        out: list[Verdict] = []
+        while len(self.pending) > REORDER_HOLD:
+            out.extend(self._take(heapq.heappop(self.pending)))
+        return out or NOTHING
+
+    def _take(self, call: _Pending) -> list[Verdict]:
+        """One call in request-time order: join the open groups, maybe open one."""
         interval = self.settings.repeat_interval_ms
-        key = ex.call
-        prev = self.last.get(key)
-        out: Decided = NOTHING
-        if prev is None:
-            prev = _Seen(ex.start, ex.seq)
-        else:
-            gap = ms(ex.start - prev.time)
-            if 0 <= gap <= interval:
-                if not prev.reported:
-                    out = [self.verdict(
-                        Status.WARN,
-                        f"{ex.label} repeated with the same body after {gap:.0f} ms (records "
-                        f"{prev.seq}, {ex.seq}; at least {interval:.0f} ms expected)",
-                        (prev.seq, ex.seq), (gap,), ex.client, ex.where, ex.start)]
-                prev.reported = True
-            else:
-                prev.reported = False
-            prev.time, prev.seq = ex.start, ex.seq
-        self.last.put(key, prev, ex.start + interval / 1000)
+        out: list[Verdict] = []
+        keep: list[_Anchor] = []
+        joined = False
+        for anchor in self.open.get(call.key) or ():
+            later = call.start_us > anchor.start_us
+            if later and (call.start_us - anchor.start_us) // 1000 < interval:
+                anchor.members.append(call)
+                joined = True
+            elif later:
+                out.extend(self._close(anchor))
+                continue
+            keep.append(anchor)
+        if not joined and not call.social and len(keep) < MAX_EVIDENCE:
+            keep.append(_Anchor(call.start_us, call))
+        if not keep:
+            self.open.pop(call.key)
+            return out
+        newest = max(a.start_us for a in keep)
+        for _, anchors in self.open.put(call.key, keep, newest / 1e6 + interval / 1000):
+            out.extend(v for a in anchors for v in self._close(a))
+        return out
+
+    def _close(self, anchor: _Anchor) -> list[Verdict]:
+        if not anchor.members:
+            return []
+        first, calls = anchor.first, [anchor.first, *anchor.members]
+        last = calls[-1]
+        gap = (last.start_us - first.start_us) // 1000
+        return [self.verdict(
+            Status.WARN,
+            f"{first.label} sent {len(calls)} times with the same URI and body within "
+            f"{gap} ms (records {', '.join(str(c.seq) for c in calls[:MAX_EVIDENCE])}; at "
+            f"least {self.settings.repeat_interval_ms:.0f} ms expected between them)",
+            [c.seq for c in calls], gaps([c.start for c in calls]), first.key[0], first.where,
+            last.start)]
+
+    def _release(self, cutoff: float | None) -> list[Verdict]:
+        out: list[Verdict] = []
+        while self.pending and (cutoff is None or self.pending[0].start <= cutoff):
+            out.extend(self._take(heapq.heappop(self.pending)))
         return out
 
     def expire(self, now: float) -> Decided:
-        self.last.due(now)
-        return NOTHING
+        out = self._release(now)
+        out.extend(v for _, anchors in self.open.due(now) for a in anchors
+                   for v in self._close(a))
+        return out or NOTHING
+
+    def finish(self) -> Decided:
+        out = self._release(None)
+        out.extend(v for _, anchors in self.open.drain() for a in anchors
+                   for v in self._close(a))
+        return out
 
 
 @dataclass(slots=True)
@@ -300,10 +405,17 @@ class _Run:
 class PollingRule(BaseRule):
     """The Trace Analyzer's PollingDetection, over consecutive identical calls.
 
-    The analyzer links every pair of identical calls; streaming, each call is
-    linked to the one before it, and a run goes on while each gap is within
-    `polling_tolerance` of the gap before it. A run of `polling_min_calls`
-    calls with gaps of at most `polling_max_interval_s` warns, once.
+    What the analyzer does (PollingDetectionRule.cs Run, ~L200-L240): per console
+    and host, over the calls it analyses, for each call not sent by SocialManager
+    it takes the *other* calls with the same URI and body (the method is not
+    compared), links every pair of them at most MaxFrequencyMs apart (one hour,
+    Constants.cs) into chains whose gaps stay within SameDeltaThresholdPercent
+    (.01) of each other, and warns for each chain of at least MinSequenceSize (5)
+    calls not contained in a longer one. Streaming, each call is linked to the
+    one before it (the chains of consecutive calls, the ones a poller makes),
+    and a run goes on while each gap is within `polling_tolerance` of the gap
+    before it; a run of `polling_min_calls` calls warns, once. Only calls the
+    analyzer analyses are judged, keyed as it compares them.
     """
 
     id = "polling"
@@ -311,14 +423,14 @@ class PollingRule(BaseRule):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.runs: Keyed[CallKey, _Run] = Keyed(self.max_keys)
+        self.runs: Keyed[_SameCall, _Run] = Keyed(self.max_keys)
 
     def feed(self, ex: Facts) -> Decided:
-        if ex.social:
+        if ex.social or not ex.analysed:
             return NOTHING
         self.seen += 1
         s = self.settings
-        key = ex.call
+        key = (ex.console, ex.host, ex.uri, ex.body_hash)
         run = self.runs.get(key)
         out: Decided = NOTHING
         if run is None or not 0 < ex.start - run.last <= s.polling_max_interval_s:
@@ -350,13 +462,20 @@ class PollingRule(BaseRule):
 
 
 class SmallBatchRule(BaseRule):
-    """The Trace Analyzer's SmallBatchDetection: a batch call with too few users."""
+    """The Trace Analyzer's SmallBatchDetection: a batch call with too few users.
+
+    The analyzer (SmallBatchDetectionRule.cs) matches the session directory's
+    batch URIs of Rules.json and counts the `xuids` list of the body; only calls
+    it analyses are judged. (Its handles-query pattern names the list
+    `owners.xuids`, which its JObject lookup never finds, so it never judges a
+    handles query; mpsdproxy counts `owners.xuids` there.)
+    """
 
     id = "small-batch"
     nothing = "no batch calls"
 
     def feed(self, ex: Facts) -> Decided:
-        if ex.xuids is None:
+        if ex.xuids is None or not ex.analysed:
             return NOTHING
         self.seen += 1
         least = self.settings.batch_min_xuids
@@ -383,7 +502,12 @@ class _BatchSet:
 
 class BatchFrequencyRule(BaseRule):
     """The Trace Analyzer's BatchFrequency: batch calls within `batch_window_ms` of the
-    first of a set are one set; a set of two or more warns when it closes."""
+    first of a set are one set; a set of two or more warns when it closes.
+
+    As BatchFrequencyRule.cs Run (~L50-L100), per console and host, over the calls
+    it analyses. (The analyzer leaves the call that opens the next set out of
+    that set's count; mpsdproxy counts it.)
+    """
 
     id = "batch-frequency"
     nothing = "no batch calls"
@@ -393,11 +517,11 @@ class BatchFrequencyRule(BaseRule):
         self.sets: Keyed[HostKey, _BatchSet] = Keyed(self.max_keys)
 
     def feed(self, ex: Facts) -> Decided:
-        if ex.xuids is None:
+        if ex.xuids is None or not ex.analysed:
             return NOTHING
         self.seen += 1
         window = self.settings.batch_window_ms / 1000
-        key = ex.per_host
+        key = HostKey(ex.console, ex.host)
         current = self.sets.get(key)
         if current is not None and 0 <= ex.start - current.start <= window:
             if len(current.seqs) < 4 * MAX_EVIDENCE:

@@ -5,10 +5,25 @@ which service's budget the call counts against, what "the same call" and "the
 same resource" mean. Every rule reads those fields instead of working them out
 again.
 
-Who "the client" is: the Authorization value, redacted (one user of one
-title; the same hash a recording holds, so live verdicts and a report agree
-and no verdict ever carries a token), else the client's address without its
-port (a new connection is the same title).
+Who "the client" is: the user, from the Authorization value (`recording.user_of`:
+the XBL `x=` user hash, hashed, which survives token refreshes; the same value
+a recording's redacted header gives, so live verdicts and a report agree and
+no verdict ever carries a token), else the client's address without its port
+(a new connection is the same title).
+
+Who "the console" is: the client's address without its port, as the Trace
+Analyzer groups a trace by console (ServiceCallData.cs DeserializeFiddlerTrace,
+~L120: frames grouped by the `x-clientip` Fiddler flag, which the SAZ reader
+turns into the address).
+
+Which calls the Trace Analyzer analyses (`analysed`): those its
+`Utils.IsAnalyzedService` (Utils.cs ~L105) lets through, the client library's
+own calls: `User-Agent` containing `XboxServicesAPI` without an
+`x-xbl-client-name` header, `x-xbl-api-build-version: adk`, an
+`X-XBL-Build-Version` or `X-AuthXToken` header, or exactly the custom user
+agent it was given. A websocket upgrade (the RTA connection) is not a service
+call and is never analysed. The call-pattern rules that follow the analyzer
+judge only these.
 
 `Keyed` is the only state a rule holds between exchanges: per-key values, each
 with a deadline, at most `limit` keys, so memory stays flat however long the
@@ -42,6 +57,8 @@ __all__ = [
     "Facts",
     "facts_of",
     "client_key",
+    "address_of",
+    "is_analysed",
     "Keyed",
 ]
 
@@ -117,7 +134,11 @@ class Facts(NamedTuple):
     body_hash: int
     xuids: int | None  # users in a batch call, None when not a batch call
     social: bool  # sent by SocialManager (the Trace Analyzer skips those for repeats)
-    service: str  # the name of the service whose budgets the call counts against
+    service: str  # the name of the service (or sub-path limit) whose budgets the call counts
+    console: str  # the client's address without port: the analyzer's "console"
+    uri: str  # the URL as sent, case kept: the analyzer's "same URI"
+    agent: str | None  # the User-Agent header
+    analysed: bool  # a call the Trace Analyzer analyses (see the module docstring)
     # The keys several rules share, built once.
     per_host: HostKey
     request_key: RequestKey
@@ -157,10 +178,15 @@ class Facts(NamedTuple):
 
 
 def client_key(exchange: model.Exchange) -> str:
-    """Who sent the exchange: the redacted Authorization, else the address without port."""
+    """Who sent the exchange: the user (`recording.user_of`: the XBL user hash, which the
+    service's rate limits key by and which survives token refreshes; else the redacted
+    Authorization), else the address without its port."""
     auth = exchange.request.headers.first("authorization")
-    if auth:
-        return recording.redact_value(auth)
+    return recording.user_of(auth) if auth else address_of(exchange)
+
+
+def address_of(exchange: model.Exchange) -> str:
+    """The client's address without its port (IPv6 without brackets), else UNKNOWN_CLIENT."""
     client = exchange.client
     if not isinstance(client, str) or not client:
         return UNKNOWN_CLIENT
@@ -169,6 +195,38 @@ def client_key(exchange: model.Exchange) -> str:
     if client.count(":") == 1:
         return client.split(":", 1)[0]
     return client
+
+
+def _has(headers: model.Headers, name: str) -> bool:
+    return headers.first(name) is not None
+
+
+def is_analysed(request: model.Request, custom_agent: str = "") -> bool:
+    """Whether the Trace Analyzer analyses this call (Utils.cs IsAnalyzedService, ~L105).
+
+    Header names are matched case-insensitively (it reads a WebHeaderCollection),
+    `XboxServicesAPI` case-sensitively (String.Contains). A websocket upgrade is
+    no service call: left out whatever its headers.
+    """
+    headers = request.headers
+    upgrade = headers.first("upgrade")
+    if upgrade is not None and upgrade.strip().lower() == "websocket":
+        return False
+    agent = headers.first("user-agent")
+    build = headers.first("x-xbl-api-build-version")
+    return bool(
+        (build is not None and build.lower() == "adk")
+        or (agent is not None and "XboxServicesAPI" in agent
+            and not _has(headers, "x-xbl-client-name"))
+        or _has(headers, "x-xbl-build-version")
+        or _has(headers, "x-authxtoken")
+        or (custom_agent and agent == custom_agent))
+
+
+def _social(headers: model.Headers) -> bool:
+    """Sent by SocialManager: the analyzer looks for `SocialManager` anywhere in the request
+    headers' text, case-sensitively (RepeatedCallsRule.cs ~L45, PollingDetectionRule.cs)."""
+    return any("SocialManager" in name or "SocialManager" in value for name, value in headers)
 
 
 class _Address(NamedTuple):
@@ -200,11 +258,12 @@ def _xuid_count(resource: Resource, method: str, request: model.Request) -> int 
     return len(xuids) if isinstance(xuids, list) else None
 
 
-def facts_of(exchange: model.Exchange, service_of: Callable[[str, str], str], *, now: float,
-             seq: int) -> Facts:
+def facts_of(exchange: model.Exchange, service_of: Callable[[str, str, str], str], *,
+             now: float, seq: int, custom_agent: str = "") -> Facts:
     """The facts of one exchange.
 
-    `service_of(host, kind)` names the service (`Limits.service_for(...).name`).
+    `service_of(host, kind, path)` names the service or sub-path limit
+    (`Limits.service_for(...).name`); `path` keeps its query and case.
     An exchange without a start time is placed at its end, else at `now` (the
     time of the one before it), so an exchange read from a damaged record never
     stops the engine; `seq` numbers it when it has no seq of its own.
@@ -225,6 +284,10 @@ def facts_of(exchange: model.Exchange, service_of: Callable[[str, str], str], *,
         place = session or f"{resource.kind.value}:{where}".lower()
     agent = request.headers.first("user-agent")
     client = client_key(exchange)
+    try:
+        raw_path = request.path
+    except ValueError:
+        raw_path = ""
     host, target = address.host, address.target
     body_hash = hash(request.body) if request.body else 0
     return Facts(
@@ -243,8 +306,12 @@ def facts_of(exchange: model.Exchange, service_of: Callable[[str, str], str], *,
         status=exchange.status,
         body_hash=body_hash,
         xuids=_xuid_count(resource, method, request),
-        social=agent is not None and "socialmanager" in agent.lower(),
-        service=service_of(host, resource.kind.value),
+        social=_social(request.headers),
+        service=service_of(host, resource.kind.value, raw_path),
+        console=address_of(exchange),
+        uri=request.url,
+        agent=agent,
+        analysed=is_analysed(request, custom_agent),
         per_host=HostKey(client, host),
         request_key=RequestKey(client, method, target),
         call=CallKey(client, host, method, target, body_hash),
