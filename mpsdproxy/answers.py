@@ -8,10 +8,13 @@ title then receives, as a `model.Response`, with no mitmproxy in sight:
   service puts on every answer (`service_headers`);
 - a row that returns the session (412 to If-Match, 403 read-only, 200, 201)
   carries the whole document and ETag the proxy last saw for that session
-  (`sessions.TrackedSession`). Without one, a row of the same status that needs
-  no session answers instead (412 -> `412.precondition-failed`, 403 ->
-  `403.forbidden`), and when the status has no such row (200, 201) there is no
-  answer: the request goes on untouched. `Answer` says which and why, for the log;
+  (`sessions.TrackedSession`); for a 412 to If-Match that is the newer session
+  someone else wrote (`someone_else_wrote`, built by `newer.NewerSessions`).
+  Without one there is no answer: the request goes on untouched and `Answer`
+  says why, for the log. (The catalog keeps such rules from firing until the
+  proxy has seen the session; a bodiless 412 instead would send the client
+  library's MultiplayerManager into its empty-body failure branch,
+  multiplayer_lobby_client.cpp ~L1208.);
 - the rule's `body`, `content_type` and `headers` go on top (`with_overrides`),
   and in phase response they edit the real answer instead (`edit`).
 """
@@ -37,6 +40,7 @@ __all__ = [
     "edit",
     "kind",
     "needs_session",
+    "someone_else_wrote",
     "service_headers",
     "with_overrides",
 ]
@@ -46,15 +50,12 @@ __all__ = [
 class Answer:
     """What a rule that answers gives one request.
 
-    `response` is None when the row needs a session and no row of its status can
-    do without one: the request then goes on untouched. `fallback` is the row
-    answered instead of `row` when the session was missing; `missing` says why it
-    was (set whenever `fallback` is, or `response` is None).
+    `response` is None when the row needs the session and the proxy holds none:
+    the request then goes on untouched, and `missing` says why.
     """
 
     row: catalog.Entry
     response: model.Response | None
-    fallback: catalog.Entry | None = None
     missing: str | None = None
 
 
@@ -74,6 +75,14 @@ def needs_session(entry: catalog.Entry, fault: scenario.Fault) -> bool:
     if not entry.returns_session:
         return False
     return fault.body is None or "ETag" in entry.required_headers
+
+
+def someone_else_wrote(entry: catalog.Entry, fault: scenario.Fault) -> bool:
+    """Whether answering with this row means another client changed the session first: a
+    412 that returns the session (the service's answer to a stale If-Match), unless the
+    rule writes its own body."""
+    return (entry.status == 412 and entry.returns_session and fault.body is None
+            and "ETag" in entry.required_headers)
 
 
 def _set(headers: model.Headers, name: str, value: str | None) -> model.Headers:
@@ -109,57 +118,43 @@ def edit(response: model.Response, fault: scenario.Fault) -> model.Response:
     return model.Response(response.status, response.reason, headers, body)
 
 
-def _without_session(entry: catalog.Entry) -> catalog.Entry | None:
-    """A row of the same status that needs no session (None when the status has none)."""
-    return next((e for e in catalog.for_status(entry.status) if not e.returns_session), None)
-
-
 def answer(
     request: model.Request,
     fault: scenario.Fault,
     tracked: TrackedSession | None,
     *,
     throttle: fgrl.Decision | None = None,
-    missing: str | None = None,
     now: float | None = None,
 ) -> Answer:
     """The table's answer to `request` for a fault that answers, overrides applied.
 
-    `tracked` is the request's session as last seen (None when unknown); `throttle` the
-    decision of a throttle rule (its numbers go into the 429); `missing` why the session
-    could not be read from the service, when that was tried.
+    `tracked` is the request's session as the title should now see it (None when
+    unknown); `throttle` the decision of a throttle rule (its numbers go into the 429).
     """
     row = fault.row(request)
     if row is None:
         raise ValueError(f"the fault gives no status to answer with: {fault!r}")
-    entry, fallback = row, None
     extra = service_headers(now)
     session, etag = None, None
     if needs_session(row, fault):
         if tracked is not None and tracked.etag is None and "ETag" in row.required_headers:
-            tracked, missing = None, "it was seen without an ETag"
+            return Answer(row, None, "it was seen without an ETag")
         if tracked is None:
-            missing = missing or ("it names no session" if request.resource.key is None
-                                  else "no session document")
-            fallback = _without_session(row)
-            if fallback is None:
-                return Answer(row, None, None, missing)
-            entry = fallback
-        else:
-            session = tracked.document() if fault.body is None else {}
-            etag = tracked.etag
-            if row.status < 300:
-                extra.append(("Content-Location", tracked.path))
+            return Answer(row, None, "it names no session" if request.resource.key is None
+                          else "the proxy has not seen the session")
+        session = tracked.document() if fault.body is None else {}
+        etag = tracked.etag
+        if row.status < 300:
+            extra.append(("Content-Location", tracked.path))
     elif row.returns_session:
         session = {}  # the rule's own body replaces it
-    if entry.status == 304 and tracked is not None and tracked.etag:
+    if row.status == 304 and tracked is not None and tracked.etag:
         extra.append(("ETag", tracked.etag))
     message = faults.encode_json(fgrl.message(throttle)) if throttle is not None else None
     retry_after = throttle.retry_after if throttle is not None else fault.retry_after
-    response = faults.build(entry, session=session, etag=etag, message=message,
+    response = faults.build(row, session=session, etag=etag, message=message,
                             retry_after=retry_after, extra_headers=extra)
-    return Answer(row, with_overrides(response, fault), fallback,
-                  missing if fallback is not None else None)
+    return Answer(row, with_overrides(response, fault))
 
 
 def kind(fault: scenario.Fault, phase: Phase) -> str:

@@ -263,7 +263,11 @@ def check(files: tuple[str, ...]) -> None:
     """Validate scenario files against the schema and the status table.
 
     Prints one line per problem, `file:line:column: key.path: what is wrong`, and
-    exits 1 when there is any; exits 0 when every file is valid.
+    exits 1 when there is any. A rule that can never fire as the service would (its
+    match only lets through requests the table says the service cannot give its
+    status to, such as a 412 with the session to `If-Match: *`) is a warning
+    (`warning: ` before the line; exit 0); in a scenario that says `strict: true` it
+    is refused (exit 2). Exits 0 when every file is valid.
 
     \b
     Example:
@@ -272,11 +276,19 @@ def check(files: tuple[str, ...]) -> None:
     from mpsdproxy import scenario
 
     problems = scenario.check(files)
+    findings = scenario.lint(files)
+    refused = {str(f) for f in findings if f.refused}
     for line in problems:
         click.echo(line)
+    for finding in findings:
+        if not finding.refused:
+            click.echo(f"warning: {finding}")
+    if refused & set(problems):
+        sys.exit(2)
     if problems:
         sys.exit(1)
-    click.echo(f"{len(files)} scenario file{'s' if len(files) != 1 else ''} valid")
+    warned = f", {len(findings)} warning{'s' if len(findings) != 1 else ''}" if findings else ""
+    click.echo(f"{len(files)} scenario file{'s' if len(files) != 1 else ''} valid{warned}")
 
 
 @cli.command("report", context_settings=CONTEXT)

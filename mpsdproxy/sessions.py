@@ -20,6 +20,12 @@ What changes the state, row by row of the table:
   service bumps that session's changeNumber and ETag (protocol notes §4.2), so
   it is forgotten too.
 
+The tracker also knows the newest `changeNumber` it has seen for each session
+(across every client, whatever the proxy itself handed out: a forced 412's
+newer session counts), so a forced 412 can carry one higher, and which
+sessions it saw go away (`exists`), so a rule waits until a session is known
+before answering with a row that needs it.
+
 Memory stays flat: at most `max_sessions` sessions and `max_bytes` of
 documents, the least recently used forgotten first. Documents are kept as the
 bytes that came over the wire and parsed only when a fault needs one.
@@ -51,6 +57,7 @@ __all__ = [
     "TrackedSession",
     "SessionTracker",
     "whole_session",
+    "change_number",
 ]
 
 DEFAULT_MAX_SESSIONS = 10_000
@@ -74,18 +81,29 @@ class Update(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TrackedSession:
-    """The last whole document seen for one session, as received, and its ETag."""
+    """The last whole document seen for one session, as received, and its ETag.
+
+    `newest` is the highest changeNumber seen for the session so far (this document's
+    or an earlier one's), None when no document said.
+    """
 
     key: str
     path: str
     body: bytes
     etag: str | None
+    newest: int | None = None
 
     def document(self) -> dict[str, Any]:
         """The session document (parsed on demand: most are never needed)."""
         value = json.loads(self.body)  # a fresh copy: the caller may build on it
         assert isinstance(value, dict)  # only whole documents are stored
         return value
+
+
+def change_number(value: Any) -> int | None:
+    """A session document's changeNumber (None when it has no integer one)."""
+    number = value.get("changeNumber") if isinstance(value, dict) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
 
 
 def _is_whole(value: Any) -> bool:
@@ -142,6 +160,7 @@ class SessionTracker:
         self.max_bytes = max_bytes
         self._sessions: OrderedDict[str, TrackedSession] = OrderedDict()
         self._checked: set[str] = set()  # keys whose document `observe` found whole
+        self._gone: OrderedDict[str, None] = OrderedDict()  # sessions seen going away
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -166,20 +185,35 @@ class SessionTracker:
                 self._sessions.move_to_end(tracked.key)
             return tracked
 
+    def exists(self, key: str) -> bool | None:
+        """Whether the session exists as far as the proxy has seen: True when it holds its
+        document, False when it saw it go away (and nothing since), None when it does not
+        know."""
+        key = key.lower()
+        with self._lock:
+            if key in self._sessions:
+                return True
+            return False if key in self._gone else None
+
     def remember(self, key: str, path: str, body: bytes, etag: str | None) -> bool:
         """Store a whole session document (bytes as received) and its ETag.
 
         Returns False, storing nothing, for a document larger than the whole budget.
         """
-        return self._store(key.lower(), path, body, etag, checked=False)
+        return self._store(key.lower(), path, body, etag, checked=False,
+                           number=change_number(jsonbody.parse(body)))
 
     def _store(self, key: str, path: str, body: bytes, etag: str | None,
-               checked: bool) -> bool:
+               checked: bool, number: int | None) -> bool:
         with self._lock:
+            old = self._sessions.get(key)
+            if old is not None and old.newest is not None:
+                number = old.newest if number is None else max(number, old.newest)
             self._drop(key)
+            self._gone.pop(key, None)
             if len(body) > self.max_bytes:
                 return False
-            self._sessions[key] = TrackedSession(key, path, bytes(body), etag)
+            self._sessions[key] = TrackedSession(key, path, bytes(body), etag, number)
             self._bytes += len(body)
             if checked:
                 self._checked.add(key)
@@ -192,10 +226,21 @@ class SessionTracker:
         with self._lock:
             return self._drop(key.lower())
 
+    def gone(self, key: str) -> bool:
+        """Forget a session the service said no longer exists; whether it was tracked."""
+        key = key.lower()
+        with self._lock:
+            self._gone[key] = None
+            self._gone.move_to_end(key)
+            while len(self._gone) > self.max_sessions:
+                self._gone.popitem(last=False)
+            return self._drop(key)
+
     def clear(self) -> None:
         with self._lock:
             self._sessions.clear()
             self._checked.clear()
+            self._gone.clear()
             self._bytes = 0
 
     def _drop(self, key: str) -> bool:
@@ -226,8 +271,9 @@ class SessionTracker:
         if session is None or key is None:
             return Update.NONE
         if status == 204:
-            gone = classify.classify(exchange).id in GONE_ENTRIES
-            return self._forgotten(key) if gone else Update.NONE
+            if classify.classify(exchange).id not in GONE_ENTRIES:
+                return Update.NONE
+            return Update.FORGOTTEN if self.gone(key) else Update.NONE
         etag = response.headers.first("ETag")
         if status in _SESSION_STATUSES and response.body:
             path = session.session_path
@@ -235,7 +281,8 @@ class SessionTracker:
             if self._refresh(key, path, response.body, etag):
                 return Update.STORED
             if _is_whole(response.json):
-                stored = self._store(key, path, response.body, etag, checked=True)
+                stored = self._store(key, path, response.body, etag, checked=True,
+                                     number=change_number(response.json))
                 return Update.STORED if stored else Update.NONE
         tracked = self._sessions.get(key)
         if etag is not None and tracked is not None and tracked.etag != etag:

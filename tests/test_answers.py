@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mpsdproxy import answers
+from mpsdproxy import catalog
 from mpsdproxy import classify
 from mpsdproxy import faults
 from mpsdproxy import fgrl
@@ -43,7 +44,7 @@ def conformant(req: model.Request, response: model.Response, entry_id: str) -> N
 def test_a_412_to_if_match_carries_the_tracked_session_and_etag() -> None:
     req = request("PUT", headers=(("If-Match", '"e1"'),))
     got = answers.answer(req, Fault(status=412), tracked())
-    assert got.row.id == "412.if-match-session" and got.fallback is None
+    assert got.row.id == "412.if-match-session"
     assert got.response is not None
     assert json.loads(got.response.body) == doc(2)
     assert got.response.headers.get("ETag") == '"e2"'
@@ -59,17 +60,27 @@ def test_a_200_says_where_the_session_lives() -> None:
     assert got.response.headers.get("Content-Location") == LOBBY
 
 
-@pytest.mark.parametrize("session", [None, tracked(etag=None)])
-def test_without_the_session_a_412_falls_back_to_the_bodiless_row(
-        session: TrackedSession | None) -> None:
+@pytest.mark.parametrize(("session", "why"), [
+    (None, "the proxy has not seen the session"),
+    (tracked(etag=None), "it was seen without an ETag"),
+])
+def test_without_the_session_a_412_gives_no_answer_and_says_why(
+        session: TrackedSession | None, why: str) -> None:
+    # Never the bodiless 412 instead: MultiplayerManager's lobby client takes its
+    # empty-body failure branch on one (multiplayer_lobby_client.cpp ~L1208).
     req = request("PUT", headers=(("If-Match", '"e1"'),))
-    got = answers.answer(req, Fault(status=412), session, missing="the read failed")
+    got = answers.answer(req, Fault(status=412), session)
     assert got.row.id == "412.if-match-session"
-    assert got.fallback is not None and got.fallback.id == "412.precondition-failed"
-    assert got.missing == ("the read failed" if session is None
-                           else "it was seen without an ETag")
-    assert got.response is not None and got.response.body == b""
-    conformant(req, got.response, "412.precondition-failed")
+    assert got.response is None and got.missing == why
+
+
+def test_only_a_412_to_a_stale_etag_means_someone_else_wrote() -> None:
+    assert answers.someone_else_wrote(catalog.get("412.if-match-session"), Fault(status=412))
+    assert not answers.someone_else_wrote(catalog.get("412.if-match-session"),
+                                          Fault(status=412, body=b"{}"))
+    assert not answers.someone_else_wrote(catalog.get("412.precondition-failed"),
+                                          Fault(status=412))
+    assert not answers.someone_else_wrote(catalog.get("403.read-only"), Fault(status=403))
 
 
 def test_a_200_without_a_session_gives_no_answer_and_says_why() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mpsdproxy import catalog
+from mpsdproxy import model
 from mpsdproxy import resources
 from mpsdproxy.catalog import BodyKind
 from mpsdproxy.catalog import Target
@@ -235,3 +236,128 @@ def test_the_429_body_is_the_fgrl_message():
 ])
 def test_target_of_is_the_one_resource_to_target_map(path, target):
     assert catalog.target_of(resources.parse(path)) is target
+
+
+# --- when the service can give a row ----------------------------------------------------
+
+SESSION = "/serviceconfigs/scid/sessiontemplates/LobbySession/sessions/lobby-1"
+MEMBER = SESSION + "/members/me"
+
+
+def situation(method: str, path: str = SESSION, exists: bool | None = True,
+              if_match: str | None = None,
+              if_none_match: str | None = None) -> catalog.Situation:
+    headers = [(k, v) for k, v in (("If-Match", if_match), ("If-None-Match", if_none_match))
+               if v is not None]
+    request = model.Request(method, f"https://sessiondirectory.xboxlive.com{path}", headers)
+    return catalog.Situation.of(request, exists)
+
+
+#: (row, situation, whether the service can give the row there). Each row has at least
+#: one situation where it can and, unless it can happen anywhere, one where it cannot.
+WHEN = [
+    ("200.ok", situation("GET"), True),
+    ("200.ok", situation("GET", exists=None), False),  # waits until the proxy saw it
+    ("200.ok", situation("GET", exists=False), False),  # a missing session reads as 204
+    ("200.ok", situation("PUT", if_match="*"), True),
+    ("200.ok", situation("PUT", if_none_match="*"), False),  # create-only: 412 there
+    ("200.ok", situation("POST", "/handles", exists=None), True),
+    ("201.created", situation("PUT", exists=False), True),
+    ("201.created", situation("PUT", exists=None, if_none_match="*"), True),
+    ("201.created", situation("PUT"), False),  # an update is no create
+    ("201.created", situation("PUT", exists=False, if_match="*"), False),
+    ("201.created", situation("POST", "/handles"), True),
+    ("202.accepted", situation("POST", "/handles"), True),
+    ("202.accepted", situation("PUT"), False),  # not on a valid session
+    ("204.get-session", situation("GET", exists=False), True),
+    ("204.get-session", situation("GET", exists=None), True),
+    ("204.get-session", situation("GET"), False),
+    ("204.get-element", situation("GET", MEMBER), True),
+    ("204.get-element", situation("GET", MEMBER, exists=None), False),
+    ("204.put-session-deleted", situation("PUT", if_match='"e1"'), True),
+    ("204.put-session-deleted", situation("PUT", exists=False), True),  # a create, no member
+    ("204.put-session-deleted", situation("PUT", if_none_match="*"), False),
+    ("204.element-gone", situation("DELETE", MEMBER), True),
+    ("204.element-gone", situation("DELETE", MEMBER, exists=False), False),
+    ("304.not-modified", situation("GET", if_none_match='"e1"'), True),
+    ("304.not-modified", situation("GET"), False),
+    ("304.not-modified", situation("GET", exists=None, if_none_match='"e1"'), False),
+    ("304.not-modified", situation("PUT", if_none_match='"e1"'), False),
+    ("400.bad-request", situation("GET", exists=None), True),
+    ("403.forbidden", situation("DELETE", MEMBER, exists=False), True),
+    ("403.read-only", situation("PUT"), True),
+    ("403.read-only", situation("PUT", exists=False), False),
+    ("403.read-only", situation("GET"), False),
+    ("404.not-found", situation("GET", "/handles/h1/session"), True),
+    ("404.not-found", situation("PUT", exists=None), True),
+    ("404.not-found", situation("PUT"), False),  # not on a valid session
+    ("404.not-found", situation("GET", MEMBER), True),  # an invalid element lookup
+    ("405.method-not-allowed", situation("DELETE"), True),
+    ("405.method-not-allowed", situation("POST", MEMBER), True),
+    ("405.method-not-allowed", situation("PUT"), False),  # a session takes PUT
+    ("405.method-not-allowed", situation("DELETE", MEMBER), False),
+    ("409.conflict", situation("PUT"), True),
+    ("409.conflict", situation("GET"), False),
+    ("412.precondition-failed", situation("PUT", if_none_match="*"), True),
+    ("412.precondition-failed", situation("PUT", exists=False, if_match="*"), True),
+    ("412.precondition-failed", situation("PUT", exists=None, if_match='"e1"'), True),
+    ("412.precondition-failed", situation("PUT", if_match="*"), False),
+    ("412.precondition-failed", situation("PUT", exists=False, if_none_match="*"), False),
+    ("412.precondition-failed", situation("PUT"), False),
+    ("412.if-match-session", situation("PUT", if_match='"e1"'), True),
+    ("412.if-match-session", situation("DELETE", MEMBER, if_match='"e1"'), True),
+    ("412.if-match-session", situation("PUT", if_match="*"), False),
+    ("412.if-match-session", situation("PUT", exists=None, if_match='"e1"'), False),
+    ("412.if-match-session", situation("PUT", exists=False, if_match='"e1"'), False),
+    ("412.if-match-session", situation("GET", if_match='"e1"'), False),
+    ("429.too-many-requests", situation("PUT", exists=None, if_match="*"), True),
+    ("503.service-unavailable", situation("GET", exists=False), True),
+]
+
+
+@pytest.mark.parametrize("entry_id, where, possible", WHEN)
+def test_why_not_says_where_the_service_can_give_each_row(entry_id, where, possible):
+    reason = catalog.why_not(catalog.get(entry_id), where)
+    assert (reason is None) is possible, reason
+    if reason is not None:
+        assert reason.startswith(f"{entry_id} ") and "\n" not in reason
+
+
+def test_every_row_is_judged_somewhere_possible():
+    assert {entry_id for entry_id, _, possible in WHEN if possible} == set(catalog.BY_ID)
+
+
+@pytest.mark.parametrize("entry_id, where, reason", [
+    ("412.if-match-session", situation("PUT", if_match="*"),
+     "412.if-match-session needs If-Match with an ETag on an existing session; "
+     "this request sent If-Match: *"),
+    ("412.if-match-session", situation("PUT", exists=None, if_match='"e1"'),
+     "412.if-match-session needs If-Match with an ETag on an existing session; "
+     "the proxy has not seen this session yet"),
+    ("201.created", situation("PUT"),
+     "201.created needs a create: a PUT without If-Match to a session that does not exist, "
+     "or a POST; the session exists"),
+    ("405.method-not-allowed", situation("PUT"),
+     "405.method-not-allowed needs a verb the resource does not take (a session takes GET "
+     "and PUT; an element GET, PUT and DELETE); this request is a PUT to a session"),
+    ("304.not-modified", situation("PUT"),
+     "304.not-modified answers only GET; this request is a PUT"),
+    ("204.element-gone", situation("PUT"),
+     "204.element-gone answers only a request to an element; this request is to a session"),
+])
+def test_why_not_says_why_in_one_line(entry_id, where, reason):
+    assert catalog.why_not(catalog.get(entry_id), where) == reason
+
+
+def test_situation_of_a_request():
+    request = model.Request("put", f"https://sessiondirectory.xboxlive.com{MEMBER}",
+                            [("if-match", '"e1"')])
+    found = catalog.Situation.of(request)
+    assert (found.method, found.resource.kind, found.if_match, found.if_none_match,
+            found.exists) == ("PUT", resources.Kind.MEMBER, '"e1"', None, None)
+
+
+def test_existence_is_judged_only_where_a_uri_names_a_session():
+    """A handle's session is known only from the answer: existence does not decide there."""
+    by_handle = situation("PUT", "/handles/h1/session", exists=None, if_match='"e1"')
+    assert catalog.why_not(catalog.get("412.if-match-session"), by_handle) is None

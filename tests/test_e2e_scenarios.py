@@ -1,12 +1,11 @@
 """End to end: the shipped scenarios through `mpsdproxy run --scenario` in front of the stand-in.
 
-Real clients on real sockets. Each scenario must fire exactly as written: the
-rule behind every exchange (from the recording's provenance) is the one a
-fresh `scenario.Engine` predicts for the same requests in the same order, and
-the counts printed at shutdown agree. Injected answers must be the table's
-rows (content type, body, headers), a forced 412 must carry the session the
-stand-in holds with its current ETag, and a client that honours Retry-After
-must wait as told.
+Real clients on real sockets. Each scenario fires exactly as written: the rule
+behind every exchange (the recording's provenance) and the counts printed at
+shutdown (matched, fired, not applicable) are what a fresh `scenario.Engine`
+predicts for the same requests, told whether the proxy had seen each one's
+session. Injected answers are the table's rows, and only where the service can
+give them; a forced 412 is a newer session made real on the stand-in.
 """
 
 from __future__ import annotations
@@ -26,128 +25,214 @@ import urllib3
 from conftest import Launcher
 from conftest import read_records
 from scenario_kit import HOPPER
-from scenario_kit import SCID
 from scenario_kit import SHIPPED
 from scenario_kit import Title
+from scenario_kit import activity_handle
 from scenario_kit import auth
 from scenario_kit import check_conformant
+from scenario_kit import check_forced_412
 from scenario_kit import check_row
 from scenario_kit import direct
 from scenario_kit import lobby
 from scenario_kit import me
+from scenario_kit import not_applicable_reasons
 from scenario_kit import predict
+from scenario_kit import predict_counts
+from scenario_kit import raw_get
+from scenario_kit import read_all
 from scenario_kit import rules_of
 from scenario_kit import shutdown_counts
 from scenario_kit import start
 
+from mpsdproxy import catalog
 from mpsdproxy import scenario
 from mpsdproxy import title
 
+#: The player of the walks below (synthetic): the stand-in knows one xuid per user.
+XUID = "2533274800000001"
+
+
 # --- every fault of the table -----------------------------------------------------------------
 
-EVERY_FAULT_READS = ["200.ok", "204.get-session", "404.not-found", "429.too-many-requests",
-                     "503.service-unavailable", "200.ok"]
-EVERY_FAULT_WRITES = ["201.created", "202.accepted", "400.bad-request", "403.forbidden",
-                      "403.read-only", "405.method-not-allowed", "409.conflict",
-                      "204.put-session-deleted"]
+#: every-fault.yaml's walk (its header comment): the rule each request gets, and whether the
+#: proxy had seen its session exist before it. Only forwarded answers teach the proxy: the
+#: injected 204 leaves the lobby unknown, the forwarded create shows it.
+EVERY_FAULT_WALK = [
+    "read-204", "write-201", "read-200", "read-304", "read-429", "read-503", "read-delayed",
+    "write-412-stale-etag", "write-412-exists", "write-400", "write-403", "write-403-read-only",
+    "write-409", "write-204-deleted", "write-dropped", "delete-405", "handle-202", "handle-404",
+    None]
+EVERY_FAULT_SEEN: list[bool | None] = [None, None] + [True] * 14 + [None] * 3
+
+#: The row each answered rule's answer is.
+EVERY_FAULT_ROWS = {
+    "read-204": "204.get-session", "write-201": "201.created", "read-200": "200.ok",
+    "read-304": "304.not-modified", "read-429": "429.too-many-requests",
+    "read-503": "503.service-unavailable", "write-412-stale-etag": "412.if-match-session",
+    "write-412-exists": "412.precondition-failed", "write-400": "400.bad-request",
+    "write-403": "403.forbidden", "write-403-read-only": "403.read-only",
+    "write-409": "409.conflict", "write-204-deleted": "204.put-session-deleted",
+    "delete-405": "405.method-not-allowed", "handle-202": "202.accepted",
+    "handle-404": "404.not-found"}
 
 
 def test_every_fault_walks_through_every_row(launch: Launcher) -> None:
-    standin, proxy = start(launch, SHIPPED / "every-fault.yaml")
+    path = SHIPPED / "every-fault.yaml"
+    standin, proxy = start(launch, path)
     t = Title(proxy.url)
-    path = lobby("every")
-    created = t.send("PUT", path, body=me("2001"))
+    session = lobby("every")
+    answers: list[httpx.Response | None] = [t.send("GET", session)]  # not created yet
+    answers.append(t.send("PUT", session, body=me(XUID), headers=(("If-None-Match", "*"),)))
+    created = answers[-1]
     assert created is not None and created.status_code == 201
     etag = created.headers["etag"]
-    reads = []
-    for _ in EVERY_FAULT_READS:
+    answers.append(t.send("GET", session))
+    took = []
+    for _ in range(4):
         started = time.monotonic()
-        reads.append((t.send("GET", path), time.monotonic() - started))
-    not_modified = t.send("GET", path, headers=(("If-None-Match", etag),))
-    stale = t.send("PUT", path, body={"properties": {"custom": {"a": 1}}},
-                   headers=(("If-Match", '"old"'),))
-    exists = t.send("PUT", path, body=me("2001"), headers=(("If-None-Match", "*"),))
-    writes = [t.send("PUT", path, body={"properties": {"custom": {"n": i}}})
-              for i in range(len(EVERY_FAULT_WRITES) + 1)]
+        answers.append(t.send("GET", session, headers=(("If-None-Match", etag),)))
+        took.append(time.monotonic() - started)
+    before = direct(standin, "GET", session)
+    answers.append(t.send("PUT", session, body=me(XUID), headers=(("If-Match", etag),)))
+    stale, held = answers[-1], direct(standin, "GET", session)  # what it holds after the 412
+    answers.append(t.send("PUT", session, body=me(XUID), headers=(("If-None-Match", "*"),)))
+    answers += [t.send("PUT", session, body={"properties": {"custom": {"n": i}}})
+                for i in range(6)]
+    answers += [t.send("DELETE", session),
+                t.send("POST", "/handles", body=activity_handle("every")),
+                t.send("GET", "/handles/h1/session"), t.send("GET", HOPPER + "/stats")]
     t.close()
-    now = direct(standin, "GET", path)
+    after = direct(standin, "GET", session)
 
-    for (response, _), expected in zip(reads, EVERY_FAULT_READS, strict=True):
-        assert response is not None
-        check_row(response, expected)
-    assert reads[0][0].json() == created.json()  # the session as the proxy last saw it
-    assert reads[3][0].headers["retry-after"] == "1" and reads[4][0].headers["retry-after"] == "1"
-    assert reads[5][1] >= 1.5  # read-delayed, then answered by the stand-in
-    check_row(not_modified, "304.not-modified")  # type: ignore[arg-type]
-    check_row(stale, "412.if-match-session")  # type: ignore[arg-type]
-    assert stale.json() == now.json() and stale.headers["etag"] == now.headers["etag"]  # type: ignore
-    check_row(exists, "412.precondition-failed")  # type: ignore[arg-type]
-    for response, expected in zip(writes, EVERY_FAULT_WRITES, strict=False):
-        assert response is not None
-        check_row(response, expected)
-    assert writes[-1] is None  # write-dropped: the connection closed with no answer
-
+    walked, exists = EVERY_FAULT_WALK, EVERY_FAULT_SEEN
+    assert predict(path, t.sent, exists) == walked  # the walk the file is written for
     records = read_records(proxy.record)  # type: ignore[arg-type]
-    assert rules_of(records) == predict(SHIPPED / "every-fault.yaml", t.sent)
+    assert rules_of(records) == walked
+    for response, rule in zip(answers, walked, strict=True):
+        if rule in EVERY_FAULT_ROWS:
+            check_row(response, EVERY_FAULT_ROWS[rule])  # type: ignore[arg-type]
     check_conformant(records)
-    assert records[-1]["response"] is None and records[-1]["error"]
+    answered = {r["provenance"]["rule"]: r["classification"]["id"] for r in records
+                if r["provenance"]["source"] == "injected" and r["response"]
+                and not r["provenance"].get("forwarded")}
+    assert answered == EVERY_FAULT_ROWS  # each status of the table once, as its row
+    assert {catalog.get(r).status for r in answered.values()} == set(catalog.listed_statuses())
+
+    # the 200 is the session as the proxy last saw it; 429 and 503 say when to come back
+    assert (answers[2].json(), answers[2].headers["etag"]) == (created.json(), etag)  # type: ignore
+    assert [answers[i].headers["retry-after"] for i in (4, 5)] == ["1", "1"]  # type: ignore
+    assert took[3] >= 1.5 and records[6]["provenance"]["forwarded"] is True  # then forwarded
+    assert answers[6].status_code == 304  # type: ignore[union-attr]  # the stand-in's own
+    # the forced 412: the stand-in changed the session, as another console would have
+    assert before.headers["etag"] == etag and before.json() == created.json()
+    check_forced_412(stale, etag, created.json()["changeNumber"], held)
+    assert records[7]["provenance"]["changed_on"] == "stand-in"
+    assert records[7]["provenance"]["change_number"] == stale.json()["changeNumber"]
+    # nothing injected after it reached the stand-in: the session is as the 412 left it
+    assert after.json() == held.json() and after.headers["etag"] == held.headers["etag"]
+    # write-dropped: the connection closed with no answer
+    assert answers[14] is None and records[14]["response"] is None and records[14]["error"]
+    assert records[-1]["provenance"]["source"] == "forwarded"
+
     counts = shutdown_counts(proxy)
-    rules = [r.name for r in scenario.load(SHIPPED / "every-fault.yaml").rules]
-    assert {name: counts[name][1] for name in rules} == dict.fromkeys(rules, 1)
-    assert counts["read-200"] == (6, 1) and counts["write-201"] == (10, 1)
+    assert counts == predict_counts(path, t.sent, exists)
+    assert all(count.fired == 1 for count in counts.values())
+    # a row the service cannot give there skips the request, and says why
+    assert counts["read-204"] == (1, 1, 1) and counts["read-200"] == (1, 1, 1)
+    assert counts["write-201"] == (1, 1, 0)  # injected writes never reach the response phase
+    assert counts["write-412-exists"] == (1, 1, 1)  # the create: no session to exist yet
+    reasons = not_applicable_reasons(proxy)
+    assert reasons["read-204"].startswith("204.get-session needs")
+    assert reasons["read-200"].startswith("200.ok needs")
+    assert "the proxy has not seen this session yet" in reasons["write-412-exists"]
 
 
 # --- stale ETag on join: the 412 carries what the stand-in holds ------------------------------
 
 def test_stale_etag_on_join_returns_the_current_session_and_etag(launch: Launcher) -> None:
-    standin, proxy = start(launch, SHIPPED / "stale-etag-on-join.yaml")
+    path = SHIPPED / "stale-etag-on-join.yaml"
+    standin, proxy = start(launch, path)
     t = Title(proxy.url)
+    exists: list[bool | None] = []  # per request: had the proxy seen its session exist?
+
+    def send(method: str, where: str, known: bool | None, body: Any = None,
+             if_match: str | None = None) -> httpx.Response | None:
+        exists.append(known)
+        headers = (("If-Match", if_match),) if if_match is not None else ()
+        return t.send(method, where, body=body, headers=headers)
+
     # a: created through the proxy, so the proxy has seen it
     a = lobby("join-a")
-    created = t.send("PUT", a, body=me("3001"))
+    created = send("PUT", a, None, me(XUID))
     assert created is not None and created.status_code == 201
-    refused = t.send("PUT", a, body=me("3001"), headers=(("If-Match", created.headers["etag"]),))
-    held = direct(standin, "GET", a)
-    assert refused is not None and refused.status_code == 412
-    assert refused.json() == held.json() and refused.headers["etag"] == held.headers["etag"]
-    retried = t.send("PUT", a, body=me("3001"), headers=(("If-Match", refused.headers["etag"]),))
+    sent = created.headers["etag"]
+    refused = send("PUT", a, True, me(XUID), sent)
+    check_forced_412(refused, sent, created.json()["changeNumber"], direct(standin, "GET", a))
+    resent = send("PUT", a, True, me(XUID), sent)  # the stale ETag again
+    assert resent is not None and resent.status_code == 412  # the stand-in's own, as real
+    assert resent.headers["etag"] == refused.headers["etag"]  # type: ignore[union-attr]
+    retried = send("PUT", a, True, me(XUID), refused.headers["etag"])  # type: ignore
     assert retried is not None and retried.status_code == 200  # once per lobby
-    # b: created around the proxy, so it reads the session from the service itself
+    assert retried.json()["changeNumber"] == refused.json()["changeNumber"] + 1  # type: ignore
+
+    # b: created around the proxy: no 412 until the proxy has seen it, then one
     b = lobby("join-b")
-    assert direct(standin, "PUT", b, body=me("3001")).status_code == 201
-    refused_b = t.send("PUT", b, body=me("3001"), headers=(("If-Match", '"whatever"'),))
-    held_b = direct(standin, "GET", b)
-    assert refused_b is not None and refused_b.status_code == 412
-    assert refused_b.json() == held_b.json()
-    assert refused_b.headers["etag"] == held_b.headers["etag"]
-    # c: a handle bumps the session's ETag behind the proxy's back: the 412 has the new one
+    around = direct(standin, "PUT", b, body=me(XUID))
+    assert around.status_code == 201
+    unseen = send("PUT", b, None, me(XUID), around.headers["etag"])
+    assert unseen is not None and unseen.status_code == 200  # the stand-in's answer
+    refused_b = send("PUT", b, True, me(XUID), unseen.headers["etag"])
+    check_forced_412(refused_b, unseen.headers["etag"], unseen.json()["changeNumber"],
+                     direct(standin, "GET", b))
+
+    # c: a handle moves the session's ETag behind the proxy's back; the proxy forgets the
+    # session it held, so the stale write meets the stand-in's own 412, whose session the
+    # proxy then sees; the title's retry with that ETag gets the forced 412
     c = lobby("join-c")
-    created_c = t.send("PUT", c, body=me("3001"))
-    handle = t.send("POST", "/handles", body={"version": 1, "type": "activity", "sessionRef": {
-        "scid": SCID, "templateName": "LobbySession", "name": "join-c"}})
-    assert created_c is not None and handle is not None and handle.status_code == 201
-    refused_c = t.send("PUT", c, body=me("3001"),
-                       headers=(("If-Match", created_c.headers["etag"]),))
+    created_c = send("PUT", c, None, me(XUID))
+    assert created_c is not None and created_c.status_code == 201
+    handle = send("POST", "/handles", None, activity_handle("join-c"))
+    assert handle is not None and handle.status_code == 201
+    real = send("PUT", c, None, me(XUID), created_c.headers["etag"])
     held_c = direct(standin, "GET", c)
-    assert refused_c is not None and refused_c.status_code == 412
+    assert real is not None and real.status_code == 412
     assert held_c.headers["etag"] != created_c.headers["etag"]
-    assert refused_c.headers["etag"] == held_c.headers["etag"]
-    assert refused_c.json() == held_c.json()
+    assert real.headers["etag"] == held_c.headers["etag"] and real.json() == held_c.json()
+    refused_c = send("PUT", c, True, me(XUID), real.headers["etag"])
+    check_forced_412(refused_c, real.headers["etag"], real.json()["changeNumber"],
+                     direct(standin, "GET", c))
+    retried_c = send("PUT", c, True, me(XUID), refused_c.headers["etag"])  # type: ignore
+    assert retried_c is not None and retried_c.status_code == 200
+
     # a game session is not a lobby: the rule's path does not match it
     game = title.session_path("join-game", "GameSession")
-    t.send("PUT", game, body=me("3001"))
-    untouched = t.send("PUT", game, body=me("3001"), headers=(("If-Match", '"stale"'),))
+    assert send("PUT", game, None, me(XUID)).status_code == 201  # type: ignore
+    untouched = send("PUT", game, True, me(XUID), '"stale"')
     assert untouched is not None and untouched.status_code == 412  # the stand-in's own
     t.close()
 
     records = read_records(proxy.record)  # type: ignore[arg-type]
-    assert rules_of(records) == predict(SHIPPED / "stale-etag-on-join.yaml", t.sent)
+    expected = predict(path, t.sent, exists)
+    assert rules_of(records) == expected
+    forced = [i for i, rule in enumerate(expected) if rule]
+    assert forced == [1, 5, 9]  # a's first ETag write, b's and c's once the proxy saw them
     check_conformant(records)
-    injected = [r for r in records if r["provenance"]["source"] == "injected"]
-    assert [r["classification"]["id"] for r in injected] == ["412.if-match-session"] * 3
-    assert [bool(r["provenance"].get("session_read")) for r in injected] == [False, True, True]
-    assert records[-1]["provenance"] == {"source": "forwarded"}
-    assert shutdown_counts(proxy) == {"stale-etag-on-join": (4, 3)}
+    for i, answer in zip(forced, (refused, refused_b, refused_c), strict=True):
+        provenance = records[i]["provenance"]
+        assert records[i]["classification"]["id"] == "412.if-match-session"
+        assert provenance["changed_on"] == "stand-in"
+        assert provenance["change_number"] == answer.json()["changeNumber"]  # type: ignore
+    for i, record in enumerate(records):  # the rest are the stand-in's own answers
+        if i not in forced:
+            assert record["provenance"] == {"source": "forwarded"}, i
+    assert records[2]["classification"]["id"] == "412.if-match-session"  # the resend's
+    counts = shutdown_counts(proxy)
+    assert counts == predict_counts(path, t.sent, exists)
+    # matched: a's 3 ETag writes, b's and c's writes once seen; skipped: b's and c's unseen
+    assert counts == {"stale-etag-on-join": (6, 3, 2)}
+    assert not_applicable_reasons(proxy) == {"stale-etag-on-join": (
+        "412.if-match-session needs If-Match with an ETag on an existing session; "
+        "the proxy has not seen this session yet")}
 
 
 # --- FGRL throttling --------------------------------------------------------------------------
@@ -182,7 +267,7 @@ def test_fgrl_throttling_counts_each_user(launch: Launcher) -> None:
             assert response.headers["retry-after"] == "3"
     check_conformant(records)
     counts = shutdown_counts(proxy)
-    assert counts["fgrl-budget"] == (8, expected.count("fgrl-budget"))
+    assert counts["fgrl-budget"] == (8, expected.count("fgrl-budget"), 0)
     assert counts["throttled-read"][1] == expected.count("throttled-read")
 
 
@@ -214,7 +299,8 @@ def test_lost_write_answer_applies_the_write_then_loses_the_answer(launch: Launc
     assert records[5]["response"] is None and records[5]["provenance"]["fault"] == "drop"
     assert records[5]["provenance"]["lost_status"] == 200  # what the service had answered
     assert records[2]["provenance"]["lost_status"] == 200
-    assert shutdown_counts(proxy) == {"write-answered-503": (6, 1), "write-answer-dropped": (6, 1)}
+    assert shutdown_counts(proxy) == {"write-answered-503": (6, 1, 0),
+                                      "write-answer-dropped": (6, 1, 0)}
 
 
 # --- everything at once -----------------------------------------------------------------------
@@ -224,45 +310,60 @@ def test_lobby_under_pressure_fires_as_written(launch: Launcher) -> None:
     standin, proxy = start(launch, path)
     t = Title(proxy.url)
     session = lobby("pressure")
-    created = t.send("PUT", session, body=me("6001"))
-    assert created is not None
+    created = t.send("PUT", session, body=me(XUID))
+    assert created is not None and created.status_code == 201
+    exists: list[bool | None] = [None]  # the lobby is seen from the create on; the hopper never
     etag = created.headers["etag"]
-    hopper_started = 0.0
+    refusals: dict[int, tuple[str, int, httpx.Response, httpx.Response]] = {}
     hopper_took = 0.0
     for i in range(12):
+        exists.append(None if i == 2 else True)
         if i % 3 == 0:
-            t.send("GET", session)
+            answer = t.send("GET", session)
         elif i % 3 == 1:
-            answer = t.send("PUT", session, body=me("6001"), headers=(("If-Match", etag),))
-            if answer is not None and "etag" in answer.headers:
-                etag = answer.headers["etag"]
+            sent, seen = etag, direct(standin, "GET", session).json()["changeNumber"]
+            answer = t.send("PUT", session, body=me(XUID), headers=(("If-Match", sent),))
+            if answer is not None and answer.status_code == 412:
+                refusals[len(t.sent) - 1] = (sent, seen, answer, direct(standin, "GET", session))
         elif i == 2:
-            hopper_started = time.monotonic()
-            t.send("POST", HOPPER, body={"giveUpDuration": 60})
-            hopper_took = time.monotonic() - hopper_started
+            started = time.monotonic()
+            answer = t.send("POST", HOPPER, body={"giveUpDuration": 60})
+            hopper_took = time.monotonic() - started
         else:
-            t.send("PUT", session, body={"properties": {"custom": {"i": i}}})
+            answer = t.send("PUT", session, body={"properties": {"custom": {"i": i}}})
+        if i != 2 and answer is not None and "etag" in answer.headers:
+            etag = answer.headers["etag"]  # the title adopts what it is told, a 412's too
     t.close()
 
     records = read_records(proxy.record)  # type: ignore[arg-type]
-    expected = predict(path, t.sent)
+    expected = predict(path, t.sent, exists)
     assert rules_of(records) == expected
     assert expected.count("stale-etag-on-join") == 1 and expected.count("drop") == 1
     assert expected.count("lost-answer") == 1 and "outage" not in expected
+    assert expected[2] is None  # the first ETag write: nth 2 lets it through
     assert hopper_took >= 1.5
     check_conformant(records)
-    for record, rule in zip(records, expected, strict=True):
+    for i, (record, rule) in enumerate(zip(records, expected, strict=True)):
         if rule == "stale-etag-on-join":
             assert record["classification"]["id"] == "412.if-match-session"
+            assert record["provenance"]["changed_on"] == "stand-in"
+            sent, before, refused, held = refusals[i]
+            check_forced_412(refused, sent, before, held)
+            assert record["provenance"]["change_number"] == refused.json()["changeNumber"]
         if rule == "lost-answer":
             assert record["response"]["status"] == 503 and record["provenance"]["phase"] == \
                 "response"
+            assert record["provenance"]["lost_status"] == 200  # the stand-in took the write
         if rule == "drop":
             assert record["response"] is None
+    assert list(refusals) == [expected.index("stale-etag-on-join")]  # no other write failed
     counts = shutdown_counts(proxy)
+    assert counts == predict_counts(path, t.sent, exists)
     for name in ("stale-etag-on-join", "fgrl", "lag", "lost-answer", "drop", "outage"):
-        assert counts[name][1] == expected.count(name)
-    assert counts["outage"] == (len(t.sent), 0)  # every request counts; none in its window
+        assert counts[name].fired == expected.count(name)
+    assert counts["outage"] == (len(t.sent), 0, 0)  # every request counts; none in its window
+    # the create has no If-Match, so the 412 rule only ever met ETag writes to a seen lobby
+    assert counts["stale-etag-on-join"].inapplicable == 0
 
 
 # --- an outage, in a compressed copy ----------------------------------------------------------
@@ -301,7 +402,7 @@ def test_outage_windows_open_and_close_over_real_time(launch: Launcher, tmp_path
              if r["provenance"].get("rule")]
     assert retry == ["5", "5", "2"]
     check_conformant(records)
-    assert shutdown_counts(proxy) == {"outage": (7, 2), "aftershock": (5, 1)}
+    assert shutdown_counts(proxy) == {"outage": (7, 2, 0), "aftershock": (5, 1, 0)}
 
 
 # --- slow matchmaking -------------------------------------------------------------------------
@@ -346,8 +447,9 @@ def test_slow_matchmaking_delays_by_the_seeded_draws(launch: Launcher) -> None:
     for record in records:  # the answers themselves are the stand-in's
         assert record["provenance"]["forwarded"] is True
         assert record["classification"]["id"] == "200.ok"
-    assert shutdown_counts(proxy) == {"slow-ticket-create": (1, 1), "slow-ticket-calls": (1, 1),
-                                      "slow-hopper-stats": (1, 1)}
+    assert shutdown_counts(proxy) == {"slow-ticket-create": (1, 1, 0),
+                                      "slow-ticket-calls": (1, 1, 0),
+                                      "slow-hopper-stats": (1, 1, 0)}
 
 
 # --- a real client that honours Retry-After ---------------------------------------------------
@@ -409,27 +511,10 @@ def test_nth_fires_exactly_once_under_50_concurrent_clients(launch: Launcher,
     records = read_records(proxy.record)  # type: ignore[arg-type]
     assert len(records) == 50
     assert Counter(rules_of(records)) == {None: 49, "the-25th": 1}
-    assert shutdown_counts(proxy) == {"the-25th": (50, 1)}
+    assert shutdown_counts(proxy) == {"the-25th": (50, 1, 0)}
 
 
 # --- connection faults on the wire ------------------------------------------------------------
-
-def raw_get(port: int, path: str, user: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-xbl-contract-version: 107\r\n"
-                 f"Authorization: {auth(user)}\r\n\r\n".encode())
-    return sock
-
-
-def read_all(sock: socket.socket) -> bytes:
-    data = b""
-    for _ in range(1000):
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError("the connection never closed")
-
 
 def test_drop_reset_truncate_and_hang_on_the_wire(launch: Launcher, tmp_path: Path) -> None:
     rules = tmp_path / "wire.yaml"

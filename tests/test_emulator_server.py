@@ -248,3 +248,23 @@ def test_sessions_listing_and_reset() -> None:
     assert send(emu, "POST", "/_emulator/reset", b"", []).status == 200
     assert emu.sessions() == []
     assert send(emu, "GET", LOBBY).status == 204
+
+
+def test_change_switch_moves_the_session_on_as_another_client_would() -> None:
+    emu = emulator.Emulator(CONFIG)
+    old = send(emu, "PUT", LOBBY, json.dumps(me("1001")).encode()).header("ETag")
+    changed = send(emu, "POST", "/_emulator/change",
+                   json.dumps({"session": LOBBY}).encode(), [])
+    assert changed.status == 200
+    assert changed.header("ETag") not in (None, old)
+    assert json.loads(changed.body)["changeNumber"] == 2
+    # The title's old ETag is stale now; the new one writes.
+    write = json.dumps({"properties": {"custom": {"map": "dunes"}}}).encode()
+    stale = send(emu, "PUT", LOBBY, write, [*auth(), ("If-Match", old)])
+    assert stale.status == 412 and stale.header("ETag") == changed.header("ETag")
+    assert send(emu, "PUT", LOBBY, write,
+                [*auth(), ("If-Match", changed.header("ETag"))]).status == 200
+    missing = f"/serviceconfigs/{SCID}/sessiontemplates/LobbySession/sessions/none"
+    assert send(emu, "POST", "/_emulator/change",
+                json.dumps({"session": missing}).encode(), []).status == 404
+    assert send(emu, "POST", "/_emulator/change", b'{"other": 1}', []).status == 400

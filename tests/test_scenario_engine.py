@@ -63,46 +63,82 @@ def names(fired: Iterable[scenario.Firing | None]) -> list[str | None]:
 # --- shipped scenarios ------------------------------------------------------------------
 
 
-def test_every_fault_walks_through_every_status() -> None:
-    """A title's plain, conditional and create-only reads and writes meet each status once."""
+#: The walk every-fault.yaml is written for: (method, path, headers, whether the session
+#: existed before the request as the proxy knows it: None until it has seen it).
+EVERY_FAULT_WALK: list[tuple[str, str, dict[str, str], bool | None]] = (
+    [("GET", LOBBY, {}, None)]                                      # 204: not created yet
+    + [("PUT", LOBBY, {"If-None-Match": "*"}, False)]                # the create: 201
+    + [("GET", LOBBY, {}, True)]                                     # 200
+    + [("GET", LOBBY, {"If-None-Match": '"e1"'}, True)] * 4           # 304, 429, 503, delay
+    + [("PUT", LOBBY, {"If-Match": '"e0"'}, True)]                   # 412 with the session
+    + [("PUT", LOBBY, {"If-None-Match": "*"}, True)]                 # 412, bodiless
+    + [("PUT", LOBBY, {}, True)] * 6                                 # 400 ... dropped
+    + [("DELETE", LOBBY, {}, True)]                                  # 405
+    + [("POST", "/handles", {}, None)]                               # 202
+    + [("GET", "/handles/h1/session", {}, None)]                     # 404
+    + [("GET", HOPPER + "/stats", {}, None)]                         # untouched
+)
+
+
+def walk(engine: Engine, steps: list[tuple[str, str, dict[str, str], bool | None]],
+         ) -> list[scenario.Firing | None]:
+    """Each step through both phases, as the proxy asks: the response phase only for a
+    request that was forwarded."""
+    fired = []
+    for method, path, headers, exists in steps:
+        sent = request(method, path, headers=headers)
+        firing = engine.evaluate(sent, Phase.REQUEST, now=1.0, exists=exists)
+        if firing is None or not (firing.rule.fault.answers or firing.rule.fault.connection):
+            firing = engine.evaluate(sent, Phase.RESPONSE, now=1.0, exists=exists) or firing
+        fired.append(firing)
+    return fired
+
+
+def test_every_fault_walks_through_every_status_where_the_service_can_give_it() -> None:
+    """The walk meets each status once, each on a request its row can answer."""
     engine = shipped_engine("every-fault")
-    traffic = (
-        [request("GET")] * 6
-        + [request("GET", headers={"If-None-Match": '"e1"'})]
-        + [request("PUT", headers={"If-Match": '"e1"'})]
-        + [request("PUT", headers={"If-None-Match": "*"})]
-        + [request("PUT")] * 10
-        + [request("GET", HOPPER + "/stats")]
-    )
-    fired = [engine.evaluate(r, now=1.0) for r in traffic]
-    statuses = {f.rule.fault.status for f in fired if f is not None} - {None}
+    fired = walk(engine, EVERY_FAULT_WALK)
+    assert names(fired) == [
+        "read-204", "write-201", "read-200", "read-304", "read-429", "read-503",
+        "read-delayed", "write-412-stale-etag", "write-412-exists", "write-400", "write-403",
+        "write-403-read-only", "write-409", "write-204-deleted", "write-dropped",
+        "delete-405", "handle-202", "handle-404", None]
+    statuses = {f.rule.fault.row(request(m, p, headers=h), e).status
+                for f, (m, p, h, e) in zip(fired, EVERY_FAULT_WALK, strict=True)
+                if f is not None and f.rule.fault.answers}
     assert statuses == set(catalog.listed_statuses())
-    assert fired[9] is None and fired[-1] is None  # the create goes through; hoppers untouched
-    kinds = [f.rule.name for f in fired if f is not None and f.rule.fault.status is None]
-    assert kinds == ["read-delayed", "write-dropped"]
     assert all(s.fires == 1 for s in engine.stats())
-    # each answer, built from its row as the table says, classifies as that row, conformant
+    # each answer, built from its row as the table says, classifies as that row, conformant,
+    # and is one the service could give there
     document = {"constants": {}, "properties": {}, "changeNumber": 2}
-    for sent, firing in zip(traffic, fired, strict=True):
+    for (method, path, headers, exists), firing in zip(EVERY_FAULT_WALK, fired, strict=True):
         if firing is None or firing.rule.fault.status is None:
             continue
+        sent = request(method, path, headers=headers)
         fault = firing.rule.fault
-        row = fault.row(sent)
+        row = fault.row(sent, exists)
         assert row is not None
+        assert catalog.why_not(row, catalog.Situation.of(sent, exists)) is None
         answer = faults.build(row, session=document if row.returns_session else None,
                               etag='"e2"', retry_after=fault.retry_after)
         found = classify.classify(model.Exchange(sent, answer))
         assert (found.id, found.anomalies) == (row.id, ()), firing.rule.name
 
 
-def test_stale_etag_on_join_fires_once_per_lobby() -> None:
+def test_stale_etag_on_join_fires_once_per_lobby_on_an_etag_only() -> None:
     engine = shipped_engine("stale-etag-on-join")
     cond = {"If-Match": '"etag"'}
     other = LOBBY.replace("lobby-1", "lobby-2")
-    seq = [request("PUT"), request("PUT", headers=cond), request("PUT", headers=cond),
-           request("PUT", other, headers=cond), request("PUT", GAME, headers=cond)]
-    assert [engine.evaluate(r, now=1.0) is not None for r in seq] == [
-        False, True, False, True, False]
+    seq = [(request("PUT"), True), (request("PUT", headers={"If-Match": "*"}), True),
+           (request("PUT", headers=cond), None), (request("PUT", headers=cond), True),
+           (request("PUT", headers=cond), True), (request("PUT", other, headers=cond), True),
+           (request("PUT", GAME, headers=cond), True)]
+    assert [engine.evaluate(r, now=1.0, exists=e) is not None for r, e in seq] == [
+        False, False, False, True, False, True, False]
+    (stats,) = engine.stats()
+    assert (stats.matches, stats.fires, stats.inapplicable) == (3, 2, 1)
+    assert stats.last_reason == ("412.if-match-session needs If-Match with an ETag on an "
+                                 "existing session; the proxy has not seen this session yet")
 
 
 def test_outage_windows() -> None:
@@ -204,7 +240,7 @@ def test_first_rule_that_fires_wins_and_the_others_still_count() -> None:
     engine = engine_for(
         "{name: every-2nd, when: {every: 2}, fault: {status: 503}}",
         "{name: third, when: {nth: 3}, fault: {status: 404}}",
-        "{name: fourth, when: {nth: 4}, fault: {status: 409}}",
+        "{name: fourth, when: {nth: 4}, fault: {status: 400}}",
     )
     fired = [engine.evaluate(request(), now=1.0) for _ in range(5)]
     assert names(fired) == [None, "every-2nd", "third", "every-2nd", None]
@@ -230,7 +266,7 @@ def test_per_client_and_per_session_scopes() -> None:
     engine = engine_for(
         "{name: 2nd-per-client, per: client, when: {nth: 2}, fault: {status: 429}}",
         "{name: 1st-per-session, per: session, match: {method: PUT}, when: {nth: 1}, "
-        "fault: {status: 412}}",
+        "fault: {status: 409}}",
     )
     seq = [("GET", LOBBY, "a"), ("GET", LOBBY, "b"), ("GET", GAME, "a"), ("PUT", GAME, "b"),
            ("PUT", GAME, "c"), ("PUT", HOPPER, "c"), ("PUT", LOBBY, "d")]

@@ -24,6 +24,7 @@ from injector_kit import write
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
+from mpsdproxy import model
 from mpsdproxy.addons import injector
 from mpsdproxy.addons import router
 from mpsdproxy.addons import scenarios
@@ -286,3 +287,23 @@ def test_the_watcher_reloads_while_running(tmp_path: Path,
         asyncio.run(edit_while_running())
         assert rg.rules() == ["new"]
         assert rg.inj.scenarios.watcher is None
+
+
+# --- only where the service could answer so -----------------------------------------------
+
+def test_evaluate_passes_what_the_proxy_knows_of_the_session(tmp_path: Path) -> None:
+    path = write(tmp_path / "stale.yaml", scenario_text(
+        rule("stale", "{status: 412}", match="{method: PUT}")))
+    loaded = scenarios.Scenarios(origin=0.0)
+    loaded.load([str(path)])
+    url = f"https://sessiondirectory.xboxlive.com{LOBBY}"
+    star = model.Request("PUT", url, [("If-Match", "*")])
+    etag = model.Request("PUT", url, [("If-Match", '"e1"')])
+    assert loaded.evaluate(star, scenarios.Phase.REQUEST, 1.0, client="", user="",
+                           exists=True) is None
+    assert loaded.evaluate(etag, scenarios.Phase.REQUEST, 1.0, client="", user="") is None
+    hit = loaded.evaluate(etag, scenarios.Phase.REQUEST, 1.0, client="", user="", exists=True)
+    assert hit is not None and hit.rule.name == "stale"
+    (line,) = loaded.count_lines()
+    assert line.startswith("test: stale: 1 matched, 1 fired, 2 not applicable (412.if-match-")
+    assert line.endswith("the proxy has not seen this session yet)")

@@ -6,12 +6,16 @@ The addon wires three jobs, each in a module of its own, to mitmproxy's hooks:
   reload, the engines), asked with the flow's request as `model.Request`;
 - what the title then hears: the table's answer with the tracked session
   (`answers.py`, mitmproxy-free), turned into mitmproxy's response by
-  `flows.to_mitmproxy`. A row that returns the session and finds none tracked
-  reads it from the service once (`addons/sessionread.py`, a GET, which needs
-  no If-Match) and says so in the log; when that fails too, a 412 falls back to
-  `412.precondition-failed` (a 403 to `403.forbidden`; a 200 or 201 lets the
-  request through), and the log says why. Only real answers (forwarded ones)
-  teach the session tracker;
+  `flows.to_mitmproxy`. Only answers the service could give fire: the catalog
+  says (`catalog.why_not`), told whether the proxy has seen the session exist
+  (`SessionTracker.exists`); a row that needs the session waits until the proxy
+  has seen it, and never reads it from the service itself (that read would
+  be unsigned). Only real answers (forwarded ones) teach the session tracker;
+- a forced 412 is a newer session someone else wrote (`newer.py`): its
+  changeNumber is one above the newest seen and its ETag fresh; from then on
+  a write with that ETag reaches the service with the ETag the service knows,
+  a write with a superseded ETag is answered 412 again, and reads show the
+  newer ETag, until the session really changes;
 - what happens to the connection: `drop`, `reset`, `hang` and `truncate`
   (`addons/connfaults.py`, the only code that touches sockets).
 
@@ -40,12 +44,13 @@ from mitmproxy.log import ALERT
 
 from mpsdproxy import answers
 from mpsdproxy import model
+from mpsdproxy import newer
 from mpsdproxy import recording
 from mpsdproxy import sessions
 from mpsdproxy.addons import common
 from mpsdproxy.addons import connfaults
 from mpsdproxy.addons import flows
-from mpsdproxy.addons import sessionread
+from mpsdproxy.addons import standinchange
 from mpsdproxy.addons.later import AfterAnswer
 from mpsdproxy.addons.scenarios import Hit
 from mpsdproxy.addons.scenarios import Scenarios
@@ -76,6 +81,10 @@ def _note(flow: http.HTTPFlow, **facts: Any) -> None:
         info["provenance"].update(facts)
 
 
+def _provenance_says(flow: http.HTTPFlow, fact: str) -> bool:
+    return bool(common.provenance(flow).get(fact))
+
+
 def _where(flow: http.HTTPFlow, hit: Hit) -> str:
     return f"{flow.request.method} {flow.request.url}: rule {hit.rule.name}"
 
@@ -85,6 +94,7 @@ class FaultInjector:
         self.clock = clock
         self.scenarios = Scenarios(origin=clock())  # time windows count from the start
         self.tracker = sessions.SessionTracker()
+        self.newer = newer.NewerSessions(self.tracker)
         self.inject = True
         self.hang_max = float(DEFAULT_HANG_MAX)
         #: The chain's after-answer queue, set by MpsdChain; without it, work that could
@@ -204,12 +214,14 @@ class FaultInjector:
         # A replayed answer is still open to faults: "faults on top of a replay".
         if flow.error or not flow.live or (flow.response and not _replayed(flow)):
             return None
-        if not self.inject or not self.scenarios.has(Phase.REQUEST):
-            return None
         if common.mark(flow) is None:
             return None
+        if len(self.newer) and flow.response is None and self._keep_newer(flow):
+            return None
+        if not self.inject or not self.scenarios.has(Phase.REQUEST):
+            return None
         request = flows.request_of(flow)
-        hit = self._evaluate(flow, request, Phase.REQUEST)
+        hit = self._evaluate(flow, request, Phase.REQUEST, self._exists(request))
         return self._act(flow, request, hit, Phase.REQUEST) if hit is not None else None
 
     def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -217,11 +229,14 @@ class FaultInjector:
             return None
         if not self.scenarios.loaded or common.mark(flow) is None:
             return None
+        if len(self.newer) and _from_service(flow):
+            self._show_newer(flow)
         acts = self.inject and self.scenarios.has(Phase.RESPONSE)
         if _replayed(flow):
             if not acts:
                 return None
             request = flows.request_of(flow)
+            before = self._exists(request)
         elif not _from_service(flow):
             return None
         elif not acts:
@@ -231,9 +246,10 @@ class FaultInjector:
             return None
         else:
             exchange = flows.exchange_of(flow)
-            self.tracker.observe(exchange)
             request = exchange.request
-        hit = self._evaluate(flow, request, Phase.RESPONSE)
+            before = self._exists(request)  # rules judge what was known before forwarding
+            self.tracker.observe(exchange)
+        hit = self._evaluate(flow, request, Phase.RESPONSE, before)
         return self._act(flow, request, hit, Phase.RESPONSE) if hit is not None else None
 
     def learn(self, flow: http.HTTPFlow) -> sessions.Update:
@@ -248,14 +264,22 @@ class FaultInjector:
 
     # -- deciding ------------------------------------------------------------------------
 
-    def _evaluate(self, flow: http.HTTPFlow, request: model.Request, phase: Phase) -> Hit | None:
-        """The rule that fires; the caller is known by the redacted Authorization (which
-        keys throttling), else by the client's address."""
+    def _exists(self, request: model.Request) -> bool | None:
+        """Whether the request's session exists, as far as the proxy has seen."""
+        key = request.resource.key
+        return self.tracker.exists(key) if key else None
+
+    def _evaluate(self, flow: http.HTTPFlow, request: model.Request, phase: Phase,
+                  exists: bool | None) -> Hit | None:
+        """The rule that fires, told whether the session exists (`_exists`, before the
+        request was forwarded); the caller is known by its user (`recording.user_of`, which
+        keys throttling as the service's rate limits do), else by the client's address."""
         auth = request.headers.get("Authorization")
-        user = recording.redact_value(auth) if auth else ""
+        user = recording.user_of(auth) if auth else ""
         peer = flow.client_conn.peername
         client = user or (str(peer[0]) if peer else "")
-        return self.scenarios.evaluate(request, phase, self.clock(), client=client, user=user)
+        return self.scenarios.evaluate(request, phase, self.clock(), client=client, user=user,
+                                       exists=exists)
 
     def _act(self, flow: http.HTTPFlow, request: model.Request, hit: Hit,
              phase: Phase) -> Awaitable[None] | None:
@@ -263,7 +287,7 @@ class FaultInjector:
         self._mark(flow, hit, phase)
         logger.debug(f"{_where(flow, hit)} of {hit.loaded.scenario.name} fired "
                      f"({answers.kind(hit.fault, phase)})")
-        if hit.firing.delay > 0 or hit.fault.hang or self._needs_fetch(request, hit):
+        if hit.firing.delay > 0 or hit.fault.hang or self._changes_standin(flow, request, hit):
             return self._act_later(flow, request, hit, phase)
         try:
             self._apply(flow, request, hit, phase)
@@ -282,10 +306,9 @@ class FaultInjector:
                 held = await connfaults.hang(flow, self.hang_max)
                 _note(flow, held_s=round(held, 3))
                 return
-            missing = None
-            if self._needs_fetch(request, hit):
-                missing = await self._fetch(flow, request, hit)
-            self._apply(flow, request, hit, phase, missing)
+            if self._changes_standin(flow, request, hit):
+                await self._change_standin(flow, request)
+            self._apply(flow, request, hit, phase)
         except Exception as e:  # noqa: BLE001 - an injector bug must not break the title
             self._failed(flow, hit, e)
 
@@ -313,8 +336,8 @@ class FaultInjector:
 
     # -- acting --------------------------------------------------------------------------
 
-    def _apply(self, flow: http.HTTPFlow, request: model.Request, hit: Hit, phase: Phase,
-               missing: str | None = None) -> None:
+    def _apply(self, flow: http.HTTPFlow, request: model.Request, hit: Hit,
+               phase: Phase) -> None:
         fault = hit.fault
         if fault.drop:
             connfaults.end_without_answer(flow)
@@ -326,7 +349,7 @@ class FaultInjector:
                                f"it is closed instead")
             return
         if fault.answers:
-            if not self._answer(flow, request, hit, missing):
+            if not self._answer(flow, request, hit):
                 return
         elif phase is Phase.RESPONSE and flow.response is not None:
             real = flows.response_of(flow)
@@ -337,13 +360,17 @@ class FaultInjector:
             if not connfaults.truncate(flow.response, fault.cut, flow.request.http_version):
                 logger.warning(f"{_where(flow, hit)} found no body to truncate")
 
-    def _answer(self, flow: http.HTTPFlow, request: model.Request, hit: Hit,
-                missing: str | None) -> bool:
+    def _answer(self, flow: http.HTTPFlow, request: model.Request, hit: Hit) -> bool:
         """Answer with the table's row; whether it did (else the flow goes on untouched)."""
         key = request.resource.key
         tracked = self.tracker.get(key) if key else None
-        got = answers.answer(request, hit.fault, tracked, throttle=hit.firing.throttle,
-                             missing=missing)
+        row = hit.fault.row(request)
+        if (key and row is not None and answers.someone_else_wrote(row, hit.fault)
+                and not _provenance_says(flow, "changed_on")):
+            tracked = self.newer.make(key, hit.rule.name)
+            if tracked is not None:
+                _note(flow, change_number=tracked.newest)
+        got = answers.answer(request, hit.fault, tracked, throttle=hit.firing.throttle)
         about = request.resource.short if key else request.path
         where = f"{request.method} {about}: rule {hit.rule.name}"
         if got.response is None:
@@ -352,43 +379,61 @@ class FaultInjector:
             common.set_provenance(flow, **common.FORWARDED, skipped_rule=hit.rule.name,
                                   note=f"{got.row.id} needs the session: {got.missing}")
             return False
-        if got.fallback is not None:
-            logger.warning(f"{where} answers {got.fallback.id} instead of {got.row.id}: "
-                           f"no session document ({got.missing})")
-            _note(flow, entry_fallback=got.fallback.id)
         if flow.response is not None:
             connfaults.note_lost(flow)
         version = flow.response.http_version if flow.response else flow.request.http_version
         flow.response = flows.to_mitmproxy(got.response, version)
         return True
 
-    # -- reading a missing session ---------------------------------------------------------
+    # -- the newer session a forced 412 handed out ------------------------------------------
 
-    def _needs_fetch(self, request: model.Request, hit: Hit) -> bool:
-        """Whether the answer needs a session document the tracker does not have."""
-        if not hit.fault.answers:
+    def _changes_standin(self, flow: http.HTTPFlow, request: model.Request, hit: Hit) -> bool:
+        """Whether the fault is a forced 412 for a flow to a local server (a stand-in, where
+        the change can be made real)."""
+        if not hit.fault.answers or request.resource.key is None or flow.response is not None:
             return False
-        entry = hit.fault.row(request)
-        if entry is None or not answers.needs_session(entry, hit.fault):
-            return False
-        key = request.resource.key
-        return key is not None and self.tracker.get(key) is None
+        row = hit.fault.row(request)
+        return (row is not None and answers.someone_else_wrote(row, hit.fault)
+                and standinchange.is_local(flow))
 
-    async def _fetch(self, flow: http.HTTPFlow, request: model.Request, hit: Hit) -> str | None:
-        """Read the request's session from the service once; None when it is now tracked,
-        else why not."""
-        resource = request.resource
-        target = sessionread.fetch_target(flow, resource)
-        logger.info(f"Rule {hit.rule.name}: no session seen yet for {resource.short}; "
-                    f"reading it from the service (GET {target.url})")
-        try:
-            response = await asyncio.to_thread(sessionread.http_get, target)
-        except sessionread.ERRORS as e:
-            return f"reading it from the service failed: {e}"
-        self.tracker.observe(model.Exchange(target.request(), response))
-        if resource.key is not None and self.tracker.get(resource.key) is not None:
-            _note(flow, session_read=target.url)
-            return None
-        if response.status != 200:
-            return f"the service answered the read with {response.status}"
-        return "the service's answer was not a whole session document"
+    async def _change_standin(self, flow: http.HTTPFlow, request: model.Request) -> None:
+        """Have the stand-in change the session, as another client would; the tracker learns
+        the newer session from its answer."""
+        path = request.resource.session_path
+        changed = await standinchange.change(flow, path) if path else None
+        if changed is None:
+            return
+        where = flow.request
+        read = model.Request("GET", f"{where.scheme}://{where.host}:{where.port}{path}")
+        if self.tracker.observe(model.Exchange(read, changed)) is sessions.Update.STORED:
+            tracked = self.tracker.get(request.resource.key or "")
+            _note(flow, changed_on="stand-in",
+                  change_number=tracked.newest if tracked else None)
+
+    def _keep_newer(self, flow: http.HTTPFlow) -> bool:
+        """Keep a request true to a forced 412's newer session: map its ETag to the one the
+        service knows, or answer a superseded ETag with 412 again; whether it was answered."""
+        outgoing = self.newer.outgoing(flows.request_of(flow))
+        if outgoing.newer is None:
+            return False
+        rule = outgoing.newer.rule
+        if outgoing.answer is not None:
+            flow.response = flows.to_mitmproxy(outgoing.answer, flow.request.http_version)
+            common.set_provenance(flow, source="injected", rule=rule, fault="status",
+                                  note="a superseded ETag: the session changed since (the "
+                                       "newer version a forced 412 handed out)")
+            return True
+        if outgoing.request is not None:
+            for name in newer.PRECONDITION_HEADERS:
+                value = outgoing.request.headers.first(name)
+                if value is not None and value != flow.request.headers.get(name):
+                    flow.request.headers[name] = value
+            _note(flow, etag_mapped=rule)
+        return False
+
+    def _show_newer(self, flow: http.HTTPFlow) -> None:
+        """An answer from the service, with the newer ETag (and document) the title holds."""
+        shown = self.newer.incoming(flows.exchange_of(flow))
+        if shown is not None and flow.response is not None:
+            flow.response = flows.to_mitmproxy(shown, flow.response.http_version)
+            _note(flow, etag_mapped="answer")

@@ -171,10 +171,15 @@ class Scenarios:
         return any(phase in item.engine.phases for item in self.loaded)
 
     def evaluate(self, request: model.Request, phase: Phase, now: float, *, client: str,
-                 user: str) -> Hit | None:
-        """The first rule of the first scenario that fires on this request, or None."""
+                 user: str, exists: bool | None = None) -> Hit | None:
+        """The first rule of the first scenario that fires on this request, or None.
+
+        `exists`: whether the request's session existed before it, as the proxy knows
+        (None: not seen yet); a rule fires only where the service could answer as it
+        does (`scenario.Engine.evaluate`)."""
         for item in self.loaded:
-            firing = item.engine.evaluate(request, phase, client=client, user=user, now=now)
+            firing = item.engine.evaluate(request, phase, client=client, user=user, now=now,
+                                          exists=exists)
             if firing is not None:
                 return Hit(item, firing)
         return None
@@ -210,7 +215,7 @@ class Scenarios:
             item.engine.reset(start=start)
 
     def count_lines(self) -> list[str]:
-        """One line per rule: `scenario: rule: N matched, M fired`."""
+        """One line per rule: `scenario: rule: N matched, M fired[, K not applicable (why)]`."""
         return [f"{item.scenario.name}: {line}"
                 for item in self.loaded for line in item.engine.stats_lines()]
 

@@ -8,7 +8,8 @@ IDLE_TIMEOUT.
 
 The switches live below `/_emulator/`, never MPSD paths and never throttled or
 overloaded: `POST /_emulator/overload` (`{"retry_after": 2, "requests": 1}`),
-`POST /_emulator/recover`, `POST /_emulator/reset` and `GET /_emulator/sessions`.
+`POST /_emulator/recover`, `POST /_emulator/reset`, `GET /_emulator/sessions` and
+`POST /_emulator/change` (`{"session": path}`: another client changed that session).
 """
 
 from __future__ import annotations
@@ -97,12 +98,29 @@ def _ok(emulator: Emulator, document: object) -> model.Response:
                           headers=[protocol.NO_STORE])
 
 
+def _change(emulator: Emulator, request: model.Request) -> model.Response:
+    """`{"session": "/serviceconfigs/.../sessions/{name}"}`: another client changed it. The
+    answer is the session as a read returns it, with its new ETag."""
+    body = protocol.json_object(request, empty_ok=False)
+    path = body.get("session")
+    if not isinstance(path, str) or set(body) != {"session"}:
+        raise Refusal("400.bad-request", "Send {\"session\": \"/serviceconfigs/{scid}/"
+                                         "sessiontemplates/{template}/sessions/{name}\"}.")
+    changed = emulator.change(path)
+    if changed is None:
+        raise Refusal("404.not-found", f"No session at {path}.")
+    document, etag = changed
+    return protocol.reply("200.ok", emulator.wallclock(), session=document, etag=etag,
+                          headers=[protocol.NO_STORE])
+
+
 #: The switches below /_emulator/: action -> (method, what it does).
 _SWITCHES: dict[str, _Switch] = {
     "overload": _Switch("POST", _overload),
     "recover": _Switch("POST", _recover),
     "reset": _Switch("POST", _reset),
     "sessions": _Switch("GET", _sessions),
+    "change": _Switch("POST", _change),
 }
 
 

@@ -168,6 +168,19 @@ class Emulator:
                 return None
             return copy.deepcopy(stored.document), stored.etag
 
+    def change(self, path: str) -> tuple[dict[str, Any], str] | None:
+        """Another client changed the session at `path`: its changeNumber and ETag move on
+        (as a handle creation moves them). The proxy's forced 412 calls this through
+        `POST /_emulator/change`, so the newer session it hands out is real here: a retry
+        with its ETag succeeds and a resend of the old one draws a real 412. A copy of the
+        document and its new ETag, or None when there is no such session."""
+        resource = resources.parse(path)
+        if resource.kind is not Kind.SESSION or resource.key is None:
+            return None
+        with self._lock:
+            self._directory.touch(resource.key)
+        return self.session(resource.key)
+
     def sessions(self) -> list[dict[str, Any]]:
         """Every stored session: key, path, changeNumber and ETag, ordered by key."""
         with self._lock:

@@ -7,7 +7,7 @@ when it fires (`when`) and what it does (`fault`):
     seed: 7
     rules:
       - name: stale-etag-on-join
-        match: {method: PUT, resource: session, headers: {If-Match: "*"}}
+        match: {method: PUT, resource: session, headers: {If-Match: '"*'}}
         when: {nth: 2}
         fault: {status: 412}
 
@@ -21,6 +21,9 @@ The package is split by job:
 - `match.py`     whether a `model.Request` is one a rule concerns
 - `engine.py`    triggers, counters and the Engine that picks the rule that fires
 
+A rule fires only where the service could give its answer (the catalog decides,
+`Fault.why_not`); `lint` names rules that never could, `force: true` overrides.
+
 Nothing here imports mitmproxy; the injector addon translates flows to
 `model.Request` and the engine's `Firing` back.
 """
@@ -32,13 +35,16 @@ from mpsdproxy.scenario.engine import Firing
 from mpsdproxy.scenario.engine import RuleStats
 from mpsdproxy.scenario.engine import Trigger
 from mpsdproxy.scenario.load import FORMAT_VERSION
+from mpsdproxy.scenario.load import Finding
 from mpsdproxy.scenario.load import ScenarioError
 from mpsdproxy.scenario.load import check
+from mpsdproxy.scenario.load import lint
 from mpsdproxy.scenario.load import load
 from mpsdproxy.scenario.load import parse_scenario
 from mpsdproxy.scenario.load import schema
 from mpsdproxy.scenario.match import Matcher
 from mpsdproxy.scenario.match import matches
+from mpsdproxy.scenario.match import situations
 from mpsdproxy.scenario.model import RESOURCE_KINDS
 from mpsdproxy.scenario.model import THROTTLE_ENTRY
 from mpsdproxy.scenario.model import Delay
@@ -83,6 +89,7 @@ __all__ = [
     "Match",
     "Matcher",
     "matches",
+    "situations",
     "When",
     "FixedDelay",
     "UniformDelay",
@@ -101,6 +108,8 @@ __all__ = [
     "parse_scenario",
     "load",
     "check",
+    "lint",
+    "Finding",
     "schema",
     "Counters",
     "Trigger",

@@ -5,6 +5,11 @@ addon stays thin and every decision is testable without a proxy. Nothing here
 imports mitmproxy. Throttle rules count calls with `fgrl.Callers`, the one FGRL
 window, so an injected 429 and the stand-in's agree on Retry-After.
 
+A rule whose fault the service could not give for this request (the catalog's
+`why_not`, unless the fault says `force: true`) neither fires nor counts the
+request as a match: `nth: 1` means the first request it can apply to. Such
+requests are counted apart (`RuleStats.inapplicable`, with the last reason).
+
 State lives on the instances and is bounded: per rule at most `MAX_SCOPES`
 scopes and throttled callers, the least recently used forgotten, so memory
 stays flat however long a playtest runs. Nothing is remembered per request.
@@ -20,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from mpsdproxy import catalog
 from mpsdproxy import fgrl
 from mpsdproxy import model
 from mpsdproxy.scenario.match import Facts
@@ -168,22 +174,35 @@ class Firing:
 
 @dataclass(frozen=True, slots=True)
 class RuleStats:
+    """One rule's counts: requests it matched and could apply to, times it fired, and
+    requests it matched but could not apply to as the service would (with the last
+    reason why)."""
+
     name: str
     phase: Phase
     enabled: bool
     matches: int
     fires: int
+    inapplicable: int = 0
+    last_reason: str | None = None
 
 
 class _Runtime:
     """One rule's live state: its switch, trigger, delay draws and throttled callers."""
 
-    __slots__ = ("rule", "seed", "enabled", "trigger", "delay_rng", "callers")
+    __slots__ = ("rule", "seed", "enabled", "trigger", "delay_rng", "callers", "checks",
+                 "inapplicable", "last_reason")
 
     def __init__(self, rule: Rule, seed: int, start: float) -> None:
         self.rule = rule
         self.seed = seed
         self.enabled = rule.enabled
+        fault = rule.fault
+        #: Whether the fault's answer may be one the service cannot give (else it always
+        #: applies, and no request needs looking at).
+        self.checks = fault.status is not None and not fault.force and fault.throttle is None
+        self.inapplicable = 0
+        self.last_reason: str | None = None
         self.trigger = Trigger(rule.when, self._rng("when"), start)
         self.delay_rng = self._rng("delay")
         budget = rule.fault.throttle
@@ -193,7 +212,17 @@ class _Runtime:
         """One stream per rule and purpose: adding jitter to one rule shifts no other draw."""
         return random.Random(f"{self.seed}:{self.rule.index}:{purpose}")
 
+    def applies(self, situation: catalog.Situation) -> bool:
+        """Whether the fault can apply in this situation; counts it apart when not."""
+        reason = self.rule.fault.why_not(situation)
+        if reason is None:
+            return True
+        self.inapplicable += 1
+        self.last_reason = reason
+        return False
+
     def reset(self, start: float | None) -> None:
+        self.inapplicable, self.last_reason = 0, None
         self.trigger.reset(start, self._rng("when"))
         self.delay_rng = self._rng("delay")
         if self.callers is not None:
@@ -243,11 +272,16 @@ class Engine:
             if any(step.per is Per.SESSION for step in plan))
 
     def evaluate(self, request: model.Request, phase: Phase = Phase.REQUEST, *,
-                 client: str = "", user: str = "", now: float | None = None) -> Firing | None:
+                 client: str = "", user: str = "", now: float | None = None,
+                 exists: bool | None = None) -> Firing | None:
         """The rule that fires on this request in this phase, or None.
 
         `client` keys `per: client` (the redacted Authorization, else the address);
         `user` keys throttling (the redacted Authorization; `client` when empty).
+        `exists` says whether the request's session existed before it, as far as the
+        proxy knows (None: it has not seen the session); with the request it decides
+        whether a rule's answer is one the service could give (`catalog.why_not`). In
+        phase response it is still what was known before the request was forwarded.
         """
         plan = self._plans.get(phase) if self.enabled else None
         if not plan:
@@ -257,6 +291,7 @@ class Engine:
         session = request.resource.key if phase in self._per_session else None
         scopes = {Per.GLOBAL: "", Per.CLIENT: client, Per.SESSION: session}
         verdicts: list[bool | None] = [None] * len(self._matchers)
+        situation: catalog.Situation | None = None
         with self._lock:
             winner: Firing | None = None
             for runtime, slot, per in plan:
@@ -270,6 +305,10 @@ class Engine:
                     matched = verdicts[slot] = self._matchers[slot].test(facts)
                 if not matched:
                     continue
+                if runtime.checks:
+                    situation = situation or catalog.Situation.of(request, exists)
+                    if not runtime.applies(situation):
+                        continue
                 if winner is not None:
                     runtime.trigger.count(now, scope)
                     continue
@@ -325,10 +364,14 @@ class Engine:
         """Each rule's match and fire counts, in file order."""
         with self._lock:
             return [RuleStats(r.rule.name, r.rule.phase, r.enabled, r.trigger.match_count,
-                              r.trigger.fire_count) for r in self._runtimes]
+                              r.trigger.fire_count, r.inapplicable, r.last_reason)
+                    for r in self._runtimes]
 
     def stats_lines(self) -> Iterator[str]:
-        """One readable line per rule, for the summary printed at shutdown."""
+        """One readable line per rule, for the summary printed at shutdown: `name: 3
+        matched, 1 fired, 2 not applicable (why, the last time)`."""
         for s in self.stats():
-            state = "" if s.enabled else " (off)"
-            yield f"{s.name}: {s.matches} matched, {s.fires} fired{state}"
+            line = f"{s.name}: {s.matches} matched, {s.fires} fired"
+            if s.inapplicable:
+                line += f", {s.inapplicable} not applicable ({s.last_reason})"
+            yield line + ("" if s.enabled else " (off)")

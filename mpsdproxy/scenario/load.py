@@ -7,6 +7,11 @@ YAML-with-positions loader, so a problem is placed the way compilers do,
 translated into the file's own words here; what a schema cannot say is
 checked by `sections.py`. A file with any problem never becomes a Scenario:
 the proxy never runs half a scenario.
+
+A rule whose fault the service could never give for any request its match lets
+through (a 405 on PUTs of a session, a 412 with the session on `If-Match: *`
+only) is valid, but would never fire: `lint` warns about it, and a scenario
+that says `strict: true` is refused instead.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import NamedTuple
 import jsonschema
 
 from mpsdproxy import yamlfile
+from mpsdproxy.scenario.match import situations
 from mpsdproxy.scenario.model import Rule
 from mpsdproxy.scenario.model import Scenario
 from mpsdproxy.scenario.sections import as_list
@@ -34,11 +40,13 @@ from mpsdproxy.yamlfile import show
 
 __all__ = [
     "FORMAT_VERSION",
+    "Finding",
     "ScenarioError",
     "schema",
     "parse_scenario",
     "load",
     "check",
+    "lint",
 ]
 
 #: The only version of the file format; `version` may be left out.
@@ -285,8 +293,42 @@ def _finish(problems: list[Problem]) -> list[Problem]:
     return sorted(set(problems), key=lambda p: (p.line, p.column, p.key_path, p.message))
 
 
-def _scenario(doc: Document, path: str) -> Scenario:
-    """A document as read -> Scenario, or ScenarioError with every problem found."""
+def _never_fires(rule: Rule) -> str | None:
+    """Why the rule's fault cannot apply to any request its match lets through (None when
+    it can apply to some): the catalog's reason for the first sort of request."""
+    first: str | None = None
+    for situation in situations(rule.match):
+        reason = rule.fault.why_not(situation)
+        if reason is None:
+            return None
+        first = first or reason
+    return first
+
+
+def _fault_key(doc: Document, index: int) -> KeyPath:
+    """Where a rule's answer is written: its status, else its entry, else its fault."""
+    rule = doc.data["rules"][index]
+    fault = rule.get("fault") if isinstance(rule, dict) else None
+    key = next((k for k in ("status", "entry") if isinstance(fault, dict) and k in fault), None)
+    return ("rules", index, "fault", key) if key else ("rules", index, "fault")
+
+
+def _unreachable(doc: Document, path: str, rules: Iterable[Rule]) -> list[Problem]:
+    """One problem per rule that can never fire as the service would."""
+    out = []
+    for rule in rules:
+        reason = _never_fires(rule)
+        if reason is not None:
+            out.append(doc.problem(_fault_key(doc, rule.index), (
+                f"rule {rule.name!r} never fires as the service would answer: {reason}, on "
+                f"every request its match lets through; change the match, or write "
+                f"force: true to answer so anyway"), path))
+    return out
+
+
+def _scenario(doc: Document, path: str, refuse: bool = True) -> Scenario:
+    """A document as read -> Scenario, or ScenarioError with every problem found; with
+    `refuse`, a strict scenario's rules that can never fire are problems too."""
     if doc.data is None and doc.problems:
         raise ScenarioError(doc.problems)
     version = _version_problem(doc, path)
@@ -299,12 +341,18 @@ def _scenario(doc: Document, path: str) -> Scenario:
     if problems:
         raise ScenarioError(problems)
     data = doc.data
+    strict = bool(data.get("strict", False))
+    if strict and refuse:
+        unreachable = _unreachable(doc, path, rules)
+        if unreachable:
+            raise ScenarioError(_finish(unreachable))
     return Scenario(
         name=data.get("name") or _default_name(path),
         description=data.get("description", ""),
         seed=int(data.get("seed", 0)),
         rules=tuple(rules),
         path=path,
+        strict=strict,
     )
 
 
@@ -329,3 +377,29 @@ def check(paths: Iterable[str | Path]) -> list[str]:
         except ScenarioError as e:
             lines += [str(p) for p in e.problems]
     return lines
+
+
+class Finding(NamedTuple):
+    """A rule that can never fire as the service would: a warning, or, when its scenario
+    says `strict: true`, a reason the file is refused (`check` lists it too)."""
+
+    problem: Problem
+    refused: bool
+
+    def __str__(self) -> str:
+        return str(self.problem)
+
+
+def lint(paths: Iterable[str | Path]) -> list[Finding]:
+    """Every rule, in every valid file (or one refused only for such rules), that can never
+    fire as the service would; files with other problems are left to `check`."""
+    findings: list[Finding] = []
+    for path in paths:
+        doc = yamlfile.read_file(path, empty=_EMPTY)
+        try:
+            loaded = _scenario(doc, str(path), refuse=False)
+        except ScenarioError:
+            continue
+        findings += [Finding(p, loaded.strict)
+                     for p in _unreachable(doc, str(path), loaded.rules)]
+    return findings

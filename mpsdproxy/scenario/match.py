@@ -7,18 +7,25 @@ case, resource kind, path without query, host). Header values come from
 `request.headers`, decoded by the package's one rule (`model.from_bytes`), so a
 rule `headers: {X-Title: "Café*"}` matches the UTF-8 header the title sent.
 Nothing is remembered between requests.
+
+`situations` works the other way round, for `check`: every kind of request (as
+the catalog tells them apart) a match can let through.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
+from mpsdproxy import catalog
 from mpsdproxy import model
 from mpsdproxy.resources import Kind
+from mpsdproxy.resources import Resource
 from mpsdproxy.scenario.model import Match
 
-__all__ = ["Facts", "HeaderCheck", "Matcher", "matches"]
+__all__ = ["Facts", "HeaderCheck", "Matcher", "matches", "situations"]
 
 
 class Facts(NamedTuple):
@@ -106,3 +113,35 @@ def matches(match: Match, request: model.Request) -> bool:
     """Whether `request` is one `match` concerns (compiles the match: for one-off checks;
     the engine keeps its matchers)."""
     return Matcher.of(match).test(Facts.of(request))
+
+
+#: The values of a precondition header that the catalog tells apart: not sent, `*`, an ETag.
+_PRECONDITION_VALUES: tuple[str | None, ...] = (None, "*", '"etag"')
+
+
+def _header_values(match: Match, name: str) -> list[str | None]:
+    """The values of a precondition header the match lets through: one of each sort the
+    catalog tells apart, plus each glob's own text (so a glob for one ETag still has a
+    value it matches)."""
+    entries = [h for h in match.headers if h.name.lower() == name.lower()]
+    candidates = [*_PRECONDITION_VALUES, *(h.glob.text for h in entries if h.glob)]
+    checks = [HeaderCheck(h.name, h.present, h.glob.regex if h.glob else None)
+              for h in entries]
+    return [value for value in dict.fromkeys(candidates)
+            if all(c.holds(model.Headers(((name, value),) if value is not None else ()))
+                   for c in checks)]
+
+
+def situations(match: Match) -> Iterator[catalog.Situation]:
+    """Every sort of request `match` lets through, as the catalog tells them apart: each
+    method and resource kind it allows, each sort of If-Match and If-None-Match, on a
+    session that exists and on one that does not. Paths and hosts are not narrowed by
+    (a glob cannot be inverted): this errs towards a request that may never come."""
+    methods = sorted(match.methods) if match.methods is not None else sorted(
+        catalog.ALL_METHODS)
+    kinds = sorted(match.kinds) if match.kinds is not None else list(Kind)
+    for exists, method, kind, if_match, if_none_match in itertools.product(
+            (True, False), methods, kinds, _header_values(match, "If-Match"),
+            _header_values(match, "If-None-Match")):
+        resource = Resource(kind, "scid", "template", "name", "element")
+        yield catalog.Situation(method, resource, if_match, if_none_match, exists)

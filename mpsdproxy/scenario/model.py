@@ -6,9 +6,9 @@ afterwards: the engine and the injector never change a record. The value
 parsers (`parse_duration`, `parse_glob`) live here because the records are
 defined by what they accept.
 
-What a status means and which row of the table answers a request is the
-catalog's business: `Fault.row` asks `catalog` and never spells out a
-status's meaning itself.
+What a status means, which row of the table answers a request and whether the
+service could give it there is the catalog's business: `Fault.row` and
+`Fault.why_not` ask `catalog` and never spell out a status's meaning themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import random
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from typing import Any
 
 from mpsdproxy import catalog
@@ -281,6 +282,8 @@ class Fault:
     `headers` values of None remove a header. In phase response without a
     status, `body`/`headers`/`content_type` edit the real answer instead.
     `throttle` answers with the table's rate-limit row, only past its budget.
+    `force` answers with the row even where the catalog says the service cannot give
+    it (`why_not`); without it such a rule waits for a request it can apply to.
     """
 
     status: int | None = None
@@ -296,6 +299,7 @@ class Fault:
     truncate: bool = False
     truncate_to: int | None = None  # bytes kept; None keeps half
     throttle: fgrl.Budget | None = None
+    force: bool = False
 
     @property
     def connection(self) -> str | None:
@@ -310,16 +314,24 @@ class Fault:
         """Whether the fault produces a response of its own (a status or throttling)."""
         return self.status is not None or self.throttle is not None
 
-    def row(self, request: model.Request) -> catalog.Entry | None:
+    def row(self, request: model.Request, exists: bool | None = None) -> catalog.Entry | None:
         """The row of the table this fault answers `request` with (None when it gives no
-        status).
+        status); `exists` says whether the request's session exists, as far as the proxy
+        knows (None: it has not seen it)."""
+        return self.row_at(catalog.Situation.of(request, exists))
+
+    def row_at(self, situation: catalog.Situation) -> catalog.Entry | None:
+        """The row this fault answers with in `situation` (None when it gives no status).
 
         `entry` when the rule names one; the rate-limit row for a throttle. Otherwise,
-        among the status's rows, one whose situation fits the request (method, session
-        or element, a precondition header it sent), so the answer classifies as that
-        row: a row whose precondition the request sent beats one without, the narrower
-        precondition wins (412 to If-Match returns the session; to If-None-Match, no
-        body), then table order. When no row fits, the status's first row.
+        among the status's rows, those whose situation fits the request (method,
+        session or element, a precondition header it sent) in order of fit: a row whose
+        precondition the request sent beats one without, the narrower precondition wins
+        (412 to If-Match returns the session; to If-None-Match, no body), then table
+        order. The first of them the service can give here wins, or that waits only for
+        the proxy to see the session (so a 412 to an ETag on a session not seen yet
+        waits for the session rather than answering without it). When none can, the
+        best fit, or the status's first row: `why_not` then says why it cannot apply.
         """
         if self.entry is not None:
             return catalog.get(self.entry)
@@ -328,11 +340,27 @@ class Fault:
         rows = catalog.for_status(self.status) if self.status is not None else ()
         if not rows:
             return None
-        target = catalog.target_of(request.resource)
-        method = request.method.upper()
-        fits = [(fit, -i, row) for i, row in enumerate(rows)
-                if (fit := _row_fit(row, method, target, request.headers)) is not None]
-        return max(fits, key=lambda f: f[:2])[2] if fits else rows[0]
+        target = catalog.target_of(situation.resource)
+        fits = sorted(((fit, -i), row) for i, row in enumerate(rows)
+                      if (fit := _row_fit(row, situation, target)) is not None)
+        ranked = [row for _, row in reversed(fits)]
+        seen = replace(situation, exists=True) if situation.exists is None else None
+        for row in (*ranked, *(r for r in rows if r not in ranked)):
+            if catalog.why_not(row, situation) is None:
+                return row
+            if seen is not None and catalog.why_not(row, seen) is None:
+                return row
+        return ranked[0] if ranked else rows[0]
+
+    def why_not(self, situation: catalog.Situation) -> str | None:
+        """Why this fault cannot apply in `situation` as the service would answer (None
+        when it can). Only an answer with a status of the table can be wrong there:
+        connection faults, delays, cuts and edits of the real answer always apply, and
+        so does throttling (FGRL counts every call). `force` skips the check."""
+        if self.force or self.status is None or self.throttle is not None:
+            return None
+        row = self.row_at(situation)
+        return catalog.why_not(row, situation) if row is not None else None
 
     def delay_seconds(self, rng: random.Random) -> float:
         """How long to wait before acting (0 when the fault has no delay)."""
@@ -346,12 +374,13 @@ class Fault:
         return body[: min(keep, len(body) - 1)]
 
 
-def _row_fit(row: catalog.Entry, method: str, target: catalog.Target,
-             sent: model.Headers) -> tuple[bool, int] | None:
+def _row_fit(row: catalog.Entry, situation: catalog.Situation,
+             target: catalog.Target) -> tuple[bool, int] | None:
     """How well a row's situation fits a request (None: it does not)."""
-    if method not in row.methods or row.target not in (catalog.Target.ANY, target):
+    if situation.method not in row.methods or row.target not in (catalog.Target.ANY, target):
         return None
-    if row.preconditions and not any(p in sent for p in row.preconditions):
+    sent = {"If-Match": situation.if_match, "If-None-Match": situation.if_none_match}
+    if row.preconditions and not any(sent.get(p) is not None for p in row.preconditions):
         return None
     return bool(row.preconditions), -len(row.preconditions)
 
@@ -379,6 +408,9 @@ class Scenario:
     seed: int
     rules: tuple[Rule, ...]
     path: str = "<string>"
+    #: Refuse a rule whose fault the service could never give where it matches (else
+    #: `check` only warns).
+    strict: bool = False
 
     def rule(self, name: str) -> Rule:
         """The rule with this name (ignoring case); ValueError listing the names otherwise."""

@@ -326,6 +326,10 @@ def parse_fault(raw: Mapping[str, Any], phase: Phase = Phase.REQUEST) -> Fault:
     if "throttle" in raw:
         _check_throttle(raw, phase)
     _check_answer(raw, status, phase)
+    if raw.get("force") and (status is None or "throttle" in raw):
+        raise FieldError(("force",), (
+            "force lets a status the service could not give for the request answer anyway; "
+            "this fault gives no status of its own, so it has nothing to force"))
     if not _does_something(raw, phase, delay):
         raise FieldError((), (
             "this fault does nothing: give a status, a delay, drop, reset, hang, truncate "
@@ -346,6 +350,7 @@ def parse_fault(raw: Mapping[str, Any], phase: Phase = Phase.REQUEST) -> Fault:
         truncate=_truncates(raw),
         truncate_to=None if isinstance(truncate, bool) else int(truncate),
         throttle=_budget(raw.get("throttle")),
+        force=bool(raw.get("force")),
     )
 
 
