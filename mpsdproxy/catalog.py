@@ -441,6 +441,21 @@ class Situation:
         return cls(request.method.upper(), request.resource, headers.first("If-Match"),
                    headers.first("If-None-Match"), exists)
 
+    @property
+    def shape(self) -> tuple[str, resources.Kind, str | None, str | None, bool | None]:
+        """All that `why_not` reads: the method, the resource kind, each precondition as
+        absent, `*` or an ETag, and whether the session exists. Two situations of one
+        shape get the same answer, so a caller may remember answers by it."""
+        return (self.method, self.resource.kind, _sent_as(self.if_match),
+                _sent_as(self.if_none_match), self.exists)
+
+
+def _sent_as(value: str | None) -> str | None:
+    """A precondition header as `why_not` tells them apart: absent (None), `*`, an ETag."""
+    if value is None:
+        return None
+    return "*" if value.strip() == "*" else "an ETag"
+
 
 def _sent_fails(need: Sent, name: str, value: str | None) -> str | None:
     """What the request sent that a header condition rules out (None: it holds)."""
@@ -448,8 +463,10 @@ def _sent_fails(need: Sent, name: str, value: str | None) -> str | None:
         return None
     if value is None:
         return None if need is Sent.ABSENT else f"this request sent no {name}"
-    if need is Sent.ABSENT or (need is Sent.ETAG and value.strip() == "*"):
-        return f"this request sent {name}: {model.printable(value)}"
+    sent = _sent_as(value)
+    if need is Sent.ABSENT or (need is Sent.ETAG and sent == "*"):
+        return f"this request sent {name}: *" if sent == "*" else (
+            f"this request sent {name} with an ETag")
     return None
 
 

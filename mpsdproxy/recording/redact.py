@@ -73,9 +73,11 @@ def user_of(authorization: str) -> str:
     """Who sends a request, from its Authorization value, raw or redacted, never in
     clear: `x=redacted:…` (the XBL user hash, hashed) when there is one, else the
     redacted value itself (a token refresh then looks like a new user)."""
-    redacted = redact_value(authorization)
-    xbl = _XBL_AUTHORIZATION.fullmatch(redacted)
-    return f"x={xbl[2]}" if xbl is not None else redacted
+    xbl = _XBL_AUTHORIZATION.fullmatch(authorization)
+    if xbl is None:
+        return redact_value(authorization)
+    user = xbl[2]
+    return f"x={user}" if secrets.is_redacted(user) else f"x={_hashed(user)}"
 
 
 def _replaced(text: str, found: list[secrets.Finding]) -> str:

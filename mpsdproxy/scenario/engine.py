@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from typing import NamedTuple
 
 from mpsdproxy import catalog
@@ -42,6 +43,8 @@ __all__ = ["MAX_SCOPES", "Counters", "Trigger", "Firing", "RuleStats", "Engine"]
 #: Scopes, trigger and throttle users kept per rule; the oldest is forgotten
 #: beyond this, so memory stays flat however long a playtest runs.
 MAX_SCOPES = 10_000
+#: The most situation shapes a rule remembers whether it applies to.
+MAX_SHAPES = 1024
 
 
 # --- triggers ---------------------------------------------------------------------------
@@ -191,7 +194,7 @@ class _Runtime:
     """One rule's live state: its switch, trigger, delay draws and throttled callers."""
 
     __slots__ = ("rule", "seed", "enabled", "trigger", "delay_rng", "callers", "checks",
-                 "inapplicable", "last_reason")
+                 "inapplicable", "last_reason", "reasons")
 
     def __init__(self, rule: Rule, seed: int, start: float) -> None:
         self.rule = rule
@@ -203,6 +206,9 @@ class _Runtime:
         self.checks = fault.status is not None and not fault.force and fault.throttle is None
         self.inapplicable = 0
         self.last_reason: str | None = None
+        #: Why the fault cannot apply, by situation shape (`Situation.shape`: all that
+        #: decides it), so each kind of request is judged once, not once per request.
+        self.reasons: dict[tuple[Any, ...], str | None] = {}
         self.trigger = Trigger(rule.when, self._rng("when"), start)
         self.delay_rng = self._rng("delay")
         budget = rule.fault.throttle
@@ -214,7 +220,13 @@ class _Runtime:
 
     def applies(self, situation: catalog.Situation) -> bool:
         """Whether the fault can apply in this situation; counts it apart when not."""
-        reason = self.rule.fault.why_not(situation)
+        shape = situation.shape
+        if shape in self.reasons:
+            reason = self.reasons[shape]
+        else:
+            if len(self.reasons) >= MAX_SHAPES:
+                self.reasons.clear()  # methods are the title's to choose: stay bounded
+            reason = self.reasons[shape] = self.rule.fault.why_not(situation)
         if reason is None:
             return True
         self.inapplicable += 1
