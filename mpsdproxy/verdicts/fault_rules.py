@@ -28,8 +28,6 @@ from mpsdproxy.verdicts.base import gaps
 from mpsdproxy.verdicts.base import ms
 from mpsdproxy.verdicts.library import LIBRARY_RETRIES
 from mpsdproxy.verdicts.library import MIN_CALL_S
-from mpsdproxy.verdicts.library import RETRY_DELAY_S
-from mpsdproxy.verdicts.library import RETRY_WINDOW_S
 from mpsdproxy.verdicts.library import ApiKey
 from mpsdproxy.verdicts.library import Refused412
 from mpsdproxy.verdicts.library import api_of
@@ -183,7 +181,7 @@ class BackoffRule(BaseRule):
     resends is held to the same spacing. A retry before a mid-chain Retry-After is left
     to Retry-After honoured. No answer starts no chain (a network error and a call the
     title cancelled look alike). Settings `backoff_retry_delay_s` and
-    `backoff_window_s`, when present, replace d and the window.
+    `backoff_window_s` are d and the window.
     """
 
     id = "backoff"
@@ -192,8 +190,8 @@ class BackoffRule(BaseRule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.chains: Keyed[RequestKey, _Chain] = Keyed(self.max_keys)
-        self.delay = float(getattr(self.settings, "backoff_retry_delay_s", RETRY_DELAY_S))
-        self.window = float(getattr(self.settings, "backoff_window_s", RETRY_WINDOW_S))
+        self.delay = self.settings.backoff_retry_delay_s
+        self.window = self.settings.backoff_window_s
 
     def feed(self, ex: Facts) -> Decided:
         key = ex.request_key

@@ -50,6 +50,10 @@ DEFAULT_FILE = "mpsdproxy/data/limits.yaml"
 IGNORED_SETTINGS: dict[str, str] = {
     "burst_warmup_calls": "burst detection now follows the Trace Analyzer from the first call "
                           "on (no warm-up), so rules.burst_warmup_calls is ignored",
+    **{name: f"backoff is judged by the client library's schedule (backoff_retry_delay_s, "
+             f"backoff_window_s), so rules.{name} is ignored"
+       for name in ("backoff_min_gap_ms", "backoff_growth", "backoff_max_retries",
+                    "backoff_idle_s")},
 }
 
 
@@ -126,10 +130,8 @@ class RuleSettings:
     """Thresholds of the verdicts other than the budgets (see data/limits.yaml)."""
 
     retry_after_scope: str = "client"
-    backoff_min_gap_ms: float = 1000.0
-    backoff_growth: float = 1.0
-    backoff_max_retries: int = 5
-    backoff_idle_s: float = 120.0
+    backoff_retry_delay_s: float = 2.0
+    backoff_window_s: float = 20.0
     precondition_window_s: float = 300.0
     conflict_window_s: float = 300.0
     missing_session_max_gets: int = 3
