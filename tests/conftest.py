@@ -44,6 +44,16 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
         thread.join(timeout=5)
 
 
+class ManualClock:
+    """A clock the test moves by hand (`clock.now = ...`), for code that takes `clock=`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

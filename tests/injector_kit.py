@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from conftest import ManualClock as Clock
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 from mitmproxy.test import taddons
@@ -76,12 +77,6 @@ def run(awaitable: Awaitable[None] | None) -> None:
         asyncio.run(wait())
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Rig:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ManualClock
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -96,12 +97,6 @@ class Title:
         return Exchange(asked, self.emu.handle(asked))
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -349,7 +344,10 @@ def test_reservations_and_member_removal(title: Title) -> None:
     assert reserved.json()["membersInfo"]["accepted"] == 1
     accepted = title("PUT", LOBBY, me("1005"), user="dave")
     assert "reserved" not in accepted.json()["members"]["1"]
-    removed = title("DELETE", f"{LOBBY}/members/1")
+    kicked_by_a_user = title("DELETE", f"{LOBBY}/members/1")
+    assert kicked_by_a_user.classification().id == "403.forbidden"
+    assert "server principal" in kicked_by_a_user.body
+    removed = title("DELETE", f"{LOBBY}/members/1", user="gameserver")
     assert removed.classification().id == "204.element-gone"
     document, _ = title.emu.session(LOBBY_KEY) or ({}, "")
     assert list(document["members"]) == ["0"]
@@ -359,7 +357,8 @@ def test_reservations_and_member_removal(title: Title) -> None:
 
 def test_large_sessions_refuse_other_members_and_show_only_the_caller(title: Title) -> None:
     assert title("PUT", LARGE, me("1001")).status == 201
-    assert title("PUT", LARGE, me("1002"), user="bob").json()["members"].keys() == {"1"}
+    joined = title("PUT", LARGE, me("1002"), user="bob").json()["members"]  # the caller as me
+    assert joined.keys() == {"me"} and joined["me"]["constants"]["system"]["index"] == 1
     reserve = title("PUT", LARGE, {"members": {"reserve_0": {
         "constants": {"system": {"xuid": "1009"}}}}})
     assert reserve.classification().id == "409.conflict"
@@ -394,7 +393,8 @@ def test_elements(title: Title) -> None:
     _lobby(title)
     props = title("PUT", f"{LOBBY}/properties", {"custom": {"a": 1}})
     assert props.status == 200 and props.json()["properties"]["custom"] == {"a": 1}
-    assert title("GET", f"{LOBBY}/properties").json() == {"system": {}, "custom": {"a": 1}}
+    system = {"turn": [], "matchmaking": {}, "joinRestriction": "none", "readRestriction": "none"}
+    assert title("GET", f"{LOBBY}/properties").json() == {"system": system, "custom": {"a": 1}}
     mine = title("GET", f"{LOBBY}/members/me")
     assert mine.status == 200 and mine.json()["constants"]["system"]["xuid"] == "1001"
     assert title("GET", f"{LOBBY}/servers/host").classification().id == "204.get-element"
@@ -489,7 +489,7 @@ def test_hoppers_tickets_and_templates(title: Title) -> None:
     assert ticket.status == 200 and set(ticket.json()) == {"ticketId", "waitTime"}
     ticket_path = f"{HOPPER}/tickets/{ticket.json()['ticketId']}"
     assert title("GET", f"{HOPPER}/stats").json()["population"] == 1
-    assert title("GET", ticket_path).json()["status"] == "searching"
+    assert title("GET", ticket_path).json()["ticketStatus"] == "searching"
     assert title("DELETE", ticket_path).classification().id == "202.accepted"
     assert title("GET", ticket_path).status == 404
     assert title("POST", f"{BASE}/hoppers/Nope", {}).status == 404
@@ -519,7 +519,7 @@ def _fgrl_answer(budget: fgrl.Budget, times: list[float]) -> fgrl.Decision:
 
 
 def test_template_burst_limit_with_truthful_retry_after() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     title = Title(emulator.Emulator(CONFIG, clock=clock))
     assert title("PUT", BUSY, me("1003")).status == 201
     clock.now += 1
@@ -539,7 +539,7 @@ def test_template_burst_limit_with_truthful_retry_after() -> None:
 
 
 def test_sustain_window_counts_throttled_requests() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     config = emulator.EmulatorConfig(CONFIG.scids, rate_limit=emulator.RateLimit(100, 3))
     title = Title(emulator.Emulator(config, clock=clock))
     for _ in range(3):

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import ManualClock
 
 from mpsdproxy import emulator
 from mpsdproxy import fgrl
@@ -46,12 +47,6 @@ def send(emu: emulator.Emulator, method: str, target: str, body: bytes = b"",
     return emulator.answer(emu, asked)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _read_until_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
@@ -189,7 +184,7 @@ def test_run_rejects_a_bad_config(tmp_path: Path) -> None:
 def test_burst_of_two_over_http_agrees_with_the_fgrl_window() -> None:
     """Burst limit 2, requests at 0, 1 and 2 s: the third is 429, Retry-After 13, and its
     body is the FGRL message the one window gives (as an injected 429's is)."""
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     config = emulator.EmulatorConfig(CONFIG.scids, rate_limit=emulator.RateLimit(2, 300))
     stand_in = emulator.Emulator(config, clock=clock)
     with emulator.running(emulator=stand_in) as (_, port), \

@@ -25,7 +25,8 @@ Every request carries `Authorization: XBL3.0 x=<userhash>;<token>` and
     204.get-element           GET S/members/7 (or S/servers/x) on a session without it
     204.put-session-deleted   PUT S {"members":{"me":null}} by the last member; PUT S that
                               creates a session with no member (nothing is created)
-    204.element-gone          DELETE S/members/me, S/members/{index} or S/servers/{name}
+    204.element-gone          DELETE S/members/me, S/servers/{name}, or S/members/{index}
+                              by a server principal (`gameserver`)
     304.not-modified          GET S with If-None-Match: <its current ETag>
     400.bad-request           PUT S with a body that is not a JSON object (or wrong types);
                               any request without x-xbl-contract-version
@@ -54,27 +55,50 @@ Choices where the protocol notes are silent:
   `members.me.constants.system.xuid`; before that, the user hash itself when
   it is all digits, else a stable number derived from it. A later write that
   names another XUID for the same caller gets 403.
-- Rate limits: see `service.py`.
+- Rate limits, per caller and per service (protocol notes §5.1): the session
+  directory in the config's `rate_limit` (30/15 s, 300/300 s shipped; a
+  template's own `rate_limit` adds its windows), SmartMatch 10/15 s and
+  100/300 s, search-handle reads and writes each 1/15 s and 20/300 s (see
+  `service.py`).
+- Timers (`timers.py`): reservation, inactive, ready and session-empty
+  timeouts from `constants.system` act on the Emulator's clock just before
+  each request, each update bumping `changeNumber` and the ETag; a session
+  with a pending timer shows `nextTimer` (and `Expires`).
+- Members carry `gamertag`, a `deviceToken` per console, `activeTitleId` and
+  `joinTime` (`members.py`), so MultiplayerManager's host election works;
+  callers of contract 105 read and write its field names (`views.py`).
+- Deleting another member needs a server principal (`server_principals`);
+  `require_signature: true` refuses unsigned requests with 403.
+- One activity handle per caller per SCID, one search handle per session;
+  invites expire an hour after they are sent.
 - Every committed write bumps `changeNumber` and the ETag, even one that
   changes nothing; so does creating a handle that names an existing session.
-- Reads of a `large: true` session show only the caller's own member.
+- Reads of a large session (`constants.system.capabilities.large`) show only
+  the caller's own member, keyed `me`.
 
 Switches for scripts, never MPSD paths and never throttled or overloaded, are
 the server's (`server.py`): `POST /_emulator/overload`
 (`{"retry_after": 2, "requests": 1}`), `POST /_emulator/recover`,
-`POST /_emulator/reset` and `GET /_emulator/sessions`.
+`POST /_emulator/reset`, `GET /_emulator/sessions` and `POST /_emulator/change`
+(`{"session": path}`: another client changed that session).
 
 Layout: `config.py` (the YAML config), `service.py` (`Emulator`: the request's way
-through, rate limits, overload), `sessions.py`, `handles.py`, `queries.py`,
-`matchmaking.py` (the handlers), `documents.py` (session documents and merges),
-`state.py` (what is stored), `protocol.py` (answers and request reading),
+through, rate limits per service, overload), `sessions.py`, `handles.py`, `queries.py`,
+`matchmaking.py` (the handlers), `handle_kinds.py`, `handle_queries.py`,
+`search_filter.py`, `social.py` (what handles hold and how queries select them),
+`matchmaker.py` (tickets moving on with the clock), `documents.py` (session documents
+and merges), `members.py` (what the service writes into members), `views.py` (a
+document as a caller reads it: contract, large sessions), `timers.py` (session
+timers), `state.py` (what is stored), `protocol.py` (answers and request reading),
 `server.py` (HTTP/1.1 with h11, `run`, `running`, the switches).
 """
 
 from mpsdproxy.emulator.config import CONFIG_VERSION
 from mpsdproxy.emulator.config import DEFAULT_CONFIG_PATH
+from mpsdproxy.emulator.config import DEFAULT_TITLE_ID
 from mpsdproxy.emulator.config import ConfigError
 from mpsdproxy.emulator.config import EmulatorConfig
+from mpsdproxy.emulator.config import MatchmakingConfig
 from mpsdproxy.emulator.config import Overload
 from mpsdproxy.emulator.config import RateLimit
 from mpsdproxy.emulator.config import ScidConfig
@@ -97,6 +121,8 @@ __all__ = [
     "ScidConfig",
     "Overload",
     "EmulatorConfig",
+    "MatchmakingConfig",
+    "DEFAULT_TITLE_ID",
     "parse_config",
     "load_config",
     "default_config",

@@ -28,7 +28,10 @@ __all__ = [
     "TemplateConfig",
     "ScidConfig",
     "Overload",
+    "MatchmakingConfig",
     "EmulatorConfig",
+    "DEFAULT_TITLE_ID",
+    "default_gamertag",
     "parse_config",
     "load_config",
     "default_config",
@@ -39,6 +42,10 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "data" / "emulato
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _EMPTY = f"the file is empty; it needs at least `version: {CONFIG_VERSION}`"
+#: The title id the stand-in reports when the config names none (members' activeTitleId,
+#: handles' titleId). Any 32-bit unsigned number will do: the library reads it as one.
+DEFAULT_TITLE_ID = 1234567890
+_XUID = re.compile(r"[0-9]{1,20}")
 
 
 class ConfigError(yamlfile.InputError):
@@ -70,7 +77,12 @@ class RateLimit:
 
 @dataclass(frozen=True)
 class TemplateConfig:
-    """A session template: its constants, whether it is large, and its own rate limit."""
+    """A session template: its constants, whether it is large, and its own rate limit.
+
+    `large` is what the template's `constants.system.capabilities.large` says (the
+    parser keeps the two in step); a session is large when its own constants say so
+    (`documents.is_large`), so a request may make a session of any template large.
+    """
 
     name: str
     constants: dict[str, Any] = field(
@@ -111,13 +123,47 @@ class Overload:
 
 
 @dataclass(frozen=True)
+class MatchmakingConfig:
+    """How SmartMatch progresses: a ticket is found after `found_after_s` seconds when
+    `players_per_match` tickets wait in its hopper, and expires after `expires_after_s`
+    (or its own giveUpDuration, whichever comes first)."""
+
+    found_after_s: float = 2.0
+    expires_after_s: float = 60.0
+    players_per_match: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("found_after_s", "expires_after_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} should be a number of seconds, not {value!r}")
+        _positive("players_per_match", self.players_per_match)
+
+
+@dataclass(frozen=True)
 class EmulatorConfig:
-    """Everything the stand-in is told rather than taught by requests."""
+    """Everything the stand-in is told rather than taught by requests.
+
+    `server_principals` are caller user hashes that act as a server (may delete
+    other members); `gamertags` and `friends` are keyed by XUID (decimal strings);
+    `require_signature` makes a request without a `Signature` header answer 403.
+    """
 
     scids: tuple[ScidConfig, ...] = ()
     read_only_users: frozenset[str] = frozenset()
     rate_limit: RateLimit = field(default_factory=RateLimit)
     overload: Overload | None = None
+    require_signature: bool = False
+    server_principals: frozenset[str] = frozenset()
+    gamertags: dict[str, str] = field(default_factory=dict, hash=False)
+    friends: dict[str, frozenset[str]] = field(default_factory=dict, hash=False)
+    matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
+    title_id: int = DEFAULT_TITLE_ID
+
+    def gamertag(self, xuid: str) -> str:
+        """The gamertag the service shows for a XUID: the configured one, else "Player"
+        and the XUID's last four digits."""
+        return self.gamertags.get(xuid) or default_gamertag(xuid)
 
     def scid(self, scid: str) -> ScidConfig | None:
         low = scid.lower()
@@ -127,6 +173,11 @@ class EmulatorConfig:
     def load(cls, path: str | os.PathLike[str] | None = None) -> EmulatorConfig:
         """The config in a YAML file, or the shipped one for None (see load_config)."""
         return default_config() if path is None else load_config(path)
+
+
+def default_gamertag(xuid: str) -> str:
+    """The gamertag of a XUID the config does not name: "Player" and its last 4 digits."""
+    return f"Player{xuid[-4:]}"
 
 
 # --------------------------------------------------------------------------------------
@@ -144,9 +195,8 @@ class _Invalid(yamlfile.FieldError):
 def _kind_of(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _mapping(value: Any, path: KeyPath, allowed: Iterable[str]) -> dict[Any, Any]:
@@ -194,13 +244,35 @@ def _parse_template(name: Any, value: Any, path: KeyPath, inherit: RateLimit) ->
     if not isinstance(large, bool):
         raise _Invalid((*path, "large"), f"should be true or false, not {large!r}")
     limit = data.get("rate_limit")
+    constants = _parse_constants(data.get("constants") or {}, (*path, "constants"))
+    large = _large(constants, large, path)
     return TemplateConfig(
         name=name,
-        constants=_parse_constants(data.get("constants") or {}, (*path, "constants")),
+        constants=constants,
         large=large,
         rate_limit=None if limit is None else _parse_rate_limit(
             limit, (*path, "rate_limit"), inherit),
     )
+
+
+def _large(constants: dict[str, Any], large: bool, path: KeyPath) -> bool:
+    """Whether the template is large: `large: true` or `constants.system.capabilities.large`
+    (the field the library reads, multiplayer_session.cpp ~L1478); `large: true` writes
+    the capability into the constants so sessions carry it."""
+    capabilities = constants["system"].get("capabilities")
+    if capabilities is not None and not isinstance(capabilities, dict):
+        raise _Invalid((*path, "constants", "system", "capabilities"),
+                       f"should be a mapping, not {_kind_of(capabilities)}")
+    stated = (capabilities or {}).get("large")
+    if stated is not None and not isinstance(stated, bool):
+        raise _Invalid((*path, "constants", "system", "capabilities", "large"),
+                       f"should be true or false, not {stated!r}")
+    if large and stated is False:
+        raise _Invalid((*path, "large"), "is true but constants.system.capabilities.large "
+                                         "is false; say it once")
+    if large:
+        constants["system"]["capabilities"] = {**(capabilities or {}), "large": True}
+    return large or stated is True
 
 
 def _names(value: Any, path: KeyPath) -> tuple[str, ...]:
@@ -253,8 +325,90 @@ def _parse_overload(value: Any, path: KeyPath) -> Overload | None:
                     None if requests is None else _whole(requests, (*path, "requests")))
 
 
+def _flag(value: Any, path: KeyPath) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _Invalid(path, f"should be true or false, not {value!r}")
+    return value
+
+
+def _xuid(value: Any, path: KeyPath, on_key: bool = False) -> str:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not _XUID.fullmatch(text):
+        raise _Invalid(path, f"a XUID should be a decimal number like 2533274800000001, "
+                             f"not {value!r}", on_key=on_key)
+    return text
+
+
+def _parse_gamertags(value: Any, path: KeyPath) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Invalid(path, f"should be a mapping of XUIDs to gamertags, not {_kind_of(value)}")
+    out: dict[str, str] = {}
+    for key, tag in value.items():
+        xuid = _xuid(key, (*path, key), on_key=True)
+        if not isinstance(tag, str | int) or isinstance(tag, bool) or not str(tag).strip():
+            raise _Invalid((*path, key), f"should be a gamertag, not {tag!r}")
+        out[xuid] = str(tag)
+    return out
+
+
+def _parse_friends(value: Any, path: KeyPath) -> dict[str, frozenset[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Invalid(path, f"should be a mapping of XUIDs to lists of XUIDs, not "
+                             f"{_kind_of(value)}")
+    out: dict[str, frozenset[str]] = {}
+    for key, listed in value.items():
+        xuid = _xuid(key, (*path, key), on_key=True)
+        if listed is None:
+            listed = []
+        if not isinstance(listed, list):
+            raise _Invalid((*path, key), f"should be a list of XUIDs, not {_kind_of(listed)}")
+        out[xuid] = frozenset(_xuid(item, (*path, key, i)) for i, item in enumerate(listed))
+    return out
+
+
+def _seconds(value: Any, path: KeyPath) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _Invalid(path, f"should be a number of seconds (0 or more), not {value!r}")
+    return float(value)
+
+
+def _parse_matchmaking(value: Any, path: KeyPath) -> MatchmakingConfig:
+    if value is None:
+        return MatchmakingConfig()
+    data = _mapping(value, path, ("found_after_s", "expires_after_s", "players_per_match"))
+    default = MatchmakingConfig()
+    return MatchmakingConfig(
+        found_after_s=_seconds(data.get("found_after_s", default.found_after_s),
+                               (*path, "found_after_s")),
+        expires_after_s=_seconds(data.get("expires_after_s", default.expires_after_s),
+                                 (*path, "expires_after_s")),
+        players_per_match=_whole(data.get("players_per_match", default.players_per_match),
+                                 (*path, "players_per_match")),
+    )
+
+
+def _title_id(value: Any, path: KeyPath) -> int:
+    if value is None:
+        return DEFAULT_TITLE_ID
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32:
+        raise _Invalid(path, f"should be a title id, a whole number 1-4294967295, "
+                             f"not {value!r}")
+    return value
+
+
+_TOP_KEYS = ("version", "scids", "read_only_users", "rate_limit", "overload",
+             "require_signature", "server_principals", "gamertags", "friends", "matchmaking",
+             "title_id")
+
+
 def _parse(data: Any) -> EmulatorConfig:
-    top = _mapping(data, (), ("version", "scids", "read_only_users", "rate_limit", "overload"))
+    top = _mapping(data, (), _TOP_KEYS)
     if "version" not in top:
         raise _Invalid((), f"missing `version: {CONFIG_VERSION}` at the top of the file")
     if top["version"] != CONFIG_VERSION:
@@ -273,6 +427,13 @@ def _parse(data: Any) -> EmulatorConfig:
         read_only_users=frozenset(_names(top.get("read_only_users"), ("read_only_users",))),
         rate_limit=limit,
         overload=_parse_overload(top.get("overload"), ("overload",)),
+        require_signature=_flag(top.get("require_signature"), ("require_signature",)),
+        server_principals=frozenset(_names(top.get("server_principals"),
+                                           ("server_principals",))),
+        gamertags=_parse_gamertags(top.get("gamertags"), ("gamertags",)),
+        friends=_parse_friends(top.get("friends"), ("friends",)),
+        matchmaking=_parse_matchmaking(top.get("matchmaking"), ("matchmaking",)),
+        title_id=_title_id(top.get("title_id"), ("title_id",)),
     )
 
 

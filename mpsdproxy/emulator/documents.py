@@ -2,7 +2,14 @@
 
 Pure functions over plain JSON data (protocol notes §3): no stored state, no
 clock but the time they are given. A write that the service would refuse
-raises `Refusal` with the row it would answer.
+raises `Refusal` with the row it would answer. What the service writes itself
+(gamertags, device tokens, turn flags, role counts) is `members.py`; how a
+caller sees a document (its contract's names, large sessions) is `views.py`.
+
+What a write may carry, as the library sends it (its unit tests' request
+bodies, MultiplayerTests.cpp): a member's `constants.custom` is any JSON value
+(`Join()` sends a string), a `servers` entry is any JSON value, `roleTypes` and
+a member's `roles` are kept and answered.
 """
 
 from __future__ import annotations
@@ -15,12 +22,23 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from mpsdproxy.emulator.config import DEFAULT_TITLE_ID
+from mpsdproxy.emulator.members import Writer
+from mpsdproxy.emulator.members import refresh_service_fields
+from mpsdproxy.emulator.members import session_defaults
+from mpsdproxy.emulator.members import stamp_joined
+from mpsdproxy.emulator.members import stamp_reserved
 from mpsdproxy.emulator.protocol import Refusal
+from mpsdproxy.emulator.protocol import json_kind
 from mpsdproxy.emulator.protocol import require_object
+from mpsdproxy.emulator.views import CURRENT_CONTRACT
+from mpsdproxy.emulator.views import is_large
+from mpsdproxy.emulator.views import upgrade
 from mpsdproxy.resources import Resource
 
 __all__ = [
     "HANDLE_TYPES",
+    "is_large",
     "require_sections",
     "member_xuid",
     "find_member",
@@ -40,9 +58,10 @@ __all__ = [
 _RESERVE = re.compile(r"reserve_\d+", re.IGNORECASE)
 HANDLE_TYPES = ("activity", "invite", "transfer", "search")
 #: Member constants a write may repeat without conflict and the service does not store
-#: as sent: the caller's identity (checked before the merge), the index it assigns, and
-#: the one-shot `initialize` request (absent from real responses, protocol notes §3.2).
-_MEMBER_DIRECTIVES = ("xuid", "index", "initialize")
+#: as sent: the caller's identity (checked before the merge), the index it assigns, the
+#: one-shot `initialize` request (absent from real responses, protocol notes §3.2), and
+#: the console's `deviceToken` (answered as the member's own `deviceToken`).
+_MEMBER_DIRECTIVES = ("xuid", "index", "initialize", "deviceToken")
 
 
 def require_sections(value: Any, where: str) -> dict[str, Any]:
@@ -167,9 +186,10 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_document(constants: Mapping[str, Any], contract: int, now: str) -> dict[str, Any]:
-    """A session before its first write: the template's constants and nothing else."""
+    """A session before its first write: the template's constants (in contract 107 names,
+    whichever the config used) and nothing else."""
     start = copy.deepcopy(dict(constants))
-    start.setdefault("system", {})
+    start["system"] = upgrade(start.get("system") or {})
     start.setdefault("custom", {})
     return {
         "contractVersion": contract,
@@ -190,31 +210,49 @@ class Merge:
 
     Raises Refusal for wrong types (400), changed constants and, on large
     sessions, members other than the caller added or removed (409), and member
-    references that need a server principal (403).
+    references that need a server principal (403). `contract` is the request's:
+    older contracts' constant names are read as 107's (`views.upgrade`).
     """
 
-    def __init__(self, document: dict[str, Any], *, caller: str, now: str, creating: bool,
-                 large: bool) -> None:
+    def __init__(self, document: dict[str, Any], *, now: str, creating: bool,
+                 writer: Writer | None = None, contract: int = CURRENT_CONTRACT) -> None:
+        # Without a writer the service itself writes (a timer): no caller, no console.
         self.document = document
-        self.caller = caller
+        self.writer = writer or Writer(xuid="", device_token="", title_id=DEFAULT_TITLE_ID)
+        self.caller = self.writer.xuid
         self.now = now
         self.creating = creating
-        self.large = large
+        self.contract = contract
+
+    @property
+    def large(self) -> bool:
+        """Large per the session's own constants (template or request), read after the
+        request's constants merged."""
+        return is_large(self.document)
 
     def apply(self, delta: Mapping[str, Any]) -> dict[str, Any]:
         if delta.get("constants") is not None:
             self._constants(delta["constants"])
         if delta.get("properties") is not None:
             self._properties(delta["properties"])
+        if delta.get("roleTypes") is not None:
+            self._role_types(delta["roleTypes"])
         if delta.get("servers") is not None:
             self._servers(delta["servers"])
         if delta.get("members") is not None:
             self._members(delta["members"])
+        if self.creating:
+            system = self.document["properties"]["system"]
+            for key, value in session_defaults(self.document["constants"]).items():
+                system.setdefault(key, value)
         _refresh_members(self.document)
+        refresh_service_fields(self.document)
         return self.document
 
     def _constants(self, value: Any) -> None:
         requested = require_sections(value, "constants")
+        if self.contract < CURRENT_CONTRACT and isinstance(requested.get("system"), dict):
+            requested = {**requested, "system": upgrade(requested["system"])}
         found = _conflict(self.document["constants"], requested, "constants",
                           new_keys=self.creating)
         if found:
@@ -227,13 +265,30 @@ class Merge:
         self.document["properties"].setdefault("system", {})
         self.document["properties"].setdefault("custom", {})
 
+    def _role_types(self, value: Any) -> None:
+        """`roleTypes` {type: {roles: {name: {max, target}}}} (the library's
+        roleTypesRequestJson shape); counts are the service's, so a request's are
+        recomputed."""
+        for name, role_type in require_object(value, "roleTypes").items():
+            if role_type is None:
+                continue
+            roles = require_object(role_type, f"roleTypes.{name}").get("roles")
+            if roles is not None:
+                for role, spec in require_object(roles, f"roleTypes.{name}.roles").items():
+                    if spec is not None:
+                        require_object(spec, f"roleTypes.{name}.roles.{role}")
+        _deep_merge(_part(self.document, "roleTypes"), value)
+
     def _servers(self, value: Any) -> None:
+        """Servers entries are any JSON (the library's serversJson writes a number)."""
         servers = self.document["servers"]
         for name, server in require_object(value, "servers").items():
             if server is None:
                 servers.pop(name, None)
-                continue
-            _deep_merge(_part(servers, name), require_object(server, f"servers.{name}"))
+            elif isinstance(server, dict):
+                _deep_merge(_part(servers, name), server)
+            else:
+                servers[name] = copy.deepcopy(server)
 
     def _members(self, value: Any) -> None:
         for key, member in require_object(value, "members").items():
@@ -242,7 +297,7 @@ class Merge:
             elif _RESERVE.fullmatch(key):
                 self._reserve(key, member)
             elif key.isdigit():
-                self._remove(key, member)
+                self._other(key, member)
             else:
                 raise Refusal("400.bad-request", f"members.{key}: member keys are 'me', "
                                                  "'reserve_<n>' or a member index.")
@@ -254,14 +309,20 @@ class Merge:
             if index is not None:
                 del members[index]
             return
-        require_object(member, "members.me")
-        fresh = index is None
+        token = _device_token(require_object(member, "members.me"))
+        joining = index is None or bool(members[index].get("reserved"))
         if index is None:
             index = self._add(self.caller, reserved=False)
-        elif members[index].pop("reserved", False):
-            members[index]["joinTime"] = self.now
-            fresh = True
-        self._merge_member(members[index], member, "members.me", fresh)
+        members[index].pop("reserved", None)
+        target = members[index]
+        if joining:
+            stamp_joined(target, self.writer, self.now, token)
+        elif token is not None and token.lower() != str(target.get("deviceToken", "")).lower():
+            raise Refusal("409.conflict", f"Member constants conflict: members.me.constants."
+                                          f"system.deviceToken is "
+                                          f"{json.dumps(target.get('deviceToken'))}, "
+                                          f"not {json.dumps(token)}.")
+        self._merge_member(target, member, "members.me", joining)
 
     def _reserve(self, key: str, member: Any) -> None:
         if self.large:
@@ -274,15 +335,28 @@ class Merge:
             index = self._add(xuid, reserved=True)
             self._merge_member(self.document["members"][index], member, f"members.{key}", True)
 
-    def _remove(self, key: str, member: Any) -> None:
-        if member is not None:
-            raise Refusal("403.forbidden", "The request body can't contain existing member "
-                                           "references unless the authentication principal "
-                                           "includes a server.")
+    def _other(self, key: str, member: Any) -> None:
+        """`"<index>": null` deletes a member: the caller's own, or (a server principal
+        only, protocol notes §3.3) anyone's; never another's on a large session (409).
+        Any other value references an existing member: a server principal's only."""
         index = str(int(key))
-        if self.large and index != find_member(self.document, self.caller):
+        own = index == find_member(self.document, self.caller)
+        if member is not None:
+            if not self.writer.server:
+                raise Refusal("403.forbidden", "The request body can't contain existing member "
+                                               "references unless the authentication "
+                                               "principal includes a server.")
+            target = self.document["members"].get(index)
+            if target is not None:
+                self._merge_member(target, require_object(member, f"members.{key}"),
+                                   f"members.{key}", False)
+            return
+        if self.large and not own:
             raise Refusal("409.conflict", f"members.{key}: members other than the caller "
                                           "can't be removed from a large session.")
+        if not own and not self.writer.server and index in self.document["members"]:
+            raise Refusal("403.forbidden", f"members.{key}: only a server principal may "
+                                           "remove another member from the session.")
         self.document["members"].pop(index, None)
 
     def _add(self, xuid: str, *, reserved: bool) -> str:
@@ -296,26 +370,66 @@ class Merge:
         }
         if reserved:
             member["reserved"] = True
-        else:
-            member["joinTime"] = self.now
+            stamp_reserved(member, xuid, self.writer)
         self.document["members"][str(index)] = member
         return str(index)
 
     def _merge_member(self, member: dict[str, Any], value: Mapping[str, Any], where: str,
                       fresh: bool) -> None:
         if value.get("constants") is not None:
-            requested = copy.deepcopy(require_sections(value["constants"], f"{where}.constants"))
-            if isinstance(requested.get("system"), dict):
-                for directive in _MEMBER_DIRECTIVES:
-                    requested["system"].pop(directive, None)
-            constants = _part(member, "constants")
-            found = _conflict(constants, requested, f"{where}.constants", new_keys=fresh)
-            if found:
-                raise Refusal("409.conflict", f"Member constants conflict: {found}.")
-            _deep_merge(constants, requested)
+            self._member_constants(member, value["constants"], f"{where}.constants", fresh)
         if value.get("properties") is not None:
             _deep_merge(_part(member, "properties"),
                         require_sections(value["properties"], f"{where}.properties"))
+        if value.get("roles") is not None:
+            _merge_roles(member, value["roles"], f"{where}.roles")
+
+    def _member_constants(self, member: dict[str, Any], value: Any, where: str,
+                          fresh: bool) -> None:
+        """A member's constants: `system` an object, `custom` any JSON value; fixed once the
+        member joined (409), set freely while it joins."""
+        requested = copy.deepcopy(require_object(value, where))
+        if requested.get("system") is not None:
+            require_object(requested["system"], f"{where}.system")
+            for directive in _MEMBER_DIRECTIVES:
+                requested["system"].pop(directive, None)
+        constants = _part(member, "constants")
+        custom = requested.get("custom")
+        if fresh and "custom" in requested and not (
+                isinstance(custom, dict) and isinstance(constants.get("custom"), dict)):
+            constants["custom"] = requested.pop("custom")
+        found = _conflict(constants, requested, where, new_keys=fresh)
+        if found:
+            raise Refusal("409.conflict", f"Member constants conflict: {found}.")
+        _deep_merge(constants, requested)
+
+
+def _device_token(member: Mapping[str, Any]) -> str | None:
+    """The console's device token a member write names (constants.system.deviceToken)."""
+    constants = member.get("constants")
+    system = constants.get("system") if isinstance(constants, dict) else None
+    token = system.get("deviceToken") if isinstance(system, dict) else None
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token.strip() or len(token) > 64:
+        raise Refusal("400.bad-request", "members.me.constants.system.deviceToken should be "
+                                         f"a non-empty string, not {json.dumps(token)}.")
+    return token.strip()
+
+
+def _merge_roles(member: dict[str, Any], value: Any, where: str) -> None:
+    """A member's `roles` {role type: role name}; null removes one."""
+    roles = _part(member, "roles")
+    for role_type, role in require_object(value, where).items():
+        if role is None:
+            roles.pop(role_type, None)
+        elif isinstance(role, str):
+            roles[role_type] = role
+        else:
+            raise Refusal("400.bad-request", f"{where}.{role_type} should be a role name, "
+                                             f"not {json_kind(role)}.")
+    if not roles:
+        member.pop("roles", None)
 
 
 def element_delta(resource: Resource, value: Any) -> dict[str, Any]:

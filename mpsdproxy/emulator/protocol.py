@@ -24,6 +24,7 @@ from mpsdproxy import model
 __all__ = [
     "NO_STORE",
     "REVALIDATE",
+    "check_signature",
     "Refusal",
     "Identity",
     "standard_headers",
@@ -140,6 +141,21 @@ def json_object(request: model.Request, *, empty_ok: bool = False) -> dict[str, 
         raise Refusal("400.bad-request",
                       f"The request body must be a JSON object, not {json_kind(value)}.")
     return value
+
+
+def check_signature(request: model.Request, *, required: bool) -> None:
+    """403 for a request without a `Signature` header when signatures are required.
+
+    The service refuses unsigned requests from a title (a client must sign method,
+    path, Authorization and body, protocol notes §2.1); the stand-in checks only that
+    the header is there, so a title that forgets to sign fails here as it would there.
+    """
+    if not required:
+        return
+    signature = request.headers.first("Signature")
+    if signature is None or not signature.strip():
+        raise Refusal("403.forbidden", "Authorization failed: the request is not signed "
+                                       "(it needs a Signature header).")
 
 
 def require_object(value: Any, where: str) -> dict[str, Any]:

@@ -6,14 +6,25 @@ route for the resource and method (404, 405) and its handler in `sessions`,
 `handles`, `queries` or `matchmaking`. A handler answers by returning a
 response or raising `Refusal`.
 
-Rate limits: every request counts toward the caller's title-wide windows
-(`rate_limit`); a request on a template that sets its own `rate_limit` counts
-toward that template's windows as well, and is throttled when either refuses
-it. Each set of windows decides as `fgrl.Caller` does (its burst window counts
-the calls it admitted, its sustained window every call), and Retry-After and
-the FGRL body come from the one that keeps the caller waiting longest.
-Matchmaking (hoppers, tickets) counts separately from the session directory,
-as the two are separate services.
+Timers (`timers.py`): before each request the stand-in fires the session
+timers due by its clock, and after it records the member states the request
+left, as the service updates sessions just before it serves a request. So
+`clock` drives the timers as well as the FGRL windows.
+
+Rate limits, per caller and per service (protocol notes §5.1: "the key is user
++ title, per service; each service counts separately"): the session directory
+counts in the config's `rate_limit` (shipped 30 per 15 s, 300 per 300 s);
+SmartMatch (hoppers, tickets) in 10 per 15 s and 100 per 300 s; search handles
+in 1 per 15 s and 20 per 300 s, reads (`POST /handles/query` for type
+`search`, GET of a search handle) and writes (`POST /handles` of type
+`search`, DELETE of a search handle) each in their own windows, as the client
+library's `get_search_handles`, `set_search_handle` and `clear_search_handle`
+(multiplayer_service.cpp) send them. A request on a template that sets its
+own `rate_limit` counts toward that template's windows as well, and is
+throttled when either refuses it. Each set of windows decides as `fgrl.Caller`
+does (its burst window counts the calls it admitted, its sustained window
+every call), and Retry-After and the FGRL body come from the one that keeps
+the caller waiting longest.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from typing import Any
 
 from mpsdproxy import faults
 from mpsdproxy import fgrl
+from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy import resources
 from mpsdproxy.emulator import handles
@@ -37,7 +49,6 @@ from mpsdproxy.emulator import queries
 from mpsdproxy.emulator import sessions
 from mpsdproxy.emulator.config import EmulatorConfig
 from mpsdproxy.emulator.config import Overload
-from mpsdproxy.emulator.config import RateLimit
 from mpsdproxy.emulator.config import TemplateConfig
 from mpsdproxy.emulator.config import default_config
 from mpsdproxy.emulator.documents import complete
@@ -48,7 +59,7 @@ from mpsdproxy.emulator.state import Session
 from mpsdproxy.resources import Kind
 from mpsdproxy.resources import Resource
 
-__all__ = ["Emulator", "Handler"]
+__all__ = ["Emulator", "Handler", "SERVICE_BUDGETS", "service_of"]
 
 _AUTH = re.compile(r"XBL3\.0\s+x=([^;\s]+);(\S.*)", re.IGNORECASE | re.DOTALL)
 
@@ -104,16 +115,46 @@ def _variant(resource: Resource) -> str | None:
     return None
 
 
-def _service_of(resource: Resource) -> str:
-    """Which service's FGRL windows a request counts toward."""
-    return "smartmatch" if resource.kind in (Kind.HOPPER, Kind.TICKET) else "mpsd"
+#: The documented FGRL budgets per caller of the services besides the session directory
+#: (whose budget is the config's `rate_limit`), protocol notes §5.1.
+SERVICE_BUDGETS: dict[str, fgrl.Budget] = {
+    "smartmatch": fgrl.Budget(10, 100),
+    "search-handle-read": fgrl.Budget(1, 20),
+    "search-handle-write": fgrl.Budget(1, 20),
+}
+
+
+def _body_type(request: model.Request) -> Any:
+    body = request.json
+    return body.get("type") if body is not jsonbody.INVALID and isinstance(body, dict) \
+        else None
+
+
+def service_of(directory: Directory, request: model.Request, resource: Resource) -> str:
+    """Which service's FGRL windows a request counts toward: "mpsd", "smartmatch",
+    "search-handle-read" or "search-handle-write"."""
+    if resource.kind in (Kind.HOPPER, Kind.TICKET):
+        return "smartmatch"
+    method = request.method.upper()
+    if resource.kind is Kind.HANDLE_QUERY and method == "POST":
+        return "search-handle-read" if _body_type(request) == "search" else "mpsd"
+    if resource.kind is not Kind.HANDLE:
+        return "mpsd"
+    if not resource.element:
+        searching = method == "POST" and _body_type(request) == "search"
+        return "search-handle-write" if searching else "mpsd"
+    handle = directory.handles.get(resource.element.lower())
+    if handle is None or handle.get("type") != "search":
+        return "mpsd"
+    return "search-handle-write" if method == "DELETE" else "search-handle-read"
 
 
 class Emulator:
     """The session directory in memory. `handle` is pure request -> response (no I/O).
 
-    `clock` drives the rate-limit windows (inject one in tests); `wallclock`
-    gives the document timestamps and the Date header. Thread-safe: the server
+    `clock` drives the rate-limit windows and the session timers (inject one in
+    tests, and advance it); `wallclock` gives the document timestamps, `nextTimer`
+    and the Date header. Thread-safe: the server
     answers from its event loop while tests read state from another thread.
     """
 
@@ -124,7 +165,7 @@ class Emulator:
         self.wallclock = wallclock
         self._clock = clock
         self._lock = threading.RLock()
-        self._directory = Directory(self.config, wallclock)
+        self._directory = Directory(self.config, wallclock, clock=clock)
         self._rates: dict[tuple[str, ...], fgrl.Callers] = {}
         self._outage: Overload | None = None
         self.reset()
@@ -163,6 +204,7 @@ class Emulator:
     def session(self, key: str) -> tuple[dict[str, Any], str] | None:
         """A copy of the stored document and its ETag, by `scid~template~name` key."""
         with self._lock:
+            self._tick()
             stored = self._directory.sessions.get(key.lower())
             if stored is None:
                 return None
@@ -178,12 +220,15 @@ class Emulator:
         if resource.kind is not Kind.SESSION or resource.key is None:
             return None
         with self._lock:
+            self._tick()
             self._directory.touch(resource.key)
-        return self.session(resource.key)
+            self._directory.observe()
+            return self.session(resource.key)
 
     def sessions(self) -> list[dict[str, Any]]:
         """Every stored session: key, path, changeNumber and ETag, ordered by key."""
         with self._lock:
+            self._tick()
             return [
                 {"key": s.key, "path": s.path, "changeNumber": s.document["changeNumber"],
                  "etag": s.etag}
@@ -219,23 +264,37 @@ class Emulator:
             session = Session(resource.scid, template, resource.name, stored,
                               etag.strip() if etag else directory.new_etag(stored))
             directory.sessions[session.key] = session
+            directory.observe()
 
     # -- requests ------------------------------------------------------------------------
 
     def handle(self, request: model.Request) -> model.Response:
         """Answer one request as the session directory would."""
         with self._lock:
+            self._tick()
             try:
                 return self._dispatch(request)
             except Refusal as r:
                 return protocol.refused(r, self.wallclock())
+            finally:
+                self._directory.observe()
+
+    def _tick(self) -> None:
+        """Fire the session timers and move matchmaking on, as far as the clock says (the
+        service does so before it serves a request; the library's match client polls the
+        ticket's session, not the ticket: multiplayer_match_client.cpp), and the state
+        switches read what a request would."""
+        self._directory.run_timers()
+        matchmaking.advance(self._directory)
+        self._directory.observe()
 
     def _dispatch(self, request: model.Request) -> model.Response:
         if self._outage is not None:
             return self._outage_reply()
         resource = request.resource
         who = _authenticate(request)
-        self._throttle(who, resource)
+        protocol.check_signature(request, required=self.config.require_signature)
+        self._throttle(request, who, resource)
         variant = _variant(resource)
         if variant is None:
             raise Refusal("404.not-found", f"The URI names no session directory resource: "
@@ -259,15 +318,16 @@ class Emulator:
         return protocol.reply("503.service-unavailable", self.wallclock(),
                               retry_after=spec.retry_after)
 
-    def _throttle(self, who: Identity, resource: Resource) -> None:
+    def _throttle(self, request: model.Request, who: Identity, resource: Resource) -> None:
         """Count the request in the caller's FGRL windows; 429 when any refuses it."""
-        service = _service_of(resource)
-        windows = [self._callers((service,), self.config.rate_limit)]
+        service = service_of(self._directory, request, resource)
+        budget = SERVICE_BUDGETS.get(service) or self.config.rate_limit.budget
+        windows = [self._callers((service,), budget)]
         if resource.scid and resource.template:
             template = self._directory.find_template(resource.scid, resource.template)
             if template is not None and template.rate_limit is not None:
                 key = (service, resource.scid.lower(), template.name.lower())
-                windows.append(self._callers(key, template.rate_limit))
+                windows.append(self._callers(key, template.rate_limit.budget))
         now = self._clock()
         refused = [d for d in (w.admit(who.user, now) for w in windows) if not d.ok]
         if refused:
@@ -275,11 +335,11 @@ class Emulator:
             raise Refusal("429.too-many-requests", faults.encode_json(fgrl.message(worst)),
                           retry_after=worst.retry_after)
 
-    def _callers(self, key: tuple[str, ...], limit: RateLimit) -> fgrl.Callers:
-        """The callers' windows for one budget (title-wide, or one template's)."""
+    def _callers(self, key: tuple[str, ...], budget: fgrl.Budget) -> fgrl.Callers:
+        """The callers' windows for one budget (a service's, or one template's)."""
         callers = self._rates.get(key)
         if callers is None:
-            callers = self._rates[key] = fgrl.Callers(limit.budget)
+            callers = self._rates[key] = fgrl.Callers(budget)
         return callers
 
 

@@ -2,13 +2,18 @@
 
 Every write goes through `write`: the read-only check, If-Match /
 If-None-Match, the caller's XUID, the merge, and the commit that bumps
-`changeNumber` and the ETag (even for a write that changes nothing).
+`changeNumber` and the ETag (even for a write that changes nothing). Every
+answer that carries a session carries it as the caller reads it
+(`views.render`: its contract's names; a large session's caller as "me").
 """
 
 from __future__ import annotations
 
 import copy
+import email.utils
 from collections.abc import Mapping
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 from mpsdproxy import model
@@ -21,10 +26,14 @@ from mpsdproxy.emulator.documents import find_member
 from mpsdproxy.emulator.documents import member_xuid
 from mpsdproxy.emulator.documents import named_xuid
 from mpsdproxy.emulator.documents import new_document
+from mpsdproxy.emulator.members import Writer
+from mpsdproxy.emulator.members import device_token
 from mpsdproxy.emulator.protocol import Identity
 from mpsdproxy.emulator.protocol import Refusal
 from mpsdproxy.emulator.state import Directory
 from mpsdproxy.emulator.state import Session
+from mpsdproxy.emulator.views import is_large
+from mpsdproxy.emulator.views import render
 from mpsdproxy.resources import Resource
 
 __all__ = [
@@ -34,7 +43,47 @@ __all__ = [
     "put_element",
     "delete_element",
     "write",
+    "view",
+    "session_reply",
+    "writer",
 ]
+
+
+def view(directory: Directory, session: Session, who: Identity,
+         xuid: str | None = None) -> dict[str, Any]:
+    """The stored document as this caller (its XUID, unless a write names it) reads it:
+    the directory's view (`nextTimer`) in the caller's contract, a large session's
+    caller keyed "me" (see `views.render`)."""
+    return render(directory.view(session), xuid=xuid or directory.xuid(who.user),
+                  contract=who.contract)
+
+
+def _expires(document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`Expires` at the session's `nextTimer`, when one is pending (as the service does)."""
+    due = document.get("nextTimer")
+    if not isinstance(due, str):
+        return []
+    try:
+        moment = datetime.fromisoformat(due.replace("Z", "+00:00"))
+    except ValueError:
+        return []
+    return [("Expires", email.utils.format_datetime(moment.astimezone(UTC), usegmt=True))]
+
+
+def session_reply(directory: Directory, entry_id: str, session: Session, who: Identity,
+                  xuid: str | None = None) -> model.Response:
+    """A session answer (200/201): the caller's view, its ETag, Content-Location (and
+    Expires while a timer is pending)."""
+    shown = view(directory, session, who, xuid)
+    headers = [("Content-Location", session.path), protocol.REVALIDATE, *_expires(shown)]
+    return directory.reply(entry_id, session=shown, etag=session.etag, headers=headers)
+
+
+def writer(directory: Directory, who: Identity, xuid: str) -> Writer:
+    """The caller as the service knows it from its token (see `members.Writer`)."""
+    config = directory.config
+    return Writer(xuid=xuid, device_token=device_token(who.user), title_id=config.title_id,
+                  server=who.user in config.server_principals, gamertags=config.gamertags)
 
 
 def get_session(directory: Directory, request: model.Request, resource: Resource,
@@ -45,7 +94,7 @@ def get_session(directory: Directory, request: model.Request, resource: Resource
         return directory.reply("204.get-session")
     if etag_matches(request.headers.get("If-None-Match"), session.etag):
         return directory.reply("304.not-modified", headers=[("ETag", session.etag)])
-    return directory.session_reply("200.ok", session, who)
+    return session_reply(directory, "200.ok", session, who)
 
 
 def put_session(directory: Directory, request: model.Request, resource: Resource,
@@ -80,7 +129,7 @@ def _element(directory: Directory, session: Session, resource: Resource, who: Id
         index = find_member(document, caller)
         return document["members"].get(index) if index is not None else None
     member = document["members"].get(str(int(rest)))
-    if member is not None and session.template.large and member_xuid(member) != caller:
+    if member is not None and is_large(document) and member_xuid(member) != caller:
         return None  # large sessions show no member but the caller's own
     return member
 
@@ -112,8 +161,9 @@ def write(directory: Directory, request: model.Request, resource: Resource, who:
     xuid, named = _writer_xuid(directory, who, delta)
     before = (session.document if session is not None
               else new_document(template.constants, who.contract, directory.now()))
-    document = Merge(copy.deepcopy(before), caller=xuid, now=directory.now(),
-                     creating=session is None, large=template.large).apply(delta)
+    document = Merge(copy.deepcopy(before), writer=writer(directory, who, xuid),
+                     now=directory.now(), creating=session is None,
+                     contract=who.contract).apply(delta)
     commit = not protocol.flag(request, "nocommit")
     if not document["members"]:
         if session is not None and commit:
@@ -127,7 +177,8 @@ def write(directory: Directory, request: model.Request, resource: Resource, who:
         directory.sessions[stored.key] = stored
         if named:
             directory.xuids.setdefault(who.user, xuid)
-    return directory.session_reply("201.created" if session is None else "200.ok", stored, who)
+    return session_reply(directory, "201.created" if session is None else "200.ok", stored, who,
+                         xuid)
 
 
 def _check_writer(directory: Directory, who: Identity, session: Session | None) -> None:
@@ -135,7 +186,7 @@ def _check_writer(directory: Directory, who: Identity, session: Session | None) 
         return
     if session is None:
         raise Refusal("403.forbidden", "This caller may read sessions but not create them.")
-    raise Refusal("403.read-only", session=directory.view(session, who), etag=session.etag)
+    raise Refusal("403.read-only", session=view(directory, session, who), etag=session.etag)
 
 
 def _check_preconditions(directory: Directory, request: model.Request, who: Identity,
@@ -150,7 +201,7 @@ def _check_preconditions(directory: Directory, request: model.Request, who: Iden
     if etag_matches(if_none_match, session.etag):
         raise Refusal("412.precondition-failed")
     if if_match is not None and not etag_matches(if_match, session.etag):
-        raise Refusal("412.if-match-session", session=directory.view(session, who),
+        raise Refusal("412.if-match-session", session=view(directory, session, who),
                       etag=session.etag)
 
 

@@ -1,14 +1,19 @@
 """What the stand-in remembers between requests, and the lookups every handler shares.
 
-`Directory` holds the sessions, handles, tickets, callers' XUIDs and the
-templates learned from seeded sessions. It is plain state: the `Emulator`
-owns one, guards it with its lock and hands it to the handlers.
+`Directory` holds the sessions, handles, tickets, callers' XUIDs, the
+templates learned from seeded sessions and the sessions' timers (`timers.py`).
+It is plain state: the `Emulator` owns one, guards it with its lock and hands
+it to the handlers. It runs the timers (`run_timers`) before each request and
+records what the request changed (`observe`) after it; a session it shows
+carries `nextTimer` (and the response an `Expires` header with the same time,
+MPSD docs, "Timeouts") while a timer is pending.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -21,13 +26,14 @@ from mpsdproxy import model
 from mpsdproxy.emulator import protocol
 from mpsdproxy.emulator.config import EmulatorConfig
 from mpsdproxy.emulator.config import TemplateConfig
+from mpsdproxy.emulator.documents import Merge
 from mpsdproxy.emulator.documents import derived_xuid
-from mpsdproxy.emulator.documents import member_xuid
-from mpsdproxy.emulator.protocol import Identity
 from mpsdproxy.emulator.protocol import Refusal
+from mpsdproxy.emulator.timers import Fired
+from mpsdproxy.emulator.timers import Timers
 from mpsdproxy.resources import Resource
 
-__all__ = ["Session", "Directory"]
+__all__ = ["Session", "Directory", "stamp"]
 
 
 @dataclass
@@ -53,9 +59,12 @@ class Session:
 class Directory:
     """The session directory's stored state. Not thread-safe: the Emulator locks."""
 
-    def __init__(self, config: EmulatorConfig, wallclock: Callable[[], float]) -> None:
+    def __init__(self, config: EmulatorConfig, wallclock: Callable[[], float], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.wallclock = wallclock
+        self.clock = clock
+        self.timers = Timers()
         self.etags = itertools.count(1)
         self.sessions: dict[str, Session] = {}
         self.handles: dict[str, dict[str, Any]] = {}
@@ -70,6 +79,7 @@ class Directory:
         self.tickets.clear()
         self.xuids.clear()
         self.learned.clear()
+        self.timers.clear()
 
     # -- answers ------------------------------------------------------------------------
 
@@ -79,18 +89,41 @@ class Directory:
         return protocol.reply(entry_id, self.wallclock(), session=session, etag=etag,
                               message=message, headers=headers)
 
-    def view(self, session: Session, who: Identity) -> dict[str, Any]:
-        """The document as the caller sees it: large sessions show only the caller."""
-        document = session.document
-        if not session.template.large:
-            return document
-        xuid = self.xuid(who.user)
-        mine = {k: v for k, v in document["members"].items() if member_xuid(v) == xuid}
-        return {**document, "members": mine}
+    def view(self, session: Session) -> dict[str, Any]:
+        """The stored document with `nextTimer` while a timer is pending (how a caller
+        sees it, in its contract and with a large session's caller as "me", is
+        `sessions.view`)."""
+        return _with_next_timer(session.document, self._next_timer(session))
 
-    def session_reply(self, entry_id: str, session: Session, who: Identity) -> model.Response:
-        return self.reply(entry_id, session=self.view(session, who), etag=session.etag,
-                          headers=[("Content-Location", session.path), protocol.REVALIDATE])
+    # -- timers -------------------------------------------------------------------------
+
+    def _next_timer(self, session: Session) -> float | None:
+        """When the session's next timer is due, on the wall clock (epoch seconds)."""
+        now = self.clock()
+        due = self.timers.next_due(session.key, session.document, now)
+        return None if due is None else self.wallclock() + (due - now)
+
+    def run_timers(self) -> None:
+        """Fire every timer due by now (the service does so just before a request): each
+        session a timer changed gets one new changeNumber and ETag, as a write would."""
+        now = self.clock()
+        for key, session in list(self.sessions.items()):
+            fired = self.timers.fire(key, session.document, session.etag, now)
+            if fired is Fired.DELETED:
+                del self.sessions[key]
+            elif fired is Fired.CHANGED:
+                document = Merge(session.document, now=self.now(),
+                                 creating=False).apply({})  # membersInfo
+                document["changeNumber"] = int(document.get("changeNumber", 0)) + 1
+                session.document = document
+                session.etag = self.new_etag(document)
+
+    def observe(self) -> None:
+        """Record the member states the last request left (their timers start now)."""
+        now = self.clock()
+        for key, session in self.sessions.items():
+            self.timers.observe(key, session.document, session.etag, now)
+        self.timers.keep(set(self.sessions))
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -130,8 +163,7 @@ class Directory:
 
     def now(self) -> str:
         """The wall-clock time as documents carry it (ISO 8601, UTC, microseconds)."""
-        moment = datetime.fromtimestamp(self.wallclock(), UTC)
-        return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return stamp(self.wallclock())
 
     def new_etag(self, document: Mapping[str, Any]) -> str:
         seed = f"{document.get('branch')}:{document.get('changeNumber')}:{next(self.etags)}"
@@ -143,3 +175,26 @@ class Directory:
         if session is not None:
             session.document["changeNumber"] += 1
             session.etag = self.new_etag(session.document)
+
+
+def stamp(epoch: float) -> str:
+    """A wall-clock time as documents carry it (ISO 8601, UTC, microseconds)."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _with_next_timer(document: dict[str, Any], due: float | None) -> dict[str, Any]:
+    """The document with `nextTimer` (after `startTime`, where the service puts it) when a
+    timer is pending, and without one (a seeded document's stale value) when none is."""
+    if due is None:
+        if "nextTimer" not in document:
+            return document
+        return {k: v for k, v in document.items() if k != "nextTimer"}
+    shown: dict[str, Any] = {}
+    for key, value in document.items():
+        if key != "nextTimer":
+            shown[key] = value
+        if key == "startTime":
+            shown["nextTimer"] = stamp(due)
+    shown.setdefault("nextTimer", stamp(due))
+    return shown

@@ -1,0 +1,232 @@
+"""The commands that run something: the proxy, the stand-in, the demo, and the scenario check."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from mpsdproxy import safefiles
+from mpsdproxy.addons.router import DEFAULT_INTERCEPT_HOSTS
+from mpsdproxy.cli.base import CONTEXT
+from mpsdproxy.cli.base import BadInput
+from mpsdproxy.cli.base import InputFile
+from mpsdproxy.cli.base import cli
+from mpsdproxy.cli.base import one_line
+from mpsdproxy.cli.base import validate_port
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--record", "record", metavar="FILE", default="",
+              help="Append every session-directory exchange to this JSON Lines recording.")
+@click.option("--mode", "modes", metavar="MODE", multiple=True,
+              help="A mitmproxy mode spec: regular (default), reverse:URL, upstream:URL, "
+                   "wireguard, local, ... Repeat to listen in several modes at once.")
+@click.option("--listen-host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --set proxyauth=USER:PASS.")
+@click.option("--listen-port", default=8080, show_default=True, callback=validate_port,
+              help="Port to listen on.")
+@click.option("--intercept-host", "intercept_hosts", metavar="HOST", multiple=True,
+              help="A host whose traffic is session-directory traffic (repeatable; replaces "
+                   f"the default list: {', '.join(DEFAULT_INTERCEPT_HOSTS)}). Other hosts "
+                   "pass through undecrypted.")
+@click.option("--upstream", metavar="URL", default="",
+              help="Send intercepted session-directory traffic to this server (e.g. the "
+                   "stand-in at http://127.0.0.1:8081) instead of the real host.")
+@click.option("--redact", "redact", metavar="HEADER", multiple=True,
+              help="Another header to redact in recordings (repeatable).")
+@click.option("--no-redact", is_flag=True,
+              help="Write tokens and signatures to the recording in clear text. Never share "
+                   "such a file.")
+@click.option("--scenario", "scenarios", metavar="FILE", multiple=True, type=InputFile(),
+              help="Inject faults from this YAML scenario (repeatable). Checked before the "
+                   "proxy listens; edits while it runs are reloaded.")
+@click.option("--replay", "replays", metavar="FILE", multiple=True, type=InputFile(),
+              help="Answer from this recording instead of the service (repeatable). An "
+                   "empty recording is refused before the proxy starts.")
+@click.option("--exhausted", type=click.Choice(["repeat-last", "error", "forward"]),
+              default="repeat-last", show_default=True,
+              help="Replay: what a request gets once its recorded answers are used up.")
+@click.option("--unmatched", type=click.Choice(["forward", "emulate", "error"]),
+              default="error", show_default=True,
+              help="Replay: what a request the recording does not hold gets: the service, "
+                   "the built-in stand-in (seeded from the recording), or a 502 naming the "
+                   "closest recorded request. With emulate or error nothing is ever sent "
+                   "upstream.")
+@click.option("--pace", type=click.Choice(["fast", "recorded"]), default="fast",
+              show_default=True,
+              help="Replay: answer at once, or hold each answer for its recorded latency.")
+@click.option("--limits", metavar="FILE", default="", type=click.Path(dir_okay=False),
+              help="YAML call-rate budgets and verdict thresholds, merged over the defaults.")
+@click.option("--no-verdicts", is_flag=True,
+              help="Do not judge the title's behaviour live (verdict lines in the log).")
+@click.option("--quiet", "-q", is_flag=True, help="No live log line per exchange.")
+@click.option("--confdir", metavar="DIR", default="",
+              help="mitmproxy configuration directory (CA certificate); default ~/.mitmproxy.")
+@click.option("--set", "sets", metavar="OPTION=VALUE", multiple=True,
+              help="Set any mitmproxy or mpsdproxy option, as `mitmdump --set` does "
+                   "(e.g. proxyauth=user:pass).")
+def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
+        intercept_hosts: tuple[str, ...], upstream: str, redact: tuple[str, ...],
+        no_redact: bool, scenarios: tuple[str, ...], replays: tuple[str, ...],
+        exhausted: str, unmatched: str, pace: str, limits: str, no_verdicts: bool,
+        quiet: bool, confdir: str, sets: tuple[str, ...]) -> None:
+    """Run the proxy: classify, record (and later inject and replay) session traffic.
+
+    \b
+    Examples:
+      mpsdproxy run --record recordings/playtest.jsonl
+      mpsdproxy run --mode reverse:http://127.0.0.1:8081 --record run.jsonl
+      mpsdproxy run --upstream http://127.0.0.1:8081   # a console against the stand-in
+      mpsdproxy run --scenario scenarios/outage.yaml --record pass.jsonl
+      mpsdproxy run --replay playtest.jsonl --unmatched emulate   # offline, no network
+    """
+    from mpsdproxy.addons import master as proxy
+
+    modes = modes or ("regular",)
+    for path in replays:
+        safefiles.refuse_no_records(path)
+    safefiles.refuse_overwrite_of_inputs([record], replays)
+    if upstream and any(m.startswith("reverse") for m in modes):
+        raise click.BadParameter("reverse mode already names its upstream", param_hint="--upstream")
+    try:
+        routing = proxy.routing_options(modes, intercept_hosts or DEFAULT_INTERCEPT_HOSTS)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--mode") from None
+    settings: dict[str, Any] = {
+        "mode": list(modes),
+        "listen_host": listen_host,
+        "listen_port": listen_port,
+        "mpsd_record": record,
+        "mpsd_upstream": upstream,
+        "mpsd_redact": list(redact),
+        "mpsd_no_redact": no_redact,
+        "mpsd_quiet": quiet,
+        "mpsd_verdicts": not no_verdicts,
+        "mpsd_limits": limits,
+        **routing,
+    }
+    if intercept_hosts:
+        settings["mpsd_intercept_hosts"] = list(intercept_hosts)
+    if scenarios:
+        settings["mpsd_scenario"] = list(scenarios)
+    if replays:
+        settings.update(mpsd_replay=list(replays), mpsd_replay_exhausted=exhausted,
+                        mpsd_replay_unmatched=unmatched, mpsd_replay_pace=pace)
+    if confdir:
+        settings["confdir"] = confdir
+    if not proxy.is_loopback(listen_host):
+        click.secho(
+            f"Warning: listening on {listen_host} exposes the proxy beyond this machine. "
+            "Protect it with --set proxyauth=USER:PASS (mitmproxy's proxyauth option).",
+            fg="yellow", err=True,
+        )
+    try:
+        proxy.serve(settings, sets)
+    except proxy.ProxyError as e:
+        raise BadInput(one_line(e)) from None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--listen-host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--listen-port", default=8081, show_default=True, callback=validate_port,
+              help="Port to listen on (0 picks a free one).")
+@click.option("--config", "config", metavar="FILE", default=None,
+              type=InputFile(),
+              help="YAML file of SCIDs, templates, hoppers and limits (default: the shipped one).")
+def emulate(listen_host: str, listen_port: int, config: str | None) -> None:
+    """Run the local MPSD stand-in: every row of the status table, no network needed.
+
+    It answers as the client library sees the service: documents with the fields the
+    service writes (gamertag, deviceToken, large sessions' "me"), timers, handles and
+    queries against a social graph, matchmaking tickets that reach "found", and rate
+    limits per caller and service. Every request needs `Authorization: XBL3.0
+    x=<userhash>;<token>` (403 without) and `x-xbl-contract-version` (400 without).
+
+    \b
+    The config (--config; the default is mpsdproxy/data/emulator.yaml, commented):
+      scids:              SCIDs, their session templates (constants merged into every
+                          new session) and hoppers
+      read_only_users:    callers that may read, not write (403 with the session)
+      server_principals:  callers that may delete other members
+      require_signature:  refuse requests without a Signature header (403)
+      gamertags, friends, title_id, matchmaking, rate_limit, overload
+
+    \b
+    The control API, for scripts (never throttled or overloaded):
+      POST /_emulator/overload   {"retry_after": 2, "requests": 1}: answer 503
+      POST /_emulator/recover    stop answering 503
+      POST /_emulator/reset      forget every session, handle and ticket
+      GET  /_emulator/sessions   key, path, changeNumber and ETag of each session
+      POST /_emulator/change     {"session": PATH}: another console changed it
+
+    \b
+    Example:
+      mpsdproxy emulate --listen-port 8081
+      mpsdproxy conformance --target http://127.0.0.1:8081   # check it as the library would
+    """
+    from mpsdproxy import emulator
+
+    def ready(port: int) -> None:
+        click.echo(f"MPSD stand-in listening on http://{listen_host}:{port}", err=True)
+
+    try:
+        emulator.run(listen_host, listen_port, config, ready=ready)
+    except (OSError, ValueError) as e:
+        raise BadInput(one_line(e)) from None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--record", "record", metavar="FILE", default="",
+              help="Where the recording goes (default: a new file under recordings/).")
+def demo(record: str) -> None:
+    """Start the stand-in and the proxy on free loopback ports, drive a scripted title
+    through a session lifecycle that produces every row of the status table, and show
+    the live log and where the recording went. Finishes in seconds.
+
+    \b
+    Example:
+      mpsdproxy demo --record demo.jsonl
+    """
+    from mpsdproxy import demo as demo_module
+    from mpsdproxy.addons import master as proxy
+
+    try:
+        sys.exit(demo_module.main(record or None))
+    except (proxy.ProxyError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def check(files: tuple[str, ...]) -> None:
+    """Validate scenario files against the schema and the status table.
+
+    Prints one line per problem, `file:line:column: key.path: what is wrong`, and
+    exits 1 when there is any. A rule that can never fire as the service would (its
+    match only lets through requests the table says the service cannot give its
+    status to, such as a 412 with the session to `If-Match: *`) is a warning
+    (`warning: ` before the line; exit 0); in a scenario that says `strict: true` it
+    is refused (exit 2). Exits 0 when every file is valid.
+
+    \b
+    Example:
+      mpsdproxy check scenarios/*.yaml
+    """
+    from mpsdproxy import scenario
+
+    problems = scenario.check(files)
+    findings = scenario.lint(files)
+    refused = {str(f) for f in findings if f.refused}
+    for line in problems:
+        click.echo(line)
+    for finding in findings:
+        if not finding.refused:
+            click.echo(f"warning: {finding}")
+    if refused & set(problems):
+        sys.exit(2)
+    if problems:
+        sys.exit(1)
+    warned = f", {len(findings)} warning{'s' if len(findings) != 1 else ''}" if findings else ""
+    click.echo(f"{len(files)} scenario file{'s' if len(files) != 1 else ''} valid{warned}")
