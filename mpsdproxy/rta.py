@@ -43,6 +43,7 @@ __all__ = [
     "session_key",
     "subscribe_message",
     "subscribe_result_message",
+    "subscribe_error_message",
     "unsubscribe_message",
     "unsubscribe_result_message",
     "tap_message",
@@ -129,7 +130,10 @@ def _taps(data: Any) -> tuple[Tap, ...]:
         return ()
     taps = []
     for item in listed:
-        if not isinstance(item, dict) or not isinstance(item.get("resource"), str):
+        # The library skips a tap whose resource is not scid~template~name
+        # (multiplayer_subscription.cpp, ~L90-105).
+        if (not isinstance(item, dict) or not isinstance(item.get("resource"), str)
+                or len(item["resource"].split("~")) != 3):
             continue
         taps.append(Tap(item["resource"], _int(item.get("changeNumber")),
                         item.get("branch") if isinstance(item.get("branch"), str) else None,
@@ -143,6 +147,9 @@ def _taps(data: Any) -> tuple[Tap, ...]:
 def decode(text: str | bytes, *, from_client: bool) -> Message | None:
     """The RTA message a text frame holds, or None for anything else. `from_client`
     tells a subscribe (`[1, seq, uri]`) from its result (`[1, seq, status, id, data]`)."""
+    # Some titles pad a frame with NULs after the JSON (the public capture's privacy
+    # subscriptions end in three): the message is the JSON.
+    text = text.rstrip(b"\x00 \t\r\n") if isinstance(text, bytes) else text.rstrip("\x00 \t\r\n")
     try:
         value = json.loads(text)
     except (ValueError, UnicodeDecodeError):
@@ -185,6 +192,12 @@ def subscribe_message(sequence: int, uri: str = CONNECTIONS_URI) -> str:
 def subscribe_result_message(sequence: int, status: int, subscription_id: int,
                              data: Any = None) -> str:
     return _text([Type.SUBSCRIBE, sequence, status, subscription_id, data])
+
+
+def subscribe_error_message(sequence: int, status: int) -> str:
+    """A failed subscribe's result: sequence and status only (the library reads no more of
+    it: real_time_activity_connection.cpp SubscribeResponseHandler)."""
+    return _text([Type.SUBSCRIBE, sequence, status])
 
 
 def unsubscribe_message(sequence: int, subscription_id: int) -> str:

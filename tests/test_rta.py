@@ -27,3 +27,10 @@ def test_unsubscribe_resync_and_anything_else() -> None:
     assert rta.decode(rta.resync_message(), from_client=False).type is rta.Type.RESYNC
     for junk in ("", "{}", "[]", "[9, 1]", "not json", '["1"]', "[3, 0]"):
         assert rta.decode(junk, from_client=False) is None
+
+
+def test_nul_padding_and_malformed_resources() -> None:
+    padded = rta.subscribe_message(3) + "\x00\x00\x00"
+    assert rta.decode(padded, from_client=True).sequence == 3
+    odd = '[3,0,{"shoulderTaps":[{"resource":"not-a-session","changeNumber":1}]}]'
+    assert rta.decode(odd, from_client=False).taps == ()

@@ -69,6 +69,11 @@ Choices where the protocol notes are silent:
   callers of contract 105 read and write its field names (`views.py`).
 - Deleting another member needs a server principal (`server_principals`);
   `require_signature: true` refuses unsigned requests with 403.
+- `GET /connect` (any host, subprotocol `rta.xboxlive.com.V2`) is the Real-Time
+  Activity websocket: subscribing to
+  `https://sessiondirectory.xboxlive.com/connections/` answers a ConnectionId, and
+  every change of a session taps the sockets whose ConnectionId a member holds in
+  `properties.system.connection` (`rtahub.py`).
 - One activity handle per caller per SCID, one search handle per session;
   invites expire an hour after they are sent.
 - Every committed write bumps `changeNumber` and the ETag, even one that
@@ -79,8 +84,10 @@ Choices where the protocol notes are silent:
 Switches for scripts, never MPSD paths and never throttled or overloaded, are
 the server's (`server.py`): `POST /_emulator/overload`
 (`{"retry_after": 2, "requests": 1}`), `POST /_emulator/recover`,
-`POST /_emulator/reset`, `GET /_emulator/sessions` and `POST /_emulator/change`
-(`{"session": path}`: another client changed that session).
+`POST /_emulator/reset`, `GET /_emulator/sessions`, `POST /_emulator/change`
+(`{"session": path}`: another client changed that session), `POST /_emulator/resync`
+(`[4]` to every RTA websocket), `POST /_emulator/rta/close` (drop them all) and
+`GET /_emulator/rta` (the open sockets).
 
 Layout: `config.py` (the YAML config), `service.py` (`Emulator`: the request's way
 through, rate limits per service, overload), `sessions.py`, `handles.py`, `queries.py`,
@@ -90,7 +97,8 @@ through, rate limits per service, overload), `sessions.py`, `handles.py`, `queri
 and merges), `members.py` (what the service writes into members), `views.py` (a
 document as a caller reads it: contract, large sessions), `timers.py` (session
 timers), `state.py` (what is stored), `protocol.py` (answers and request reading),
-`server.py` (HTTP/1.1 with h11, `run`, `running`, the switches).
+`rtahub.py` (the RTA websocket: subscriptions and shoulder taps), `server.py` (HTTP/1.1
+with h11, `run`, `running`, the switches).
 """
 
 from mpsdproxy.emulator.config import CONFIG_VERSION

@@ -6,10 +6,19 @@ events; everything in between is `Emulator.handle`. Keep-alive is served; garbag
 gets 400 and the connection is closed; a silent connection is closed after
 IDLE_TIMEOUT.
 
+`GET /connect` on any host with `Upgrade: websocket` and the subprotocol
+`rta.xboxlive.com.V2` becomes the Real-Time Activity websocket: h11 reads the request,
+answers 101 and hands the bytes after it to wsproto; `rtahub.py` speaks RTA on it
+and taps its subscribers whenever a session changes. Every other request keeps the
+HTTP keep-alive loop.
+
 The switches live below `/_emulator/`, never MPSD paths and never throttled or
 overloaded: `POST /_emulator/overload` (`{"retry_after": 2, "requests": 1}`),
-`POST /_emulator/recover`, `POST /_emulator/reset`, `GET /_emulator/sessions` and
-`POST /_emulator/change` (`{"session": path}`: another client changed that session).
+`POST /_emulator/recover`, `POST /_emulator/reset`, `GET /_emulator/sessions`,
+`POST /_emulator/change` (`{"session": path}`: another client changed that session),
+and for RTA `POST /_emulator/resync` (`[4]` to every websocket),
+`POST /_emulator/rta/close` (close every websocket, as a dropped connection) and
+`GET /_emulator/rta` (the open websockets, their ConnectionIds and subscriptions).
 """
 
 from __future__ import annotations
@@ -31,11 +40,14 @@ import h11
 from mpsdproxy import faults
 from mpsdproxy import model
 from mpsdproxy.emulator import protocol
+from mpsdproxy.emulator import rtahub
 from mpsdproxy.emulator.config import EmulatorConfig
 from mpsdproxy.emulator.config import default_config
 from mpsdproxy.emulator.config import load_config
 from mpsdproxy.emulator.protocol import Refusal
+from mpsdproxy.emulator.rtahub import Hub
 from mpsdproxy.emulator.service import Emulator
+from mpsdproxy.emulator.state import ChangeObserver
 
 __all__ = ["answer", "serve", "run", "running"]
 
@@ -124,38 +136,71 @@ _SWITCHES: dict[str, _Switch] = {
 }
 
 
+class _RtaSwitch(NamedTuple):
+    method: str
+    act: Callable[[Hub], object]
+
+
+#: The RTA switches: action -> (method, what it does to the server's hub; its answer).
+_RTA_SWITCHES: dict[str, _RtaSwitch] = {
+    "resync": _RtaSwitch("POST", lambda hub: {"resync": hub.resync()}),
+    "rta/close": _RtaSwitch("POST", lambda hub: {"closed": hub.close_all()}),
+    "rta": _RtaSwitch("GET", lambda hub: {"rta": hub.describe()}),
+}
+
+
 def _is_switch(path: str) -> bool:
     low = path.lower()
     return low == "/_emulator" or low.startswith("/_emulator/")
 
 
-def _switch(emulator: Emulator, request: model.Request, path: str) -> model.Response:
+def _switch(emulator: Emulator, request: model.Request, path: str,
+            hub: Hub | None) -> model.Response:
     action = path.lower().removeprefix("/_emulator").strip("/")
-    switch = _SWITCHES.get(action)
+    switch = _SWITCHES.get(action) or _RTA_SWITCHES.get(action)
     if switch is None:
-        valid = ", ".join(f"/_emulator/{a}" for a in _SWITCHES)
+        valid = ", ".join(f"/_emulator/{a}" for a in [*_SWITCHES, *_RTA_SWITCHES])
         raise Refusal("404.not-found", f"No stand-in switch at {path}; the switches are "
                                        f"{valid}.")
     if request.method.upper() != switch.method:
         raise Refusal("405.method-not-allowed", f"Use {switch.method} for /_emulator/{action}.",
                       headers=[("Allow", switch.method)])
-    return switch.act(emulator, request)
+    if isinstance(switch, _Switch):
+        return switch.act(emulator, request)
+    if hub is None:
+        raise Refusal("404.not-found", f"/_emulator/{action} needs the stand-in server's RTA "
+                                       "websockets (serve, run or running).")
+    return _ok(emulator, switch.act(hub))
 
 
-def answer(emulator: Emulator, request: model.Request) -> model.Response:
+def answer(emulator: Emulator, request: model.Request, hub: Hub | None = None
+           ) -> model.Response:
     """What the stand-in server answers: a switch below /_emulator/, else the session
-    directory (`emulator.handle`)."""
+    directory (`emulator.handle`). `hub` is the server's RTA websockets, for the RTA
+    switches (without one they answer 404)."""
     path = protocol.path_of(request)
     if not _is_switch(path):
         return emulator.handle(request)
     try:
-        return _switch(emulator, request, path)
+        return _switch(emulator, request, path, hub)
     except Refusal as r:
         return protocol.refused(r, emulator.wallclock())
 
 
+def watch(emulator: Emulator, observer: ChangeObserver) -> Callable[[], None]:
+    """Have `observer` hear of every later session change (`state.Change`); the answer
+    stops it."""
+    return emulator.watch(observer)
+
+
 # --------------------------------------------------------------------------------------
 # HTTP/1.1 (h11 on asyncio streams)
+
+
+def _is_rta(request: model.Request) -> bool:
+    """GET /connect (any host): the RTA websocket, as the library opens it."""
+    return (request.method.upper() == "GET"
+            and protocol.path_of(request).lower() == rtahub.CONNECT_PATH)
 
 
 def _has_body(status: int) -> bool:
@@ -186,10 +231,11 @@ class _Connection:
     """One client connection: HTTP/1.1 keep-alive, answered by the Emulator."""
 
     def __init__(self, emulator: Emulator, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, hub: Hub) -> None:
         self.emulator = emulator
         self.reader = reader
         self.writer = writer
+        self.hub = hub
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
 
     async def run(self) -> None:
@@ -197,6 +243,9 @@ class _Connection:
             while True:
                 request = await self._receive()
                 if request is None:
+                    return
+                if _is_rta(request):
+                    await self._websocket(request)
                     return
                 await self._send(self._answer(request), head=request.method == "HEAD")
                 if self.conn.our_state is h11.MUST_CLOSE:
@@ -236,9 +285,24 @@ class _Connection:
 
     def _answer(self, request: model.Request) -> model.Response:
         try:
-            return answer(self.emulator, request)
+            return answer(self.emulator, request, self.hub)
         except Exception:
             return _failure(request)
+
+    async def _websocket(self, request: model.Request) -> None:
+        """Answer 101 and speak RTA on the connection until it ends (400 and close for a
+        request that is not an RTA websocket handshake)."""
+        accepted = rtahub.handshake(request)
+        if isinstance(accepted, str):
+            response = faults.build("400.bad-request", extra_headers=protocol.standard_headers(
+                time.time()), message=f"The RTA websocket at /connect: {accepted}.")
+            await self._send(response, head=False, close=True)
+            return
+        self._write(self.conn.send(h11.InformationalResponse(status_code=101,
+                                                             headers=accepted)))
+        await self.writer.drain()
+        leftover, _ = self.conn.trailing_data
+        await rtahub.serve_websocket(self.hub, self.reader, self.writer, bytes(leftover))
 
     def _write(self, data: bytes | None) -> None:
         if data:
@@ -269,19 +333,36 @@ class _Connection:
             await self._send(response, head=False, close=True)
 
 
-async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-    """Start answering HTTP/1.1 on host:port (0 picks a free port) with the emulator."""
+async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *,
+                hub: Hub | None = None) -> asyncio.Server:
+    """Start answering HTTP/1.1 (and the RTA websocket) on host:port (0 picks a free port)
+    with the emulator. `hub` holds the RTA websockets (a new one by default); it hears
+    of the emulator's session changes until the loop's tasks end."""
+    hub = hub if hub is not None else Hub(wallclock=emulator.wallclock)
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Shutdown cancels idle connections; ending quietly keeps asyncio's stream
         # callback from logging the cancellation as an error.
         with contextlib.suppress(asyncio.CancelledError):
-            await _Connection(emulator, reader, writer).run()
+            await _Connection(emulator, reader, writer, hub).run()
 
     server = await asyncio.start_server(connected, host, port)
+    watcher = asyncio.get_running_loop().create_task(_watching(emulator, hub), name="rta-watch")
+    hub.tasks.add(watcher)  # the loop keeps only a weak reference to a task
+    watcher.add_done_callback(hub.tasks.discard)
     bound = server.sockets[0].getsockname()
     logger.info(f"MPSD stand-in listening on http://{bound[0]}:{bound[1]}")
     return server
+
+
+async def _watching(emulator: Emulator, hub: Hub) -> None:
+    """Tell the hub of every session change while the server's loop runs (shutdown, and
+    the end of `asyncio.run`, cancel this task and so stop it)."""
+    stop = watch(emulator, hub.changed)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        stop()
 
 
 async def _shutdown(server: asyncio.Server) -> None:

@@ -54,6 +54,7 @@ from mpsdproxy.emulator.config import default_config
 from mpsdproxy.emulator.documents import complete
 from mpsdproxy.emulator.protocol import Identity
 from mpsdproxy.emulator.protocol import Refusal
+from mpsdproxy.emulator.state import ChangeObserver
 from mpsdproxy.emulator.state import Directory
 from mpsdproxy.emulator.state import Session
 from mpsdproxy.resources import Kind
@@ -278,6 +279,13 @@ class Emulator:
                 return protocol.refused(r, self.wallclock())
             finally:
                 self._directory.observe()
+
+    def watch(self, observer: ChangeObserver) -> Callable[[], None]:
+        """Have `observer` hear of every later session change (`state.Change`: a write, a
+        timer, a handle, matchmaking, `/_emulator/change`); the answer stops it. The RTA
+        hub taps subscribers from it."""
+        with self._lock:
+            return self._directory.watch(observer)
 
     def _tick(self) -> None:
         """Fire the session timers and move matchmaking on, as far as the clock says (the

@@ -7,12 +7,19 @@ it to the handlers. It runs the timers (`run_timers`) before each request and
 records what the request changed (`observe`) after it; a session it shows
 carries `nextTimer` (and the response an `Expires` header with the same time,
 MPSD docs, "Timeouts") while a timer is pending.
+
+`observe` is also where a change becomes visible to the rest of the stand-in: every
+session whose ETag moved since the last look (a write, a timer, a handle, matchmaking,
+`/_emulator/change`) is handed to the change observers (`watch`) as a `Change`, once.
+Checking the ETag there, not at each place that writes, catches every writer, present
+and future; the RTA hub (`rtahub.py`) turns a change into shoulder taps.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 from typing import Any
+from typing import NamedTuple
 
 from mpsdproxy import model
 from mpsdproxy.emulator import protocol
@@ -33,7 +41,9 @@ from mpsdproxy.emulator.timers import Fired
 from mpsdproxy.emulator.timers import Timers
 from mpsdproxy.resources import Resource
 
-__all__ = ["Session", "Directory", "stamp"]
+__all__ = ["Session", "Directory", "Change", "ChangeObserver", "stamp"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +66,20 @@ class Session:
         return f"{self.scid}~{self.template.name}~{self.name}".lower()
 
 
+class Change(NamedTuple):
+    """A session whose changeNumber (and ETag) moved. `document` is the stored document,
+    lent for the call only: an observer reads what it needs and neither keeps nor
+    changes it (observers run under the Emulator's lock)."""
+
+    key: str  # scid~template~name, lower case, as a shoulder tap names the session
+    change_number: int
+    branch: str | None
+    document: Mapping[str, Any]
+
+
+ChangeObserver = Callable[[Change], None]
+
+
 class Directory:
     """The session directory's stored state. Not thread-safe: the Emulator locks."""
 
@@ -71,6 +95,19 @@ class Directory:
         self.tickets: dict[str, dict[str, Any]] = {}
         self.xuids: dict[str, str] = {}
         self.learned: dict[tuple[str, str], TemplateConfig] = {}
+        self.observers: list[ChangeObserver] = []
+        self.announced: dict[str, str] = {}  # key -> the ETag observers last heard of
+
+    def watch(self, observer: ChangeObserver) -> Callable[[], None]:
+        """Call `observer` with every later `Change`; the answer stops it (call it when the
+        observer's server stops). Observers survive `clear`: they belong to the server."""
+        self.observers.append(observer)
+
+        def stop() -> None:
+            if observer in self.observers:
+                self.observers.remove(observer)
+
+        return stop
 
     def clear(self) -> None:
         """Forget every session, handle, ticket, identity and learned template."""
@@ -80,6 +117,7 @@ class Directory:
         self.xuids.clear()
         self.learned.clear()
         self.timers.clear()
+        self.announced.clear()
 
     # -- answers ------------------------------------------------------------------------
 
@@ -124,6 +162,25 @@ class Directory:
         for key, session in self.sessions.items():
             self.timers.observe(key, session.document, session.etag, now)
         self.timers.keep(set(self.sessions))
+        self._announce()
+
+    def _announce(self) -> None:
+        """Tell the observers of every session whose ETag moved since they last heard; a
+        deleted session is forgotten (nobody is left in it to tell)."""
+        moved = [s for key, s in self.sessions.items() if self.announced.get(key) != s.etag]
+        for gone in set(self.announced) - set(self.sessions):
+            del self.announced[gone]
+        for session in moved:
+            self.announced[session.key] = session.etag
+            document = session.document
+            number, branch = document.get("changeNumber"), document.get("branch")
+            change = Change(session.key, number if isinstance(number, int) else 0,
+                            branch if isinstance(branch, str) else None, document)
+            for observer in list(self.observers):
+                try:
+                    observer(change)
+                except Exception:  # a broken observer must not fail the request
+                    logger.exception(f"a change observer failed on session {session.key}")
 
     # -- lookups ------------------------------------------------------------------------
 
