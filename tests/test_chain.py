@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from mitmproxy import websocket
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
+from wsproto.frame_protocol import Opcode
 
 from mpsdproxy.addons import MpsdChain
 from mpsdproxy.addons import UnforwardedHookError
@@ -126,7 +128,7 @@ def test_the_default_parts_share_the_chains_queue():
     assert all(p.after_answer is chain.after for p in queued)
 
 
-@pytest.mark.parametrize("hook", ["responseheaders", "requestheaders", "websocket_message",
+@pytest.mark.parametrize("hook", ["responseheaders", "requestheaders", "dns_request",
                                   "tcp_message", "client_connected", "server_connect", "update"])
 def test_a_part_with_a_hook_the_chain_does_not_forward_is_refused(hook):
     part = type("Listener", (), {hook: lambda self, *args: None})()
@@ -137,3 +139,46 @@ def test_a_part_with_a_hook_the_chain_does_not_forward_is_refused(hook):
 
 def test_the_default_parts_only_define_hooks_the_chain_forwards():
     MpsdChain(default_addons())  # does not raise
+
+
+class Listener:
+    """A part that follows a websocket (the RTA connection) and holds one message."""
+
+    def __init__(self, name: str, seen: list[str], hold: bool = False) -> None:
+        self.name, self.seen, self.hold = name, seen, hold
+
+    def websocket_start(self, flow):
+        self.seen.append(f"{self.name} start")
+
+    def websocket_message(self, flow):
+        text = flow.websocket.messages[-1].text
+        if not self.hold:
+            self.seen.append(f"{self.name} {text}")
+            return None
+
+        async def later():
+            await asyncio.sleep(0.01)
+            self.seen.append(f"{self.name} {text} held")
+        return later()
+
+    def websocket_end(self, flow):
+        self.seen.append(f"{self.name} end")
+
+
+def test_websocket_events_reach_the_parts_in_order():
+    seen: list[str] = []
+    chain = MpsdChain([Listener("a", seen, hold=True), Listener("b", seen)])
+    f = tflow.twebsocketflow(messages=False)
+    assert chain.websocket_start(f) is None
+    f.websocket.messages.append(websocket.WebSocketMessage(Opcode.TEXT, False, b"[4]"))
+    pending = chain.websocket_message(f)
+    assert seen == ["a start", "b start"]  # b waits until a is done with the message
+    asyncio.run(pending)
+    chain.websocket_end(f)
+    assert seen == ["a start", "b start", "a [4] held", "b [4]", "a end", "b end"]
+
+
+def test_the_rta_faults_come_right_after_the_injector():
+    names = [type(p).__name__ for p in MpsdChain().parts]
+    assert names[names.index("FaultInjector") + 1] == "RtaFaults"
+    assert names.index("RtaFaults") < names.index("Recorder") < names.index("LiveLog")

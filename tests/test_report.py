@@ -140,11 +140,11 @@ def test_json_form_is_the_documented_contract(built: report.Report) -> None:
                          "skipped", "start", "end", "duration_s", "outcome", "by_status",
                          "by_entry", "by_kind", "by_source", "injected_rules", "operations",
                          "anomalies", "verdicts", "coverage", "evidence", "timeline",
-                         "mpsd_exchanges", "other_hosts"]
+                         "mpsd_exchanges", "other_hosts", "rta"]
     assert (doc["report"], doc["version"]) == ("mpsdproxy", 1)
     assert doc["outcome"] == {"failed": True, "anomalies": built.anomaly_total,
                               "verdicts": {"pass": 4, "warn": 4, "fail": 1,
-                                           "not-applicable": 5},
+                                           "not-applicable": 8},
                               "no_session_directory_traffic": False,
                               "scope": "9 session-directory exchanges, all judged"}
     assert doc["by_status"][-1] == {"status": None, "count": 1}
@@ -189,7 +189,7 @@ def test_junit_puts_each_verdict_in_a_testcase(built: report.Report) -> None:
     # a burst, and three repeats (the analyzer compares URI and body, not the method)
     assert len(warns) == 4
     skipped = [c for c in cases if c.find("skipped") is not None]
-    assert len(skipped) == int(suite.get("skipped", "0")) == 5
+    assert len(skipped) == int(suite.get("skipped", "0")) == 8
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["exchanges"] == "9"
 

@@ -65,7 +65,8 @@ def test_marks_intercept_hosts(host):
 
 
 @pytest.mark.parametrize(
-    "host", ["example.com", "rta.xboxlive.com", "sessiondirectory.xboxlive.com.example.com",
+    "host", ["example.com", "rta.xboxlive.com.example.com",
+             "sessiondirectory.xboxlive.com.example.com",
              "client-sessiondirectory.xboxlive.com", "127.0.0.1"],
 )
 def test_leaves_other_hosts_unmarked(host):

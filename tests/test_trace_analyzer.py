@@ -64,10 +64,10 @@ def test_the_capture_gets_the_analyzers_burst_and_repeated_calls(capture: report
     """Worked out by hand from the analyzer's sources.
 
     The analyzer keeps the calls Utils.IsAnalyzedService passes (User-Agent
-    XboxServicesAPI): on sessiondirectory.xboxlive.com, one console, records 1 and
-    9..17 (the default import's numbering). Their start gaps in whole ms are 4345,
-    507, 109, 217, 157, 383, 30, 220, 127 and their elapsed times 130, 439, 288, 312,
-    219, 323, 208, 263, 201, 201 ms.
+    XboxServicesAPI): on sessiondirectory.xboxlive.com, one console, records 1, 5, 6
+    and 8..14 (the default import's numbering, RTA frames placed among them). Their
+    start gaps in whole ms are 4345, 507, 109, 217, 157, 383, 30, 220, 127 and their
+    elapsed times 130, 439, 288, 312, 219, 323, 208, 263, 201, 201 ms.
 
     ServiceCallStats.GatherStats, integer arithmetic, n counting calls:
       mean elapsed: 130, (130+439)//2=284, (2*284+288)//3=285, (3*285+312)//4=291,
@@ -84,33 +84,35 @@ def test_the_capture_gets_the_analyzers_burst_and_repeated_calls(capture: report
                 (9*1876910+128^2)//10=1690857
     BurstDetectionRule: ceil(1000/606)=2 + ceil(2*1000/sqrt(1690857)=1.54)=2 -> 4 calls
     per 2000 ms. GetExcessCallsForTimeWindow: record 1 drops out of the window of
-    record 9 (4345 ms > 2000); records 9..17 all fall within 2000 ms of record 9
+    record 5 (4345 ms > 2000); the nine calls from record 5 to 14 all fall within
+    2000 ms of record 5
     (20:49:59.996688 to 20:50:01.751204: 1754 ms), 9 > 4 -> one run of 9 calls,
     9 >= BurstSizeToDetect 3 -> one warning.
-    RepeatedCallsRule: records 15 and 17 are the same PUT with the same body, 17
-    starting 348 ms after 15 (< 5000) -> one warning; no other URI and body repeats.
+    RepeatedCallsRule: records 12 and 14 are the same PUT with the same body, 14
+    starting 348 ms after 12 (< 5000) -> one warning; no other URI and body repeats.
     """
     burst = [v for v in capture.verdicts if v.rule == "burst" and v.status is Status.WARN]
     assert len(burst) == 1
-    assert burst[0].records == (9, 10, 11, 12, 13, 14, 15, 16, 17)
+    assert burst[0].records == (5, 6, 8, 9, 10, 11, 12, 13, 14)
     assert burst[0].gaps_ms == (1754.0,)
     assert "burst of 9 calls to sessiondirectory.xboxlive.com within 1754 ms" \
         in burst[0].reason
     assert "ceil(1000 / 606 ms mean gap) + ceil(2 * 1000 / sqrt(1690857))" in burst[0].reason
     repeated = [v for v in capture.verdicts
                 if v.rule == "repeated-calls" and v.status is Status.WARN]
-    assert [v.records for v in repeated] == [(15, 17)]
+    assert [v.records for v in repeated] == [(12, 14)]
     assert capture.verdict_counts["burst"] == {"warn": 1}
     assert capture.verdict_counts["repeated-calls"] == {"warn": 1}
 
 
 def test_the_capture_report_says_which_requests_each_rule_looked_at(
         capture: report.Report) -> None:
-    # The ten session-directory calls carry the library's user agent: records 1, 9..17.
-    assert capture.looked_at["burst"]["text"] == "looked at 10 requests: records 1, 9..17"
+    # The ten session-directory calls carry the library's user agent.
+    assert capture.looked_at["burst"]["text"] == (
+        "looked at 10 requests: records 1, 5..6, 8..14")
     assert capture.looked_at["repeated-calls"]["requests"] == 10
     text = report.render(capture, "text")
-    assert "looked at 10 requests: records 1, 9..17" in text
+    assert "looked at 10 requests: records 1, 5..6, 8..14" in text
     doc = report.render(capture, "json")
     assert '"looked_at"' in doc
     assert "looked at 10 requests" in report.render(capture, "html")

@@ -195,5 +195,5 @@ def test_the_public_capture_handles_both_412s(tmp_path: Path) -> None:
     found += engine.finish()
     verdicts = of(found, "412-handled")
     assert [(v.status, v.records) for v in verdicts] == [
-        (Status.PASS, (11, 16)), (Status.PASS, (15, 17))]
+        (Status.PASS, (8, 13)), (Status.PASS, (12, 14))]
     assert not [v for v in found if v.status is Status.FAIL]

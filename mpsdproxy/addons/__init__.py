@@ -24,6 +24,7 @@ def default_addons() -> list[Any]:
     from mpsdproxy.addons import recorder
     from mpsdproxy.addons import replayer
     from mpsdproxy.addons import router
+    from mpsdproxy.addons import rtafaults  # helper "faults": a missing module fails loudly
     from mpsdproxy.addons import standin
     from mpsdproxy.addons import verdictlog
 
@@ -32,6 +33,7 @@ def default_addons() -> list[Any]:
         replayer.Replayer(),
         standin.StandIn(),
         injector.FaultInjector(),
+        rtafaults.RtaFaults(),
         classifier.StatusClassifier(),
         recorder.Recorder(),
         livelog.LiveLog(),
@@ -41,9 +43,12 @@ def default_addons() -> list[Any]:
 
 #: The events the mpsdproxy addons act on, each flow's first.
 FLOW_EVENTS = ("request", "response", "error")
+#: A websocket flow's events after its 101 `response`: the RTA connection's messages
+#: (mitmproxy's `flow.websocket.messages[-1]` is the one `websocket_message` is about).
+WEBSOCKET_EVENTS = ("websocket_start", "websocket_message", "websocket_end")
 LIFECYCLE_EVENTS = ("configure", "running", "done")
 #: Hooks the chain hands its parts itself (`load` registers options and commands).
-FORWARDED = frozenset({*FLOW_EVENTS, *LIFECYCLE_EVENTS, "load"})
+FORWARDED = frozenset({*FLOW_EVENTS, *WEBSOCKET_EVENTS, *LIFECYCLE_EVENTS, "load"})
 
 
 class UnforwardedHookError(TypeError):
@@ -93,9 +98,10 @@ class MpsdChain:
     the parts after it (the recorder must still write it). Options and commands are
     the parts' own, registered as mitmproxy would.
 
-    It forwards only the flow events and lifecycle hooks above, and refuses at
-    construction a part that defines any other mitmproxy hook (`responseheaders`,
-    `tcp_message`...), which it would otherwise skip without a word. It owns the
+    It forwards only the flow events, the websocket events (the RTA connection) and
+    the lifecycle hooks above, and refuses at construction a part that defines any
+    other mitmproxy hook (`responseheaders`, `tcp_message`...), which it would
+    otherwise skip without a word. It owns the
     after-answer queue (`AfterAnswer`), hands it to every part that declares an
     `after_answer` attribute (injector, live log, verdicts), and drains it at shutdown.
     """
@@ -109,7 +115,7 @@ class MpsdChain:
                 part.after_answer = self.after
         self._hooks: dict[str, list[Any]] = {
             event: [getattr(part, event) for part in self.parts if hasattr(part, event)]
-            for event in (*FLOW_EVENTS, *LIFECYCLE_EVENTS)
+            for event in (*FLOW_EVENTS, *WEBSOCKET_EVENTS, *LIFECYCLE_EVENTS)
         }
 
     def load(self, loader: Any) -> None:
@@ -142,6 +148,17 @@ class MpsdChain:
 
     def error(self, flow: Any) -> Awaitable[None] | None:
         return _run(self._hooks["error"], flow)
+
+    def websocket_start(self, flow: Any) -> Awaitable[None] | None:
+        return _run(self._hooks["websocket_start"], flow)
+
+    def websocket_message(self, flow: Any) -> Awaitable[None] | None:
+        """Each part sees the message in chain order: the RTA faults may drop or hold it
+        before the recorder and the live log describe what the title got."""
+        return _run(self._hooks["websocket_message"], flow)
+
+    def websocket_end(self, flow: Any) -> Awaitable[None] | None:
+        return _run(self._hooks["websocket_end"], flow)
 
 
 def _guarded(hook: Callable[..., Any], *args: Any) -> Any:

@@ -23,6 +23,7 @@ status becomes an error instead of a response.
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +37,9 @@ from mitmproxy.net import encoding
 
 from mpsdproxy import model
 from mpsdproxy import resources
+from mpsdproxy.addons import common
 from mpsdproxy.addons.common import KEY
+from mpsdproxy.recording import messages
 
 __all__ = [
     "complete_response",
@@ -333,3 +336,56 @@ def flow_of(exchange: model.Exchange,
     flow.metadata[KEY] = model.printable_data(mark)
     flow.live = False
     return flow
+
+
+# -- websocket messages (the RTA connection) -----------------------------------------------
+
+#: flow.metadata key where the RTA faults (`rtafaults.NOTE`) note the rule that acted on
+#: a websocket message: `{"message": index, "rule", "scenario", "seed", "fault",
+#: "injected"?: true}`, for the message at `index` of `flow.websocket.messages`.
+FAULT_NOTE = "mpsd_rta_fault"
+_NOT_PROVENANCE = frozenset({"message", "injected"})
+
+
+def message_provenance(flow: http.HTTPFlow, index: int) -> dict[str, Any]:
+    """Who sent message `index` of the flow's websocket: `injected` (with the rule, when
+    a fault noted it) for a frame the proxy sent, else `forwarded` (with the rule that
+    acted around it, if any)."""
+    assert flow.websocket is not None
+    injected = flow.websocket.messages[index].injected
+    note = flow.metadata.get(FAULT_NOTE)
+    if not isinstance(note, Mapping) or note.get("message") != index:
+        return {"source": "injected"} if injected else dict(common.FORWARDED)
+    source = "injected" if injected or note.get("injected") else "forwarded"
+    return {"source": source, **{k: v for k, v in note.items() if k not in _NOT_PROVENANCE}}
+
+
+def _url(flow: http.HTTPFlow) -> str:
+    """The URL the title asked for (the mark's, before any redirect to an upstream)."""
+    url = (common.mark(flow) or {}).get("url")
+    return url if isinstance(url, str) and url else flow.request.url
+
+
+def websocket_message_of(flow: http.HTTPFlow, index: int = -1) -> messages.WebsocketMessage:
+    """Message `index` (the newest by default) of a websocket flow as a recording's
+    message: mitmproxy hands over whole messages, text or binary, unmasked."""
+    assert flow.websocket is not None
+    position = index % len(flow.websocket.messages)
+    message = flow.websocket.messages[position]
+    return messages.WebsocketMessage(
+        url=_url(flow), direction="client" if message.from_client else "server",
+        opcode="text" if message.is_text else "binary", payload=message.content,
+        start=message.timestamp, client=_client(flow),
+        provenance=message_provenance(flow, position))
+
+
+def websocket_close_of(flow: http.HTTPFlow) -> messages.WebsocketMessage | None:
+    """How a websocket flow ended, as a `close` message (code and reason, as the close
+    frame carries them; 1006 when the connection dropped without one), or None."""
+    data = flow.websocket
+    if data is None or data.close_code is None:
+        return None
+    payload = struct.pack("!H", data.close_code) + model.to_bytes(data.close_reason or "")
+    return messages.WebsocketMessage(
+        url=_url(flow), direction="client" if data.closed_by_client else "server",
+        opcode="close", payload=payload, start=data.timestamp_end, client=_client(flow))

@@ -2,12 +2,19 @@
 
     09:41:50.123 PUT sessions/lobby-1  412 Precondition Failed  412.if-match-session  [injected: x]
 
+and, in line with them, one per message on an intercepted websocket (the RTA
+shoulder taps that make a title re-read its session), one per tap:
+
+    09:41:50.140 RTA tap lobby-1 changeNumber 3 -> client 127.0.0.1
+    09:41:49.002 RTA subscribe #1 https://sessiondirectory.xboxlive.com/connections/ <- client ...
+
 Colour when the terminal supports it; `mpsd_quiet` silences it. The line is
 printed once the title has its answer (the chain's `AfterAnswer` queue).
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 import time
 from collections.abc import Mapping
@@ -21,9 +28,11 @@ from mitmproxy.addonmanager import Loader
 
 from mpsdproxy import model
 from mpsdproxy import recording
+from mpsdproxy import rta
 from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
 from mpsdproxy.addons.later import AfterAnswer
+from mpsdproxy.recording import messages
 
 
 def _status_colour(status: int | None) -> str:
@@ -39,12 +48,79 @@ def _status_colour(status: int | None) -> str:
 def _provenance_marker(provenance: Mapping[str, Any]) -> str:
     source = provenance.get("source")
     if source == "injected":
-        return f"[injected: {provenance.get('rule')}]"
+        rule = provenance.get("rule")
+        return f"[injected: {rule}]" if rule else "[injected]"
     if source == "replayed":
         return f"[replayed: #{provenance.get('record')}]"
     if source and source != "forwarded":
         return f"[{source}]"
     return ""
+
+
+def _stamp(start: float | None) -> str:
+    start = start or 0.0
+    return f"{time.strftime('%H:%M:%S', time.localtime(start))}.{int((start % 1) * 1000):03d}"
+
+
+def _peer(message: messages.WebsocketMessage) -> str:
+    """`-> client 127.0.0.1` for what the title got, `<- client ...` for what it sent."""
+    host = (message.client or "?").rsplit(":", 1)[0]
+    return f"{'<-' if message.direction == 'client' else '->'} client {host}"
+
+
+def _rta_texts(decoded: rta.Message, from_client: bool) -> list[str]:
+    """What one RTA message says, for people: one text per tap of an event."""
+    if decoded.type is rta.Type.RESYNC:
+        return ["resync"]
+    if decoded.type is rta.Type.EVENT:
+        if not decoded.taps:
+            return [f"event subscription {decoded.subscription_id}"]
+        return [f"tap {t.resource.rsplit('~', 1)[-1]} changeNumber {t.change_number}"
+                for t in decoded.taps]
+    kind = "subscribe" if decoded.type is rta.Type.SUBSCRIBE else "unsubscribe"
+    if from_client and decoded.type is rta.Type.SUBSCRIBE:
+        return [f"subscribe #{decoded.sequence} {decoded.uri}"]
+    if from_client:
+        return [f"unsubscribe #{decoded.sequence} subscription {decoded.subscription_id}"]
+    text = f"{kind} result #{decoded.sequence} status {_status(decoded.status)}"
+    if decoded.subscription_id is not None:
+        text += f" subscription {decoded.subscription_id}"
+    if decoded.connection_id:
+        text += f" connection {decoded.connection_id}"
+    return [text]
+
+
+def _status(status: int | None) -> str:
+    try:
+        return f"{status} {rta.Status(status).name}" if status is not None else "?"
+    except ValueError:
+        return str(status)
+
+
+def _frame_texts(message: messages.WebsocketMessage) -> tuple[str, list[str]]:
+    """`RTA` and what an RTA message (or a close) says; `WS` and the frame's size else."""
+    if message.opcode == "close":
+        code = struct.unpack("!H", message.payload[:2])[0] if len(message.payload) >= 2 else None
+        return "RTA", [f"closed by {message.direction} ({code if code is not None else 'no code'})"]
+    decoded = (rta.decode(message.payload, from_client=message.direction == "client")
+               if message.opcode == "text" else None)
+    if decoded is None:
+        return "WS", [f"{message.opcode} {len(message.payload)} bytes"]
+    return "RTA", _rta_texts(decoded, message.direction == "client")
+
+
+def format_message_lines(message: messages.WebsocketMessage, dropped: bool = False,
+                         colour: bool = False) -> list[str]:
+    """The live log lines for one websocket message: one per tap of an event, one for
+    anything else (`RTA` for an RTA message or close, `WS` for other frames)."""
+    label, texts = _frame_texts(message)
+    label = click.style(label, fg="blue", bold=True) if colour else label
+    markers = [m for m in (_provenance_marker(message.provenance), "[dropped]" if dropped else "")
+               if m]
+    tail = "".join(f" {click.style(m, fg='magenta', bold=True) if colour else m}"
+                   for m in markers)
+    return [f"{_stamp(message.start)} {label} {model.printable(text)} {_peer(message)}{tail}"
+            for text in texts]
 
 
 def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | None = None,
@@ -61,12 +137,9 @@ def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | No
         answer = f"{status} {response.reason}"
     else:
         answer = f"--- {hide(exchange.error or 'no response')}"
-    start = exchange.start or 0.0
-    stamp = time.strftime("%H:%M:%S", time.localtime(start))
-    millis = int((start % 1) * 1000)
     answer = model.printable(answer)
     parts = [
-        f"{stamp}.{millis:03d}",
+        _stamp(exchange.start),
         f"{model.printable(request.method):<6}",
         f"{model.printable(short):<36}",
         click.style(f"{answer:<24}", fg=_status_colour(status)) if colour else f"{answer:<24}",
@@ -111,6 +184,30 @@ class LiveLog:
             return
         info["logged"] = True
         self.after_answer.soon(self._print, flow)  # a line on the terminal can wait for the answer
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Queued behind the exchange lines before it, so the log keeps the wire's order;
+        the message is read now (the next one replaces what a fault said about it)."""
+        if common.mark(flow) is None or self.quiet or not flow.websocket:
+            return
+        if not flow.websocket.messages:
+            return
+        dropped = flow.websocket.messages[-1].dropped
+        self.after_answer.soon(self._print_message, flows.websocket_message_of(flow), dropped)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if common.mark(flow) is None or self.quiet:
+            return
+        close = flows.websocket_close_of(flow)
+        if close is not None:
+            self.after_answer.soon(self._print_message, close, False)
+
+    def _print_message(self, message: messages.WebsocketMessage, dropped: bool) -> None:
+        out = self.out or sys.stdout
+        colour = hasattr(out, "isatty") and out.isatty()
+        for line in format_message_lines(message, dropped, colour):
+            out.write(line + "\n")
+        out.flush()
 
     def _print(self, flow: http.HTTPFlow) -> None:
         out = self.out or sys.stdout

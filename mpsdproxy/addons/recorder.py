@@ -7,6 +7,13 @@ recording codec encodes anything); only when a line cannot be written does the
 proxy stop, loudly, rather than let traffic through unrecorded (as mitmproxy's
 own `save` addon does). Nothing is remembered between flows: each record is
 built from its flow with the redactor of that moment.
+
+A websocket on an intercepted host (the RTA connection, `rta.xboxlive.com/connect`)
+is recorded too: its 101 handshake as an exchange, then every message as a record
+of its own (`recording.messages`), written as it passes the proxy, so the taps sit
+in order with the HTTP exchanges around them, and its close as a `close` record.
+A message a fault dropped never reached the title and is not recorded; one a fault
+sent says so in its provenance, with the rule it noted (`flows.message_provenance`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
@@ -24,9 +32,9 @@ from mpsdproxy import classify
 from mpsdproxy import recording
 from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
+from mpsdproxy.recording import messages
 
 logger = logging.getLogger(__name__)
-
 
 class Recorder:
     def __init__(self) -> None:
@@ -79,6 +87,32 @@ class Recorder:
     def error(self, flow: http.HTTPFlow) -> None:
         self._write(flow)
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if common.mark(flow) is None or self.writer is None or flow.websocket is None:
+            return
+        if not flow.websocket.messages or flow.websocket.messages[-1].dropped:
+            return  # a fault kept it from the title: the recording holds what it got
+        info = common.mark(flow)
+        seq = self._append(messages.to_record(flows.websocket_message_of(flow), self.redactor))
+        if info is not None:
+            info["message_seq"] = seq  # the live verdicts name the record as written
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if common.mark(flow) is None or self.writer is None:
+            return
+        close = flows.websocket_close_of(flow)
+        if close is not None:
+            self._append(messages.to_record(close, self.redactor))
+
+    def _append(self, record: dict[str, Any]) -> int:
+        assert self.writer is not None
+        try:
+            return self.writer.write(record)
+        except OSError as e:
+            # Traffic must never flow unrecorded: stop loudly, as mitmproxy's save does.
+            sys.stderr.write(f"Error while writing to {self.writer.path}: {e}\n")
+            sys.exit(1)
+
     def _write(self, flow: http.HTTPFlow) -> None:
         info = common.mark(flow)
         if info is None or "seq" in info or self.writer is None:
@@ -86,12 +120,7 @@ class Recorder:
         exchange = flows.exchange_of(flow)
         classification = info.get("classification") or classify.classify(exchange)
         record = recording.to_record(exchange, self.redactor, classification)
-        try:
-            info["seq"] = self.writer.write(record)
-        except OSError as e:
-            # Traffic must never flow unrecorded: stop loudly, as mitmproxy's save does.
-            sys.stderr.write(f"Error while writing to {self.writer.path}: {e}\n")
-            sys.exit(1)
+        info["seq"] = self._append(record)
 
     def done(self) -> None:
         if self.writer is not None:

@@ -1,7 +1,8 @@
 """Router: decide which flows are session-directory traffic, and where they go.
 
 In reverse mode every request is session-directory traffic; in the other
-modes only requests to the intercept hosts are. The router marks those flows
+modes only requests to the intercept hosts are (by default the session
+directory, matchmaking and the RTA websocket host `rta.xboxlive.com`). The router marks those flows
 (see `common`), so every later mpsdproxy addon knows to act and everything
 else passes by untouched. With `mpsd_upstream` set, marked requests go to that
 server (the stand-in, a test environment) instead of the real host, their
@@ -29,8 +30,10 @@ from mpsdproxy.addons import common
 
 logger = logging.getLogger(__name__)
 
-#: The session directory and matchmaking hosts (protocol notes §1.1).
-DEFAULT_INTERCEPT_HOSTS: tuple[str, ...] = resources.MPSD_HOSTS
+#: The session directory and matchmaking hosts (protocol notes §1.1), and the
+#: Real-Time Activity host whose websocket carries the shoulder taps that make a
+#: title re-read its session (§3.5): without it the taps pass by undecrypted.
+DEFAULT_INTERCEPT_HOSTS: tuple[str, ...] = (*resources.MPSD_HOSTS, *resources.RTA_HOSTS)
 
 
 def allow_patterns(hosts: Iterable[str]) -> list[str]:
@@ -62,7 +65,8 @@ class Router:
         loader.add_option(
             "mpsd_intercept_hosts", Sequence[str], list(DEFAULT_INTERCEPT_HOSTS),
             "Hosts whose traffic is session-directory traffic (classified, recorded, "
-            "open to faults and replay). Every other host passes through untouched. "
+            "open to faults and replay), the RTA websocket host among them by default. "
+            "Every other host passes through untouched. "
             "Ignored in reverse mode, where every request is session-directory traffic.",
         )
         loader.add_option(

@@ -9,7 +9,14 @@ client that stopped retrying) are decided by a one-second ticker while the
 proxy runs. At shutdown the engine finishes and a summary line follows.
 
 Put it after the Recorder, so a verdict names records by the seq numbers of
-the recording (without a recorder it numbers the flows itself). The judging
+the recording (without a recorder it numbers the flows itself).
+
+The RTA websocket is judged live too (taps read, reconnects, resyncs): every
+message of a marked websocket flow that reached the title goes to
+`Engine.feed_message` as the recorder writes it (`flows.websocket_message_of`),
+in order with the exchanges, and the websocket's end as its `close` message
+(`flows.websocket_close_of`). A message a fault dropped never reached the
+title, so nothing is judged from it. The judging
 itself runs once the title has its answer (the chain's `AfterAnswer` queue):
 it never delays one.
 """
@@ -32,6 +39,7 @@ from mpsdproxy import verdicts
 from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
 from mpsdproxy.addons.later import AfterAnswer
+from mpsdproxy.recording.messages import WebsocketMessage
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
 
@@ -78,7 +86,8 @@ class VerdictLog:
         loader.add_option(
             "mpsd_verdicts", bool, True,
             "Judge the title's behaviour live (Retry-After honoured, backoff, 412 and 409 "
-            "handling, polling, call-rate budgets, the Trace Analyzer's call patterns) and log "
+            "handling, polling, call-rate budgets, the Trace Analyzer's call patterns, RTA "
+            "shoulder taps read, reconnects and resyncs) and log "
             "one line per verdict as it is decided, with a summary at exit.",
         )
         loader.add_option(
@@ -144,6 +153,46 @@ class VerdictLog:
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.response is None:  # a flow that got a response was judged then
             self.response(flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Queue the newest message of a marked websocket for the engine, unless a fault
+        dropped it (the title never got it)."""
+        info = common.mark(flow)
+        engine = self.engine
+        if info is None or engine is None or engine.finished or flow.websocket is None:
+            return
+        if not flow.websocket.messages or flow.websocket.messages[-1].dropped:
+            return
+        message = self._numbered(flows.websocket_message_of(flow), info)
+        self.after_answer.soon(self._judge_message, engine, message)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """The websocket's end is its close (1006 when it dropped without a close frame)."""
+        info = common.mark(flow)
+        engine = self.engine
+        if info is None or engine is None or engine.finished:
+            return
+        close = flows.websocket_close_of(flow)
+        if close is not None:
+            self.after_answer.soon(self._judge_message, engine, self._numbered(close, info))
+
+    @staticmethod
+    def _numbered(message: WebsocketMessage, info: dict[str, object]) -> WebsocketMessage:
+        """The message numbered as the recorder wrote it (`message_seq` in the mark, when
+        the recorder says), else left for the engine to number."""
+        seq = info.get("message_seq")
+        return dataclasses.replace(message, seq=seq) if type(seq) is int else message
+
+    def _judge_message(self, engine: verdicts.Engine, message: WebsocketMessage) -> None:
+        if engine is not self.engine or engine.finished:
+            return
+        try:
+            decided = engine.feed_message(message)
+        except Exception as e:  # noqa: BLE001 - a verdict bug must not break the proxy
+            logger.warning(f"mpsd_verdicts could not judge a message on {message.url}: {e!r}")
+            return
+        if decided:
+            self._log(decided)
 
     def done(self) -> None:
         if self._ticker is not None:

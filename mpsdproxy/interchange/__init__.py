@@ -7,7 +7,10 @@ classify here. Every format works on `model.Exchange`:
 
 - `har`: HAR as plain JSON, written and read entry by entry (`harstream`);
 - `saz`: the zip of raw HTTP/1 messages Fiddler writes, websocket frames
-  (`wsframes`) included;
+  (`wsframes`) included (HAR holds them as Chromium's `_webSocketMessages`);
+  an import writes them among the exchanges by time, each RTA message
+  decoded (`recording.messages`, field `"rta"`), and an export gives each
+  back to its handshake wherever it stands in the recording;
 - `csvtrace`: the Xbox Live Trace Analyzer's CSV trace (`v1510`, one quoted row per
   call); it keeps method, URL, headers, bodies, status and times to the millisecond;
 - `mpsdproxy.addons.flowfile`: mitmproxy's own flow files (the one format that

@@ -13,7 +13,10 @@ RTA's hosts (`resources.MPSD_HOSTS + resources.RTA_HOSTS`, the proxy's own
 intercept list, plus any exchange `classify.is_mpsd` calls MPSD), and `hosts`
 added to them; `all_hosts` keeps everything; `processes` (SAZ only) keeps the
 sessions of those programs (Fiddler's process column). A websocket message
-goes where its handshake goes.
+goes where its handshake goes, and is written among the exchanges by time
+(before the first exchange that completed after it), as the live recorder
+writes it, so a tap stands before the 412 it explains. An RTA text frame's
+record carries the message decoded (`recording.messages`, field `"rta"`).
 
 Files are never lost: an output that is one of the inputs (by path or inode)
 is refused, an existing import output is refused unless `append`, and every
@@ -23,7 +26,10 @@ failed command leaves the old file (or none) behind.
 
 from __future__ import annotations
 
+import functools
+import heapq
 import io
+import math
 import os
 import zipfile
 from collections import Counter
@@ -49,6 +55,7 @@ from mpsdproxy.interchange.common import skip
 from mpsdproxy.interchange.csvtrace import looks_like as csv_looks_like
 from mpsdproxy.interchange.csvtrace import read_csv
 from mpsdproxy.interchange.csvtrace import write_csv
+from mpsdproxy.interchange.har import gather_messages
 from mpsdproxy.interchange.har import read_har
 from mpsdproxy.interchange.har import write_har
 from mpsdproxy.interchange.saz import MAX_BODY
@@ -91,10 +98,11 @@ class Format(NamedTuple):
 
 
 def _write_har(exchanges: Iterable[Item], fo: IO[bytes], skipped: list[str],
-               total: int) -> int:
+               total: int, gathered: Mapping[int, list[ws.WebsocketMessage]] | None = None
+               ) -> int:
     text = io.TextIOWrapper(fo, encoding="utf-8", newline="")
     try:
-        return write_har(exchanges, text, skipped)
+        return write_har(exchanges, text, skipped, gathered)
     finally:
         text.flush()
         text.detach()
@@ -219,7 +227,9 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     records that cannot be expressed (no absolute URL) in `skipped`. Every
     exchange is redacted again on its way out (`redactor`, the default one
     unless told otherwise), so even a private recording made with redaction off
-    exports safe to share. The output is written to a temporary file and
+    exports safe to share. HAR reads the recording once more first and holds its
+    websocket messages, so each handshake's entry is written in its place with
+    them (HAR has them inside the entry). The output is written to a temporary file and
     renamed: a failed export leaves the old file as it was. Raises ValueError
     when `out_path` is the recording.
     """
@@ -231,8 +241,12 @@ def export_file(recording_path: str, out_path: str, fmt: str,
                      result.skipped, messages=chosen.messages, fmt=chosen.name.upper())
     hide = redactor if redactor is not None else recording.Redactor()
     items = (hide.exchange(i) if isinstance(i, model.Exchange) else i for i in items)
+    write = chosen.write
+    if chosen.write is _write_har:  # its handshakes' entries hold their messages
+        gathered = gather_messages(items_of(recording.read(recording_path, messages=True)))
+        write = functools.partial(_write_har, gathered=gathered)
     with safefiles.atomic_output(out_path, "wb") as f:
-        result.count = chosen.write(items, f, result.skipped, total)
+        result.count = write(items, f, result.skipped, total)
     return result
 
 
@@ -329,12 +343,12 @@ def import_file(
         first = next(items, None)  # a file not in the format fails before the output opens
         with safefiles.atomic_path(out_path, append=append) as temporary, \
                 recording.Writer(temporary) as w:
+            waiting = _Interleave()
             keeping = False
             for item, process in _chain(first, items):
                 if isinstance(item, ws.WebsocketMessage):
                     if keeping:
-                        w.write(ws.to_record(item, redactor))
-                        result.messages += 1
+                        waiting.push(item)
                     continue
                 keeping = scope.keeps(item, process)
                 host = _host_of(item.request)
@@ -342,12 +356,64 @@ def import_file(
                     dropped[host] += 1
                     continue
                 kept[host] += 1
+                result.messages += _write_messages(w, waiting.before(item), redactor)
                 seq = w.write(recording.to_record(item, redactor, classify.classify(item)))
                 result.count += 1
                 result.first_seq = result.first_seq or seq
                 result.last_seq = seq
+            result.messages += _write_messages(w, waiting.rest(), redactor)
     result.kept_by_host, result.dropped_by_host = dict(kept), dict(dropped)
     return result
+
+
+def _write_messages(w: recording.Writer, messages: Iterable[ws.WebsocketMessage],
+                    redactor: recording.Redactor) -> int:
+    count = 0
+    for message in messages:
+        w.write(ws.to_record(message, redactor))
+        count += 1
+    return count
+
+
+def _moment(exchange: model.Exchange) -> float | None:
+    """When an exchange is written in a live recording: at its response (the end); a
+    websocket handshake at its start, since its end is when the socket closed."""
+    if exchange.status == 101 or exchange.end is None:
+        return exchange.start
+    return exchange.end
+
+
+class _Interleave:
+    """Puts websocket messages among the exchanges by time, as the live recorder does.
+
+    SAZ and HAR keep a websocket's frames with its handshake, so a tap that came
+    in the middle of a lobby's writes would land before all of them. A message
+    waits here and is written before the first later exchange that completed
+    after it came (`_moment`), so a recording of an import reads in the order
+    things happened: the handle write, then the tap it caused, then the 412.
+    Messages keep their order among themselves; one without a time goes at once.
+    """
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, ws.WebsocketMessage]] = []
+        self.count = 0
+        self.last = -math.inf
+
+    def push(self, message: ws.WebsocketMessage) -> None:
+        when = message.start if message.start is not None else self.last
+        self.last = max(self.last, when)  # a connection's frames never go back in time
+        self.count += 1
+        heapq.heappush(self.heap, (when, self.count, message))
+
+    def before(self, exchange: model.Exchange) -> Iterator[ws.WebsocketMessage]:
+        """The messages that came before `exchange` was recorded, in order."""
+        moment = _moment(exchange)
+        while self.heap and (moment is None or self.heap[0][0] < moment):
+            yield heapq.heappop(self.heap)[2]
+
+    def rest(self) -> Iterator[ws.WebsocketMessage]:
+        while self.heap:
+            yield heapq.heappop(self.heap)[2]
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

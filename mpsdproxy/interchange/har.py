@@ -16,9 +16,11 @@ Bodies leave as they came: a request body is `postData` as the wire carried
 it (`encoded`, base64, when a Content-Encoding made it differ), so a tool that
 sends it again sends the same bytes; a response's `content.text` is the
 decoded content as HAR prescribes, `bodySize` the bytes on the wire and
-`content._encoded` those bytes (base64). Websocket messages after a 101
-handshake go in its entry's `_webSocketMessages`, as browsers write them
-(`type` send/receive, `time`, `opcode`, `data`).
+`content._encoded` those bytes (base64). Websocket messages go in their 101
+handshake's entry's `_webSocketMessages`, as Chromium writes them (`type`
+send/receive, `time` in epoch seconds, `opcode`, `data`: text for a text
+frame, base64 for any other), and are read back from there; the entry is
+written once its websocket closed, or at the end of the log.
 
 HAR is strict UTF-8 text: a URL byte that is not UTF-8 is percent-encoded
 (0xE9 -> `%E9`) and a header byte that is not UTF-8 is shown as `\\xNN`
@@ -29,6 +31,7 @@ characters. Bodies are exact (text or base64).
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import json
 import time
@@ -54,7 +57,8 @@ from mpsdproxy.interchange.saz import MAX_BODY
 from mpsdproxy.recording.messages import OPCODES
 from mpsdproxy.recording.messages import WebsocketMessage
 
-__all__ = ["write_har", "read_har", "har_entry", "entry_exchange"]
+__all__ = ["write_har", "read_har", "har_entry", "entry_exchange", "entry_messages",
+           "gather_messages"]
 
 Item = model.Exchange | WebsocketMessage
 _OPCODE_NAMES = {number: name for name, number in OPCODES.items()}
@@ -151,52 +155,139 @@ def _dumps(value: Any) -> str:
 
 
 def _ws_message(message: WebsocketMessage) -> dict[str, Any]:
-    """A websocket message as browsers list it in `_webSocketMessages`."""
+    """A websocket message as Chromium lists it in `_webSocketMessages`: `type` send or
+    receive, `time` in epoch seconds, `opcode` as on the wire, `data` the text of a text
+    frame and base64 for any other (as the DevTools protocol's `payloadData`). A text
+    frame that is not UTF-8 is base64 too, marked `_encoding`."""
     out: dict[str, Any] = {"type": "send" if message.direction == "client" else "receive",
                            "time": message.start, "opcode": OPCODES[message.opcode]}
-    try:
-        if message.opcode != "text":
-            raise UnicodeDecodeError("utf-8", b"", 0, 1, "not a text frame")
-        out["data"] = message.payload.decode("utf-8")
-    except UnicodeDecodeError:
-        out["data"] = base64.b64encode(message.payload).decode("ascii")
-        out["_encoding"] = "base64"
+    text = None
+    if message.opcode == "text":
+        try:
+            text = message.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            out["_encoding"] = "base64"
+    out["data"] = text if text is not None else base64.b64encode(message.payload).decode(
+        "ascii")
     if not message.fin:
         out["_fin"] = False
     return out
 
 
-def write_har(exchanges: Iterable[Item], fo: IO[str],
-              skipped: list[str] | None = None) -> int:
+class _Sockets:
+    """Websocket handshakes whose entries wait for their messages.
+
+    HAR keeps a websocket's messages inside its handshake's entry, and a live
+    recording interleaves them with the exchanges that went on meanwhile, so a
+    handshake's entry is held (the others stream on) and written once both sides
+    have sent a close, or at the end: it may stand after entries that started
+    later, which HAR allows (viewers order by `startedDateTime`). A message finds
+    its handshake by URL and client address, else by URL alone.
+    """
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.by_url: dict[str, dict[str, Any]] = {}
+        self.closed: dict[int, set[str]] = {}
+
+    @staticmethod
+    def is_handshake(exchange: model.Exchange) -> bool:
+        return exchange.status == 101 or "upgrade" in exchange.request.headers
+
+    def hold(self, exchange: model.Exchange, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """Hold a handshake's entry; the entry it replaces (same URL and client), if any."""
+        key = (entry["request"]["url"], exchange.client)
+        replaced = self.open.pop(key, None)
+        self.open[key] = self.by_url[key[0]] = entry
+        entry["_webSocketMessages"] = []
+        return replaced
+
+    def add(self, message: WebsocketMessage) -> dict[str, Any] | None:
+        """File a message with its handshake; the entry, when this close completes it,
+        else None. KeyError when no handshake is held for it."""
+        url = escape_non_utf8(message.url)
+        entry = self.open.get((url, message.client)) or self.by_url[url]
+        entry["_webSocketMessages"].append(_ws_message(message))
+        if message.opcode != "close":
+            return None
+        sides = self.closed.setdefault(id(entry), set())
+        sides.add(message.direction)
+        if len(sides) < 2:
+            return None
+        for key in [k for k, v in self.open.items() if v is entry]:
+            del self.open[key]
+        if self.by_url.get(url) is entry:
+            del self.by_url[url]
+        return entry
+
+    def rest(self) -> list[dict[str, Any]]:
+        return list(self.open.values())
+
+
+def gather_messages(items: Iterable[Item]) -> dict[int, list[WebsocketMessage]]:
+    """Handshake seq -> its websocket messages, for a first pass over a recording, so
+    `write_har` can write each handshake's entry in its place with its messages
+    (a live recording has them after the exchanges that went on meanwhile). A
+    message goes to the latest handshake with its URL and client, else its URL."""
+    found: dict[int, list[WebsocketMessage]] = {}
+    latest: dict[tuple[str, str | None], int] = {}
+    by_url: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, WebsocketMessage):
+            seq = latest.get((item.url, item.client), by_url.get(item.url))
+            if seq is not None:
+                found[seq].append(item)
+        elif _Sockets.is_handshake(item) and item.seq is not None:
+            latest[(item.request.url, item.client)] = by_url[item.request.url] = item.seq
+            found[item.seq] = []
+    return found
+
+
+def write_har(exchanges: Iterable[Item], fo: IO[str], skipped: list[str] | None = None,
+              gathered: Mapping[int, list[WebsocketMessage]] | None = None) -> int:
     """Write exchanges as a HAR 1.2 log, one entry at a time; the number written.
 
     An exchange without an absolute URL is left out and noted in `skipped`, as
-    is a websocket message that does not follow its handshake.
+    is a websocket message whose handshake is not in the log. With `gathered`
+    (`gather_messages` over the same items), each handshake's entry is written in
+    its place with its messages; without, it waits for them (see `_Sockets`).
     """
     head = {"version": "1.2", "creator": _creator(), "pages": []}
     fo.write('{"log": ' + json.dumps(head)[:-1] + ', "entries": [\n')
     count = 0
-    pending: dict[str, Any] | None = None  # held back for the messages after it
+    sockets = _Sockets()
+    placed = {m.seq for ms in (gathered or {}).values() for m in ms if m.seq is not None}
+
+    def put(entry: dict[str, Any] | None) -> None:
+        nonlocal count
+        if entry is not None:
+            fo.write((",\n" if count else "") + _dumps(entry))
+            count += 1
+
     for exchange in exchanges:
         if isinstance(exchange, WebsocketMessage):
-            if pending is None or pending["request"]["url"] != escape_non_utf8(exchange.url):
+            if exchange.seq is not None and exchange.seq in placed:
+                continue
+            try:
+                put(sockets.add(exchange))
+            except KeyError:
                 skip(skipped, f"record {exchange.seq}: a websocket message whose handshake "
-                              f"({model.printable(exchange.url)}) is not the entry before it")
-            else:
-                pending.setdefault("_webSocketMessages", []).append(_ws_message(exchange))
+                              f"({model.printable(exchange.url)}) is not in the log")
             continue
         try:
             entry = har_entry(exchange)
         except ValueError as e:
             skip(skipped, str(e))
             continue
-        if pending is not None:
-            fo.write((",\n" if count else "") + _dumps(pending))
-            count += 1
-        pending = entry
-    if pending is not None:
-        fo.write((",\n" if count else "") + _dumps(pending))
-        count += 1
+        if gathered is not None and exchange.seq in gathered:
+            entry["_webSocketMessages"] = [_ws_message(m) for m in gathered[exchange.seq]]
+            put(entry)
+        elif sockets.is_handshake(exchange):
+            put(sockets.hold(exchange, entry))
+        else:
+            put(entry)
+    for entry in sockets.rest():
+        put(entry)
     fo.write("\n]}}\n")
     return count
 
@@ -270,19 +361,39 @@ def entry_exchange(entry: Mapping[str, Any], provenance: Mapping[str, Any]
     )
 
 
-def entry_messages(entry: Mapping[str, Any], exchange: model.Exchange
+def _payload(item: Mapping[str, Any]) -> bytes:
+    """A message's bytes: `data` is text for a text frame (opcode 1) and base64 for any
+    other, as Chromium writes it; ours marks base64 text frames with `_encoding`."""
+    data = str(item.get("data") or "")
+    if item.get("_encoding") == "base64":
+        return base64.b64decode(data)
+    if item.get("opcode", 1) != 1:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            pass  # a tool that wrote the frame as text after all
+    return model.to_bytes(data)
+
+
+def entry_messages(entry: Mapping[str, Any], exchange: model.Exchange,
+                   skipped: list[str] | None = None, number: int = 0
                    ) -> Iterator[WebsocketMessage]:
     """The websocket messages of an entry's `_webSocketMessages` (ValueError, TypeError
-    for one that is not a message)."""
-    for item in entry.get("_webSocketMessages") or ():
-        data = str(item.get("data") or "")
-        payload = (base64.b64decode(data) if item.get("_encoding") == "base64"
-                   else model.to_bytes(data))
+    for one that is not a message). Chromium's `error` items are no frames: each is
+    named in `skipped`."""
+    for index, item in enumerate(entry.get("_webSocketMessages") or (), start=1):
+        kind = item.get("type")
+        if kind not in ("send", "receive"):
+            skip(skipped, f"entry {number}: websocket message {index} is not a frame "
+                          f"(type {model.printable(str(kind))!r})")
+            continue
+        opcode = _OPCODE_NAMES.get(item.get("opcode", 1))
+        if opcode is None:
+            raise ValueError(f"websocket message {index}: opcode {item.get('opcode')!r}")
         when = item.get("time")
         yield WebsocketMessage(
-            url=exchange.request.url,
-            direction="client" if item.get("type") == "send" else "server",
-            opcode=_OPCODE_NAMES.get(item.get("opcode"), "text"), payload=payload,
+            url=exchange.request.url, direction="client" if kind == "send" else "server",
+            opcode=opcode, payload=_payload(item),
             start=float(when) if isinstance(when, int | float) else None,
             client=exchange.client, provenance=exchange.provenance,
             fin=item.get("_fin") is not False)
@@ -314,7 +425,7 @@ def _entry_items(number: int, entry: Any, provenance: Mapping[str, Any],
             skip(skipped, f"entry {number}: CONNECT")
             return
         exchange = entry_exchange(entry, provenance)
-        messages = list(entry_messages(entry, exchange))
+        messages = list(entry_messages(entry, exchange, skipped, number))
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         skip(skipped, f"entry {number}: cannot read it ({type(e).__name__}: {e})")
         return

@@ -18,9 +18,11 @@ message without them (a body changed by redaction) is encoded again, and its
 Content-Length set to what is written.
 
 Websocket sessions: the frames Fiddler saves in `raw/N_w.txt` become
-`WebsocketMessage`s yielded right after their 101 handshake, and written back
-as `_w.txt` after it. The Fiddler process column (`x-ProcessInfo`,
-`x49.exe:1234`) comes with each session from `read_sessions`.
+`WebsocketMessage`s yielded right after their 101 handshake (the import puts
+them among the exchanges by time), and are written back as the `_w.txt` of
+their handshake's session wherever they stand in the recording. The Fiddler
+process column (`x-ProcessInfo`, `x49.exe:1234`) comes with each session from
+`read_sessions`.
 
 Bounded reading: a member is read up to `max_body` (64 MiB by default) past
 its head; the rest of a bigger one is cut off and named in `skipped`, and a
@@ -165,27 +167,60 @@ def _meta(number: int, exchange: model.Exchange, added_host: bool) -> bytes:
 
 
 class _Frames:
-    """The frames waiting for the `_w.txt` of the session written last."""
+    """The frames of each websocket session, waiting for its `_w.txt`.
+
+    A live recording interleaves a websocket's messages with the exchanges that
+    went on meanwhile, so a message finds its handshake by URL and client
+    address (one TCP connection each), the latest such handshake first, else by
+    URL alone. A session's file is written once both sides have sent a close,
+    the rest when the archive ends.
+    """
 
     def __init__(self, archive: zipfile.ZipFile) -> None:
         self.archive = archive
-        self.stem: str | None = None
-        self.url: str | None = None
-        self.frames: list[Frame] = []
+        self.open: dict[tuple[str, str | None], _Socket] = {}
+        self.by_url: dict[str, _Socket] = {}
 
-    def start(self, stem: str | None, url: str | None) -> None:
-        """Write the pending frames, then collect for the session `stem`."""
-        if self.stem and self.frames:
-            self.archive.writestr(f"{self.stem}_w.txt", write_frames(self.frames))
-        self.stem, self.url, self.frames = stem, url, []
+    def start(self, stem: str, exchange: model.Exchange) -> None:
+        """A handshake was written as session `stem`: its frames go there from now on."""
+        if exchange.status != 101 and "upgrade" not in exchange.request.headers:
+            return
+        socket = _Socket(stem)
+        key = (exchange.request.url, exchange.client)
+        if key in self.open:
+            self._flush(self.open[key])
+        self.open[key] = self.by_url[exchange.request.url] = socket
 
     def add(self, message: WebsocketMessage, skipped: list[str] | None) -> None:
-        if self.stem is None or message.url != self.url:
+        socket = self.open.get((message.url, message.client)) or self.by_url.get(message.url)
+        if socket is None:
             skip(skipped, f"record {message.seq}: a websocket message whose handshake "
-                          f"({model.printable(message.url)}) is not the session before it")
+                          f"({model.printable(message.url)}) is not in the archive")
             return
-        self.frames.append(Frame(message.direction, message.opcode, message.payload,
-                                 message.start, message.fin))
+        socket.frames.append(Frame(message.direction, message.opcode, message.payload,
+                                   message.start, message.fin))
+        if message.opcode == "close":
+            socket.closed.add(message.direction)
+            if len(socket.closed) == 2:
+                self._flush(socket)
+
+    def _flush(self, socket: _Socket) -> None:
+        if socket.frames:
+            self.archive.writestr(f"{socket.stem}_w.txt", write_frames(socket.frames))
+        socket.frames = []
+
+    def finish(self) -> None:
+        for socket in self.open.values():
+            self._flush(socket)
+
+
+class _Socket:
+    """One websocket session's frames not written yet."""
+
+    def __init__(self, stem: str) -> None:
+        self.stem = stem
+        self.frames: list[Frame] = []
+        self.closed: set[str] = set()
 
 
 def write_saz(exchanges: Iterable[Item], fo: IO[bytes] | str, width: int = 3,
@@ -204,17 +239,16 @@ def write_saz(exchanges: Iterable[Item], fo: IO[bytes] | str, width: int = 3,
             try:
                 check_exportable(exchange)
             except ValueError as e:
-                frames.start(None, None)
                 skip(skipped, str(e))
                 continue
             count += 1
             stem = f"raw/{count:0{width}d}"
-            frames.start(stem, exchange.request.url)
+            frames.start(stem, exchange)
             request, added_host = _request_text(exchange)
             archive.writestr(f"{stem}_c.txt", request)
             archive.writestr(f"{stem}_m.xml", _meta(count, exchange, added_host))
             archive.writestr(f"{stem}_s.txt", _response_text(exchange.response))
-        frames.start(None, None)
+        frames.finish()
     return count
 
 

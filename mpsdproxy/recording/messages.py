@@ -15,6 +15,20 @@ A frame that is not the last of its message adds `"fin": false`. A payload is
 text only for a text frame that is UTF-8; anything else is base64, so the
 bytes come back exactly. Readers of HTTP records never see these:
 `recording.read(path)` leaves them out, `read(path, messages=True)` yields them.
+
+A text frame of the RTA websocket (`is_rta_url`: an RTA host, or `/connect` on
+any host, the stand-in's) that holds an RTA message also carries it decoded,
+so readers need no JSON-in-JSON and people can grep a recording for a tap::
+
+    "rta": {"type": "event", "subscription_id": 0,
+            "taps": [{"session": "<scid>~<template>~<name>", "changeNumber": 2,
+                      "branch": "..."}]}
+
+with `sequence`, `uri`, `status`, `subscription_id`, `connection_id` and
+`taps` present only when the message has them. It is decoded from the text as
+written (after redaction), so it never holds what the payload does not.
+`rta_of(record)` reads it back as an `rta.Message`, decoding the payload of a
+record written before the field existed.
 """
 
 from __future__ import annotations
@@ -25,18 +39,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+from urllib.parse import urlsplit
 
 from mpsdproxy import model
+from mpsdproxy import resources
+from mpsdproxy import rta
 from mpsdproxy.recording import codec
 
-__all__ = ["KIND", "OPCODES", "DIRECTIONS", "WebsocketMessage", "to_record", "from_record",
-           "is_message", "check_message"]
+__all__ = ["KIND", "OPCODES", "DIRECTIONS", "RTA_PATH", "WebsocketMessage", "to_record",
+           "from_record", "is_message", "check_message", "is_rta_url",
+           "rta_field", "rta_of"]
 
 KIND = "websocket"
 #: Opcode names and their numbers on the wire (RFC 6455 section 5.2).
 OPCODES: dict[str, int] = {"continuation": 0, "text": 1, "binary": 2, "close": 8,
                            "ping": 9, "pong": 10}
 DIRECTIONS: tuple[str, ...] = ("client", "server")
+#: The RTA websocket's path, on the service and on the stand-in alike.
+RTA_PATH = "/connect"
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,77 @@ def to_record(message: WebsocketMessage, redactor: Any = None) -> dict[str, Any]
     }
     if not message.fin:
         record["fin"] = False
+    text = record["payload"].get("text")
+    if message.opcode == "text" and text is not None and is_rta_url(message.url):
+        decoded = rta.decode(text, from_client=message.direction == "client")
+        if decoded is not None:
+            record["rta"] = rta_field(decoded)
     return record
+
+
+def is_rta_url(url: str) -> bool:
+    """Whether a websocket's URL is the RTA endpoint: an RTA host (`resources.RTA_HOSTS`),
+    or `/connect` on any other (the stand-in on 127.0.0.1, a reverse-mode proxy)."""
+    try:
+        split = urlsplit(url)
+    except ValueError:
+        return False
+    host = resources.bare_host(split.hostname or "")
+    return host in resources.RTA_HOSTS or split.path.rstrip("/") == RTA_PATH
+
+
+def rta_field(message: rta.Message) -> dict[str, Any]:
+    """The `"rta"` field of a record: the decoded message as plain data."""
+    field_: dict[str, Any] = {"type": message.type.name.lower()}
+    for key in ("sequence", "uri", "status", "subscription_id", "connection_id"):
+        value = getattr(message, key)
+        if value is not None:
+            field_[key] = value
+    if message.type is rta.Type.EVENT:
+        field_["taps"] = [{"session": t.session, "changeNumber": t.change_number,
+                           "branch": t.branch} for t in message.taps]
+    return field_
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _from_field(field_: Mapping[str, Any]) -> rta.Message | None:
+    try:
+        kind = rta.Type[str(field_.get("type", "")).upper()]
+    except KeyError:
+        return None
+    connection = _str(field_.get("connection_id"))
+    taps = tuple(rta.Tap(str(t["session"]), _int(t.get("changeNumber")), _str(t.get("branch")))
+                 for t in field_.get("taps") or () if isinstance(t, Mapping)
+                 and isinstance(t.get("session"), str))
+    return rta.Message(kind, sequence=_int(field_.get("sequence")), uri=_str(field_.get("uri")),
+                       status=_int(field_.get("status")),
+                       subscription_id=_int(field_.get("subscription_id")),
+                       data={"ConnectionId": connection} if connection else None, taps=taps)
+
+
+def rta_of(record: Mapping[str, Any]) -> rta.Message | None:
+    """The RTA message a websocket record holds, or None (not a message record, not
+    an RTA text frame, or not an RTA message). Reads the `"rta"` field; a record
+    without it (written before it existed, or by hand) has its text payload decoded."""
+    if not is_message(record):
+        return None
+    found = record.get("rta")
+    if isinstance(found, Mapping):
+        return _from_field(found)
+    payload = record.get("payload")
+    url = record.get("url")
+    if record.get("opcode") != "text" or not isinstance(payload, Mapping) \
+            or not isinstance(payload.get("text"), str) or not isinstance(url, str) \
+            or not is_rta_url(url):
+        return None
+    return rta.decode(payload["text"], from_client=record.get("direction") == "client")
 
 
 def check_message(record: Mapping[str, Any]) -> str | None:

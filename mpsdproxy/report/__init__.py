@@ -59,7 +59,29 @@ only ever added, never renamed or removed, within a version::
      "timeline": {"lanes": ["sessions/x", ...], "points": 400, "sampled_every": 1,
                   "marked": 12},
      "mpsd_exchanges": 400,                        # judged; the rest are in other_hosts
-     "other_hosts": {"login.live.com": 8, "www.bing.com": 4}}      # most first
+     "other_hosts": {"login.live.com": 8, "www.bing.com": 4},      # most first
+     "rta": {"messages": 19, "taps": 4, "resyncs": 0,             # the RTA websocket
+             "connections_total": 1,
+             "connections": [{"url": "...", "client": "...", "opened": "...",
+                              "first_seq": 3, "connection_id": "..." | null,
+                              "messages": 6, "taps": 4, "resyncs": 0, "closed": false}],
+             "subscriptions_total": 1,
+             "subscriptions": [{"seq": 4, "client": "...", "type": "subscribe",
+                                "uri": "https://sessiondirectory.xboxlive.com/connections/",
+                                "sequence": 1, "status": 0, "status_name": "success",
+                                "subscription_id": 0, "connection_id": "...",
+                                "result_seq": 5}],
+             "sessions": [{"session": "<scid>~<template>~<name>", "taps_total": 2,
+                           "taps": [{"seq": 8, "time": "...", "changeNumber": 2,
+                                     "branch": "..."}]}],
+             "precondition_links": [{"seq": 9, "time": "...", "session": "...",
+                                     "resource": "sessions/x",
+                                     "tap": {"seq": 8, ...} | null, "text": "..."}]}}
+
+"rta.precondition_links" has one item per 412 on a session: the latest tap for
+that session before it in the recording that came before its response (and,
+when both addresses are known, over a websocket from the same client host),
+or null when there was none.
 
 Without session-directory traffic, "outcome.scope" starts "no session-directory
 traffic: " and says why nothing was judged.

@@ -1,7 +1,10 @@
 """Building a report: one pass over the records into bounded aggregates.
 
 Every record becomes a `model.Exchange` (`recording.to_exchange`), goes
-through the verdict engine and into the aggregates below, so a recording of
+through the verdict engine and into the aggregates below; every websocket
+message record goes to the verdict engine too, in order with the exchanges,
+and into the RTA section (`report.rta`: connections, subscriptions, taps per
+session, and each 412 linked to the tap before it), so a recording of
 any length reports in flat memory. A record no wire could carry (a status of
 99999, CR/LF in a header) is counted as a skipped line and named, never fatal.
 
@@ -34,6 +37,7 @@ from mpsdproxy import classify
 from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import verdicts
+from mpsdproxy.recording import messages as ws
 from mpsdproxy.report.bounded import MAX_KEYS
 from mpsdproxy.report.bounded import OTHER
 from mpsdproxy.report.bounded import AnomalyAcc
@@ -47,6 +51,7 @@ from mpsdproxy.report.data import Point
 from mpsdproxy.report.data import RecordSummary
 from mpsdproxy.report.data import Report
 from mpsdproxy.report.data import status_class
+from mpsdproxy.report.rta import RtaAcc
 from mpsdproxy.resources import Kind
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
@@ -100,6 +105,7 @@ class ReportBuilder:
         self.marked: list[Point] = []
         self.stride = 1
         self.tick = 0
+        self.rta = RtaAcc()
 
     # ---- per record
 
@@ -108,6 +114,8 @@ class ReportBuilder:
         verdicts it decided. A record no wire could carry is skipped and named."""
         self.offered += 1
         line = self.offered if line is None else line
+        if ws.is_message(record):
+            return self.add_message(record, line)
         problem = recording.check_outline(dict(record))
         if problem is not None:
             self.skip(line, problem)
@@ -119,6 +127,20 @@ class ReportBuilder:
             return []
         return self.add_exchange(exchange, _classification(record, exchange))
 
+    def add_message(self, record: Mapping[str, Any], line: int | None = None
+                    ) -> list[Verdict]:
+        """Take in one websocket message record: into the RTA section, and to the verdict
+        engine in order with the exchanges (`Engine.feed_message`)."""
+        problem = ws.check_message(record)
+        if problem is not None:
+            self.skip(self.offered if line is None else line,
+                      f"record {record.get('seq')}: {problem}")
+            return []
+        self.rta.message(record)
+        decided = self.engine.feed_message(ws.from_record(record))
+        self._keep(decided)
+        return decided
+
     def add_exchange(self, exchange: model.Exchange,
                      classification: Mapping[str, Any]) -> list[Verdict]:
         """Take in one exchange (seq set) and its classification as a dict.
@@ -129,6 +151,7 @@ class ReportBuilder:
         """
         decided = self.engine.feed(exchange)
         self.exchanges += 1
+        self.rta.exchange(exchange, _where(exchange))
         start, end = _times(exchange)
         if start is not None and end is not None:
             self.start = start if self.start is None else min(self.start, start)
@@ -285,6 +308,7 @@ class ReportBuilder:
             sampled_every=self.stride,
             mpsd_exchanges=self.mpsd_exchanges,
             other_hosts=dict(self.other_hosts),
+            rta=self.rta.finish(),
         )
 
 
@@ -327,7 +351,7 @@ def report_records(records: Iterable[Mapping[str, Any]],
 def build_report(path: str | os.PathLike[str], limits: verdicts.Limits | None = None) -> Report:
     """Stream a recording into a report. Bad lines are counted and named, never fatal."""
     builder = ReportBuilder(limits, source=os.fspath(path))
-    for line, item in recording.numbered(path):
+    for line, item in recording.numbered(path, messages=True):
         if isinstance(item, recording.ReadIssue):
             builder.skip(item.line, item.problem)
         else:

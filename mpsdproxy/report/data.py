@@ -19,6 +19,7 @@ from mpsdproxy import catalog
 from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import verdicts
+from mpsdproxy.report.rta import RtaSection
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
 
@@ -149,6 +150,8 @@ class Report:
     other_hosts: dict[str, int] = field(default_factory=dict)
     #: rule id -> the requests it looked at (`verdicts.engine.LookedAt.to_dict()`)
     looked_at: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the RTA websocket: connections, subscriptions, taps, 412s linked to taps
+    rta: RtaSection = field(default_factory=RtaSection)
 
     def looked_text(self, rule_id: str) -> str:
         """`looked at 9 requests: records 36..45`, or "" when not known."""
@@ -239,6 +242,7 @@ class Report:
                          "sampled_every": self.sampled_every, "marked": len(self.marked)},
             "mpsd_exchanges": self.mpsd_exchanges,
             "other_hosts": dict(self.other_hosts_order()),
+            "rta": self.rta.to_dict(),
         })
 
     def _rule_row(self, rule: verdicts.Rule) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from mpsdproxy.report.data import entry_row
 from mpsdproxy.report.data import no_mpsd_sentence
 from mpsdproxy.report.data import scope_note
 from mpsdproxy.report.text import SOURCE_NAMES
+from mpsdproxy.report.text import change
 from mpsdproxy.report.text import num
 from mpsdproxy.report.text import when
 from mpsdproxy.verdicts import Status
@@ -164,6 +165,7 @@ def _context(report: Report) -> dict[str, Any]:
         "num": num,
         "when": when,
         "who": _who,
+        "change": change,
     }
 
 

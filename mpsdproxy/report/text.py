@@ -21,7 +21,7 @@ from mpsdproxy.report.data import no_mpsd_sentence
 from mpsdproxy.report.data import scope_note
 from mpsdproxy.verdicts import Status
 
-__all__ = ["SOURCE_NAMES", "render_text", "when", "num"]
+__all__ = ["SOURCE_NAMES", "render_text", "rta_lines", "change", "when", "num"]
 
 SOURCE_NAMES = {"forwarded": "organic (forwarded)", "injected": "injected by a scenario",
                 "replayed": "replayed from a recording"}
@@ -129,11 +129,47 @@ def _other_hosts(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def change(number: int | None) -> str:
+    return "?" if number is None else str(number)
+
+
+def rta_lines(report: Report) -> list[str]:
+    """The RTA section: connections, subscriptions, taps by session, 412s and their taps."""
+    section = report.rta
+    if section.empty:
+        return []
+    lines = [f"RTA SHOULDER TAPS  ({section.connections_total} connection(s), "
+             f"{section.subscriptions_total} subscription request(s), {section.taps} tap(s), "
+             f"{section.resyncs} resync(s), {section.messages} message(s))"]
+    for c in section.connections:
+        ident = f" id {c.connection_id}" if c.connection_id else ""
+        lines.append(f"  connection {c.client or '?'} from #{c.first_seq}{ident}: "
+                     f"{c.messages} message(s), {c.taps} tap(s)"
+                     f"{', closed' if c.closed else ''}")
+    for s in section.subscriptions:
+        verb = "unsubscribe" if s.unsubscribe else "subscribe"
+        what = s.uri or (f"subscription {s.subscription_id}"
+                         if s.subscription_id is not None else "?")
+        answer = "no answer" if s.status is None else (
+            f"{s.status_name} (#{s.result_seq}), subscription {s.subscription_id}")
+        lines.append(f"  {verb} #{s.seq if s.seq is not None else '?'} [{s.sequence}] "
+                     f"{what} -> {answer}")
+    for session in section.sessions:
+        numbers = ", ".join(f"{change(t.change_number)} (#{t.seq})" for t in session.taps)
+        more = f" and {session.total - len(session.taps)} more" \
+            if session.total > len(session.taps) else ""
+        lines.append(f"  taps for {session.session}: changeNumber {numbers}{more}")
+    if section.links:
+        lines.append("  412s and the tap before them:")
+        lines += [f"    {link.sentence()}" for link in section.links]
+    return [*lines, ""]
+
+
 def render_text(report: Report) -> str:
     """The report for people; without session-directory traffic, only what there was."""
     if report.no_mpsd:
-        lines = [*_head(report), *_other_hosts(report)]
+        lines = [*_head(report), *rta_lines(report), *_other_hosts(report)]
     else:
-        lines = [*_head(report), *_verdicts(report), *_totals(report),
+        lines = [*_head(report), *_verdicts(report), *rta_lines(report), *_totals(report),
                  *_other_hosts(report), *_anomalies_and_coverage(report)]
     return model.printable("\n".join(lines) + "\n")

@@ -18,7 +18,8 @@ The package is split by job:
                  schema cannot express
 - `load.py`      files -> Scenario: YAML with positions (`mpsdproxy.yamlfile`), the JSON
                  Schema, `file:line:column: key.path: message` problems
-- `match.py`     whether a `model.Request` is one a rule concerns
+- `match.py`     whether a `model.Request` is one a rule concerns (for `tap:`/`rta:` rules,
+                 an RTA message described as the request for what it names)
 - `engine.py`    triggers, counters and the Engine that picks the rule that fires
 
 A rule fires only where the service could give its answer (the catalog decides,
@@ -47,6 +48,7 @@ from mpsdproxy.scenario.match import matches
 from mpsdproxy.scenario.match import situations
 from mpsdproxy.scenario.model import RESOURCE_KINDS
 from mpsdproxy.scenario.model import THROTTLE_ENTRY
+from mpsdproxy.scenario.model import Channel
 from mpsdproxy.scenario.model import Delay
 from mpsdproxy.scenario.model import Fault
 from mpsdproxy.scenario.model import FixedDelay
@@ -57,8 +59,12 @@ from mpsdproxy.scenario.model import Match
 from mpsdproxy.scenario.model import Origin
 from mpsdproxy.scenario.model import Per
 from mpsdproxy.scenario.model import Phase
+from mpsdproxy.scenario.model import RtaAction
+from mpsdproxy.scenario.model import RtaFault
 from mpsdproxy.scenario.model import Rule
 from mpsdproxy.scenario.model import Scenario
+from mpsdproxy.scenario.model import TapAction
+from mpsdproxy.scenario.model import TapFault
 from mpsdproxy.scenario.model import UniformDelay
 from mpsdproxy.scenario.model import When
 from mpsdproxy.scenario.model import parse_duration
@@ -79,6 +85,11 @@ __all__ = [
     "THROTTLE_ENTRY",
     "Phase",
     "Per",
+    "Channel",
+    "TapAction",
+    "TapFault",
+    "RtaAction",
+    "RtaFault",
     "Origin",
     "RESOURCE_KINDS",
     "Problem",

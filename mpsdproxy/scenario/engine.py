@@ -31,6 +31,7 @@ from mpsdproxy import fgrl
 from mpsdproxy import model
 from mpsdproxy.scenario.match import Facts
 from mpsdproxy.scenario.match import Matcher
+from mpsdproxy.scenario.model import Channel
 from mpsdproxy.scenario.model import Origin
 from mpsdproxy.scenario.model import Per
 from mpsdproxy.scenario.model import Phase
@@ -188,6 +189,12 @@ class RuleStats:
     fires: int
     inapplicable: int = 0
     last_reason: str | None = None
+    channel: Channel = Channel.HTTP
+
+
+#: What a rule of each channel counts, in the counts lines (HTTP rules count requests).
+_COUNTED = {Channel.HTTP: "", Channel.TAP: "taps ", Channel.RTA: "RTA messages ",
+            Channel.SUBSCRIBE: "subscribes "}
 
 
 class _Runtime:
@@ -268,25 +275,31 @@ class Engine:
         #: Each distinct match compiled once: a request is checked once per distinct match.
         self._matchers: list[Matcher] = []
         slots: dict[Matcher, int] = {}
-        plans: dict[Phase, list[_Step]] = {phase: [] for phase in Phase}
+        plans: dict[tuple[Channel, Phase], list[_Step]] = {}
         for runtime in self._runtimes:
             matcher = Matcher.of(runtime.rule.match)
             slot = slots.setdefault(matcher, len(self._matchers))
             if slot == len(self._matchers):
                 self._matchers.append(matcher)
-            plans[runtime.rule.phase].append(_Step(runtime, slot, runtime.rule.per))
-        self._plans = {phase: tuple(plan) for phase, plan in plans.items()}
-        #: The phases some rule acts in.
-        self.phases = frozenset(phase for phase, plan in plans.items() if plan)
-        #: The phases with a rule counted per session (only they need the session key).
+            plan = plans.setdefault((runtime.rule.channel, runtime.rule.phase), [])
+            plan.append(_Step(runtime, slot, runtime.rule.per))
+        self._plans = {key: tuple(plan) for key, plan in plans.items()}
+        #: The phases some HTTP rule acts in (the injector asks only in these).
+        self.phases = frozenset(phase for channel, phase in plans if channel is Channel.HTTP)
+        #: What the rules act on: HTTP requests, shoulder taps, the RTA websocket.
+        self.channels = frozenset(channel for channel, _ in plans)
+        #: The plans with a rule counted per session (only they need the session key).
         self._per_session = frozenset(
-            phase for phase, plan in plans.items()
-            if any(step.per is Per.SESSION for step in plan))
+            key for key, plan in plans.items() if any(step.per is Per.SESSION for step in plan))
 
     def evaluate(self, request: model.Request, phase: Phase = Phase.REQUEST, *,
                  client: str = "", user: str = "", now: float | None = None,
-                 exists: bool | None = None) -> Firing | None:
+                 exists: bool | None = None, channel: Channel = Channel.HTTP) -> Firing | None:
         """The rule that fires on this request in this phase, or None.
+
+        Only the rules of `channel` are tried and count: an HTTP request by default; the
+        RTA faults addon asks with a shoulder tap (or websocket message) described as the
+        request for what it names (`Channel.TAP`, `RTA`, `SUBSCRIBE`).
 
         `client` keys `per: client` (the redacted Authorization, else the address);
         `user` keys throttling (the redacted Authorization; `client` when empty).
@@ -295,12 +308,12 @@ class Engine:
         whether a rule's answer is one the service could give (`catalog.why_not`). In
         phase response it is still what was known before the request was forwarded.
         """
-        plan = self._plans.get(phase) if self.enabled else None
+        plan = self._plans.get((channel, phase)) if self.enabled else None
         if not plan:
             return None
         now = time.monotonic() if now is None else now
         facts = Facts.of(request)
-        session = request.resource.key if phase in self._per_session else None
+        session = request.resource.key if (channel, phase) in self._per_session else None
         scopes = {Per.GLOBAL: "", Per.CLIENT: client, Per.SESSION: session}
         verdicts: list[bool | None] = [None] * len(self._matchers)
         situation: catalog.Situation | None = None
@@ -376,14 +389,16 @@ class Engine:
         """Each rule's match and fire counts, in file order."""
         with self._lock:
             return [RuleStats(r.rule.name, r.rule.phase, r.enabled, r.trigger.match_count,
-                              r.trigger.fire_count, r.inapplicable, r.last_reason)
+                              r.trigger.fire_count, r.inapplicable, r.last_reason,
+                              r.rule.channel)
                     for r in self._runtimes]
 
     def stats_lines(self) -> Iterator[str]:
         """One readable line per rule, for the summary printed at shutdown: `name: 3
-        matched, 1 fired, 2 not applicable (why, the last time)`."""
+        matched, 1 fired, 2 not applicable (why, the last time)`; an RTA rule says what it
+        counted (`missed-tap: 4 taps matched, 1 fired`)."""
         for s in self.stats():
-            line = f"{s.name}: {s.matches} matched, {s.fires} fired"
+            line = f"{s.name}: {s.matches} {_COUNTED[s.channel]}matched, {s.fires} fired"
             if s.inapplicable:
                 line += f", {s.inapplicable} not applicable ({s.last_reason})"
             yield line + ("" if s.enabled else " (off)")

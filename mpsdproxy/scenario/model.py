@@ -34,6 +34,11 @@ from mpsdproxy.yamlfile import show
 __all__ = [
     "Phase",
     "Per",
+    "Channel",
+    "TapAction",
+    "TapFault",
+    "RtaAction",
+    "RtaFault",
     "Origin",
     "RESOURCE_KINDS",
     "SESSION_KINDS",
@@ -63,6 +68,17 @@ class Per(enum.StrEnum):
     GLOBAL = "global"
     CLIENT = "client"
     SESSION = "session"
+
+
+class Channel(enum.StrEnum):
+    """What a rule sees, decided by its fault: the engine counts each rule only on its own
+    channel, so an HTTP request never counts toward a tap rule and a tap never toward an
+    HTTP rule."""
+
+    HTTP = "http"  # session-directory requests (every fault but tap and rta)
+    TAP = "tap"  # each shoulder tap the service sends over RTA (`tap:` faults)
+    RTA = "rta"  # each RTA message the service sends (`rta: close`, `rta: resync`)
+    SUBSCRIBE = "subscribe"  # each RTA subscribe the title sends (`rta: {subscribe_status}`)
 
 
 class Origin(enum.StrEnum):
@@ -270,6 +286,39 @@ class LognormalDelay:
 Delay = FixedDelay | UniformDelay | LognormalDelay
 
 
+# --- RTA faults -------------------------------------------------------------------------
+
+
+class TapAction(enum.StrEnum):
+    """What a `tap:` fault does to one shoulder tap (`addons/rtafaults.py` acts on it)."""
+
+    DROP = "drop"  # the title never hears of the change
+    DUPLICATE = "duplicate"  # the tap arrives twice
+    REORDER = "reorder"  # the tap arrives after the next one the service sends
+    STALE = "stale"  # the tap names a changeNumber the title already has
+    DELAY = "delay"  # the tap arrives late
+
+
+@dataclass(frozen=True, slots=True)
+class TapFault:
+    action: TapAction
+    delay: Delay | None = None  # for DELAY only
+
+
+class RtaAction(enum.StrEnum):
+    """What an `rta:` fault does to the RTA websocket."""
+
+    CLOSE = "close"  # the websocket drops (the message that fired it is lost with it)
+    RESYNC = "resync"  # the service asks for a resync ([4]) after the message
+    SUBSCRIBE_STATUS = "subscribe_status"  # the title's subscribe fails with this status
+
+
+@dataclass(frozen=True, slots=True)
+class RtaFault:
+    action: RtaAction
+    status: int | None = None  # an `rta.Status`, for SUBSCRIBE_STATUS only
+
+
 # --- fault ------------------------------------------------------------------------------
 
 
@@ -284,6 +333,8 @@ class Fault:
     `throttle` answers with the table's rate-limit row, only past its budget.
     `force` answers with the row even where the catalog says the service cannot give
     it (`why_not`); without it such a rule waits for a request it can apply to.
+    `tap` and `rta` act on the RTA websocket instead of a request (`channel`), and
+    combine with nothing else.
     """
 
     status: int | None = None
@@ -300,6 +351,17 @@ class Fault:
     truncate_to: int | None = None  # bytes kept; None keeps half
     throttle: fgrl.Budget | None = None
     force: bool = False
+    tap: TapFault | None = None
+    rta: RtaFault | None = None
+
+    @property
+    def channel(self) -> Channel:
+        """What the fault acts on: HTTP requests, shoulder taps, or the RTA websocket."""
+        if self.tap is not None:
+            return Channel.TAP
+        if self.rta is None:
+            return Channel.HTTP
+        return Channel.SUBSCRIBE if self.rta.action is RtaAction.SUBSCRIBE_STATUS else Channel.RTA
 
     @property
     def connection(self) -> str | None:
@@ -363,8 +425,10 @@ class Fault:
         return catalog.why_not(row, situation) if row is not None else None
 
     def delay_seconds(self, rng: random.Random) -> float:
-        """How long to wait before acting (0 when the fault has no delay)."""
-        return self.delay.sample(rng) if self.delay is not None else 0.0
+        """How long to wait before acting (0 when the fault has no delay); for
+        `tap: {delay: ...}`, how late the tap arrives."""
+        delay = self.tap.delay if self.tap is not None else self.delay
+        return delay.sample(rng) if delay is not None else 0.0
 
     def cut(self, body: bytes) -> bytes:
         """The body as `truncate` leaves it: always strictly shorter when there is one."""
@@ -399,6 +463,10 @@ class Rule:
     index: int = 0
     description: str = ""
     enabled: bool = True
+
+    @property
+    def channel(self) -> Channel:
+        return self.fault.channel
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,11 @@ from typing import Any
 from mpsdproxy import catalog
 from mpsdproxy import faults
 from mpsdproxy import fgrl
+from mpsdproxy import rta
+from mpsdproxy.resources import Kind
 from mpsdproxy.scenario.model import SESSION_KINDS
 from mpsdproxy.scenario.model import THROTTLE_ENTRY
+from mpsdproxy.scenario.model import Channel
 from mpsdproxy.scenario.model import Delay
 from mpsdproxy.scenario.model import Fault
 from mpsdproxy.scenario.model import FixedDelay
@@ -28,7 +31,11 @@ from mpsdproxy.scenario.model import Match
 from mpsdproxy.scenario.model import Origin
 from mpsdproxy.scenario.model import Per
 from mpsdproxy.scenario.model import Phase
+from mpsdproxy.scenario.model import RtaAction
+from mpsdproxy.scenario.model import RtaFault
 from mpsdproxy.scenario.model import Rule
+from mpsdproxy.scenario.model import TapAction
+from mpsdproxy.scenario.model import TapFault
 from mpsdproxy.scenario.model import UniformDelay
 from mpsdproxy.scenario.model import When
 from mpsdproxy.scenario.model import parse_duration
@@ -315,6 +322,8 @@ def _budget(raw: Mapping[str, Any] | None) -> fgrl.Budget | None:
 
 def parse_fault(raw: Mapping[str, Any], phase: Phase = Phase.REQUEST) -> Fault:
     """`fault:` mapping -> Fault, checking that its keys make sense together."""
+    if "tap" in raw or "rta" in raw:
+        return _websocket_fault(raw)
     status, entry = _statuses(raw)
     delay = None
     if "delay" in raw:
@@ -354,6 +363,92 @@ def parse_fault(raw: Mapping[str, Any], phase: Phase = Phase.REQUEST) -> Fault:
     )
 
 
+# --- RTA faults -------------------------------------------------------------------------
+
+#: The subscribe statuses a fault may give: every `rta.Status` but success.
+SUBSCRIBE_ERRORS = tuple(int(s) for s in rta.Status if s is not rta.Status.SUCCESS)
+
+
+def _tap_fault(value: Any) -> TapFault:
+    """`drop` | `duplicate` | `reorder` | `stale` | `{delay: 5s}` -> TapFault."""
+    if isinstance(value, Mapping):
+        try:
+            delay = parse_delay(value["delay"])
+        except FieldError as e:
+            raise e.within("tap", "delay") from None
+        if delay == FixedDelay(0.0):
+            raise FieldError(("tap", "delay"), "a delay of 0 changes nothing: give a longer one")
+        return TapFault(TapAction.DELAY, delay)
+    if value == TapAction.DELAY.value or value not in {a.value for a in TapAction}:
+        raise FieldError(("tap",), f"{show(value)} is not a tap fault; valid ones are: drop, "
+                                   f"duplicate, reorder, stale, {{delay: 5s}}")
+    return TapFault(TapAction(value))
+
+
+def _rta_fault(value: Any) -> RtaFault:
+    """`close` | `resync` | `{subscribe_status: N}` -> RtaFault (N an `rta.Status`)."""
+    if isinstance(value, Mapping):
+        status = value.get("subscribe_status")
+        if status not in SUBSCRIBE_ERRORS or isinstance(status, bool):
+            listed = ", ".join(f"{int(s)} ({s.name.lower()})" for s in rta.Status
+                               if int(s) in SUBSCRIBE_ERRORS)
+            raise FieldError(("rta", "subscribe_status"), (
+                f"a subscribe status the service gives for a failed subscribe: {listed}; "
+                f"not {show(status)}"))
+        return RtaFault(RtaAction.SUBSCRIBE_STATUS, int(status))
+    if value not in (RtaAction.CLOSE.value, RtaAction.RESYNC.value):
+        raise FieldError(("rta",), f"{show(value)} is not an rta fault; valid ones are: close, "
+                                   f"resync, {{subscribe_status: N}}")
+    return RtaFault(RtaAction(value))
+
+
+def _websocket_fault(raw: Mapping[str, Any]) -> Fault:
+    """A fault with `tap` or `rta`: it acts on the RTA websocket, so it takes no other key
+    (an HTTP answer, delay or connection fault would have no request to act on)."""
+    if "tap" in raw and "rta" in raw:
+        raise FieldError(("rta",), "tap and rta cannot be combined: write two rules")
+    key = "tap" if "tap" in raw else "rta"
+    others = [k for k in raw if k != key]
+    if others:
+        hint = " (write tap: {delay: 5s} for a late tap)" if "delay" in others else ""
+        raise FieldError((others[0],), (
+            f"{key} acts on the RTA websocket, not on an HTTP request: it cannot be combined "
+            f"with {', '.join(others)}{hint}"))
+    if key == "tap":
+        return Fault(tap=_tap_fault(raw["tap"]))
+    return Fault(rta=_rta_fault(raw["rta"]))
+
+
+def _check_websocket_rule(rule: Rule, raw: Mapping[str, Any]) -> None:
+    """What an RTA rule's sections cannot say: it has no response phase, a websocket
+    message has no method or headers to match, and what it may name."""
+    key = "tap" if rule.channel is Channel.TAP else "rta"
+    if raw.get("phase") == Phase.RESPONSE.value:
+        raise FieldError(("phase",), (
+            f"a {key} rule acts on websocket messages, which have no response phase: "
+            f"remove phase"))
+    for name, present in (("method", rule.match.methods is not None),
+                          ("headers", bool(rule.match.headers))):
+        if present:
+            raise FieldError(("match", name), (
+                f"a {key} rule matches websocket messages, which have no {name}: match the "
+                f"tap's session by path or resource (or the subscribed URI by path)"))
+    kinds = rule.match.kinds
+    if rule.channel is Channel.TAP and kinds is not None and Kind.SESSION not in kinds:
+        raise FieldError(("match", "resource"), (
+            f"a tap names a session, so resource {', '.join(rule.match.resources)} never "
+            f"matches one: use session (or leave resource out)"))
+    if rule.channel is Channel.SUBSCRIBE:
+        if kinds is not None:
+            raise FieldError(("match", "resource"), (
+                "a subscribe names no session: match the subscribed URI by path "
+                "(such as /connections/*) instead of resource"))
+        if rule.per is Per.SESSION:
+            raise FieldError(("per",), (
+                "per: session counts taps by their session, but a subscribe names none: "
+                "use global or client"))
+
+
 # --- rule -------------------------------------------------------------------------------
 
 
@@ -383,6 +478,8 @@ def rule_parts(raw: Mapping[str, Any], index: int) -> tuple[Rule | None, list[Fi
                 raw.get("enabled", True))
     try:
         _check_scope(rule)
+        if rule.channel is not Channel.HTTP:
+            _check_websocket_rule(rule, raw)
     except FieldError as e:
         return None, [e]
     return rule, []

@@ -14,6 +14,9 @@ The package, by job:
 - `state`: the facts of one exchange and the bounded per-key state;
 - `base`: the rules judged, a verdict, what every rule does;
 - `fault_rules`, `pattern_rules`: the rules;
+- `rta_state`, `rta_rules`: the RTA websocket as the title uses it, and its rules
+  (a newer shoulder tap read, reconnect and resubscribe after a drop, re-read after
+  a resync), fed websocket messages by `Engine.feed_message`;
 - `engine`: feeding them, time, and the summary at the end.
 """
 

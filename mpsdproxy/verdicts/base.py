@@ -87,6 +87,14 @@ RULES: tuple[Rule, ...] = (
     Rule("missing-session-polling", "No polling of a missing session", Group.FAULT_HANDLING,
          f"GETs of a session answered {MISSING_SESSION.id} (\"{MISSING_SESSION.meaning}\") "
          "are not repeated above the configured rate."),
+    Rule("tap-read", "Shoulder tap read", Group.FAULT_HANDLING,
+         "After an RTA shoulder tap with a changeNumber newer than the title's copy, the "
+         "title GETs the session (or a write in flight answers that change) within the limit."),
+    Rule("rta-reconnect", "RTA reconnect", Group.FAULT_HANDLING,
+         "After the RTA websocket drops, the title reconnects on the library's schedule (at "
+         "once, then min(n^2, 60) s after each failed attempt) and subscribes again."),
+    Rule("rta-resync", "RTA resync", Group.FAULT_HANDLING,
+         "After an RTA resync ([4]) the title re-reads every session it follows."),
     Rule("rate-budget", "Call-rate budgets", Group.CALL_PATTERN,
          "Each user stays within the burst and sustained rate limits of each service; "
          "ten times the sustained limit fails certification."),
@@ -95,7 +103,8 @@ RULES: tuple[Rule, ...] = (
     Rule("repeated-calls", "Repeated identical calls", Group.CALL_PATTERN,
          "The same call (URI and body) is not repeated within a few seconds."),
     Rule("polling", "Evenly spaced polling", Group.CALL_PATTERN,
-         "The same call is not repeated at a near-constant interval (use RTA instead)."),
+         "The same call is not repeated at a near-constant interval (a session's changes "
+         "come as RTA shoulder taps: read on a tap instead)."),
     Rule("consecutive-429", "Consecutive 429s", Group.CALL_PATTERN,
          "A throttled client does not get throttled again on its next call."),
     Rule("small-batch", "Small batch calls", Group.CALL_PATTERN,

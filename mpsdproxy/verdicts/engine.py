@@ -16,15 +16,26 @@ The engine also keeps, per rule, which requests it looked at (`looked_at`): a
 count and the record seq numbers as ranges (bounded), so a report can say
 "looked at 9 requests: records 36..45". A rule looked at an exchange when its
 `seen` count grew while it was fed that exchange.
+
+Real-Time Activity: `Engine.feed_message(message)` takes each websocket
+message (`recording.messages.WebsocketMessage`), in order with the exchanges.
+A message on the RTA websocket goes to the RTA rules (`rta_rules`: taps read,
+reconnects, resyncs); a `GET /connect` handshake, though not MPSD traffic, goes
+to them too (it says whose websocket it is, and is a reconnect attempt). One
+`rta_state.Listening` follows every title's websocket, subscriptions and
+session views; the polling rule reads it to say why polling is wrong.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from mpsdproxy import classify
 from mpsdproxy import model
+from mpsdproxy.recording.messages import WebsocketMessage
 from mpsdproxy.verdicts.base import BaseRule
 from mpsdproxy.verdicts.base import Decided
 from mpsdproxy.verdicts.base import Status
@@ -44,6 +55,12 @@ from mpsdproxy.verdicts.pattern_rules import PollingRule
 from mpsdproxy.verdicts.pattern_rules import RateBudgetRule
 from mpsdproxy.verdicts.pattern_rules import RepeatedCallsRule
 from mpsdproxy.verdicts.pattern_rules import SmallBatchRule
+from mpsdproxy.verdicts.rta_rules import ReconnectRule
+from mpsdproxy.verdicts.rta_rules import ResyncRule
+from mpsdproxy.verdicts.rta_rules import RtaRule
+from mpsdproxy.verdicts.rta_rules import TapReadRule
+from mpsdproxy.verdicts.rta_state import Listening
+from mpsdproxy.verdicts.rta_state import is_handshake
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import facts_of
 
@@ -109,6 +126,7 @@ class LookedAt:
 #: The rules, in the order of base.RULES (the order verdicts and summaries come out in).
 RULE_CLASSES: tuple[type[BaseRule], ...] = (
     RetryAfterRule, BackoffRule, PreconditionRule, ConflictRule, MissingSessionRule,
+    TapReadRule, ReconnectRule, ResyncRule,
     RateBudgetRule, BurstRule, RepeatedCallsRule, PollingRule, Consecutive429Rule,
     SmallBatchRule, BatchFrequencyRule,
 )
@@ -136,6 +154,15 @@ class Engine:
         self.rules: list[BaseRule] = [cls(self.settings, self.limits, max_keys)
                                       for cls in RULE_CLASSES]
         self.looked: dict[str, LookedAt] = {rule.id: LookedAt() for rule in self.rules}
+        #: the titles' RTA websockets, subscriptions and session views, shared by the rules
+        self.listening = Listening(max_keys)
+        self.rta_rules: list[RtaRule] = [r for r in self.rules if isinstance(r, RtaRule)]
+        for rule in self.rules:
+            if hasattr(rule, "listening"):
+                rule.listening = self.listening
+        #: websocket messages fed, and how many of them were RTA's
+        self.messages = 0
+        self.rta_messages = 0
         self.now = 0.0
         self.next_expiry = -math.inf
         #: exchanges fed, MPSD or not
@@ -163,10 +190,13 @@ class Engine:
         if self.finished:
             raise RuntimeError("the engine has finished: make a new one for more exchanges")
         if not classify.is_mpsd(exchange):
+            if is_handshake(exchange):
+                return self._handshake(exchange)
             return self._pass_over(exchange)
         facts = self.facts(exchange)
         self.fed += 1
         out = self._catch_up(facts.start)
+        self.listening.saw(facts)
         for rule in self.rules:
             before = rule.seen
             decided = rule.feed(facts)
@@ -175,6 +205,43 @@ class Engine:
             if decided:
                 out.extend(self._counted(decided))
         return out
+
+    def _handshake(self, exchange: model.Exchange) -> list[Verdict]:
+        """A `GET /connect`: not MPSD traffic, but whose websocket it is (and a reconnect)."""
+        facts = self.facts(exchange)
+        out = self._pass_over(exchange)
+        self.listening.handshake(facts)
+        for rule in self.rta_rules:
+            out.extend(self._looked(rule, facts.seq, rule.handshake, facts))
+        return out
+
+    def feed_message(self, message: WebsocketMessage) -> list[Verdict]:
+        """The verdicts a websocket message decides (its own, and those whose time it passed).
+
+        Feed every message in order with the exchanges (a recording's order); a message
+        without a seq is numbered after the records fed so far. Messages on other
+        websockets than RTA's only move the clock.
+        """
+        if self.finished:
+            raise RuntimeError("the engine has finished: make a new one for more messages")
+        self.messages += 1
+        seq = message.seq if message.seq is not None else self.fed + self.messages
+        out = [] if message.start is None else self._catch_up(message.start)
+        event = self.listening.event(message, seq, self.now)
+        if event is None:
+            return out
+        self.rta_messages += 1
+        for rule in self.rta_rules:
+            out.extend(self._looked(rule, seq, rule.feed_message, event))
+        return out
+
+    def _looked(self, rule: BaseRule, seq: int, feed: Callable[[Any], Decided],
+                what: Any) -> Decided:
+        before = rule.seen
+        decided = feed(what)
+        if rule.seen > before:
+            self.looked[rule.id].add(seq)
+        return self._counted(decided) if decided else decided
 
     @property
     def judged(self) -> int:
@@ -211,6 +278,7 @@ class Engine:
             decided = rule.expire(cutoff)
             if decided:
                 out.extend(self._counted(decided))
+        self.listening.expire(cutoff)
         return out
 
     def finish(self) -> list[Verdict]:

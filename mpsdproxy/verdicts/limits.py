@@ -145,6 +145,12 @@ class RuleSettings:
     batch_min_xuids: int = 2
     batch_window_ms: float = 2000.0
     reorder_grace_s: float = 10.0
+    #: RTA: how long after a newer tap (or a resync) the title's GET of the session may wait.
+    rta_read_within_s: float = 5.0
+    #: RTA: how late past the library's reconnect schedule a reconnect attempt may come.
+    rta_reconnect_late_s: float = 5.0
+    #: RTA: how long after reconnecting the title has to subscribe again.
+    rta_resubscribe_within_s: float = 5.0
     #: The Trace Analyzer's custom user agent: calls sending exactly this one are analysed too.
     custom_user_agent: str = ""
 

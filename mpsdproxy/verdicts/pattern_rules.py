@@ -31,6 +31,8 @@ from mpsdproxy.verdicts.base import Verdict
 from mpsdproxy.verdicts.base import gaps
 from mpsdproxy.verdicts.base import ms
 from mpsdproxy.verdicts.limits import ServiceLimits
+from mpsdproxy.verdicts.rta_rules import polling_reason
+from mpsdproxy.verdicts.rta_state import Listening
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import HostKey
 from mpsdproxy.verdicts.state import Keyed
@@ -415,7 +417,9 @@ class PollingRule(BaseRule):
     one before it (the chains of consecutive calls, the ones a poller makes),
     and a run goes on while each gap is within `polling_tolerance` of the gap
     before it; a run of `polling_min_calls` calls warns, once. Only calls the
-    analyzer analyses are judged, keyed as it compares them.
+    analyzer analyses are judged, keyed as it compares them. A session polled
+    gets the reason too (`rta_rules.polling_reason`): the title also has an RTA
+    subscription open, lost it, or never subscribed.
     """
 
     id = "polling"
@@ -424,6 +428,8 @@ class PollingRule(BaseRule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.runs: Keyed[_SameCall, _Run] = Keyed(self.max_keys)
+        #: the titles' RTA websockets (the engine sets it): why polling a session is wrong
+        self.listening: Listening | None = None
 
     def feed(self, ex: Facts) -> Decided:
         if ex.social or not ex.analysed:
@@ -451,7 +457,8 @@ class PollingRule(BaseRule):
                 out = [self.verdict(
                     Status.WARN,
                     f"{ex.label} polled: {len(run.seqs)} identical calls about every "
-                    f"{ms(delta):.0f} ms (within {s.polling_tolerance:.0%})",
+                    f"{ms(delta):.0f} ms (within {s.polling_tolerance:.0%})"
+                    f"{polling_reason(self.listening, ex) if self.listening else ''}",
                     run.seqs, gaps(run.times), ex.client, ex.where, ex.start)]
         self.runs.put(key, run, ex.start + s.polling_max_interval_s)
         return out
