@@ -12,6 +12,14 @@ marks the flow (`replay.HANDOFF_KEY` in flow.metadata) with the session
 documents the title has seen, and the StandIn addon, next in the chain,
 answers. Both start afresh when `mpsd_replay` or `mpsd_replay_unmatched`
 changes: a new stand-in is handed every session again.
+
+The RTA websocket is replayed too (`replay.rta`): a handshake the replay matches
+to a recorded one is not answered here but sent to the replay's own loopback
+websocket server (`replay.rtaserver`, started on first use), which answers the
+title's subscribes with the recorded results and sends the recorded server
+messages as the exchanges recorded before them are served (this addon's
+`response` hook tells it). mitmproxy relays that socket like any other, so every
+frame is recorded, logged and judged as it is live.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from mitmproxy import command
 from mitmproxy import ctx
@@ -36,6 +45,8 @@ from mitmproxy.log import ALERT
 from mpsdproxy import replay
 from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
+from mpsdproxy.replay import rta as rta_replay
+from mpsdproxy.replay import rtaserver
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 #: Options after whose change the stand-in starts afresh (see the module docstring).
 FRESH_STANDIN = frozenset({"mpsd_replay", "mpsd_replay_unmatched"})
+#: flow.metadata keys: the recorded entry a flow was answered with (its serving releases
+#: the RTA messages recorded after it), and the URL of a handshake sent to the RTA server.
+ENTRY_KEY = "mpsd_replay_entry"
+RTA_KEY = "mpsd_replay_rta"
 
 
 def _parse_each(option: str, values: Sequence[str], parse: Callable[[str], Any]) -> list[Any]:
@@ -107,6 +122,9 @@ class Replayer:
         #: termlog_verbosity (as mitmproxy's per-connection chatter does in `mpsdproxy
         #: run`): a record nobody shows still costs an event round through every addon.
         self.debug_answers = True
+        #: The RTA side of the replay, and the loopback server its websockets go to.
+        self.rta: rta_replay.RtaReplay | None = None
+        self.rta_server = rtaserver.Server()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -193,10 +211,13 @@ class Replayer:
         index = load_index(paths, options)
         self.done()
         self.player = replay.Player(index)
+        self.rta = rta_replay.RtaReplay(index)
         gc.freeze()  # the index lives as long as the proxy: keep full GCs from walking it
         logger.info(
             f"Replaying {len(index)} exchanges from {', '.join(paths)} "
             f"(indexed in {time.perf_counter() - started:.2f} s)"
+            + (f", and {len(self.rta)} RTA messages on {len(self.rta.streams)} websockets"
+               if self.rta.streams else "")
         )
 
     def _rehash(self, options: replay.MatchOptions) -> None:
@@ -244,7 +265,10 @@ class Replayer:
             return None
 
     def response(self, flow: http.HTTPFlow) -> None:
-        """Learn the ETag the stand-in handed out, so a precondition naming it matches."""
+        """Release the RTA messages recorded after a served exchange; point a replayed
+        handshake back at the URL the title asked for; learn the ETag the stand-in handed
+        out, so a precondition naming it matches."""
+        self._released(flow)
         handoff = flow.metadata.get(replay.HANDOFF_KEY)
         if handoff is None or self.player is None:
             return
@@ -252,16 +276,24 @@ class Replayer:
         if isinstance(etag, str) and etag:
             self.player.learn(etag)
 
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._released(flow)
+
     def done(self) -> None:
         if self.player is not None:
             self.player.close()
             self.player = None
+        self.rta = None
+        self.rta_server.close()
 
     # -- answering -----------------------------------------------------------------------
 
     def _answer(self, flow: http.HTTPFlow, player: replay.Player) -> Awaitable[None] | None:
         decision = player.decide(flows.request_of(flow))
         if isinstance(decision, replay.Serve):
+            if self.rta is not None and self.rta.is_handshake(decision.entry) \
+                    and _is_websocket_handshake(flow):
+                return self._to_rta_server(flow, self.rta, decision)
             return self._serve(flow, player, decision)
         if decision.action == "forward":
             logger.warning(decision.message)
@@ -286,10 +318,53 @@ class Replayer:
                          f"#{decision.seq}{' again' if decision.repeat else ''}")
         if response is None:
             flow.kill()  # the recorded exchange got no response: neither does this one
+            self._release(decision.entry)
         else:
             flow.response = flows.to_mitmproxy(response, flow.request.http_version)
             flow.is_replay = "response"
+            flow.metadata[ENTRY_KEY] = decision.entry
         return self._hold(flow, player, decision.entry)
+
+    # -- the RTA websocket ---------------------------------------------------------------
+
+    async def _to_rta_server(self, flow: http.HTTPFlow, rta: rta_replay.RtaReplay,
+                             decision: replay.Serve) -> None:
+        """Send a replayed RTA handshake to the replay's websocket server, with the feed
+        of the recorded websocket it matched."""
+        port = await self.rta_server.start()
+        feed = rta.feed(decision.entry, repeat=decision.repeat)
+        flow.metadata[RTA_KEY] = flow.request.url
+        flow.request.headers[rtaserver.FEED_HEADER] = self.rta_server.expect(feed)
+        flow.request.data.scheme = b"http"
+        flow.request.data.host = self.rta_server.host
+        flow.request.data.port = port
+        provenance: dict[str, Any] = {"record": decision.seq, "file": decision.file}
+        if decision.repeat:
+            provenance["repeat"] = True
+        common.set_provenance(flow, source="replayed", **provenance)
+        logger.info(f"RTA websocket {flow.request.path}: replaying recorded websocket "
+                    f"#{decision.seq} ({len(feed.cues)} server messages"
+                    f"{', results only' if decision.repeat else ''})")
+
+    def _released(self, flow: http.HTTPFlow) -> None:
+        """A flow's answer went out: release what was recorded after it; a handshake
+        sent to the RTA server shows the title's own URL again from here on."""
+        entry = flow.metadata.pop(ENTRY_KEY, None)
+        if isinstance(entry, int):
+            self._release(entry)
+        url = flow.metadata.pop(RTA_KEY, None)
+        if isinstance(url, str):
+            original = urlsplit(url)
+            flow.request.data.scheme = original.scheme.encode()
+            flow.request.data.host = original.hostname or flow.request.data.host
+            flow.request.data.port = original.port or (443 if original.scheme == "https"
+                                                       else 80)
+            flow.request.headers.pop(rtaserver.FEED_HEADER, None)
+
+    def _release(self, entry: int) -> None:
+        if self.rta is not None:
+            self.rta.served(entry)
+            self.rta_server.nudge()
 
     def _hold(self, flow: http.HTTPFlow, player: replay.Player,
               entry: int) -> Awaitable[None] | None:
@@ -309,3 +384,7 @@ class Replayer:
                                            flow.request.http_version)
         common.set_provenance(flow, source="replay-error", replay=decision.reason,
                               note=decision.message)
+
+
+def _is_websocket_handshake(flow: http.HTTPFlow) -> bool:
+    return "websocket" in flow.request.headers.get("Upgrade", "").lower()

@@ -8,6 +8,10 @@ of 100,000 exchanges costs a few megabytes, not the exchanges themselves.
 Every record is checked on the way (`recording.to_exchange`): one that no wire
 could carry (CR/LF in a header, a status of 0 or 99999, CR/LF in a reason) is
 an issue naming its file and line, as a line that is not JSON is.
+
+The RTA websocket's server messages are kept as they are (they are small and few),
+grouped by the handshake they followed (`rta_streams`), each with the exchange
+recorded last before it in its file: what `replay.rta` serves them after.
 """
 
 from __future__ import annotations
@@ -86,6 +90,12 @@ class Index:
         #: The entry of each session's last whole document in the recording.
         self.session_last: list[int] = []
         self._handles: dict[int, IO[bytes]] = {}
+        #: Per recorded RTA handshake (its entry): the server's messages on that websocket,
+        #: in order, each with the entry of the exchange recorded last before it (END: none).
+        self.rta_streams: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        #: (session key, changeNumber) -> the first entry whose answer carries the session
+        #: at that changeNumber: the exchange a tap for it is about.
+        self.changes: dict[tuple[str, int], int] = {}
 
     @classmethod
     def load(cls, paths: Sequence[str | os.PathLike[str]],
@@ -109,6 +119,9 @@ class Index:
             for line, offset, item in _scan(path):
                 if isinstance(item, recording.ReadIssue):
                     self.issues.append(item)
+                    continue
+                if messages.is_message(item):
+                    builder.add_message(file_no, item)
                     continue
                 builder.add(file_no, line, offset, item)
 
@@ -229,6 +242,30 @@ class _Builder:
         self.routes: dict[tuple[str, str, str], int] = {}
         self.route_tails: list[int] = []
         self.sessions: dict[str, int] = {}
+        #: Per file: the last exchange entry so far; per (file, client): its open websocket.
+        self.last_exchange: dict[int, int] = {}
+        self.websockets: dict[tuple[int, str | None], int] = {}
+
+    def add_message(self, file_no: int, record: dict[str, Any]) -> None:
+        """Keep a server message of an RTA websocket with its handshake (a message whose
+        handshake the file does not hold, as a capture started mid-connection, is left)."""
+        if record.get("direction") != "server" or messages.check_message(record) \
+                or not messages.is_rta_url(record["url"]):
+            return
+        client = record.get("client") if isinstance(record.get("client"), str) else None
+        handshake = self.websockets.get((file_no, client))
+        if handshake is not None:
+            after = self.last_exchange.get(file_no, END)
+            self.index.rta_streams[handshake].append((after, record))
+
+    def _note_websocket(self, file_no: int, entry: int, record: dict[str, Any]) -> None:
+        response = record.get("response")
+        if not isinstance(response, dict) or response.get("status") != 101 \
+                or not messages.is_rta_url(str(record["request"].get("url", ""))):
+            return
+        client = record.get("client") if isinstance(record.get("client"), str) else None
+        self.websockets[(file_no, client)] = entry
+        self.index.rta_streams[entry] = []
 
     def add(self, file_no: int, line: int, offset: int, record: dict[str, Any]) -> None:
         index = self.index
@@ -248,6 +285,8 @@ class _Builder:
         self._chain_key(entry, shape.key)
         self._chain_route(entry, shape.route)
         self._note_session(entry, record)
+        self._note_websocket(file_no, entry, record)
+        self.last_exchange[file_no] = entry
 
     def _note_etags(self, headers: Iterable[Sequence[str]]) -> None:
         """Keep the ETags the recorded request sent as preconditions."""
@@ -297,6 +336,9 @@ class _Builder:
         else:
             index.session_last[number] = entry
         index._session[entry] = number
+        change = record["response"]["body"]["json"].get("changeNumber")
+        if isinstance(change, int) and not isinstance(change, bool):
+            index.changes.setdefault((key, change), entry)
 
 
 def _parent(path: str) -> str:
@@ -324,8 +366,8 @@ def _scan(path: str) -> Iterator[tuple[int, int, _Item]]:
 
 
 def _parse_line(path: str, number: int, raw: bytes) -> _Item | None:
-    """One line's record, a ReadIssue, or None for the header line and for websocket
-    messages (served by no HTTP replay)."""
+    """One line's record (a websocket message's unchecked: `Index` keeps only RTA
+    server messages, checked there), a ReadIssue, or None for the header line."""
     try:
         item = json.loads(model.from_bytes(raw))
     except (ValueError, RecursionError) as e:
@@ -344,7 +386,7 @@ def _parse_line(path: str, number: int, raw: bytes) -> _Item | None:
             f"recording format version {version!r}: this mpsdproxy reads versions up to "
             f"{codec.FORMAT_VERSION}"))
     if messages.is_message(item):
-        return None
+        return item
     problem = recording.check_outline(item)
     if problem:
         return recording.ReadIssue(path, number, problem)
