@@ -1,9 +1,13 @@
 """`mpsdproxy demo`: the stand-in, the proxy in front of it, and scripted titles.
 
-Two passes, each through its own proxy in front of one stand-in:
+Three passes, each through its own proxy in front of one stand-in:
 1. a session lifecycle that produces every row of the status table;
 2. a shipped scenario (`scenarios/retry-after-drill.yaml`) injecting faults while a
-   well-behaved and a misbehaving title play, then the report with both verdicts.
+   well-behaved and a misbehaving title play, then the report with both verdicts;
+3. two-console lobbies over the RTA websocket: the host learns from a shoulder tap
+   that its friend joined, then a scenario drops a tap while the friend changes the
+   lobby; the host that reads on the next newer tap (as MultiplayerManager does) and
+   the one that waits for the lost changeNumber are told apart by the tap-read verdict.
 Everything runs in this one process on free loopback ports and stops with it, so
 the demo needs no network and leaves nothing behind.
 """
@@ -12,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +28,10 @@ import click
 
 from mpsdproxy import catalog
 from mpsdproxy import emulator
+from mpsdproxy import recording
 from mpsdproxy import report
 from mpsdproxy import title
+from mpsdproxy import verdicts
 from mpsdproxy.addons import master as proxy
 
 #: The shipped scenario the demo injects (in the checkout `make demo` runs from).
@@ -35,7 +43,8 @@ def _default_recording() -> str:
     return os.path.join("recordings", time.strftime("demo-%Y%m%d-%H%M%S.jsonl"))
 
 
-async def _through_proxy(emulator_port: int, record: str, play: Callable[[title.Sender], Any],
+async def _through_proxy(emulator_port: int, record: str,
+                         play: Callable[[title.HttpClientSender], Any],
                          **options: Any) -> Any:
     """Start a proxy in front of the stand-in, let `play` drive it, stop the proxy."""
     settings = {
@@ -101,8 +110,9 @@ def _report(record: str) -> None:
 def main(record: str | None = None) -> int:
     record = record or _default_recording()
     Path(record).parent.mkdir(parents=True, exist_ok=True)
-    faults_record = str(Path(record).with_name(Path(record).stem + "-faults.jsonl"))
-    with emulator.running() as (_, emulator_port):
+    faults_record = _beside(record, "faults")
+    lobby_record = _beside(record, "rta")
+    with emulator.running() as (_, emulator_port), tempfile.TemporaryDirectory() as scratch:
         click.secho("== 1. Every row of the status table ==\n", bold=True, fg="cyan")
         results = asyncio.run(_through_proxy(
             emulator_port, record, lambda send: title.run(title.lifecycle(), send)))
@@ -111,5 +121,106 @@ def main(record: str | None = None) -> int:
                     bold=True, fg="cyan")
         asyncio.run(_through_proxy(emulator_port, faults_record, _both_titles,
                                    mpsd_scenario=[str(DRILL)]))
-    _report(faults_record)
+        _report(faults_record)
+        click.secho("\n== 3. A two-console lobby on shoulder taps, and a tap that never "
+                    "arrives ==\n", bold=True, fg="cyan")
+        scenario = Path(scratch) / "demo-missed-tap.yaml"
+        scenario.write_text(MISSED_TAP, encoding="utf-8")
+        click.echo("Each lobby: a host and a friend, each with its RTA websocket. The proxy "
+                   "drops each console's\nthird tap for the lobby (a scenario rule, tap: drop):"
+                   " the host's is for the friend's map.\n")
+        current = asyncio.run(_through_proxy(emulator_port, lobby_record, _lobbies,
+                                             mpsd_scenario=[str(scenario)], mpsd_quiet=True))
+    ok = _lobby_report(lobby_record, current) and ok
     return 0 if ok else 1
+
+
+def _beside(record: str, part: str) -> str:
+    """The recording of another pass, next to the first one's."""
+    return str(Path(record).with_name(f"{Path(record).stem}-{part}.jsonl"))
+
+
+# --- pass 3: RTA lobbies ------------------------------------------------------------------
+
+#: The fault of pass 3: each console's third tap of a demo lobby is lost. A host is tapped
+#: for its own create (1) and its friend's join (2), so the tap lost is the friend's
+#: first change; counted per console, so the friend's taps do not move the host's count.
+MISSED_TAP = """\
+name: demo-missed-tap
+description: Each console's third shoulder tap for a demo lobby never arrives.
+seed: 16
+rules:
+  - name: missed-tap
+    description: The third tap a console gets for a demo lobby is dropped.
+    match: {resource: session, path: "*/sessions/rta-*"}
+    per: client
+    when: {nth: 3}
+    fault: {tap: drop}
+"""
+
+#: Who plays pass 3: (lobby, how its host listens, heading).
+LOBBIES = (
+    ("rta-good-lobby", title.reads_newer,
+     "A title that reads the lobby on any newer tap, as MultiplayerManager does:"),
+    ("rta-bad-lobby", title.reads_next_only,
+     "A title that reads only on the changeNumber after its own:"),
+)
+
+
+def _hosts() -> dict[str, str]:
+    """Each host's title key in the report (its hashed user) -> its lobby."""
+    return {recording.user_of(title.authorization(f"{lobby}-host")): lobby
+            for lobby, _, _ in LOBBIES}
+
+
+def _lobbies(send: title.HttpClientSender) -> dict[str, bool]:
+    """Play each lobby with its own two consoles; keep every websocket open until the
+    read limit has passed since the last tap, so the report can judge the host that
+    never read (its websockets' close frames end the recording after that)."""
+    limit = verdicts.load_limits().rules.rta_read_within_s
+    current: dict[str, bool] = {}
+    with ExitStack() as stack:
+        for number, (lobby, listens, heading) in enumerate(LOBBIES):
+            click.secho(("\n" if number else "") + heading, bold=True)
+            consoles = []
+            for who, xuid in (("host", "2533274800000101"), ("friend", "2533274800000102")):
+                user = f"{lobby}-{who}"
+                ws = title.RtaSocket(send.host, send.port, user)
+                stack.callback(ws.close)
+                consoles.append(title.Console(
+                    who, user, xuid, title.HttpClientSender(send.host, send.port), ws,
+                    listens, click.echo))
+            current[lobby] = title.rta_lobby(*consoles, lobby)
+        click.echo(f"\n(waiting {limit:g} s, the read limit of the tap-read verdict, before "
+                   "the consoles close)")
+        time.sleep(limit + 1.0)
+    return current
+
+
+def _lobby_report(record: str, current: dict[str, bool]) -> bool:
+    """The tap-read verdicts of the hosts; whether they tell the two titles apart."""
+    built = report.build_report(record)
+    html = str(Path(record).with_suffix(".html"))
+    Path(html).write_text(report.render(built, "html"), encoding="utf-8")
+    hosts = _hosts()
+    click.echo()
+    click.secho("Shoulder tap read, for each host:", bold=True)
+    judged: dict[str, set[str]] = {}
+    for verdict in built.verdicts:
+        if verdict.rule == "tap-read" and verdict.client in hosts:
+            lobby = hosts[verdict.client]
+            judged.setdefault(lobby, set()).add(verdict.status.value)
+            colour = {"fail": "red", "pass": "green"}.get(verdict.status.value)
+            click.secho(f"  - {verdict.status.value.upper()} {lobby} host: {verdict.reason}",
+                        fg=colour)
+    click.echo(f"Recorded: {built.rta.connections_total} RTA websockets, {built.rta.taps} "
+               "taps (a dropped tap is not in the recording: the title never got it)")
+    good, bad = (lobby for lobby, _, _ in LOBBIES)
+    told_apart = ("fail" not in judged.get(good, {"fail"}) and "fail" in judged.get(bad, set())
+                  and current.get(good, False) and not current.get(bad, True))
+    if not told_apart:
+        click.secho("unexpected: the verdicts did not tell the two hosts apart", fg="red")
+    click.echo(f"Recording: {record}")
+    click.echo(f"HTML report: {html}")
+    click.echo(f"Again, any time: mpsdproxy report {record} --format html -o report.html")
+    return told_apart
