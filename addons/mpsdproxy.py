@@ -1,22 +1,21 @@
-"""mpsdproxy for mitmproxy users: `mitmdump -s addons/mpsdproxy.py` or `mitmweb -s ...`.
+"""mpsdproxy for mitmproxy users in a checkout: `mitmdump -s addons/mpsdproxy.py`.
 
-Loads the same addons, with the same options, as `mpsdproxy run`. Example:
+Loads the same addons, with the same options, as `mpsdproxy run`. It runs the script the
+wheel ships (`mpsdproxy/script/mpsdproxy.py`, for `pip install`/`pipx install`, where there
+is no checkout); this one stays a real file, not a link, so it works on Windows too.
 
+Example:
     mitmdump -s addons/mpsdproxy.py --set mpsd_record=recordings/run.jsonl \\
         --allow-hosts '^sessiondirectory\\.xboxlive\\.com(:\\d+)?$'
 """
 
 import os
+import runpy
 import sys
 
 # mitmproxy puts this script's folder first on sys.path, where this file would shadow the
-# `mpsdproxy` package it shares a name with; look past it, and at the checkout it lives in.
+# `mpsdproxy` package it shares a name with: look past it.
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-if sys.modules.get("mpsdproxy") is not None and not hasattr(sys.modules["mpsdproxy"], "__path__"):
-    del sys.modules["mpsdproxy"]
-sys.path.append(os.path.dirname(_here))
-
-from mpsdproxy.addons import MpsdChain  # noqa: E402
-
-addons = [MpsdChain()]
+_shipped = os.path.join(os.path.dirname(_here), "mpsdproxy", "script", "mpsdproxy.py")
+addons = runpy.run_path(_shipped)["addons"]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from contextlib import ExitStack
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from mpsdproxy import title
 from mpsdproxy import verdicts
 from mpsdproxy.addons import master as proxy
 
-#: The shipped scenario the demo injects (in the checkout `make demo` runs from).
-DRILL = Path(__file__).resolve().parent.parent / "scenarios" / "retry-after-drill.yaml"
+#: The shipped scenario the demo injects: package data, so an installed wheel has it too.
+DRILL = Path(str(resources.files("mpsdproxy") / "scenarios" / "retry-after-drill.yaml"))
 
 
 def _default_recording() -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from typing import Any
 
 __all__ = ["BadFile", "SameFileError", "UNREADABLE_LIMIT", "same_file",
            "refuse_overwrite_of_inputs", "atomic_path", "atomic_output", "refuse_empty",
-           "refuse_unreadable", "refuse_no_records"]
+           "refuse_unreadable", "refuse_no_records", "refuse_not_regular"]
 
 PathLike = str | os.PathLike[str]
 
@@ -157,6 +158,35 @@ def refuse_no_records(path: PathLike) -> None:
         raise BadFile(f"{os.fspath(path)}: {e.strerror or e}") from None
     why = f" (line {first.line}: {first.problem})" if first else ""
     raise BadFile(f"{os.fspath(path)}: holds no exchange{why}")
+
+
+def refuse_not_regular(path: PathLike, what: str = "file") -> None:
+    """BadFile when `path` exists and is not a regular file (a FIFO, a device such as
+    `/dev/stdout`, a socket, a folder). A path that does not exist yet passes: the
+    command creates it.
+
+    Opening a FIFO blocks until the other end opens it, so a command handed one would
+    hang without a word; a device or a terminal is no file to read back. The check
+    follows symlinks (`os.stat`) and never opens the path.
+    """
+    path = os.fspath(path)
+    if not path:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing (created later) or unreadable: opening it says why
+    if not stat.S_ISREG(mode):
+        raise BadFile(f"{path}: not a regular file ({_kind(mode)}); a {what} must be "
+                      "an ordinary file")
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISDIR, "a folder"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def _mode_for(path: str) -> int:

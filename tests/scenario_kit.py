@@ -25,7 +25,7 @@ from mpsdproxy.catalog import BodyKind
 from mpsdproxy.scenario import Phase
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "scenarios"
+SHIPPED = ROOT / "mpsdproxy" / "scenarios"
 SCID = title.SCID
 HOPPER = f"/serviceconfigs/{SCID}/hoppers/QuickMatch"
 

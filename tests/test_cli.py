@@ -56,7 +56,7 @@ def test_bad_upstream_url_never_starts(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0
-    assert "Cannot parse mpsd_upstream option nope" in result.stderr
+    assert "Cannot parse --upstream nope" in result.stderr
 
 
 def test_demo_produces_every_row_and_exits_cleanly(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_demo_produces_every_row_and_exits_cleanly(tmp_path: Path) -> None:
     assert (tmp_path / "demo-faults.html").exists()
 
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parent.parent / "mpsdproxy" / "scenarios"
 BROKEN = Path(__file__).resolve().parent / "scenarios_broken"
 
 

@@ -290,4 +290,4 @@ def test_a_recording_no_wire_could_carry_stops_run_replay(tmp_path: Path, confdi
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert "bad.jsonl:3: " in output, output
-    assert "Cannot read mpsd_replay file" in output
+    assert "Cannot read --replay file" in output

@@ -19,7 +19,7 @@ from conftest import Launcher
 
 from mpsdproxy import title
 
-OUTAGE = Path(__file__).resolve().parent.parent / "scenarios" / "outage.yaml"
+OUTAGE = Path(__file__).resolve().parent.parent / "mpsdproxy" / "scenarios" / "outage.yaml"
 HEADERS = {"x-xbl-contract-version": "107", "Authorization": "XBL3.0 x=title;t"}
 
 

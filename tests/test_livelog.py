@@ -202,3 +202,25 @@ def test_a_token_in_a_path_never_reaches_the_log() -> None:
         error=f"upstream said {token}")
     line = livelog.format_line(exchange)
     assert token not in line and "redacted:" in line
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\x08\x9b31m\u202e"  # CR and LF never get this far
+
+
+def test_control_characters_from_the_wire_never_reach_the_terminal() -> None:
+    """A path, an upstream reason and a header quoted in an anomaly: all escaped, so the
+    only escape sequences in a coloured line are the colours the log adds."""
+    f = finished("GET", "/connections/x" + ESCAPES,
+                 model.Response(503, "Busy" + ESCAPES, [("Content-Type", "text/plain")], b"x"))
+    common.set_provenance(f, source="injected", rule="r" + ESCAPES)
+    out = TTY()
+    (line,) = log_lines(f, out)
+    plain = ANSI.sub("", line)
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u202e]", plain), repr(plain)
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\x08\\x9b31m\\u202e" in plain
+    assert "Busy\\x1b" in plain and "[injected: r\\x1b" in plain
+
+
+def test_terminal_safe_keeps_ordinary_text() -> None:
+    assert livelog.terminal_safe("sessions/lobby-1 é ✓") == "sessions/lobby-1 é ✓"
+    assert livelog.terminal_safe("a\tb\nc\x7f") == "a\\x09b\\x0ac\\x7f"

@@ -371,3 +371,13 @@ def test_an_exchange_with_odd_bytes_gets_the_next_record(tmp_path: Path, rec, ki
         assert model.to_bytes(request.path) == LOBBY.encode() + b"/caf\xe9"
     else:
         assert model.to_bytes(request.headers.get("X-Title")) == b"Caf\xff Racer"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_fifo_is_refused_as_a_recording_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    addon = recorder.Recorder()
+    with taddons.context(addon) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="not a regular file"):
+            tctx.configure(addon, mpsd_record=str(fifo))

@@ -28,7 +28,7 @@ from mpsdproxy.scenario import Phase
 from mpsdproxy.scenario import When
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "mpsdproxy" / "scenarios").glob("*.yaml"))
 SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
 LOBBY = f"/serviceconfigs/{SCID}/sessiontemplates/LobbySession/sessions/lobby-1"
 GAME = f"/serviceconfigs/{SCID}/sessiontemplates/GameSession/sessions/game-1"
@@ -453,7 +453,7 @@ def test_schema_describes_every_property_and_closes_every_object() -> None:
 def test_the_packaged_schema_is_the_shipped_one() -> None:
     """The package carries a copy of scenarios/schema.json (for installs without the
     repository); the two must not drift."""
-    shipped = json.loads((ROOT / "scenarios" / "schema.json").read_text())
+    shipped = json.loads((ROOT / "mpsdproxy" / "scenarios" / "schema.json").read_text())
     packaged = json.loads((ROOT / "mpsdproxy" / "data" / "scenario.schema.json").read_text())
     assert packaged == shipped == scenario.schema()
 

@@ -18,7 +18,7 @@ from mpsdproxy.scenario import Engine
 from mpsdproxy.scenario import Phase
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "mpsdproxy" / "scenarios").glob("*.yaml"))
 LOBBY = "/serviceconfigs/scid/sessiontemplates/LobbySession/sessions/lobby-1"
 ETAG = {"If-Match": '"e1"'}
 STAR = {"If-Match": "*"}

@@ -53,7 +53,7 @@ def engine_for(*rules: str, seed: int = 0) -> Engine:
 
 
 def shipped_engine(name: str) -> Engine:
-    return Engine(scenario.load(ROOT / "scenarios" / f"{name}.yaml"), start=0.0)
+    return Engine(scenario.load(ROOT / "mpsdproxy" / "scenarios" / f"{name}.yaml"), start=0.0)
 
 
 def names(fired: Iterable[scenario.Firing | None]) -> list[str | None]:

@@ -113,6 +113,6 @@ rules:
 
 
 def test_the_shipped_missed_tap_scenario_is_valid() -> None:
-    loaded = scenario.load(ROOT / "scenarios" / "missed-tap.yaml")
+    loaded = scenario.load(ROOT / "mpsdproxy" / "scenarios" / "missed-tap.yaml")
     assert {r.channel for r in loaded.rules} == {Channel.TAP, Channel.RTA}
-    assert scenario.check([ROOT / "scenarios" / "missed-tap.yaml"]) == []
+    assert scenario.check([ROOT / "mpsdproxy" / "scenarios" / "missed-tap.yaml"]) == []

@@ -121,7 +121,7 @@ def test_shipped_outage_fires_exactly_in_its_windows(tmp_path: Path) -> None:
     clock = Clock(5000.0)
     inj = injector.FaultInjector(clock=clock)
     with taddons.context(router.Router(), inj) as tctx:
-        tctx.configure(inj, mpsd_scenario=[str(ROOT / "scenarios" / "outage.yaml")])
+        tctx.configure(inj, mpsd_scenario=[str(ROOT / "mpsdproxy" / "scenarios" / "outage.yaml")])
         rg = Rig(tctx, inj, tctx.master.addons.get("router"))
 
         def status_at(offset: float, path: str = LOBBY) -> int:

@@ -10,10 +10,17 @@ shoulder taps that make a title re-read its session), one per tap:
 
 Colour when the terminal supports it; `mpsd_quiet` silences it. The line is
 printed once the title has its answer (the chain's `AfterAnswer` queue).
+
+Everything in a line that came off the wire (a path, a reason, a header quoted
+in an anomaly, a rule name, an RTA URI) goes through `terminal_safe` first: a
+title or an upstream must not be able to move the cursor, retitle the window or
+hide text in the terminal of whoever watches the proxy. Only the colours this
+module adds itself are escape sequences.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import sys
 import time
@@ -34,6 +41,22 @@ from mpsdproxy.addons import flows
 from mpsdproxy.addons.later import AfterAnswer
 from mpsdproxy.recording import messages
 
+#: C0 controls, DEL, C1 controls (CSI is \x9b) and the bidirectional overrides and
+#: isolates that reorder what a terminal shows.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: object) -> str:
+    """`text` for a terminal: bytes that were not UTF-8 as `\\xNN` (`model.printable`),
+    and every control character (ESC, CR, BEL, C1, bidi overrides) as `\\xNN` or
+    `\\uNNNN`, so nothing in it acts on the terminal."""
+    return _UNSAFE.sub(_escape, model.printable(str(text)))
+
 
 def _status_colour(status: int | None) -> str:
     if status is None or status >= 500:
@@ -49,11 +72,11 @@ def _provenance_marker(provenance: Mapping[str, Any]) -> str:
     source = provenance.get("source")
     if source == "injected":
         rule = provenance.get("rule")
-        return f"[injected: {rule}]" if rule else "[injected]"
+        return f"[injected: {terminal_safe(rule)}]" if rule else "[injected]"
     if source == "replayed":
-        return f"[replayed: #{provenance.get('record')}]"
+        return f"[replayed: #{terminal_safe(provenance.get('record'))}]"
     if source and source != "forwarded":
-        return f"[{source}]"
+        return f"[{terminal_safe(source)}]"
     return ""
 
 
@@ -119,7 +142,8 @@ def format_message_lines(message: messages.WebsocketMessage, dropped: bool = Fal
                if m]
     tail = "".join(f" {click.style(m, fg='magenta', bold=True) if colour else m}"
                    for m in markers)
-    return [f"{_stamp(message.start)} {label} {model.printable(text)} {_peer(message)}{tail}"
+    return [f"{_stamp(message.start)} {label} {terminal_safe(text)} "
+            f"{terminal_safe(_peer(message))}{tail}"
             for text in texts]
 
 
@@ -137,19 +161,19 @@ def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | No
         answer = f"{status} {response.reason}"
     else:
         answer = f"--- {hide(exchange.error or 'no response')}"
-    answer = model.printable(answer)
+    answer = terminal_safe(answer)
     parts = [
         _stamp(exchange.start),
-        f"{model.printable(request.method):<6}",
-        f"{model.printable(short):<36}",
+        f"{terminal_safe(request.method):<6}",
+        f"{terminal_safe(short):<36}",
         click.style(f"{answer:<24}", fg=_status_colour(status)) if colour else f"{answer:<24}",
-        classification.get("id") or "-",
+        terminal_safe(classification.get("id") or "-"),
     ]
     marker = _provenance_marker(exchange.provenance)
     if marker:
         parts.append(click.style(marker, fg="magenta", bold=True) if colour else marker)
     for anomaly in classification.get("anomalies") or ():
-        text = f"! {anomaly['code']}: {anomaly['message']}"
+        text = terminal_safe(f"! {anomaly['code']}: {anomaly['message']}")
         parts.append(click.style(text, fg="red") if colour else text)
     return " ".join(parts)
 

@@ -4,8 +4,14 @@ It lives among the addons because it builds mitmproxy's master (`DumpMaster`);
 the command line and the demo call `serve` and `start` here.
 
 The addons are registered before any option is set, so a bad option value
-(a broken scenario, an unreadable recording) fails in `configure` and the
-proxy never starts listening on a half-valid setup.
+(a broken scenario, an unreadable recording, a FIFO given as a file) fails in
+`configure` and the proxy never starts listening on a half-valid setup.
+
+Stopping is graceful (`GracefulStop`): the first SIGINT or SIGTERM closes the
+listening sockets, lets the exchanges in flight get their answers (and so their
+records), for at most `mpsd_shutdown_grace` seconds, then stops; a second signal
+stops at once. Signal handlers go through the event loop where it can take them
+and through `signal.signal` where it cannot (Windows), as the stand-in's do.
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ from mitmproxy import options as mitm_options
 from mitmproxy.proxy import mode_specs
 from mitmproxy.tools.dump import DumpMaster
 
+from mpsdproxy import safefiles
 from mpsdproxy.addons import MpsdChain
 from mpsdproxy.addons import router
 
-__all__ = ["ProxyError", "is_loopback", "routing_options", "serve", "start"]
+__all__ = ["DEFAULT_GRACE", "FileGuard", "GracefulStop", "ProxyError", "install_stop_signals",
+           "is_loopback", "routing_options", "serve", "start"]
+
+#: Seconds the exchanges in flight get to finish once a stop signal came.
+DEFAULT_GRACE = 10
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +106,10 @@ async def start(
         logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     opts = mitm_options.Options()
     master = DumpMaster(opts, with_termlog=not quiet_mitmproxy, with_dumper=False)
-    _add_before_save(master, MpsdChain())
+    chain = MpsdChain()
+    _add_before_save(master, chain)
+    _add_before(master, FileGuard(), chain)
+    master.addons.add(GracefulStop(master))  # last: an exchange ends after it is recorded
     try:
         opts.update(**settings)
         if sets:
@@ -109,6 +123,142 @@ async def start(
     # long as the proxy: keep the garbage collector from walking it on every collection.
     gc.freeze()
     return master
+
+
+def _add_before(master: DumpMaster, addon: Any, later: Any) -> None:
+    """Add `addon` just before `later` in mitmproxy's chain (its `configure` runs first)."""
+    master.addons.add(addon)
+    order = master.addons.chain
+    order.remove(addon)
+    order.insert(order.index(later), addon)
+
+
+class FileGuard:
+    """Refuses a FIFO, a device or a folder as `mpsd_record` or `mpsd_scenario`.
+
+    Opening a FIFO waits for a writer (or a reader) forever, and `/dev/stdout` as a
+    recording mixes records into the live log: the proxy would hang before it
+    listens, or write garbage, without a word. It sits before the mpsdproxy chain so
+    the check runs before the recorder or the injector opens anything, for a flag,
+    `--set` and a later option change alike.
+    """
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        checked = {"mpsd_record": "recording", "mpsd_scenario": "scenario file"}
+        for name in sorted(checked.keys() & updated):
+            value = getattr(ctx.options, name, "")
+            paths = [value] if isinstance(value, str) else list(value)
+            for path in paths:
+                try:
+                    safefiles.refuse_not_regular(path, checked[name])
+                except safefiles.BadFile as e:
+                    raise exceptions.OptionsError(f"Cannot use {name} option {e}") from None
+
+
+class GracefulStop:
+    """Counts the exchanges in flight and stops the proxy without cutting them off.
+
+    An exchange is in flight from its request headers until the event loop turn
+    after its last `response` (or `error`) hook: this addon comes last in the chain,
+    so by then the recorder wrote it, and mitmproxy has handed the answer to the
+    socket. `stop()` (the first signal) closes the listening sockets, waits until
+    nothing is in flight or `mpsd_shutdown_grace` seconds have passed, and shuts the
+    master down; a second `stop()` shuts it down at once.
+    """
+
+    def __init__(self, master: DumpMaster) -> None:
+        self.master = master
+        self.in_flight: set[str] = set()
+        self.grace = float(DEFAULT_GRACE)
+        self.stopping: asyncio.Task[None] | None = None
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "mpsd_shutdown_grace", int, DEFAULT_GRACE,
+            "Seconds the exchanges in flight get to finish (and be recorded) after a first "
+            "SIGINT or SIGTERM; a second signal stops at once.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        if "mpsd_shutdown_grace" in updated:
+            value = ctx.options.mpsd_shutdown_grace
+            if value < 0:
+                raise exceptions.OptionsError(
+                    f"Cannot parse mpsd_shutdown_grace option {value}: should be 0 or more")
+            self.grace = float(value)
+
+    def requestheaders(self, flow: Any) -> None:
+        self.in_flight.add(flow.id)
+
+    def response(self, flow: Any) -> None:
+        self._finished(flow)
+
+    def error(self, flow: Any) -> None:
+        self._finished(flow)
+
+    def _finished(self, flow: Any) -> None:
+        """Forget the flow on the next loop turn: the answer is written after this hook."""
+        try:
+            asyncio.get_running_loop().call_soon(self.in_flight.discard, flow.id)
+        except RuntimeError:
+            self.in_flight.discard(flow.id)
+
+    def stop(self) -> None:
+        """The first call drains then stops; any later one stops at once."""
+        if self.stopping is None:
+            self.stopping = asyncio.get_running_loop().create_task(self._drain())
+            return
+        logger.warning("Stopping now: exchanges still in flight are cut off")
+        self.master.shutdown()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        logger.warning(f"Stopping: no new connections; {len(self.in_flight)} exchange(s) in "
+                       f"flight get up to {self.grace:g} s to finish (signal again to stop now)")
+        proxyserver = self.master.addons.get("proxyserver")
+        if proxyserver is not None:
+            await proxyserver.servers.update([])
+        deadline = loop.time() + self.grace
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.in_flight:
+            logger.warning(f"{len(self.in_flight)} exchange(s) still in flight after "
+                           f"{self.grace:g} s: stopping anyway")
+        await asyncio.sleep(0.05)  # the last answers leave the socket buffers
+        self.master.shutdown()
+
+
+def install_stop_signals(loop: asyncio.AbstractEventLoop,
+                         on_signal: Callable[[], None]) -> Callable[[], None]:
+    """Call `on_signal` on the loop for SIGINT and SIGTERM; returns what undoes it.
+
+    `loop.add_signal_handler` is POSIX-only (NotImplementedError on Windows' proactor
+    loop, RuntimeError off the main thread): there `signal.signal` takes the signal
+    and hands it to the loop thread-safely, as the stand-in falls back too.
+    """
+    undo: list[Callable[[], Any]] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            undo.append(lambda sig=sig: loop.remove_signal_handler(sig))
+            continue
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+        try:
+            previous = signal.signal(sig, lambda *_: loop.call_soon_threadsafe(on_signal))
+        except (ValueError, OSError):
+            continue  # not the main thread: the caller stops the proxy itself
+        undo.append(lambda sig=sig, previous=previous: signal.signal(sig, previous))
+
+    def restore() -> None:
+        for step in undo:
+            step()
+
+    return restore
 
 
 async def _wait_listening(master: DumpMaster, task: asyncio.Task[None]) -> None:
@@ -126,17 +276,32 @@ async def _wait_listening(master: DumpMaster, task: asyncio.Task[None]) -> None:
 
 def serve(settings: dict[str, Any], sets: Sequence[str] = (),
           ready: Callable[[DumpMaster], None] | None = None) -> None:
-    """Run the proxy until SIGINT or SIGTERM (the `mpsdproxy run` command)."""
+    """Run the proxy until SIGINT or SIGTERM (the `mpsdproxy run` command): the first
+    signal stops gracefully (`GracefulStop`), a second one at once."""
 
     async def main() -> None:
-        master = await start(settings, sets)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, master.shutdown)
+        # Handlers first: a signal that comes as soon as the port listens is not lost.
+        signals: list[None] = []
+        stopper: GracefulStop | None = None
+
+        def on_signal() -> None:
+            if stopper is None:
+                signals.append(None)  # still starting: acted on once the master runs
+            else:
+                stopper.stop()
+
+        restore = install_stop_signals(asyncio.get_running_loop(), on_signal)
         if hasattr(signal, "SIGPIPE"):
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        if ready:
-            ready(master)
-        await master.run_task  # type: ignore[attr-defined]
+        try:
+            master = await start(settings, sets)
+            stopper = master.addons.get("gracefulstop")
+            for _ in signals[:2]:
+                stopper.stop()
+            if ready:
+                ready(master)
+            await master.run_task  # type: ignore[attr-defined]
+        finally:
+            restore()
 
     asyncio.run(main())

@@ -30,6 +30,7 @@ from mitmproxy.addonmanager import Loader
 
 from mpsdproxy import classify
 from mpsdproxy import recording
+from mpsdproxy import safefiles
 from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
 from mpsdproxy.recording import messages
@@ -76,7 +77,12 @@ class Recorder:
         if not path:
             return
         try:
+            # A FIFO or a device would hang the open, or take records nothing can read back
+            # (`mitmdump -s` users have no FileGuard in front of this).
+            safefiles.refuse_not_regular(path, "recording")
             self.writer = recording.Writer(path)
+        except safefiles.BadFile as e:
+            raise exceptions.OptionsError(f"Cannot open mpsd_record file {path}: {e}") from e
         except OSError as e:
             raise exceptions.OptionsError(f"Cannot open mpsd_record file {path}: {e}") from e
         logger.info(f"Recording session-directory exchanges to {path}")

@@ -8,7 +8,13 @@ Scenario files are watched while the proxy runs: a good edit replaces the
 scenario (its counters start over, its time windows still count from the
 proxy's start); a broken one is logged once with its problem lines and the
 previous scenario stays in force. A file that cannot be read any more keeps
-its scenario too.
+its scenario too, and so does one replaced by a FIFO or a device (refused: not
+a regular file; opening a FIFO would wait for a writer forever).
+
+A reload reads and parses the file in a worker thread (`asyncio.to_thread`): a
+large edit must not stall the traffic the event loop carries. The new scenario
+replaces the old one in a single assignment back on the loop, so a request sees
+either the old set or the new one, never half of each.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mpsdproxy import model
+from mpsdproxy import safefiles
 from mpsdproxy import scenario
 from mpsdproxy.scenario import Phase
 
@@ -53,8 +61,9 @@ def load_scenarios(paths: Sequence[str]) -> list[scenario.Scenario]:
     loaded, problems = [], []
     for path in paths:
         try:
+            safefiles.refuse_not_regular(path, "scenario file")
             loaded.append(scenario.load(path))
-        except scenario.ScenarioError as e:
+        except (scenario.ScenarioError, safefiles.BadFile) as e:
             problems.append(str(e))
     if problems:
         raise ValueError("\n".join(problems))
@@ -147,22 +156,37 @@ class Scenarios:
         while True:
             await asyncio.sleep(RELOAD_INTERVAL)
             try:
-                self.reload_changed()
+                await self.reload_changed_off_loop()
             except Exception as e:  # noqa: BLE001 - a watcher crash must not end reloading
                 logger.exception(f"Checking mpsd_scenario files for edits failed: {e}")
 
     def reload_changed(self) -> list[str]:
         """Reload every scenario file edited since it was loaded; the paths reloaded.
 
-        A broken edit is logged once with its problem lines and changes nothing.
+        A broken edit is logged once with its problem lines and changes nothing. This
+        parses on the caller's thread; the watcher uses `reload_changed_off_loop`.
         """
+        return [item.path for item in list(self.loaded)
+                if self._swap(item, _settle(item, _look(item)))]
+
+    async def reload_changed_off_loop(self) -> list[str]:
+        """`reload_changed`, with each file read and parsed in a worker thread: the event
+        loop keeps carrying traffic while a large edit parses."""
         reloaded = []
-        for i, item in enumerate(self.loaded):
-            fresh = _reload(item)
-            if fresh is not None:
-                self.loaded[i] = fresh
+        for item in list(self.loaded):
+            outcome = await asyncio.to_thread(_look, item)
+            if self._swap(item, _settle(item, outcome)):
                 reloaded.append(item.path)
         return reloaded
+
+    def _swap(self, item: Loaded, fresh: Loaded | None) -> bool:
+        """Put `fresh` where `item` was, in one assignment of a new list; False when there
+        is nothing new or `item` left the set meanwhile (an option change reloaded it)."""
+        if fresh is None or not any(x is item for x in self.loaded):
+            return False
+        fresh.engine.enabled = item.engine.enabled
+        self.loaded = [fresh if x is item else x for x in self.loaded]
+        return True
 
     # -- asking --------------------------------------------------------------------------
 
@@ -227,23 +251,45 @@ def _report(item: Loaded, version: Stamp | str, message: str) -> None:
         logger.error(message)
 
 
-def _reload(item: Loaded) -> Loaded | None:
-    """The file's new version, loaded; None when it is unchanged, unreadable or broken."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a look at a scenario file found: nothing new (`version` None), a problem to
+    log once per version (`problem`), or a new scenario (`fresh`)."""
+
+    version: Stamp | str | None = None
+    problem: str = ""
+    fresh: scenario.Scenario | None = None
+
+
+def _look(item: Loaded) -> Outcome:
+    """Stat, read and parse the file if it changed. Blocking, and safe in a worker thread:
+    it logs nothing and touches nothing shared."""
     try:
-        stamp = _stamp(item.path)
+        st = os.stat(item.path)
     except OSError as e:
-        _report(item, f"{e}", f"Cannot read mpsd_scenario file {item.path} "
-                              f"({e.strerror or e}); the loaded version stays in force")
-        return None
+        return Outcome(f"{e}", f"Cannot read mpsd_scenario file {item.path} "
+                               f"({e.strerror or e}); the loaded version stays in force")
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
     if stamp == item.stamp or stamp == item.reported:
-        return None
+        return Outcome()
+    if not stat.S_ISREG(st.st_mode):
+        return Outcome(stamp, f"Not reloading {item.path}: not a regular file any more; "
+                              "the loaded version stays in force")
     try:
-        fresh = scenario.load(item.path)
+        return Outcome(stamp, fresh=scenario.load(item.path))
     except scenario.ScenarioError as e:
-        _report(item, stamp, f"Not reloading {item.path}: the edit is broken, the "
-                             f"previous version stays in force:\n{e}")
+        return Outcome(stamp, f"Not reloading {item.path}: the edit is broken, the "
+                              f"previous version stays in force:\n{e}")
+
+
+def _settle(item: Loaded, outcome: Outcome) -> Loaded | None:
+    """On the loop: log what the look found, and the new scenario in force, if any."""
+    if outcome.version is None:
         return None
-    engine = scenario.Engine(fresh, start=item.engine.start)
-    engine.enabled = item.engine.enabled
-    logger.info(f"Reloaded {item.path}: {summary(fresh)} (counters start over)")
-    return Loaded(item.path, fresh, engine, stamp)
+    if outcome.fresh is None:
+        _report(item, outcome.version, outcome.problem)
+        return None
+    assert not isinstance(outcome.version, str)
+    engine = scenario.Engine(outcome.fresh, start=item.engine.start)
+    logger.info(f"Reloaded {item.path}: {summary(outcome.fresh)} (counters start over)")
+    return Loaded(item.path, outcome.fresh, engine, outcome.version)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Any
+from typing import TextIO
 
 import click
 
 from mpsdproxy import safefiles
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+PROGRESS_EVERY = 0.5
+"""Seconds between two progress lines: often enough to see it move, rarely enough to cost
+nothing on a 50k-exchange file."""
+
+QUIET = click.option("--quiet", "-q", is_flag=True,
+                     help="No progress counter on stderr (it is off anyway when stderr is "
+                          "not a terminal).")
 
 class BadInput(click.ClickException):
     """Bad input: exit 2 with one line naming the file."""
@@ -52,13 +63,63 @@ def one_line(error: BaseException | str) -> str:
     from mpsdproxy import model
 
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return model.printable("; ".join(lines) or type(error).__name__)
+    joined = "".join(f"{line} " if line.endswith(":") else f"{line}; " for line in lines)
+    return model.printable(joined.rstrip("; ") or type(error).__name__)
 
 
 def about(path: str, error: BaseException) -> str:
     """`error` as one line that names `path` (once)."""
     text = one_line(error)
     return text if path in text else f"{path}: {text}"
+
+
+class Progress:
+    """A counter on stderr for long work (`import: 12,345 exchanges`), redrawn in place at
+    most every PROGRESS_EVERY seconds. Silent with `quiet` or when stderr is not a terminal,
+    so CI logs and pipes never see it; the first line waits PROGRESS_EVERY, so small files
+    never show one."""
+
+    def __init__(self, what: str, unit: str = "exchanges", quiet: bool = False,
+                 total: int | None = None) -> None:
+        self.what = what
+        self.unit = unit
+        self.total = total
+        self.stream: TextIO | None = None if quiet else _terminal_stderr()
+        self.next_at = time.monotonic() + PROGRESS_EVERY
+        self.shown = False
+        self.count = 0
+
+    def __call__(self, count: int) -> None:
+        """`count` items done so far (a callback for the long-running functions)."""
+        self.count = count
+        if self.stream is None or time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + PROGRESS_EVERY
+        of = f"/{self.total:,}" if self.total else ""
+        self.stream.write(f"\r\x1b[K{self.what}: {count:,}{of} {self.unit}")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        """Take the counter off its line, before other output or at the end."""
+        if self.stream is not None and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
+
+
+def _terminal_stderr() -> TextIO | None:
+    stream = sys.stderr
+    try:
+        return stream if stream is not None and stream.isatty() else None
+    except (AttributeError, ValueError):  # a closed or odd stream: no progress
+        return None
 
 
 def validate_port(ctx: click.Context, param: click.Parameter, value: int) -> int:
@@ -82,5 +143,11 @@ class Commands(click.Group):
 def cli() -> None:
     """Record, replay and fault-inject Xbox Multiplayer Session Directory (MPSD) traffic.
 
-    Start with `mpsdproxy demo`, then put a title behind `mpsdproxy run`.
+    Start with `mpsdproxy demo`, then put a title behind `mpsdproxy run`. Every
+    command's --help has an example.
+
+    \b
+    Example:
+      mpsdproxy demo --record demo.jsonl
+      mpsdproxy report demo.jsonl --fail-on fail
     """

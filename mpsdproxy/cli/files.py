@@ -9,9 +9,11 @@ import click
 
 from mpsdproxy import safefiles
 from mpsdproxy.cli.base import CONTEXT
+from mpsdproxy.cli.base import QUIET
 from mpsdproxy.cli.base import BadInput
 from mpsdproxy.cli.base import FormatChoice
 from mpsdproxy.cli.base import InputFile
+from mpsdproxy.cli.base import Progress
 from mpsdproxy.cli.base import about
 from mpsdproxy.cli.base import cli
 from mpsdproxy.cli.base import one_line
@@ -29,8 +31,9 @@ from mpsdproxy.cli.base import one_line
               help="Exit 1 when a verdict failed (fail), or also on any anomaly (anomaly).")
 @click.option("--limits", type=InputFile(), default=None,
               help="YAML call-rate budgets and thresholds, merged over the defaults.")
+@QUIET
 def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
-                   limits: str | None) -> None:
+                   limits: str | None, quiet: bool) -> None:
     """Summarise a recording and judge what the title did after each fault.
 
     Totals by status and table row, per resource and operation; injected vs organic
@@ -55,13 +58,14 @@ def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
         raise BadInput(about(limits or "", e)) from None
     safefiles.refuse_empty(file)
     try:
-        built = report.build_report(file, budgets)
+        with Progress("report", "lines read", quiet) as progress:
+            built = report.build_report(file, budgets, progress=progress)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
     cut = sum(1 for _, problem in built.skipped if problem.startswith("truncated"))
     safefiles.refuse_unreadable(file, built.exchanges, built.skipped_total - cut,
                                 built.skipped[0] if built.skipped else None)
-    text = report.render(built, fmt)
+    text = report.render(built, fmt, fail_on=fail_on)
     if output:
         try:
             with safefiles.atomic_output(output, "w") as f:
@@ -139,12 +143,18 @@ def _target(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for each answer.")
 @click.option("--insecure", is_flag=True, help="Do not verify the target's TLS certificate.")
+@click.option("--max-failures", type=click.IntRange(min=0), default=3, show_default=True,
+              metavar="N",
+              help="Stop after N requests in a row that could not reach the target "
+                   "(0: never stop).")
+@QUIET
 def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_host: bool,
-           timeout: float, insecure: bool) -> None:
+           timeout: float, insecure: bool, max_failures: int, quiet: bool) -> None:
     """Re-issue a recording's requests, in order, against a stand-in or test service.
 
     Redacted tokens are replaced by stand-in tokens derived from their hash, so
-    distinct users stay distinct. Exit 1 when any request got no answer, 2 for an
+    distinct users stay distinct. A target that cannot be reached stops it after
+    --max-failures requests in a row. Exit 1 when any request got no answer, 2 for an
     empty recording or a --record that is the recording itself.
 
     \b
@@ -156,17 +166,25 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
     safefiles.refuse_overwrite_of_inputs([record_path], [file])
     safefiles.refuse_empty(file)
 
+    progress = Progress("resend", "sent", quiet)
+
     def show(outcome: resend_module.ResentExchange) -> None:
         answer = outcome.status if outcome.status is not None else f"failed: {outcome.error}"
-        click.echo(f"#{outcome.record:<5} {outcome.method:<6} {outcome.url}  {answer}")
+        progress.clear()
+        click.echo(one_line(f"#{outcome.record:<5} {outcome.method:<6} {outcome.url}  {answer}"))
+        progress(progress.count + 1)
 
     try:
-        result = resend_module.resend(file, to_url, record_path, rename, keep_host=keep_host,
-                                      timeout=timeout, verify=not insecure, on_exchange=show)
+        with progress:
+            result = resend_module.resend(
+                file, to_url, record_path, rename, keep_host=keep_host, timeout=timeout,
+                verify=not insecure, on_exchange=show, max_failures=max_failures)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
     for issue in result.issues:
         click.secho(f"skipped {issue}", fg="yellow", err=True)
+    if result.stopped:
+        click.secho(f"Error: {result.stopped}", fg="red", err=True)
     click.echo(f"{result.sent} sent, {result.answered} answered, {result.failed} failed"
                + (f"; recorded to {record_path}" if record_path else ""))
     sys.exit(0 if result.ok else 1)
@@ -182,7 +200,8 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
 @click.option("--no-redact", is_flag=True,
               help="Keep what the recording holds as it is (a private recording made with "
                    "--no-redact keeps its secrets: never share the export).")
-def export(file: str, fmt: str, output: str, no_redact: bool) -> None:
+@QUIET
+def export(file: str, fmt: str, output: str, no_redact: bool, quiet: bool) -> None:
     """Write a recording as HAR, a mitmproxy flow file, a Fiddler SAZ archive or the
     Trace Analyzer's CSV trace. Credentials are redacted on the way out, whatever the
     recording holds.
@@ -198,8 +217,10 @@ def export(file: str, fmt: str, output: str, no_redact: bool) -> None:
     safefiles.refuse_overwrite_of_inputs([output], [file])
     safefiles.refuse_empty(file)
     try:
-        result = interchange.export_file(file, output, fmt, flowfile.FORMATS,
-                                         recording.Redactor(enabled=not no_redact))
+        with Progress("export", "records written", quiet) as progress:
+            result = interchange.export_file(file, output, fmt, flowfile.FORMATS,
+                                             recording.Redactor(enabled=not no_redact),
+                                             progress=progress)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
     for line in (*map(str, result.issues), *result.skipped):
@@ -225,9 +246,10 @@ def export(file: str, fmt: str, output: str, no_redact: bool) -> None:
               help="Store a larger body truncated, with a line saying so (default 64 MiB).")
 @click.option("--redact", multiple=True, metavar="HEADER", help="More headers to redact.")
 @click.option("--no-redact", is_flag=True, help="Keep secrets (private captures only).")
+@QUIET
 def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[str, ...],
             all_hosts: bool, processes: tuple[str, ...], max_body: int | None,
-            redact: tuple[str, ...], no_redact: bool) -> None:
+            redact: tuple[str, ...], no_redact: bool, quiet: bool) -> None:
     """Turn a HAR, mitmproxy flow file (e.g. from `mitmdump -w`), Fiddler SAZ capture or
     Trace Analyzer CSV trace into a classified, redacted recording of the session
     traffic. The summary line says what was kept and dropped, by host.
@@ -246,10 +268,12 @@ def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[
                        "another output")
     redactor = recording.Redactor((*recording.DEFAULT_REDACT, *redact), enabled=not no_redact)
     try:
-        result = interchange.import_file(
-            file, output, fmt, redactor=redactor, hosts=list(hosts) or None,
-            all_hosts=all_hosts, processes=list(processes) or None, append=append,
-            formats=flowfile.FORMATS, max_body=max_body or interchange.MAX_BODY)
+        with Progress("import", "items read", quiet) as progress:
+            result = interchange.import_file(
+                file, output, fmt, redactor=redactor, hosts=list(hosts) or None,
+                all_hosts=all_hosts, processes=list(processes) or None, append=append,
+                formats=flowfile.FORMATS, max_body=max_body or interchange.MAX_BODY,
+                progress=progress)
     except (OSError, ValueError) as e:  # the output is the input, exists, or bad input
         raise BadInput(about(file, e)) from None
     for line in result.skipped:

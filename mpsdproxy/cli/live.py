@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import socket
 import sys
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
+from typing import NamedTuple
 
 import click
 
@@ -15,6 +22,125 @@ from mpsdproxy.cli.base import InputFile
 from mpsdproxy.cli.base import cli
 from mpsdproxy.cli.base import one_line
 from mpsdproxy.cli.base import validate_port
+
+FLAGS = {
+    "mode": "--mode",
+    "listen_host": "--listen-host",
+    "listen_port": "--listen-port",
+    "confdir": "--confdir",
+    "mpsd_record": "--record",
+    "mpsd_upstream": "--upstream",
+    "mpsd_redact": "--redact",
+    "mpsd_no_redact": "--no-redact",
+    "mpsd_quiet": "--quiet",
+    "mpsd_verdicts": "--no-verdicts",
+    "mpsd_limits": "--limits",
+    "mpsd_intercept_hosts": "--intercept-host",
+    "mpsd_scenario": "--scenario",
+    "mpsd_replay": "--replay",
+    "mpsd_replay_exhausted": "--exhausted",
+    "mpsd_replay_unmatched": "--unmatched",
+    "mpsd_replay_pace": "--pace",
+}
+"""The mitmproxy and mpsdproxy options `run` sets, and the flag the user typed for each:
+an error about an option must name what the user can change."""
+
+MODES = ("regular", "transparent", "socks5", "upstream:URL", "reverse:URL", "dns",
+         "wireguard", "local", "tun", "osproxy")
+"""mitmproxy's proxy modes, each optionally followed by @[HOST:]PORT."""
+
+_TCP_MODES = ("regular", "transparent", "socks5", "upstream", "reverse")
+
+
+def user_words(message: str, flags: Mapping[str, str]) -> str:
+    """`message` with each option name in `flags` replaced by its flag:
+    "Cannot parse mpsd_upstream option x: ..." -> "Cannot parse --upstream x: ..."."""
+    if not flags:
+        return message
+    names = "|".join(re.escape(n) for n in sorted(flags, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w-])({names})(?![\w-])( option\b|=)?")
+
+    def flag(m: re.Match[str]) -> str:
+        return flags[m[1]] + (" " if m[2] == "=" else "")
+
+    return pattern.sub(flag, message)
+
+
+def typed_flags(settings: Mapping[str, Any], sets: Sequence[str]) -> dict[str, str]:
+    """FLAGS for the options `run` set from a flag; an option the user set with
+    `--set NAME=...` keeps its name (that is what they typed)."""
+    by_set = {pair.partition("=")[0].strip() for pair in sets}
+    return {n: f for n, f in FLAGS.items() if n in settings and n not in by_set}
+
+
+def bad_mode(mode: str, error: str) -> click.BadParameter:
+    """A --mode that mitmproxy refused: the value, why, and the modes there are."""
+    return click.BadParameter(
+        f"{mode!r}: {error.strip().rstrip(':.') or 'not a mode'}. Valid modes: {', '.join(MODES)} "
+        "(each optionally followed by @[HOST:]PORT)", param_hint="--mode")
+
+
+class Listen(NamedTuple):
+    """Where one mode listens, and the flag that said so (for the message)."""
+
+    host: str
+    port: int
+    flag: str
+
+
+def listen_addresses(host: str, port: int, modes: Sequence[str]) -> list[Listen]:
+    """The TCP addresses the proxy will listen on: --listen-host/--listen-port, or a mode's
+    own `@[HOST:]PORT` (read as mitmproxy reads it: after the last `@`)."""
+    found: list[Listen] = []
+    for mode in modes:
+        head, at, listen_at = mode.rpartition("@")
+        kind = (head if at else mode).partition(":")[0]
+        if kind not in _TCP_MODES:
+            continue
+        if not at:
+            found.append(Listen(host, port, "--listen-port"))
+            continue
+        own_host, _, own_port = listen_at.rpartition(":")
+        if own_port.isdigit():
+            found.append(Listen(own_host.strip("[]") or host, int(own_port),
+                                f"--mode {head}@PORT"))
+    return found
+
+
+def refuse_unusable_listen(listen: Listen) -> None:
+    """BadInput naming the flag when the proxy could not listen there: a port in use, a
+    host that does not resolve or is not this machine's. mitmproxy would log the error,
+    suggest one of its own flags and exit 1; checked here first so the user reads the flag
+    they typed. (A port taken between this check and the proxy's bind still fails, in
+    mitmproxy's words.)"""
+    where = "--listen-host" if listen.flag == "--listen-port" else listen.flag
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise BadInput(f"{where} {listen.host}: cannot be resolved ({e})") from None
+    with socket.socket(family, kind, proto) as probe:
+        if sys.platform != "win32":  # as asyncio binds: a port in TIME_WAIT is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+                raise BadInput(f"port {listen.port} on {listen.host} is already in use: choose "
+                               f"another with {listen.flag} (0 picks a free one)") from None
+            if e.errno in (errno.EADDRNOTAVAIL, getattr(errno, "WSAEADDRNOTAVAIL", -1)):
+                raise BadInput(f"{where} {listen.host}: not an address of this machine "
+                               f"({e.strerror})") from None
+            return  # another problem (a privileged port, ...): the proxy reports it
+
+
+def refuse_unusable_confdir(confdir: str) -> None:
+    """The confdir mitmproxy would create (and fail on with a traceback): made here, or
+    one line naming --confdir."""
+    try:
+        os.makedirs(os.path.expanduser(confdir), exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"--confdir {confdir}: {e.strerror or e}") from None
 
 
 @cli.command(context_settings=CONTEXT)
@@ -72,7 +198,7 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
         no_redact: bool, scenarios: tuple[str, ...], replays: tuple[str, ...],
         exhausted: str, unmatched: str, pace: str, limits: str, no_verdicts: bool,
         quiet: bool, confdir: str, sets: tuple[str, ...]) -> None:
-    """Run the proxy: classify, record (and later inject and replay) session traffic.
+    """Run the proxy: classify, record, inject faults into and replay session traffic.
 
     \b
     Examples:
@@ -90,10 +216,12 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
     safefiles.refuse_overwrite_of_inputs([record], replays)
     if upstream and any(m.startswith("reverse") for m in modes):
         raise click.BadParameter("reverse mode already names its upstream", param_hint="--upstream")
-    try:
-        routing = proxy.routing_options(modes, intercept_hosts or DEFAULT_INTERCEPT_HOSTS)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--mode") from None
+    for mode in modes:
+        try:
+            proxy.routing_options([mode], intercept_hosts or DEFAULT_INTERCEPT_HOSTS)
+        except ValueError as e:
+            raise bad_mode(mode, str(e)) from None
+    routing = proxy.routing_options(modes, intercept_hosts or DEFAULT_INTERCEPT_HOSTS)
     settings: dict[str, Any] = {
         "mode": list(modes),
         "listen_host": listen_host,
@@ -116,6 +244,11 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
                         mpsd_replay_unmatched=unmatched, mpsd_replay_pace=pace)
     if confdir:
         settings["confdir"] = confdir
+    if not any(_sets_listening(pair) for pair in sets):
+        for listen in listen_addresses(listen_host, listen_port, modes):
+            refuse_unusable_listen(listen)
+    if confdir:
+        refuse_unusable_confdir(confdir)
     if not proxy.is_loopback(listen_host):
         click.secho(
             f"Warning: listening on {listen_host} exposes the proxy beyond this machine. "
@@ -125,7 +258,12 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
     try:
         proxy.serve(settings, sets)
     except proxy.ProxyError as e:
-        raise BadInput(one_line(e)) from None
+        raise BadInput(user_words(one_line(e), typed_flags(settings, sets))) from None
+
+
+def _sets_listening(pair: str) -> bool:
+    """Whether `--set pair` changes where the proxy listens (then the flags do not say)."""
+    return pair.partition("=")[0].strip() in ("listen_host", "listen_port", "mode")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -173,7 +311,12 @@ def emulate(listen_host: str, listen_port: int, config: str | None) -> None:
 
     try:
         emulator.run(listen_host, listen_port, config, ready=ready)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+            raise BadInput(f"port {listen_port} on {listen_host} is already in use: choose "
+                           "another with --listen-port (0 picks a free one)") from None
+        raise BadInput(one_line(e)) from None
+    except ValueError as e:
         raise BadInput(one_line(e)) from None
 
 

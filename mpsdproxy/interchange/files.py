@@ -220,7 +220,8 @@ class ImportResult:
 
 def export_file(recording_path: str, out_path: str, fmt: str,
                 formats: Mapping[str, Format] = FORMATS,
-                redactor: recording.Redactor | None = None) -> ExportResult:
+                redactor: recording.Redactor | None = None,
+                progress: Callable[[int], None] | None = None) -> ExportResult:
     """Write the recording at `recording_path` to `out_path` in format `fmt`.
 
     The recording is streamed; unreadable lines are listed in `issues`,
@@ -231,7 +232,8 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     websocket messages, so each handshake's entry is written in its place with
     them (HAR has them inside the entry). The output is written to a temporary file and
     renamed: a failed export leaves the old file as it was. Raises ValueError
-    when `out_path` is the recording.
+    when `out_path` is the recording. `progress`, when given, is told how many records
+    have been read so far (the CLI shows a counter with it).
     """
     chosen = _check_format(fmt, formats)
     safefiles.refuse_overwrite_of_inputs([out_path], [recording_path])
@@ -241,6 +243,8 @@ def export_file(recording_path: str, out_path: str, fmt: str,
                      result.skipped, messages=chosen.messages, fmt=chosen.name.upper())
     hide = redactor if redactor is not None else recording.Redactor()
     items = (hide.exchange(i) if isinstance(i, model.Exchange) else i for i in items)
+    if progress is not None:
+        items = _counted(items, progress)
     write = chosen.write
     if chosen.write is _write_har:  # its handshakes' entries hold their messages
         gathered = gather_messages(items_of(recording.read(recording_path, messages=True)))
@@ -318,6 +322,7 @@ def import_file(
     append: bool = False,
     formats: Mapping[str, Format] = FORMATS,
     max_body: int = MAX_BODY,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Write the exchanges of a HAR, SAZ, CSV (or flow) file in scope to the recording
     `out_path` (see the module's docstring for the scope).
@@ -325,7 +330,8 @@ def import_file(
     `fmt` is guessed from the file when None. An existing `out_path` is refused
     unless `append`; the output is written to a temporary copy and renamed, so a
     failed import changes nothing. Raises ValueError (one line, naming the file)
-    when the file is not in the format or cannot be read.
+    when the file is not in the format or cannot be read. `progress`, when given, is
+    told how many items have been read so far (the CLI shows a counter with it).
     """
     chosen = _check_format(fmt or guess_format(path, formats), formats)
     safefiles.refuse_overwrite_of_inputs([out_path], [path])
@@ -340,6 +346,8 @@ def import_file(
     with open(path, "rb") as f:
         items = _guarded(_items(chosen, f, provenance, result.skipped, processes, max_body),
                          path)
+        if progress is not None:
+            items = _counted(items, progress)
         first = next(items, None)  # a file not in the format fails before the output opens
         with safefiles.atomic_path(out_path, append=append) as temporary, \
                 recording.Writer(temporary) as w:
@@ -414,6 +422,13 @@ class _Interleave:
     def rest(self) -> Iterator[ws.WebsocketMessage]:
         while self.heap:
             yield heapq.heappop(self.heap)[2]
+
+
+def _counted(items: Iterable[Any], progress: Callable[[int], None]) -> Iterator[Any]:
+    """The items, telling `progress` how many have gone by (after each one)."""
+    for count, item in enumerate(items, 1):
+        yield item
+        progress(count)
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

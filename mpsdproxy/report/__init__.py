@@ -130,10 +130,13 @@ __all__ = [
 FORMATS = ("text", "json", "html", "junit")
 
 
-def render(report: Report, fmt: str) -> str:
-    """The report as text, json, junit (XML) or html (one self-contained page)."""
-    renderers = {"text": render_text, "json": render_json, "junit": render_junit,
-                 "html": render_html}
+def render(report: Report, fmt: str, fail_on: str | None = None) -> str:
+    """The report as text, json, junit (XML) or html (one self-contained page). JUnit
+    also takes `fail_on`, so the XML fails exactly when the exit code does (anomalies
+    become failing cases under `--fail-on anomaly`)."""
+    if fmt == "junit":
+        return render_junit(report, fail_on)
+    renderers = {"text": render_text, "json": render_json, "html": render_html}
     if fmt not in renderers:
         raise ValueError(f"format should be one of {', '.join(FORMATS)}, not {fmt!r}")
     return renderers[fmt](report)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
@@ -348,14 +349,19 @@ def report_records(records: Iterable[Mapping[str, Any]],
     return builder.finish()
 
 
-def build_report(path: str | os.PathLike[str], limits: verdicts.Limits | None = None) -> Report:
-    """Stream a recording into a report. Bad lines are counted and named, never fatal."""
+def build_report(path: str | os.PathLike[str], limits: verdicts.Limits | None = None,
+                 progress: Callable[[int], None] | None = None) -> Report:
+    """Stream a recording into a report. Bad lines are counted and named, never fatal.
+    `progress`, when given, is told how many lines have been read so far (the CLI shows a
+    counter with it)."""
     builder = ReportBuilder(limits, source=os.fspath(path))
-    for line, item in recording.numbered(path, messages=True):
+    for count, (line, item) in enumerate(recording.numbered(path, messages=True), 1):
         if isinstance(item, recording.ReadIssue):
             builder.skip(item.line, item.problem)
         else:
             builder.add(item, line)
+        if progress is not None:
+            progress(count)
     return builder.finish()
 
 

@@ -37,7 +37,11 @@ service. A GUID name gets a fresh GUID; any other name gets an 8-hex suffix.
 Each answer is written (redacted, classified) with provenance
 `{"source": "resent", "record": <original seq>}`. Requests go one at a time
 over one kept-alive connection; a send that fails on a reused connection
-(the server closed it while idle) is retried once on a fresh one.
+(the server closed it while idle) is retried once on a fresh one. With
+`max_failures` N, N requests in a row that found no connection to the target
+stop the run (a dead target would fail every request, each after its timeout):
+`ResendResult.stopped` says so in one line. Each outcome is reported once, to
+`on_exchange`; failures are logged at debug level only.
 
 Bytes that are not UTF-8 go as they were recorded in header values; in the
 path, where a request line takes only ASCII, they go percent-encoded (0xE9

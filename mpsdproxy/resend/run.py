@@ -44,6 +44,7 @@ class ResentExchange:
     status: int | None
     error: str | None = None
     seq: int | None = None  # in the new recording, when one is written
+    unreachable: bool = False  # no connection to the target (refused, reset, timed out)
 
 
 @dataclass
@@ -54,10 +55,12 @@ class ResendResult:
     record_path: str | None = None
     renames: dict[str, str] = field(default_factory=dict)
     issues: list[recording.ReadIssue] = field(default_factory=list)
+    stopped: str | None = None  # why it gave up early: one line, None when it went through
+    not_sent: int = 0  # records left unsent when it stopped early
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and not self.issues
+        return self.failed == 0 and not self.issues and self.stopped is None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class _Sent:
     exchange: model.Exchange
     path: str
     headers: list[tuple[str, str]]
+    unreachable: bool = False
 
 
 def _send(original: model.Exchange, target: Target, client: Client, carry: Carry,
@@ -80,13 +84,13 @@ def _send(original: model.Exchange, target: Target, client: Client, carry: Carry
     method = request.method.upper()
     sent = model.Request(method, target.url(path), headers.record, body)
     start = time.time()
-    response, error = None, None
+    response, error, unreachable = None, None, False
     try:
         reply = client.send(method, path, headers.send,
                             encoding.wire_body(body, sent.headers.get("content-encoding")))
         response = answer_of(reply)
     except (OSError, http.client.HTTPException) as e:
-        error = f"{type(e).__name__}: {e}"
+        error, unreachable = f"{type(e).__name__}: {e}", True
     except model.ModelError as e:
         error = f"invalid response from the target: {e}"
     if response is not None:
@@ -94,7 +98,7 @@ def _send(original: model.Exchange, target: Target, client: Client, carry: Carry
     exchange = model.Exchange(request=sent, response=response, error=error, start=start,
                               end=time.time(), client=client.local,
                               provenance={"source": "resent", "record": original.seq})
-    return _Sent(exchange, path, headers.send)
+    return _Sent(exchange, path, headers.send, unreachable)
 
 
 def _record(sent: _Sent, target: Target, redactor: recording.Redactor) -> dict[str, Any]:
@@ -115,7 +119,8 @@ def _refused(record: Mapping[str, Any], error: Exception) -> ResentExchange:
     """The outcome of a record no wire could carry: reported as failed, not sent."""
     request = record.get("request") or {}
     message = f"not sent: {error}"
-    logger.warning(f"resend of record {record.get('seq')}: {message}")
+    # debug only: the caller reports each outcome once (on_exchange), a warning would double it
+    logger.debug(f"resend of record {record.get('seq')}: {message}")
     return ResentExchange(record.get("seq") or 0, str(request.get("method")),
                           model.printable(str(request.get("url"))), None, message)
 
@@ -147,11 +152,11 @@ def resend_records(
             sent = _send(original, target, client, carry, keep_host)
             exchange = sent.exchange
             seq = writer.write(_record(sent, target, redactor)) if writer is not None else None
-            if exchange.error:
-                logger.warning(f"resend of record {original.seq} to {exchange.request.url} "
+            if exchange.error:  # debug: the caller reports each outcome once
+                logger.debug(f"resend of record {original.seq} to {exchange.request.url} "
                                f"failed: {exchange.error}")
             yield ResentExchange(record["seq"], exchange.request.method, exchange.request.url,
-                                 exchange.status, exchange.error, seq)
+                                 exchange.status, exchange.error, seq, sent.unreachable)
     finally:
         client.close()
 
@@ -167,6 +172,7 @@ def resend(
     verify: bool = True,
     redactor: recording.Redactor | None = None,
     on_exchange: Callable[[ResentExchange], None] | None = None,
+    max_failures: int = 0,
 ) -> ResendResult:
     """Re-issue the requests of the recording at `path`, in order, against `to_url`.
 
@@ -175,6 +181,10 @@ def resend(
     the recording are skipped and listed in `issues`, and for a `record_path`
     that is `path` itself (it would read its own answers). `on_exchange` sees each
     outcome as it happens (the CLI prints progress with it).
+
+    With `max_failures` N > 0 it stops after N requests in a row found no connection to
+    the target (a dead target would otherwise fail every request, each after its
+    timeout): `stopped` says why in one line and `not_sent` counts the records left.
     """
     parse_target(to_url)  # fail before opening anything
     if record_path and os.path.exists(record_path) and os.path.samefile(path, record_path):
@@ -184,18 +194,32 @@ def resend(
     writer = recording.Writer(record_path) if record_path else None
     try:
         records = recording.read(path, issues=result.issues)
-        for outcome in resend_records(records, to_url, keep_host=keep_host, timeout=timeout,
-                                      verify=verify, redactor=redactor, writer=writer,
-                                      renamer=renamer):
-            result.sent += 1
-            if outcome.status is None:
-                result.failed += 1
-            else:
-                result.answered += 1
+        outcomes = resend_records(records, to_url, keep_host=keep_host, timeout=timeout,
+                                  verify=verify, redactor=redactor, writer=writer,
+                                  renamer=renamer)
+        in_a_row = 0
+        for outcome in outcomes:
+            _count(result, outcome)
             if on_exchange is not None:
                 on_exchange(outcome)
+            in_a_row = in_a_row + 1 if outcome.unreachable else 0
+            if max_failures and in_a_row >= max_failures:
+                outcomes.close()
+                result.not_sent = sum(1 for _ in records)
+                result.stopped = (f"stopped after {in_a_row} connection failures in a row "
+                                  f"to {to_url} (last: {outcome.error}); "
+                                  f"{result.not_sent} not sent")
+                break
     finally:
         if writer is not None:
             writer.close()
     result.renames = dict(renamer.names)
     return result
+
+
+def _count(result: ResendResult, outcome: ResentExchange) -> None:
+    result.sent += 1
+    if outcome.status is None:
+        result.failed += 1
+    else:
+        result.answered += 1
