@@ -6,12 +6,12 @@ websocket text frame is one JSON array whose first element is the message
 type (protocol notes §3.5, from the public capture's `raw/052_w.txt`)::
 
     client -> [1, 1, "https://sessiondirectory.xboxlive.com/connections/"]   subscribe
-    server -> [1, 1, 0, 0, {"ConnectionId": "85b4..."}]                      its result
-    server -> [3, 0, {"ncid": "f3e4...", "shoulderTaps": [{                  an event
-                 "timestamp": "...", "subscription": "81a3...",
+    server -> [1, 1, 0, 0, {"ConnectionId": "<connection id>"}]             its result
+    server -> [3, 0, {"ncid": "<id>", "shoulderTaps": [{                   an event
+                 "timestamp": "...", "subscription": "<member subscription id>",
                  "resourceType": "mpsd/session",
                  "resource": "<scid>~<template>~<name>",
-                 "branch": "17a1...", "changeNumber": 2}]}]
+                 "branch": "<branch>", "changeNumber": 2}]}]
     client -> [2, 5, 0]                                                      unsubscribe
     server -> [2, 5, 0]                                                      its result
     server -> [4]                                                            resync

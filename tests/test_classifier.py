@@ -15,7 +15,7 @@ from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
 from mpsdproxy.addons import router
 
-LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/LobbySession"
+LOBBY = ("/serviceconfigs/6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/LobbySession"
          "/sessions/Lobby-1")
 WHOLE = {"constants": {}, "properties": {}, "members": {}, "changeNumber": 4}
 

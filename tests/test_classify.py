@@ -19,7 +19,7 @@ from mpsdproxy.classify import Classification
 from mpsdproxy.classify import classify
 from mpsdproxy.classify import is_mpsd
 
-SCID = "5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c"
+SCID = "6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c"
 SESSION = f"/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/Lobby-1"
 ME = f"{SESSION}/members/me"
 ETAG = '"415f6d4dd34d78c5090c0e916bfaedc3"'

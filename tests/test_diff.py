@@ -15,7 +15,7 @@ from mpsdproxy import faults
 from mpsdproxy import model
 from mpsdproxy import recording
 
-SCID = "5deb0100-1111-2222-3333-444455556666"
+SCID = "6efc0200-1111-2222-3333-444455556666"
 BASE = "https://sessiondirectory.xboxlive.com"
 
 
@@ -35,7 +35,7 @@ def session_doc(name: str, active: bool = True, change: int = 1,
                           "constants": {"system": {"xuid": "2533274800000002", "index": 0}},
                           "properties": {"system": {"active": active}}}},
         "correlationId": correlation,
-        "branch": "17a13f76-1ba5-44a5-92c9-5c22196ddbc4",
+        "branch": "28b24087-0c0d-4e5f-9a0b-00000000b002",
         "changeNumber": change,
         "startTime": start,
     }
@@ -72,7 +72,7 @@ def exchange(method: str, url: str, status: int | None, body: Any = None, *,
     }
 
 
-def lifecycle(name: str = "lobby-1", handle: str = "be2e3c97-9ad5-4c7e-9b5e-ea276bb5aebe",
+def lifecycle(name: str = "lobby-1", handle: str = "c3f4d5a6-1b2c-4d3e-8f4a-00000000c003",
               **doc: Any) -> list[dict[str, Any]]:
     """Create, read, advertise, leave: the exchanges of one short session."""
     ref = {"scid": SCID, "templateName": "LobbySession", "name": name}
@@ -116,7 +116,7 @@ def test_identical_recordings_do_not_regress(pair) -> None:
 
 def test_one_changed_status_names_exactly_that_pair(pair) -> None:
     changed = lifecycle()
-    changed[3] = exchange("GET", f"{BASE}/handles/be2e3c97-9ad5-4c7e-9b5e-ea276bb5aebe", 404,
+    changed[3] = exchange("GET", f"{BASE}/handles/c3f4d5a6-1b2c-4d3e-8f4a-00000000c003", 404,
                           b"handle not found",
                           headers=[("Content-Type", "text/plain; charset=utf-8")])
     old, new = pair(lifecycle(), changed)
@@ -127,7 +127,7 @@ def test_one_changed_status_names_exactly_that_pair(pair) -> None:
     assert (only.old.status, only.new.status) == (200, 404)
     assert (only.old.classification, only.new.classification) == ("200.ok", "404.not-found")
     text = diff.render_text(result)
-    assert "#4 -> #4  GET handles/be2e3c97-9ad5-4c7e-9b5e-ea276bb5aebe\n" in text
+    assert "#4 -> #4  GET handles/c3f4d5a6-1b2c-4d3e-8f4a-00000000c003\n" in text
     assert "status: 200 -> 404" in text
     assert "REGRESSED" in text
 

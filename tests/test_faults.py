@@ -12,7 +12,7 @@ from mpsdproxy import fgrl
 from mpsdproxy import model
 from mpsdproxy.classify import classify
 
-SESSION = "/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/t/sessions/s"
+SESSION = "/serviceconfigs/6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/t/sessions/s"
 ETAG = '"a5cce857"'
 WHOLE = {"constants": {"system": {}, "custom": {}}, "properties": {"system": {}, "custom": {}},
          "members": {}, "changeNumber": 3, "correlationId": "c0ffee"}

@@ -17,7 +17,7 @@ from mpsdproxy.addons import flows
 from mpsdproxy.addons import router
 
 HOST = "sessiondirectory.xboxlive.com"
-LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessionTemplates/LobbySession"
+LOBBY = ("/serviceconfigs/6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessionTemplates/LobbySession"
          "/sessions/Lobby-1")
 BODY = b'{"members":{"me":{"constants":{"system":{"initialize":true}}}}}'
 

@@ -17,7 +17,7 @@ from mpsdproxy import interchange
 from mpsdproxy import recording
 
 HOST = "sessiondirectory.xboxlive.com"
-SCID = "5deb0100-1111-2222-3333-444455556666"
+SCID = "6efc0200-1111-2222-3333-444455556666"
 SESSION = f"https://{HOST}/serviceconfigs/{SCID}/sessionTemplates/Lobby/sessions/s1"
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((Path(__file__).parent / "test_har_schema.json").read_text())

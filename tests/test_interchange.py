@@ -39,7 +39,7 @@ ALL = flowfile.FORMATS
 #: millisecond; its own tests cover it).
 EXACT = [name for name in ALL if name != "csv"]
 
-SCID = "5deb0100-1111-2222-3333-444455556666"
+SCID = "6efc0200-1111-2222-3333-444455556666"
 HOST = "sessiondirectory.xboxlive.com"
 SESSION = f"https://{HOST}/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/lobby-1"
 TOKEN = recording.redact_value("XBL3.0 x=2533274800000002;eyJhbGciOi")
@@ -96,9 +96,9 @@ def samples() -> list[dict[str, Any]]:
         record("GET", SESSION, 503, busy.body, headers=busy.headers,
                provenance={"source": "injected", "rule": "busy", "phase": "request"}),
         record("POST", f"https://{HOST}/handles", 201,
-               b'{"id":"be2e3c97-9ad5-4c7e-9b5e-ea276bb5aebe","type":"activity","version":1}',
+               b'{"id":"c3f4d5a6-1b2c-4d3e-8f4a-00000000c003","type":"activity","version":1}',
                headers=[("Content-Type", "application/json"),
-                        ("Location", "/handles/be2e3c97-9ad5-4c7e-9b5e-ea276bb5aebe")],
+                        ("Location", "/handles/c3f4d5a6-1b2c-4d3e-8f4a-00000000c003")],
                request_headers=[("Authorization", TOKEN), ("Content-Type", "application/json")],
                request_body=b'{"type":"activity","version":1}'),
         record("DELETE", SESSION + "/members/me", 204),

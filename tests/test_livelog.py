@@ -21,7 +21,7 @@ from mpsdproxy.addons import livelog
 from mpsdproxy.addons import router
 from mpsdproxy.addons.later import AfterAnswer
 
-LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/LobbySession"
+LOBBY = ("/serviceconfigs/6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessiontemplates/LobbySession"
          "/sessions/lobby-1")
 WHOLE = {"constants": {}, "properties": {}, "members": {}, "changeNumber": 1}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

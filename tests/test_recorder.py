@@ -25,7 +25,7 @@ from mpsdproxy.addons import flows
 from mpsdproxy.addons import recorder
 from mpsdproxy.addons import router
 
-LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessionTemplates/LobbySession"
+LOBBY = ("/serviceconfigs/6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessionTemplates/LobbySession"
          "/sessions/Lobby-1")
 TOKEN = "XBL3.0 x=2533274800000002;eyJlbmMiOiJBMTI4Q0JDK0hTMjU2In0"
 SIGNATURE = "AAAAAQHS7hcmPq0WEhCbZ0M7aQ2W1b3i0F2oQdJ4CjW"

@@ -21,7 +21,7 @@ from mpsdproxy import recording
 from mpsdproxy import resend
 from mpsdproxy import resources
 
-SCID = "5deb0100-1111-2222-3333-444455556666"
+SCID = "6efc0200-1111-2222-3333-444455556666"
 SESSION_PATH = f"/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/"
 USER_A = "redacted:aaaaaaaaaaaa"
 USER_B = "redacted:bbbbbbbbbbbb"
@@ -300,7 +300,7 @@ def test_stand_in_authorization(value: str, expected: str | None) -> None:
 
 def test_renamer_is_consistent_and_case_insensitive() -> None:
     rename = resend.Renamer(True)
-    guid = "5E361402-9875-4A53-BB1D-47556775F680"
+    guid = "6F472513-0A0B-4C5D-8E9F-00000000A001"
     fresh = rename(guid)
     assert fresh != guid and fresh == fresh.upper() and len(fresh) == len(guid)
     assert rename(guid.lower()) == fresh

@@ -10,10 +10,10 @@ from mpsdproxy import resources
 from mpsdproxy.resources import Kind
 from mpsdproxy.resources import Resource
 
-SCID = "5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c"
+SCID = "6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c"
 SC = f"/serviceconfigs/{SCID}"
 LOBBY = f"{SC}/sessiontemplates/LobbySession/sessions/Lobby-1"
-HANDLE = "be2e3c97-9ad5-4c7e-9b5e-ea276bb5aebe"
+HANDLE = "c3f4d5a6-1b2c-4d3e-8f4a-00000000c003"
 TICKET = "2a2b1f24-0d7b-4b0e-9a1c-4c4b7d5e6f70"
 
 
@@ -185,12 +185,12 @@ def test_unknown_paths(path):
 
 def test_key_is_lowercase_rta_form():
     # The trace: the client PUT used this spelling; the RTA tap named it in lower case.
-    path = ("/serviceconfigs/5DEB0100-FD0E-4F4B-8B5C-7E3D0F4A1B2C/sessionTemplates/LobbySession"
-            "/sessions/5E361402-9875-4A53-BB1D-47556775F680")
+    path = ("/serviceconfigs/6EFC0200-FD0E-4F4B-8B5C-7E3D0F4A1B2C/sessionTemplates/LobbySession"
+            "/sessions/6F472513-0A0B-4C5D-8E9F-00000000A001")
     resource = resources.parse(path)
-    assert resource.name == "5E361402-9875-4A53-BB1D-47556775F680"  # kept as sent
+    assert resource.name == "6F472513-0A0B-4C5D-8E9F-00000000A001"  # kept as sent
     assert resource.key == (
-        "5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c~lobbysession~5e361402-9875-4a53-bb1d-47556775f680"
+        "6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c~lobbysession~6f472513-0a0b-4c5d-8e9f-00000000a001"
     )
 
 

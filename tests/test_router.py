@@ -19,7 +19,7 @@ from mpsdproxy import resources
 from mpsdproxy.addons import common
 from mpsdproxy.addons import router
 
-LOBBY = ("/serviceconfigs/5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessionTemplates/LobbySession"
+LOBBY = ("/serviceconfigs/6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c/sessionTemplates/LobbySession"
          "/sessions/Lobby-1")
 TOKEN = "XBL3.0 x=2533274800000002;eyJlbmMiOiJBMTI4Q0JDK0hTMjU2In0"
 BODY = b'{"members":{"me":{"constants":{"system":{"initialize":true}}}}}'
@@ -53,7 +53,7 @@ def test_marks_intercept_hosts(host):
         "url": f"https://{host}{LOBBY}",
         "resource": {
             "kind": "session",
-            "scid": "5deb0100-fd0e-4f4b-8b5c-7e3d0f4a1b2c",
+            "scid": "6efc0200-fd0e-4f4b-8b5c-7e3d0f4a1b2c",
             "template": "LobbySession",
             "name": "Lobby-1",
             "element": None,
