@@ -110,7 +110,7 @@ class Launcher:
         self.confdir = confdir
         self.started: list[Process] = []
 
-    def _spawn(self, args: list[str], port: int, record: Path | None = None) -> Process:
+    def spawn(self, args: list[str], port: int, record: Path | None = None) -> Process:
         log = self.tmp_path / f"{args[0]}-{port}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
@@ -125,7 +125,7 @@ class Launcher:
 
     def standin(self, *args: str) -> Process:
         port = free_port()
-        return self._spawn(["emulate", "--listen-port", str(port), *args], port)
+        return self.spawn(["emulate", "--listen-port", str(port), *args], port)
 
     def proxy(self, *args: str, record: bool = True) -> Process:
         port = free_port()
@@ -133,7 +133,7 @@ class Launcher:
         cli = ["run", "--listen-port", str(port), "--confdir", str(self.confdir), *args]
         if path:
             cli += ["--record", str(path)]
-        return self._spawn(cli, port, path)
+        return self.spawn(cli, port, path)
 
     def stop_all(self) -> None:
         for process in reversed(self.started):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import logging
 import signal
 from collections.abc import Callable
@@ -32,10 +31,11 @@ from mitmproxy.tools.dump import DumpMaster
 
 from mpsdproxy import safefiles
 from mpsdproxy.addons import MpsdChain
+from mpsdproxy.addons import access
 from mpsdproxy.addons import router
 
 __all__ = ["DEFAULT_GRACE", "FileGuard", "GracefulStop", "ProxyError", "install_stop_signals",
-           "is_loopback", "routing_options", "serve", "start"]
+           "is_loopback", "remote_points", "routing_options", "serve", "start"]
 
 #: Seconds the exchanges in flight get to finish once a stop signal came.
 DEFAULT_GRACE = 10
@@ -44,12 +44,15 @@ logger = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """Whether a listening host keeps the port on this machine (`access.is_loopback`)."""
+    return access.is_loopback(host)
+
+
+def remote_points(modes: Sequence[str], listen_host: str, listen_port: int | None
+                  ) -> list[access.ListenPoint]:
+    """The addresses beyond loopback the proxy would listen on (`access.remote_points`);
+    ValueError for a bad mode."""
+    return access.remote_points(modes, listen_host, listen_port)
 
 
 def routing_options(modes: Sequence[str], intercept_hosts: Sequence[str]) -> dict[str, Any]:
@@ -109,6 +112,7 @@ async def start(
     chain = MpsdChain()
     _add_before_save(master, chain)
     _add_before(master, FileGuard(), chain)
+    _add_before(master, access.ClientAccess(), chain)  # a refused request never reaches it
     master.addons.add(GracefulStop(master))  # last: an exchange ends after it is recorded
     try:
         opts.update(**settings)

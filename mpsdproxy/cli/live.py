@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import re
 import socket
@@ -41,6 +42,8 @@ FLAGS = {
     "mpsd_replay_exhausted": "--exhausted",
     "mpsd_replay_unmatched": "--unmatched",
     "mpsd_replay_pace": "--pace",
+    "mpsd_client_header": "--client-header",
+    "mpsd_allow_client": "--allow-client",
 }
 """The mitmproxy and mpsdproxy options `run` sets, and the flag the user typed for each:
 an error about an option must name what the user can change."""
@@ -150,7 +153,17 @@ def refuse_unusable_confdir(confdir: str) -> None:
               help="A mitmproxy mode spec: regular (default), reverse:URL, upstream:URL, "
                    "wireguard, local, ... Repeat to listen in several modes at once.")
 @click.option("--listen-host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback needs --set proxyauth=USER:PASS.")
+              help="Address to listen on. Anything but loopback needs --allow-remote.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow listening beyond loopback (--listen-host, --mode ...@HOST:PORT or "
+                   "--set listen_host): anyone on that network can then use the proxy.")
+@click.option("--client-header", metavar="NAME=VALUE", default="",
+              help="Require this header from the title (403 without) and strip it before "
+                   "forwarding; Authorization is left untouched (use it in reverse mode, where "
+                   "proxyauth cannot work).")
+@click.option("--allow-client", "allow_clients", metavar="CIDR", multiple=True,
+              help="Only clients from this address or network may use the proxy (403 for "
+                   "others; repeatable).")
 @click.option("--listen-port", default=8080, show_default=True, callback=validate_port,
               help="Port to listen on.")
 @click.option("--intercept-host", "intercept_hosts", metavar="HOST", multiple=True,
@@ -193,7 +206,8 @@ def refuse_unusable_confdir(confdir: str) -> None:
 @click.option("--set", "sets", metavar="OPTION=VALUE", multiple=True,
               help="Set any mitmproxy or mpsdproxy option, as `mitmdump --set` does "
                    "(e.g. proxyauth=user:pass).")
-def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
+def run(record: str, modes: tuple[str, ...], listen_host: str, allow_remote: bool,
+        client_header: str, allow_clients: tuple[str, ...], listen_port: int,
         intercept_hosts: tuple[str, ...], upstream: str, redact: tuple[str, ...],
         no_redact: bool, scenarios: tuple[str, ...], replays: tuple[str, ...],
         exhausted: str, unmatched: str, pace: str, limits: str, no_verdicts: bool,
@@ -207,6 +221,8 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
       mpsdproxy run --upstream http://127.0.0.1:8081   # a console against the stand-in
       mpsdproxy run --scenario scenarios/outage.yaml --record pass.jsonl
       mpsdproxy run --replay playtest.jsonl --unmatched emulate   # offline, no network
+      mpsdproxy run --mode reverse:http://127.0.0.1:8081@0.0.0.0:8080 --allow-remote \\
+          --client-header X-Studio-Key=s3cret --allow-client 10.0.0.0/8
     """
     from mpsdproxy.addons import master as proxy
 
@@ -244,21 +260,78 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, listen_port: int,
                         mpsd_replay_unmatched=unmatched, mpsd_replay_pace=pace)
     if confdir:
         settings["confdir"] = confdir
+    if client_header:
+        settings["mpsd_client_header"] = client_header
+    if allow_clients:
+        settings["mpsd_allow_client"] = list(allow_clients)
+    check_remote(proxy.remote_points, modes, listen_host, listen_port, sets, allow_remote)
     if not any(_sets_listening(pair) for pair in sets):
         for listen in listen_addresses(listen_host, listen_port, modes):
             refuse_unusable_listen(listen)
     if confdir:
         refuse_unusable_confdir(confdir)
-    if not proxy.is_loopback(listen_host):
-        click.secho(
-            f"Warning: listening on {listen_host} exposes the proxy beyond this machine. "
-            "Protect it with --set proxyauth=USER:PASS (mitmproxy's proxyauth option).",
-            fg="yellow", err=True,
-        )
     try:
         proxy.serve(settings, sets)
     except proxy.ProxyError as e:
         raise BadInput(user_words(one_line(e), typed_flags(settings, sets))) from None
+
+
+def _set_values(sets: Sequence[str], name: str) -> list[str]:
+    """The values `--set name=...` gave, in order."""
+    return [v.strip() for n, _, v in (p.partition("=") for p in sets) if n.strip() == name]
+
+
+def check_remote(points: Any, modes: Sequence[str], listen_host: str, listen_port: int,
+                 sets: Sequence[str], allow_remote: bool) -> None:
+    """Refuse (one line naming the address and --allow-remote) any listening address
+    beyond loopback, however it was given; with --allow-remote say who can reach it.
+    `points` is `master.remote_points` (mitmproxy's reading of the modes)."""
+    set_modes, set_hosts = _set_values(sets, "mode"), _set_values(sets, "listen_host")
+    set_ports = [p for p in _set_values(sets, "listen_port") if p.isdigit()]
+    host = set_hosts[-1] if set_hosts else listen_host
+    port = int(set_ports[-1]) if set_ports else listen_port
+    try:
+        remote = points(set_modes or modes, host, port)
+    except ValueError as e:
+        raise BadInput(f"--set mode: {one_line(e)}") from None
+    for point in remote:
+        if not _resolves(point.host):
+            continue  # refuse_unusable_listen (or mitmproxy) names the flag and the reason
+        said = _said(point, bool(set_modes), set_hosts)
+        if not allow_remote:
+            raise BadInput(f"{said}: the proxy would listen on {point.shown()}, beyond this "
+                           "machine; add --allow-remote if anyone on that network may use it")
+        click.secho(f"Reachable from other machines: {point.shown()} ({said}). Anyone on that "
+                    "network can use the proxy; limit it with --allow-client CIDR and "
+                    "--client-header NAME=VALUE (or --set proxyauth=USER:PASS).",
+                    fg="yellow", err=True)
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
+
+
+def _said(point: Any, from_set: bool, set_hosts: Sequence[str]) -> str:
+    """The flag (as typed) that put the proxy on `point`."""
+    head, at, where = point.mode.rpartition("@")
+    if at and where.rpartition(":")[0]:
+        return f"--set mode={point.mode}" if from_set else f"--mode {point.mode}"
+    if set_hosts:
+        return f"--set listen_host={set_hosts[-1]}"
+    return f"--listen-host {point.host}"
+
+
+def _loopback(host: str) -> bool:
+    """Whether the stand-in's host keeps it on this machine (without importing mitmproxy,
+    which the stand-in does not need)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _sets_listening(pair: str) -> bool:
@@ -267,13 +340,21 @@ def _sets_listening(pair: str) -> bool:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--listen-host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--listen-host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --allow-remote.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow --listen-host beyond loopback; the control API then needs a token "
+                   "(--control-token, or one generated and printed at start).")
+@click.option("--control-token", metavar="TOKEN", default="",
+              help="Require `X-Emulator-Token: TOKEN` on the control API (/_emulator/*), 403 "
+                   "without. Default: none on loopback, a generated one beyond it.")
 @click.option("--listen-port", default=8081, show_default=True, callback=validate_port,
               help="Port to listen on (0 picks a free one).")
 @click.option("--config", "config", metavar="FILE", default=None,
               type=InputFile(),
               help="YAML file of SCIDs, templates, hoppers and limits (default: the shipped one).")
-def emulate(listen_host: str, listen_port: int, config: str | None) -> None:
+def emulate(listen_host: str, allow_remote: bool, control_token: str, listen_port: int,
+            config: str | None) -> None:
     """Run the local MPSD stand-in: every row of the status table, no network needed.
 
     It answers as the client library sees the service: documents with the fields the
@@ -298,19 +379,37 @@ def emulate(listen_host: str, listen_port: int, config: str | None) -> None:
       POST /_emulator/reset      forget every session, handle and ticket
       GET  /_emulator/sessions   key, path, changeNumber and ETag of each session
       POST /_emulator/change     {"session": PATH}: another console changed it
+    Beyond loopback (--allow-remote) each needs `X-Emulator-Token: TOKEN` (403 without).
 
     \b
     Example:
       mpsdproxy emulate --listen-port 8081
       mpsdproxy conformance --target http://127.0.0.1:8081   # check it as the library would
+      mpsdproxy emulate --listen-host 0.0.0.0 --allow-remote --control-token s3cret
     """
+    import secrets
+
     from mpsdproxy import emulator
+
+    token = control_token or None
+    remote = not _loopback(listen_host)
+    if remote and not allow_remote:
+        raise BadInput(f"--listen-host {listen_host}: the stand-in would listen beyond this "
+                       "machine; add --allow-remote if anyone on that network may use it")
+    if remote and token is None:
+        token = secrets.token_urlsafe(18)
 
     def ready(port: int) -> None:
         click.echo(f"MPSD stand-in listening on http://{listen_host}:{port}", err=True)
+        if remote:
+            click.secho(f"Reachable from other machines: {listen_host}, port {port}. Anyone on "
+                        "that network can use the stand-in; its control API needs the token.",
+                        fg="yellow", err=True)
+        if token and not control_token:
+            click.echo(f"Control API token: {token} (send it as X-Emulator-Token)", err=True)
 
     try:
-        emulator.run(listen_host, listen_port, config, ready=ready)
+        emulator.run(listen_host, listen_port, config, ready=ready, control_token=token)
     except OSError as e:
         if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
             raise BadInput(f"port {listen_port} on {listen_host} is already in use: choose "

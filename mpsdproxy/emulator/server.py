@@ -19,12 +19,18 @@ overloaded: `POST /_emulator/overload` (`{"retry_after": 2, "requests": 1}`),
 and for RTA `POST /_emulator/resync` (`[4]` to every websocket),
 `POST /_emulator/rta/close` (close every websocket, as a dropped connection) and
 `GET /_emulator/rta` (the open websockets, their ConnectionIds and subscriptions).
+
+With a control token (`emulate --control-token T`, or one generated when the stand-in
+listens beyond loopback) every switch needs `X-Emulator-Token: T` and answers 403
+without it: anyone who can reach the port could otherwise reset or overload the
+stand-in under a colleague's test. On loopback without a token they stay open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import re
@@ -59,6 +65,8 @@ MAX_BODY = 1024 * 1024
 #: A keep-alive connection that stays silent this long is closed.
 IDLE_TIMEOUT = 60.0
 READ_SIZE = 64 * 1024
+#: The header a switch needs when the stand-in has a control token.
+TOKEN_HEADER = "X-Emulator-Token"
 #: A Host header that can stand in a URL as it is; anything else reads as localhost.
 _HOST = re.compile(r"[A-Za-z0-9._~\-]+(:[0-9]*)?|\[[0-9A-Fa-f:.]+\](:[0-9]*)?")
 
@@ -173,15 +181,28 @@ def _switch(emulator: Emulator, request: model.Request, path: str,
     return _ok(emulator, switch.act(hub))
 
 
-def answer(emulator: Emulator, request: model.Request, hub: Hub | None = None
-           ) -> model.Response:
+def _check_token(request: model.Request, control_token: str | None) -> None:
+    """Refuse a switch without the control token (when there is one); constant-time, so
+    the answer's timing does not tell how much of a guess was right."""
+    if not control_token:
+        return
+    given = request.headers.first(TOKEN_HEADER) or ""
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), control_token.encode()):
+        raise Refusal("403.forbidden", f"The stand-in's control API needs the {TOKEN_HEADER} "
+                                       "header with the token printed when it started.")
+
+
+def answer(emulator: Emulator, request: model.Request, hub: Hub | None = None,
+           control_token: str | None = None) -> model.Response:
     """What the stand-in server answers: a switch below /_emulator/, else the session
     directory (`emulator.handle`). `hub` is the server's RTA websockets, for the RTA
-    switches (without one they answer 404)."""
+    switches (without one they answer 404); with `control_token` a switch needs it in
+    `X-Emulator-Token` (403 without)."""
     path = protocol.path_of(request)
     if not _is_switch(path):
         return emulator.handle(request)
     try:
+        _check_token(request, control_token)
         return _switch(emulator, request, path, hub)
     except Refusal as r:
         return protocol.refused(r, emulator.wallclock())
@@ -231,8 +252,9 @@ class _Connection:
     """One client connection: HTTP/1.1 keep-alive, answered by the Emulator."""
 
     def __init__(self, emulator: Emulator, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, hub: Hub) -> None:
+                 writer: asyncio.StreamWriter, hub: Hub, control_token: str | None) -> None:
         self.emulator = emulator
+        self.control_token = control_token
         self.reader = reader
         self.writer = writer
         self.hub = hub
@@ -285,7 +307,7 @@ class _Connection:
 
     def _answer(self, request: model.Request) -> model.Response:
         try:
-            return answer(self.emulator, request, self.hub)
+            return answer(self.emulator, request, self.hub, self.control_token)
         except Exception:
             return _failure(request)
 
@@ -334,17 +356,18 @@ class _Connection:
 
 
 async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *,
-                hub: Hub | None = None) -> asyncio.Server:
+                hub: Hub | None = None, control_token: str | None = None) -> asyncio.Server:
     """Start answering HTTP/1.1 (and the RTA websocket) on host:port (0 picks a free port)
     with the emulator. `hub` holds the RTA websockets (a new one by default); it hears
-    of the emulator's session changes until the loop's tasks end."""
+    of the emulator's session changes until the loop's tasks end. With `control_token`
+    the switches below /_emulator/ need it (`X-Emulator-Token`)."""
     hub = hub if hub is not None else Hub(wallclock=emulator.wallclock)
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Shutdown cancels idle connections; ending quietly keeps asyncio's stream
         # callback from logging the cancellation as an error.
         with contextlib.suppress(asyncio.CancelledError):
-            await _Connection(emulator, reader, writer, hub).run()
+            await _Connection(emulator, reader, writer, hub, control_token).run()
 
     server = await asyncio.start_server(connected, host, port)
     watcher = asyncio.get_running_loop().create_task(_watching(emulator, hub), name="rta-watch")
@@ -389,8 +412,9 @@ def _resolve(config: ConfigSource) -> EmulatorConfig:
 
 
 async def _serve_until_signal(emulator: Emulator, host: str, port: int,
-                              ready: Callable[[int], None] | None) -> None:
-    server = await serve(emulator, host, port)
+                              ready: Callable[[int], None] | None,
+                              control_token: str | None) -> None:
+    server = await serve(emulator, host, port, control_token=control_token)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     handled: list[signal.Signals] = []
@@ -411,14 +435,15 @@ async def _serve_until_signal(emulator: Emulator, host: str, port: int,
 
 def run(host: str = "127.0.0.1", port: int = 0,
         config_path: str | os.PathLike[str] | None = None,
-        ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM. `ready(port)` is called once the port is bound.
+        ready: Callable[[int], None] | None = None, control_token: str | None = None) -> None:
+    """Serve until SIGINT or SIGTERM. `ready(port)` is called once the port is bound;
+    with `control_token` the control API needs it (`X-Emulator-Token`).
 
     Raises ConfigError (a ValueError) for a bad config and OSError when the
     port cannot be bound. Prints nothing itself; it logs.
     """
     emulator = Emulator(_resolve(config_path))
-    asyncio.run(_serve_until_signal(emulator, host, port, ready))
+    asyncio.run(_serve_until_signal(emulator, host, port, ready, control_token))
 
 
 class _ServerThread(threading.Thread):

@@ -22,5 +22,7 @@ if sys.modules.get("mpsdproxy") is not None and not hasattr(sys.modules["mpsdpro
 sys.path.append(os.path.dirname(os.path.dirname(_here)))
 
 from mpsdproxy.addons import MpsdChain  # noqa: E402
+from mpsdproxy.addons.access import ClientAccess  # noqa: E402
 
-addons = [MpsdChain()]
+# The client check first: a refused request never reaches the chain (nor the recording).
+addons = [ClientAccess(), MpsdChain()]
