@@ -18,79 +18,20 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from conftest import Launcher
-from websockets.sync.client import ClientConnection
+from rta_kit import WAIT
+from rta_kit import Console
+from rta_kit import lobby_key
 from websockets.sync.client import connect
 
 from mpsdproxy import recording
 from mpsdproxy import rta
 from mpsdproxy.recording import messages
 
-SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
 NAME = "party-rta"
-LOBBY = f"/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/{NAME}"
-KEY = f"{SCID}~lobbysession~{NAME}"
-WAIT = 10.0
+KEY = lobby_key(NAME)
 
-
-class Console:
-    """One console: its RTA websocket and its HTTP client, both through the proxy."""
-
-    def __init__(self, proxy_port: int, user: str, xuid: str, stack: ExitStack) -> None:
-        self.xuid = xuid
-        auth = f"XBL3.0 x={user};token-of-{user}"
-        self.http = stack.enter_context(httpx.Client(
-            base_url=f"http://127.0.0.1:{proxy_port}", timeout=WAIT, headers={
-                "x-xbl-contract-version": "107", "Authorization": auth,
-                "Content-Type": "application/json; charset=utf-8"}))
-        self.ws: ClientConnection = stack.enter_context(connect(
-            f"ws://127.0.0.1:{proxy_port}/connect", subprotocols=[rta.SUBPROTOCOL],
-            additional_headers={"Authorization": auth}, proxy=None, compression=None,
-            open_timeout=WAIT, close_timeout=2))
-        self.connection_id = ""
-
-    def subscribe(self) -> None:
-        """Subscribe to session changes; keep the ConnectionId the answer carries."""
-        self.ws.send(rta.subscribe_message(1))
-        answer = self.next_message(lambda m: m.type is rta.Type.SUBSCRIBE)
-        assert answer.status == rta.Status.SUCCESS, answer
-        assert answer.connection_id, answer
-        self.connection_id = answer.connection_id
-
-    def join(self) -> int:
-        """Join the lobby with this console's connection; the new changeNumber."""
-        return self.write({"members": {"me": {
-            "constants": {"system": {"xuid": self.xuid, "initialize": True}},
-            "properties": {"system": {
-                "active": True, "connection": self.connection_id,
-                "subscription": {"id": f"0000000{self.xuid[-1]}-0000-4000-8000-000000000000",
-                                 "changeTypes": ["everything"]}}}}}})
-
-    def write(self, body: dict[str, Any]) -> int:
-        answer = self.http.put(LOBBY, json=body)
-        assert answer.status_code in (200, 201), (answer.status_code, answer.text)
-        return answer.json()["changeNumber"]
-
-    def next_message(self, wanted: Any) -> rta.Message:
-        """The next RTA message that `wanted` accepts (others are skipped), within WAIT."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError("no such RTA message within the wait")
-            decoded = rta.decode(self.ws.recv(timeout=remaining), from_client=False)
-            if decoded is not None and wanted(decoded):
-                return decoded
-
-    def tap_for(self, change_number: int) -> rta.Tap:
-        """Wait for the tap that says the lobby reached `change_number` (or later)."""
-        def reached(m: rta.Message) -> bool:
-            return any(t.session == KEY and (t.change_number or 0) >= change_number
-                       for t in m.taps)
-        event = self.next_message(reached)
-        return next(t for t in event.taps if t.session == KEY)
 
 
 @pytest.fixture
@@ -98,8 +39,8 @@ def consoles(launch: Launcher) -> Iterator[tuple[Console, Console, Any]]:
     standin = launch.standin()
     proxy = launch.proxy("--mode", f"reverse:{standin.url}")
     with ExitStack() as stack:
-        first = Console(proxy.port, "console-a", "2533274800000001", stack)
-        second = Console(proxy.port, "console-b", "2533274800000002", stack)
+        first = Console(proxy.port, "console-a", "2533274800000001", stack, NAME)
+        second = Console(proxy.port, "console-b", "2533274800000002", stack, NAME)
         yield first, second, proxy
 
 

@@ -12,91 +12,29 @@ loopback, bounded waits, our own ids.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-import httpx
 from conftest import Launcher
+from rta_kit import WAIT
+from rta_kit import Console
+from rta_kit import lobby_key
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from mpsdproxy import recording
-from mpsdproxy import rta
 from mpsdproxy.recording import messages
 
-SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
 NAME = "party-rta-replay"
-LOBBY = f"/serviceconfigs/{SCID}/sessionTemplates/LobbySession/sessions/{NAME}"
-KEY = f"{SCID}~lobbysession~{NAME}"
-WAIT = 10.0
+KEY = lobby_key(NAME)
 
-
-class Console:
-    """One console through the proxy: its RTA websocket and its HTTP client."""
-
-    def __init__(self, port: int, user: str, xuid: str, stack: ExitStack) -> None:
-        self.xuid = xuid
-        auth = f"XBL3.0 x={user};token-of-{user}"
-        self.http = stack.enter_context(httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=WAIT, headers={
-                "x-xbl-contract-version": "107", "Authorization": auth,
-                "Content-Type": "application/json; charset=utf-8"}))
-        self.ws = stack.enter_context(connect(
-            f"ws://127.0.0.1:{port}/connect", subprotocols=[rta.SUBPROTOCOL],
-            additional_headers={"Authorization": auth}, proxy=None, compression=None,
-            open_timeout=WAIT, close_timeout=2))
-        self.connection_id = ""
-        self.taps: list[int] = []
-
-    def subscribe(self) -> None:
-        self.ws.send(rta.subscribe_message(1))
-        answer = self.next_message(lambda m: m.type is rta.Type.SUBSCRIBE)
-        assert answer.status == rta.Status.SUCCESS and answer.connection_id, answer
-        self.connection_id = answer.connection_id
-
-    def join(self) -> int:
-        return self.write({"members": {"me": {
-            "constants": {"system": {"xuid": self.xuid, "initialize": True}},
-            "properties": {"system": {
-                "active": True, "connection": self.connection_id,
-                "subscription": {"id": f"0000000{self.xuid[-1]}-0000-4000-8000-000000000000",
-                                 "changeTypes": ["everything"]}}}}}})
-
-    def write(self, body: dict[str, Any]) -> int:
-        answer = self.http.put(LOBBY, json=body)
-        assert answer.status_code in (200, 201), (answer.status_code, answer.text)
-        return answer.json()["changeNumber"]
-
-    def next_message(self, wanted: Callable[[rta.Message], bool]) -> rta.Message:
-        """The next message `wanted` accepts; the taps of every event read are kept."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no such RTA message within the wait (taps {self.taps})"
-            decoded = rta.decode(self.ws.recv(timeout=remaining), from_client=False)
-            if decoded is None:
-                continue
-            self.taps += [t.change_number for t in decoded.taps if t.session == KEY]
-            if wanted(decoded):
-                return decoded
-
-    def taps_until(self, change_number: int) -> list[int]:
-        """Every tap of the lobby up to the one that reaches `change_number`."""
-        if not any(n >= change_number for n in self.taps):
-            self.next_message(lambda m: any(t.session == KEY and
-                                            (t.change_number or 0) >= change_number
-                                            for t in m.taps))
-        return list(self.taps)
 
 
 def _play(port: int) -> tuple[Console, Console, int]:
     """The title's part, as each console plays it: subscribe, join, one write; the
     consoles and the last changeNumber."""
     with ExitStack() as stack:
-        first = Console(port, "console-a", "2533274800000001", stack)
-        second = Console(port, "console-b", "2533274800000002", stack)
+        first = Console(port, "console-a", "2533274800000001", stack, NAME)
+        second = Console(port, "console-b", "2533274800000002", stack, NAME)
         first.subscribe()
         second.subscribe()
         first.join()
@@ -114,9 +52,7 @@ def _drain(console: Console) -> None:
     """Read what else arrives within a short while (a stray extra tap would show)."""
     try:
         while True:
-            decoded = rta.decode(console.ws.recv(timeout=0.3), from_client=False)
-            if decoded is not None:
-                console.taps += [t.change_number for t in decoded.taps if t.session == KEY]
+            console.read(console.ws.recv(timeout=0.3))
     except (TimeoutError, ConnectionClosed):
         return
 

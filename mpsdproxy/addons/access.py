@@ -32,7 +32,9 @@ from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
+from mpsdproxy import faults
 from mpsdproxy import model
+from mpsdproxy.addons import flows
 
 __all__ = ["ClientAccess", "ListenPoint", "is_loopback", "listen_points", "parse_client_header",
            "parse_networks", "remote_points"]
@@ -187,9 +189,10 @@ class ClientAccess:
         who = f"{peer[0]}:{peer[1]}" if peer else "a client"
         line = model.printable(f"{flow.request.method} {flow.request.path}")[:200]
         logger.warning(f"Refused {who} (403, {problem}): {line}")
-        flow.response = http.Response.make(
-            403, f"Refused by mpsdproxy: {problem}.\n".encode(),
-            {"Content-Type": "text/plain; charset=utf-8", "Connection": "close"})
+        # The table's row for failed authorization, as the catalog describes it.
+        refused = faults.build("403.forbidden", message=f"Refused by mpsdproxy: {problem}.\n",
+                               extra_headers=[("Connection", "close")])
+        flow.response = flows.to_mitmproxy(refused, flow.request.http_version)
         return False
 
     def _problem(self, flow: http.HTTPFlow) -> str | None:
