@@ -129,7 +129,7 @@ class Headers(Sequence[tuple[str, str]]):
     repeated fields with ", " as mitmproxy's `Headers.get` does.
     """
 
-    __slots__ = ("fields",)
+    __slots__ = ("fields", "_first")
 
     def __init__(self, fields: Iterable[Sequence[str]] = ()) -> None:
         checked: list[tuple[str, str]] = []
@@ -141,6 +141,18 @@ class Headers(Sequence[tuple[str, str]]):
                 _check_text(f"header {_check_name(name)}", value)
             checked.append((_check_name(name), value))
         self.fields: tuple[tuple[str, str], ...] = tuple(checked)
+        self._first: dict[str, str] | None = None
+
+    @classmethod
+    def derived(cls, fields: Iterable[tuple[str, str]]) -> Headers:
+        """Headers from fields taken out of checked Headers, values only narrowed by
+        redaction (which writes `redacted:` and hex digits, never CR, LF or NUL): what
+        the constructor would check holds already, so it is not checked twice on every
+        record written."""
+        headers = object.__new__(cls)
+        headers.fields = tuple(fields)
+        headers._first = None
+        return headers
 
     @classmethod
     def from_raw(cls, fields: Iterable[tuple[bytes, bytes]]) -> Headers:
@@ -164,12 +176,17 @@ class Headers(Sequence[tuple[str, str]]):
         return ", ".join(values) if values else default
 
     def first(self, name: str) -> str | None:
-        """The first field's value (not folded): for a header sent once, as a rule."""
-        low = name.lower()
-        for k, v in self.fields:
-            if k.lower() == low:
-                return v
-        return None
+        """The first field's value (not folded): for a header sent once, as a rule.
+
+        The lower-cased names are indexed on the first call: the verdicts alone ask
+        seven names of every request, each a pass over every field otherwise."""
+        index = self._first
+        if index is None:
+            index = {}
+            for k, v in self.fields:
+                index.setdefault(k.lower(), v)
+            self._first = index
+        return index.get(name.lower())
 
     def with_value(self, name: str, value: str) -> Headers:
         """These headers with `name` set to `value`: the first field of that name takes
@@ -264,6 +281,15 @@ class _Message:
         if resource is not None:
             self.__dict__["resource"] = resource
         return self
+
+    def with_headers(self: _M, headers: Headers) -> _M:
+        """A copy with other (checked) headers and everything else the same, including
+        what was worked out from the unchanged fields: nothing is parsed or checked
+        again (redaction changes the headers of nearly every request it records)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__["headers"] = headers
+        return new
 
     def replace(self: _M, **changes: Any) -> _M:
         """A copy with `changes`, keeping what this one worked out from the fields the

@@ -132,18 +132,15 @@ class Redactor:
         """The same Headers with secret values redacted (the same object when none is)."""
         if not self.enabled:
             return headers
-        named = [self.secret(k) for k, _ in headers]
-        # One pass over every other value says whether any holds a shape.
-        shaped = secrets.suspicious("\n".join(v for (_, v), n in zip(headers, named, strict=True)
-                                            if not n))
-        if not shaped and not any(n and not secrets.is_redacted(v)
-                                  for (_, v), n in zip(headers, named, strict=True)):
-            return headers
-        pairs = [[k, redact_value(v) if n else self.text(v) if shaped else v]
-                 for (k, v), n in zip(headers, named, strict=True)]
-        if all(v == old for (_, v), (_, old) in zip(pairs, headers, strict=True)):
-            return headers
-        return model.Headers(pairs)
+        fields = headers.fields
+        changed: list[tuple[str, str]] | None = None
+        for i, (name, value) in enumerate(fields):
+            new = redact_value(value) if self.secret(name) else self.text(value)
+            if new != value:
+                if changed is None:
+                    changed = list(fields)
+                changed[i] = (name, new)
+        return headers if changed is None else model.Headers.derived(changed)
 
     def exchange(self, exchange: model.Exchange) -> model.Exchange:
         """A copy of `exchange` with every credential redacted (the same object when it
@@ -166,6 +163,8 @@ class Redactor:
         body, value = self._body(request)
         if headers is request.headers and url == request.url and body is None:
             return request
+        if body is None and url == request.url:
+            return request.with_headers(headers)
         if body is None:
             return request.replace(url=url, headers=headers)
         return request.replace(url=url, headers=_length(headers, body), body=body,
@@ -177,6 +176,8 @@ class Redactor:
         body, value = self._body(response)
         if headers is response.headers and reason == response.reason and body is None:
             return response
+        if body is None and reason == response.reason:
+            return response.with_headers(headers)
         if body is None:
             return response.replace(reason=reason, headers=headers)
         return response.replace(reason=reason, headers=_length(headers, body), body=body,
