@@ -32,6 +32,7 @@ from mitmproxy.tools.dump import DumpMaster
 from mpsdproxy import safefiles
 from mpsdproxy.addons import MpsdChain
 from mpsdproxy.addons import access
+from mpsdproxy.addons import default_addons
 from mpsdproxy.addons import router
 
 __all__ = ["DEFAULT_GRACE", "FileGuard", "GracefulStop", "ProxyError", "install_stop_signals",
@@ -109,11 +110,12 @@ async def start(
         logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     opts = mitm_options.Options()
     master = DumpMaster(opts, with_termlog=not quiet_mitmproxy, with_dumper=False)
-    chain = MpsdChain()
+    stop = GracefulStop(master)
+    # The guards first (a bad file never opens, a refused request never reaches the
+    # parts after them); the stop last (an exchange ends after it is recorded).
+    chain = MpsdChain([FileGuard(), access.ClientAccess(), *default_addons(), stop])
     _add_before_save(master, chain)
-    _add_before(master, FileGuard(), chain)
-    _add_before(master, access.ClientAccess(), chain)  # a refused request never reaches it
-    master.addons.add(GracefulStop(master))  # last: an exchange ends after it is recorded
+    master.graceful_stop = stop  # type: ignore[attr-defined]
     try:
         opts.update(**settings)
         if sets:
@@ -127,14 +129,6 @@ async def start(
     # long as the proxy: keep the garbage collector from walking it on every collection.
     gc.freeze()
     return master
-
-
-def _add_before(master: DumpMaster, addon: Any, later: Any) -> None:
-    """Add `addon` just before `later` in mitmproxy's chain (its `configure` runs first)."""
-    master.addons.add(addon)
-    order = master.addons.chain
-    order.remove(addon)
-    order.insert(order.index(later), addon)
 
 
 class FileGuard:
@@ -299,7 +293,7 @@ def serve(settings: dict[str, Any], sets: Sequence[str] = (),
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         try:
             master = await start(settings, sets)
-            stopper = master.addons.get("gracefulstop")
+            stopper = master.graceful_stop
             for _ in signals[:2]:
                 stopper.stop()
             if ready:

@@ -22,7 +22,9 @@ if sys.modules.get("mpsdproxy") is not None and not hasattr(sys.modules["mpsdpro
 sys.path.append(os.path.dirname(os.path.dirname(_here)))
 
 from mpsdproxy.addons import MpsdChain  # noqa: E402
+from mpsdproxy.addons import default_addons  # noqa: E402
 from mpsdproxy.addons.access import ClientAccess  # noqa: E402
 
-# The client check first: a refused request never reaches the chain (nor the recording).
-addons = [ClientAccess(), MpsdChain()]
+# The client check is the chain's first part: it answers a refused request before the
+# parts after it see the request.
+addons = [MpsdChain([ClientAccess(), *default_addons()])]
