@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from types import MappingProxyType
 from typing import Any
+from typing import NamedTuple
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -46,6 +47,8 @@ __all__ = [
     "Headers",
     "Request",
     "Response",
+    "Truncated",
+    "KEPT_OF_TRUNCATED",
     "Exchange",
     "FORWARDED",
 ]
@@ -359,15 +362,34 @@ class Request(_Message):
     __hash__ = None  # type: ignore[assignment]
 
 
+#: Bytes of a truncated body a record keeps: enough to see what it was.
+KEPT_OF_TRUNCATED = 64 * 1024
+
+
+class Truncated(NamedTuple):
+    """A body too big to keep whole (over the proxy's body cap): the title got all of
+    it, the exchange holds its first `kept` bytes. `size` is the whole body's length
+    (None when it was streamed without a length); `wire` says the kept bytes are as
+    they came on the wire (a streamed body is never decoded) rather than decoded."""
+
+    size: int | None
+    kept: int
+    wire: bool = False
+
+
 @dataclass(frozen=True, eq=False)
 class Response(_Message):
-    """A response as the title received it (`body` decoded, as for requests)."""
+    """A response as the title received it (`body` decoded, as for requests).
+
+    `truncated` is set when `body` is only the start of what the title received.
+    """
 
     status: int
     reason: str = ""
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     encoded: bytes | None = None
+    truncated: Truncated | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not int or not 100 <= self.status <= 599:

@@ -18,6 +18,7 @@ def default_addons() -> list[Any]:
 
     Each is inert until its options are set, so the full chain is always loaded.
     """
+    from mpsdproxy.addons import bodycap
     from mpsdproxy.addons import classifier
     from mpsdproxy.addons import injector
     from mpsdproxy.addons import livelog
@@ -30,6 +31,7 @@ def default_addons() -> list[Any]:
 
     return [
         router.Router(),
+        bodycap.LargeBodies(),
         replayer.Replayer(),
         standin.StandIn(),
         injector.FaultInjector(),
@@ -42,7 +44,7 @@ def default_addons() -> list[Any]:
 
 
 #: The events the mpsdproxy addons act on, each flow's first.
-FLOW_EVENTS = ("request", "response", "error")
+FLOW_EVENTS = ("request", "responseheaders", "response", "error")
 #: The events a request is admitted or refused on (`access`), and a graceful stop
 #: counts an exchange in flight from (`master.GracefulStop`).
 GUARD_EVENTS = ("http_connect", "requestheaders", "client_disconnected")
@@ -150,6 +152,9 @@ class MpsdChain:
 
     def request(self, flow: Any) -> Awaitable[None] | None:
         return _run(self._hooks["request"], flow)
+
+    def responseheaders(self, flow: Any) -> Awaitable[None] | None:
+        return _run(self._hooks["responseheaders"], flow)
 
     def response(self, flow: Any) -> Awaitable[None] | None:
         return _run(self._hooks["response"], flow)

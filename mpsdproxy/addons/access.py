@@ -8,11 +8,21 @@ as mitmproxy will bind them (every mode, `--listen-host`, `@HOST:PORT`, `--set`)
 mode for a title: it reads `Authorization` and strips it, so every XBL request would
 reach the service without its token (401). This addon checks a header of its own
 (`mpsd_client_header`, "NAME=VALUE": required from the title, removed before
-forwarding, `Authorization` untouched) and the client's source address
-(`mpsd_allow_client`, CIDRs). A request that fails either gets 403 from the proxy,
-never reaches the chain (so it is not recorded) and leaves one line in the log. In
-regular and upstream mode the check is made on the CONNECT (and on plain-HTTP proxy
-requests); requests inside an accepted tunnel are not asked again.
+forwarding, `Authorization` untouched), the client's source address
+(`mpsd_allow_client`, CIDRs) and, with `mpsd_client_cert_ca`, a TLS client certificate
+issued by that authority. A request that fails any gets 403 from the proxy, never
+reaches the chain (so it is not recorded) and leaves one line in the log. In regular
+and upstream mode the header and address are checked on the CONNECT (and on plain-HTTP
+proxy requests); requests inside an accepted tunnel are not asked again. The
+certificate is checked on every request, as it only exists once TLS is up.
+
+Client certificates: mitmproxy can ask for one (`request_client_cert`, which this
+addon turns on) but accepts any (mitmproxy/net/tls.py `accept_all`) and has no option
+to verify it against a CA. The TLS handshake proves the client holds the key of the
+certificate it sent (mitmproxy/proxy/layers/tls.py puts it first in
+`client_conn.certificate_list`); `certificate_problem` then checks that an authority
+in the file issued it, through any intermediates the client sent, and that every link
+is within its validity dates.
 
 It is a top-level mitmproxy addon, not part of `MpsdChain`: it needs the
 `requestheaders` and `http_connect` hooks, before any request body is read.
@@ -20,14 +30,19 @@ It is a top-level mitmproxy addon, not part of `MpsdChain`: it needs the
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import ipaddress
 import logging
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
@@ -36,8 +51,8 @@ from mpsdproxy import faults
 from mpsdproxy import model
 from mpsdproxy.addons import flows
 
-__all__ = ["ClientAccess", "ListenPoint", "is_loopback", "listen_points", "parse_client_header",
-           "parse_networks", "remote_points"]
+__all__ = ["ClientAccess", "ListenPoint", "certificate_problem", "is_loopback", "listen_points",
+           "load_authorities", "parse_client_header", "parse_networks", "remote_points"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +132,76 @@ def parse_networks(values: Sequence[str]) -> list[Network]:
     return networks
 
 
+def load_authorities(path: str) -> list[x509.Certificate]:
+    """The CA certificates in a PEM file; ValueError saying why there are none."""
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot be read ({e.strerror or e})") from None
+    try:
+        authorities = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ValueError("holds no PEM certificate (-----BEGIN CERTIFICATE-----)") from None
+    return authorities
+
+
+def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _client_use_problem(leaf: x509.Certificate) -> str | None:
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if ExtendedKeyUsageOID.CLIENT_AUTH in usages or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE \
+            in usages:
+        return None
+    return "client certificate not meant for client authentication (extended key usage)"
+
+
+def certificate_problem(chain: Sequence[x509.Certificate],
+                        authorities: Sequence[x509.Certificate],
+                        now: datetime.datetime | None = None) -> str | None:
+    """Why the client's certificate chain (leaf first, as TLS sends it) is not one an
+    authority issued; None when it is. Intermediates must be CAs; every certificate on
+    the path must be valid at `now`."""
+    if not chain:
+        return "no client certificate (TLS with a certificate is required)"
+    now = now or datetime.datetime.now(datetime.UTC)
+    current, spare = chain[0], list(chain[1:])
+    if problem := _client_use_problem(current):
+        return problem
+    for _ in range(len(chain) + 1):
+        if not current.not_valid_before_utc <= now <= current.not_valid_after_utc:
+            return "client certificate chain outside its validity dates"
+        authority = next((a for a in authorities if _issued(current, a)), None)
+        if authority is not None:
+            if not authority.not_valid_before_utc <= now <= authority.not_valid_after_utc:
+                return "client certificate authority outside its validity dates"
+            return None
+        parent = next((c for c in spare if _is_ca(c) and _issued(current, c)), None)
+        if parent is None:
+            break
+        spare.remove(parent)
+        current = parent
+    return "client certificate not issued by the trusted authority"
+
+
 def _address(peer: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The client's address; an IPv4 client on a dual-stack socket as IPv4."""
     try:
@@ -134,6 +219,7 @@ class ClientAccess:
     def __init__(self) -> None:
         self.header: tuple[str, str] | None = None
         self.networks: list[Network] = []
+        self.authorities: list[x509.Certificate] = []
         self.tunnels: set[str] = set()  # client connections whose CONNECT passed
 
     def load(self, loader: Any) -> None:
@@ -145,6 +231,12 @@ class ClientAccess:
         loader.add_option(
             "mpsd_allow_client", Sequence[str], [],
             "Client addresses or CIDRs that may use the proxy (403 for others); empty: any.",
+        )
+        loader.add_option(
+            "mpsd_client_cert_ca", str, "",
+            "PEM file of the CA(s) that issue the titles' TLS client certificates: every "
+            "request must come over TLS with one (403 otherwise). Turns on "
+            "request_client_cert.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -163,6 +255,18 @@ class ClientAccess:
             except ValueError as e:
                 raise exceptions.OptionsError(f"Cannot parse mpsd_allow_client option: {e}") \
                     from None
+        if "mpsd_client_cert_ca" in updated:
+            self._configure_authorities(ctx.options)
+
+    def _configure_authorities(self, options: Any) -> None:
+        path = options.mpsd_client_cert_ca
+        try:
+            self.authorities = load_authorities(path) if path else []
+        except ValueError as e:
+            raise exceptions.OptionsError(f"Cannot use mpsd_client_cert_ca option {path}: {e}") \
+                from None
+        if self.authorities and not options.request_client_cert:
+            options.update(request_client_cert=True)  # mitmproxy then asks; this addon judges
 
     def client_disconnected(self, client: Any) -> None:
         self.tunnels.discard(client.id)
@@ -172,9 +276,21 @@ class ClientAccess:
             self.tunnels.add(flow.client_conn.id)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or flow.client_conn.id in self.tunnels:
+        if flow.response is not None:
             return
-        self._admit(flow)
+        if flow.client_conn.id in self.tunnels or self._admit(flow):
+            self._admit_certificate(flow)
+
+    def _admit_certificate(self, flow: http.HTTPFlow) -> None:
+        """Refuse a request whose connection has no client certificate an authority in
+        `mpsd_client_cert_ca` issued (checked per request: a CONNECT has none yet)."""
+        if not self.authorities:
+            return
+        chain = [x509.load_pem_x509_certificate(c.to_pem())
+                 for c in flow.client_conn.certificate_list]
+        problem = certificate_problem(chain, self.authorities)
+        if problem is not None:
+            self._refuse(flow, problem)
 
     def _admit(self, flow: http.HTTPFlow) -> bool:
         """Whether the flow may go on; else answer it 403 and log one line."""
@@ -185,6 +301,11 @@ class ClientAccess:
             if self.header:
                 flow.request.headers.pop(self.header[0], None)
             return True
+        self._refuse(flow, problem)
+        return False
+
+    def _refuse(self, flow: http.HTTPFlow, problem: str) -> None:
+        """Answer 403 (the catalog's row) and log one line naming who and why."""
         peer = flow.client_conn.peername
         who = f"{peer[0]}:{peer[1]}" if peer else "a client"
         line = model.printable(f"{flow.request.method} {flow.request.path}")[:200]
@@ -193,7 +314,6 @@ class ClientAccess:
         refused = faults.build("403.forbidden", message=f"Refused by mpsdproxy: {problem}.\n",
                                extra_headers=[("Connection", "close")])
         flow.response = flows.to_mitmproxy(refused, flow.request.http_version)
-        return False
 
     def _problem(self, flow: http.HTTPFlow) -> str | None:
         if self.networks:

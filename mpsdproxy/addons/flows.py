@@ -42,6 +42,7 @@ from mpsdproxy.addons.common import KEY
 from mpsdproxy.recording import messages
 
 __all__ = [
+    "BodyTap",
     "complete_response",
     "request_of",
     "response_of",
@@ -54,16 +55,53 @@ _FORBIDDEN = re.compile(f"[{model.BREAKS}]")
 _NOT_TOKEN = re.compile(f"[^{model.TOKEN_CHARS}]")
 
 
+class BodyTap:
+    """A streamed body (`http.Response.stream`) on its way to the title: every chunk goes
+    through unchanged; the first `keep` bytes and the whole length are kept, so the
+    record can say what the title got without the proxy holding it all."""
+
+    def __init__(self, keep: int = model.KEPT_OF_TRUNCATED) -> None:
+        self.keep = keep
+        self.head = bytearray()
+        self.size = 0
+        self.ended = False
+
+    def __call__(self, data: bytes) -> bytes:
+        if not data:  # mitmproxy's end of the body
+            self.ended = True
+            return data
+        self.size += len(data)
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+        return data
+
+
+def _streamed(response: http.Response) -> bool:
+    return bool(response.stream)
+
+
 def complete_response(flow: http.HTTPFlow) -> http.Response | None:
-    """The response the title fully received, or None (none, or cut off mid-body)."""
+    """The response the title fully received, or None (none, or cut off mid-body).
+
+    A streamed body (over the body cap) is never held: its response counts once it
+    ended without an error."""
     response = flow.response
-    if response is None or response.raw_content is None:
+    if response is None:
         return None
+    if response.raw_content is None:
+        if not _streamed(response) or flow.error is not None:
+            return None
+        tap = response.stream
+        if isinstance(tap, BodyTap) and not tap.ended:
+            return None
     return response
 
 
 def _body(message: http.Message) -> bytes:
     """The content with its Content-Encoding undone, or the raw bytes when that fails."""
+    if not message.raw_content:  # most requests: nothing to decode, nor to look up
+        return b""
     content = message.get_content(strict=False)
     if content is None:
         content = message.raw_content
@@ -180,7 +218,7 @@ def response_of(flow: http.HTTPFlow) -> model.Response | None:
     if response is None:
         return None
     key = (response, response.data.status_code, response.data.reason, response.headers.fields,
-           response.raw_content)
+           response.raw_content, response.stream)
     built = _built(flow)
     if built.response_key != key or built.response is None:
         built.response, built.response_key = _build_response(response), key
@@ -189,14 +227,26 @@ def response_of(flow: http.HTTPFlow) -> model.Response | None:
 
 def _build_response(response: http.Response) -> model.Response:
     reason = model.from_bytes(response.data.reason)
-    body = _body(response)
+    body, raw, truncated = _response_body(response)
     try:
         return model.Response(response.status_code, reason,
-                              model.Headers.from_raw(response.headers.fields), body,
-                              response.raw_content)
+                              model.Headers.from_raw(response.headers.fields), body, raw,
+                              truncated)
     except model.ModelError:
         return model.Response(response.status_code, _escape(reason),
-                              _escaped_headers(response.headers), body, response.raw_content)
+                              _escaped_headers(response.headers), body, raw, truncated)
+
+
+def _response_body(response: http.Response
+                   ) -> tuple[bytes, bytes | None, model.Truncated | None]:
+    """Body, wire bytes and truncation of a response: a streamed one keeps only what its
+    tap kept, as it came on the wire (a stream is never decoded)."""
+    if response.raw_content is not None or not _streamed(response):
+        return _body(response), response.raw_content, None
+    tap = response.stream
+    if isinstance(tap, BodyTap):
+        return bytes(tap.head), None, model.Truncated(tap.size, len(tap.head), wire=True)
+    return b"", None, model.Truncated(None, 0, wire=True)  # streamed before any hook saw it
 
 
 def _client(flow: http.HTTPFlow) -> str | None:

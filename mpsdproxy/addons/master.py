@@ -33,10 +33,11 @@ from mpsdproxy import safefiles
 from mpsdproxy.addons import MpsdChain
 from mpsdproxy.addons import access
 from mpsdproxy.addons import default_addons
+from mpsdproxy.addons import mitmconfig
 from mpsdproxy.addons import router
 
 __all__ = ["DEFAULT_GRACE", "FileGuard", "GracefulStop", "ProxyError", "install_stop_signals",
-           "is_loopback", "remote_points", "routing_options", "serve", "start"]
+           "is_loopback", "read_config", "remote_points", "routing_options", "serve", "start"]
 
 #: Seconds the exchanges in flight get to finish once a stop signal came.
 DEFAULT_GRACE = 10
@@ -54,6 +55,11 @@ def remote_points(modes: Sequence[str], listen_host: str, listen_port: int | Non
     """The addresses beyond loopback the proxy would listen on (`access.remote_points`);
     ValueError for a bad mode."""
     return access.remote_points(modes, listen_host, listen_port)
+
+
+def read_config(confdir: str, sets: Sequence[str], typed: set[str]) -> mitmconfig.MitmConfig:
+    """mitmproxy's config.yaml for `run` (`mitmconfig.for_run`); ValueError for a bad one."""
+    return mitmconfig.for_run(confdir, sets, typed)
 
 
 def routing_options(modes: Sequence[str], intercept_hosts: Sequence[str]) -> dict[str, Any]:
@@ -94,10 +100,15 @@ def _add_before_save(master: DumpMaster, chain: MpsdChain) -> None:
 
 
 async def start(
-    settings: dict[str, Any], sets: Sequence[str] = (), quiet_mitmproxy: bool = False
+    settings: dict[str, Any], sets: Sequence[str] = (), quiet_mitmproxy: bool = False,
+    config: dict[str, Any] | None = None,
 ) -> DumpMaster:
     """Build a master with the mpsdproxy addons, apply options, and start it running.
 
+    `config` is mitmproxy's config.yaml (`mitmconfig.read`, minus what a flag or `sets`
+    overrides): applied first, then `settings` it does not name, then `sets`, so the
+    command line wins as in mitmdump. With `scripts` in it, options the file names that
+    no addon has yet wait for the scripts (mitmproxy's deferred options).
     Returns once the proxy listens; raises ProxyError (nothing started) on bad
     options. The caller stops it with `master.shutdown()` and awaits
     `master.run_task` (set here).
@@ -116,8 +127,11 @@ async def start(
     chain = MpsdChain([FileGuard(), access.ClientAccess(), *default_addons(), stop])
     _add_before_save(master, chain)
     master.graceful_stop = stop  # type: ignore[attr-defined]
+    config = config or {}
     try:
-        opts.update(**settings)
+        if config:
+            (opts.update_defer if "scripts" in config else opts.update)(**config)
+        opts.update(**{k: v for k, v in settings.items() if k not in config})
         if sets:
             opts.set(*sets)
     except (exceptions.OptionsError, KeyError, TypeError) as e:
@@ -273,9 +287,10 @@ async def _wait_listening(master: DumpMaster, task: asyncio.Task[None]) -> None:
 
 
 def serve(settings: dict[str, Any], sets: Sequence[str] = (),
-          ready: Callable[[DumpMaster], None] | None = None) -> None:
+          ready: Callable[[DumpMaster], None] | None = None,
+          config: dict[str, Any] | None = None) -> None:
     """Run the proxy until SIGINT or SIGTERM (the `mpsdproxy run` command): the first
-    signal stops gracefully (`GracefulStop`), a second one at once."""
+    signal stops gracefully (`GracefulStop`), a second one at once. `config`: as `start`."""
 
     async def main() -> None:
         # Handlers first: a signal that comes as soon as the port listens is not lost.
@@ -292,7 +307,7 @@ def serve(settings: dict[str, Any], sets: Sequence[str] = (),
         if hasattr(signal, "SIGPIPE"):
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         try:
-            master = await start(settings, sets)
+            master = await start(settings, sets, config=config)
             stopper = master.graceful_stop
             for _ in signals[:2]:
                 stopper.stop()

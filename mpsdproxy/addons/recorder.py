@@ -27,6 +27,7 @@ from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.utils import human
 
 from mpsdproxy import classify
 from mpsdproxy import recording
@@ -41,6 +42,9 @@ class Recorder:
     def __init__(self) -> None:
         self.writer: recording.Writer | None = None
         self.redactor = recording.Redactor()
+        #: Response bodies over this many bytes (mitmproxy's `stream_large_bodies`, which
+        #: `run --body-cap` sets) are recorded in part, marked truncated.
+        self.body_cap: int | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -61,6 +65,8 @@ class Recorder:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "stream_large_bodies" in updated:
+            self.body_cap = human.parse_size(ctx.options.stream_large_bodies)
         if {"mpsd_redact", "mpsd_no_redact"} & updated:
             names = (*recording.DEFAULT_REDACT, *ctx.options.mpsd_redact)
             self.redactor = recording.Redactor(names, enabled=not ctx.options.mpsd_no_redact)
@@ -125,7 +131,8 @@ class Recorder:
             return
         exchange = flows.exchange_of(flow)
         classification = info.get("classification") or classify.classify(exchange)
-        record = recording.to_record(exchange, self.redactor, classification)
+        record = recording.to_record(exchange, self.redactor, classification,
+                                     body_cap=self.body_cap)
         info["seq"] = self._append(record)
 
     def done(self) -> None:

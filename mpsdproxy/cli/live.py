@@ -42,8 +42,10 @@ FLAGS = {
     "mpsd_replay_exhausted": "--exhausted",
     "mpsd_replay_unmatched": "--unmatched",
     "mpsd_replay_pace": "--pace",
+    "stream_large_bodies": "--body-cap",
     "mpsd_client_header": "--client-header",
     "mpsd_allow_client": "--allow-client",
+    "mpsd_client_cert_ca": "--client-cert-ca",
 }
 """The mitmproxy and mpsdproxy options `run` sets, and the flag the user typed for each:
 an error about an option must name what the user can change."""
@@ -164,6 +166,10 @@ def refuse_unusable_confdir(confdir: str) -> None:
 @click.option("--allow-client", "allow_clients", metavar="CIDR", multiple=True,
               help="Only clients from this address or network may use the proxy (403 for "
                    "others; repeatable).")
+@click.option("--client-cert-ca", metavar="FILE", default="",
+              help="PEM file of the CA that issues the titles' TLS client certificates: the "
+                   "proxy asks for one and refuses (403) a request without one it issued. "
+                   "For reverse mode, where the title talks TLS to the proxy itself.")
 @click.option("--listen-port", default=8080, show_default=True, callback=validate_port,
               help="Port to listen on.")
 @click.option("--intercept-host", "intercept_hosts", metavar="HOST", multiple=True,
@@ -196,21 +202,30 @@ def refuse_unusable_confdir(confdir: str) -> None:
 @click.option("--pace", type=click.Choice(["fast", "recorded"]), default="fast",
               show_default=True,
               help="Replay: answer at once, or hold each answer for its recorded latency.")
+@click.option("--body-cap", metavar="SIZE", default="16m", show_default=True,
+              help="Stream a response body bigger than this to the title instead of holding "
+                   "it, and record only its first 64 KiB, marked truncated (mitmproxy's "
+                   "stream_large_bodies; e.g. 512k, 16m).")
 @click.option("--limits", metavar="FILE", default="", type=click.Path(dir_okay=False),
               help="YAML call-rate budgets and verdict thresholds, merged over the defaults.")
 @click.option("--no-verdicts", is_flag=True,
               help="Do not judge the title's behaviour live (verdict lines in the log).")
 @click.option("--quiet", "-q", is_flag=True, help="No live log line per exchange.")
 @click.option("--confdir", metavar="DIR", default="",
-              help="mitmproxy configuration directory (CA certificate); default ~/.mitmproxy.")
+              help="mitmproxy configuration directory (CA certificate; default ~/.mitmproxy). "
+                   "Its config.yaml (and config.yml) is read as mitmdump reads it: options "
+                   "there apply unless a flag or --set given here says otherwise.")
 @click.option("--set", "sets", metavar="OPTION=VALUE", multiple=True,
               help="Set any mitmproxy or mpsdproxy option, as `mitmdump --set` does "
                    "(e.g. proxyauth=user:pass).")
-def run(record: str, modes: tuple[str, ...], listen_host: str, allow_remote: bool,
-        client_header: str, allow_clients: tuple[str, ...], listen_port: int,
+def run(record: str, modes: tuple[str, ...], listen_host: str,
+        allow_remote: bool,
+        client_header: str, allow_clients: tuple[str, ...], client_cert_ca: str,
+        listen_port: int,
         intercept_hosts: tuple[str, ...], upstream: str, redact: tuple[str, ...],
         no_redact: bool, scenarios: tuple[str, ...], replays: tuple[str, ...],
-        exhausted: str, unmatched: str, pace: str, limits: str, no_verdicts: bool,
+        exhausted: str, unmatched: str, pace: str, body_cap: str, limits: str,
+        no_verdicts: bool,
         quiet: bool, confdir: str, sets: tuple[str, ...]) -> None:
     """Run the proxy: classify, record, inject faults into and replay session traffic.
 
@@ -223,10 +238,17 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, allow_remote: boo
       mpsdproxy run --replay playtest.jsonl --unmatched emulate   # offline, no network
       mpsdproxy run --mode reverse:http://127.0.0.1:8081@0.0.0.0:8080 --allow-remote \\
           --client-header X-Studio-Key=s3cret --allow-client 10.0.0.0/8
+      mpsdproxy run --mode reverse:http://127.0.0.1:8081 --client-cert-ca studio-ca.pem
     """
     from mpsdproxy.addons import master as proxy
 
     modes = modes or ("regular",)
+    conf = _mitm_config(proxy, confdir, sets)
+    try:
+        modes, listen_host, listen_port = conf.listening(
+            modes, listen_host, listen_port, lambda m, e: bad_mode(m, e).message)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     for path in replays:
         safefiles.refuse_no_records(path)
     safefiles.refuse_overwrite_of_inputs([record], replays)
@@ -247,6 +269,7 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, allow_remote: boo
         "mpsd_redact": list(redact),
         "mpsd_no_redact": no_redact,
         "mpsd_quiet": quiet,
+        "stream_large_bodies": body_cap,
         "mpsd_verdicts": not no_verdicts,
         "mpsd_limits": limits,
         **routing,
@@ -264,16 +287,36 @@ def run(record: str, modes: tuple[str, ...], listen_host: str, allow_remote: boo
         settings["mpsd_client_header"] = client_header
     if allow_clients:
         settings["mpsd_allow_client"] = list(allow_clients)
-    check_remote(proxy.remote_points, modes, listen_host, listen_port, sets, allow_remote)
+    if client_cert_ca:
+        settings.update(mpsd_client_cert_ca=client_cert_ca, request_client_cert=True)
+    check_remote(proxy.remote_points, modes, listen_host, listen_port, sets, allow_remote,
+                 {k: conf.origin(k) for k in ("mode", "listen_host") if k in conf.entries})
     if not any(_sets_listening(pair) for pair in sets):
         for listen in listen_addresses(listen_host, listen_port, modes):
             refuse_unusable_listen(listen)
     if confdir:
         refuse_unusable_confdir(confdir)
     try:
-        proxy.serve(settings, sets)
+        proxy.serve(settings, sets, config=conf.entries)
     except proxy.ProxyError as e:
-        raise BadInput(user_words(one_line(e), typed_flags(settings, sets))) from None
+        said = conf.explain(one_line(e))
+        raise BadInput(said or user_words(one_line(e), typed_flags(settings, sets))) from None
+
+
+def _mitm_config(proxy: Any, confdir: str, sets: Sequence[str]) -> Any:
+    """mitmproxy's config.yaml as mitmdump reads it (`mitmconfig.for_run`), minus what a
+    flag typed here or --set gives; one line naming file:line for a bad file."""
+    ctx = click.get_current_context()
+    by_flag = {opt: p.name for p in ctx.command.params for opt in p.opts if p.name}
+    typed = {name for name, flag in FLAGS.items() if flag in by_flag and ctx.get_parameter_source(
+        by_flag[flag]) in (click.core.ParameterSource.COMMANDLINE,
+                           click.core.ParameterSource.ENVIRONMENT)}
+    try:
+        return proxy.read_config(confdir, sets, typed)
+    except ValueError as e:
+        raise BadInput(one_line(e)) from None
+
+
 
 
 def _set_values(sets: Sequence[str], name: str) -> list[str]:
@@ -282,10 +325,12 @@ def _set_values(sets: Sequence[str], name: str) -> list[str]:
 
 
 def check_remote(points: Any, modes: Sequence[str], listen_host: str, listen_port: int,
-                 sets: Sequence[str], allow_remote: bool) -> None:
+                 sets: Sequence[str], allow_remote: bool,
+                 origin: Mapping[str, str] | None = None) -> None:
     """Refuse (one line naming the address and --allow-remote) any listening address
     beyond loopback, however it was given; with --allow-remote say who can reach it.
-    `points` is `master.remote_points` (mitmproxy's reading of the modes)."""
+    `points` is `master.remote_points` (mitmproxy's reading of the modes); `origin` names
+    the config.yaml entry ("file:line: key") of a mode or host that came from there."""
     set_modes, set_hosts = _set_values(sets, "mode"), _set_values(sets, "listen_host")
     set_ports = [p for p in _set_values(sets, "listen_port") if p.isdigit()]
     host = set_hosts[-1] if set_hosts else listen_host
@@ -297,7 +342,7 @@ def check_remote(points: Any, modes: Sequence[str], listen_host: str, listen_por
     for point in remote:
         if not _resolves(point.host):
             continue  # refuse_unusable_listen (or mitmproxy) names the flag and the reason
-        said = _said(point, bool(set_modes), set_hosts)
+        said = _said(point, bool(set_modes), set_hosts, origin or {})
         if not allow_remote:
             raise BadInput(f"{said}: the proxy would listen on {point.shown()}, beyond this "
                            "machine; add --allow-remote if anyone on that network may use it")
@@ -315,13 +360,18 @@ def _resolves(host: str) -> bool:
     return True
 
 
-def _said(point: Any, from_set: bool, set_hosts: Sequence[str]) -> str:
-    """The flag (as typed) that put the proxy on `point`."""
+def _said(point: Any, from_set: bool, set_hosts: Sequence[str],
+          origin: Mapping[str, str]) -> str:
+    """The flag (as typed), or the config.yaml entry, that put the proxy on `point`."""
     head, at, where = point.mode.rpartition("@")
     if at and where.rpartition(":")[0]:
-        return f"--set mode={point.mode}" if from_set else f"--mode {point.mode}"
+        if from_set:
+            return f"--set mode={point.mode}"
+        return f"{origin['mode']}: {point.mode}" if "mode" in origin else f"--mode {point.mode}"
     if set_hosts:
         return f"--set listen_host={set_hosts[-1]}"
+    if "listen_host" in origin:
+        return f"{origin['listen_host']}: {point.host or repr(point.host)}"
     return f"--listen-host {point.host}"
 
 
@@ -347,7 +397,8 @@ def _sets_listening(pair: str) -> bool:
                    "(--control-token, or one generated and printed at start).")
 @click.option("--control-token", metavar="TOKEN", default="",
               help="Require `X-Emulator-Token: TOKEN` on the control API (/_emulator/*), 403 "
-                   "without. Default: none on loopback, a generated one beyond it.")
+                   "without. Default: the config's control_token; else none on loopback, a "
+                   "generated one beyond it.")
 @click.option("--listen-port", default=8081, show_default=True, callback=validate_port,
               help="Port to listen on (0 picks a free one).")
 @click.option("--config", "config", metavar="FILE", default=None,
@@ -370,6 +421,7 @@ def emulate(listen_host: str, allow_remote: bool, control_token: str, listen_por
       read_only_users:    callers that may read, not write (403 with the session)
       server_principals:  callers that may delete other members
       require_signature:  refuse requests without a Signature header (403)
+      control_token:      the control API's token (--control-token wins)
       gamertags, friends, title_id, matchmaking, rate_limit, overload
 
     \b
@@ -379,7 +431,9 @@ def emulate(listen_host: str, allow_remote: bool, control_token: str, listen_por
       POST /_emulator/reset      forget every session, handle and ticket
       GET  /_emulator/sessions   key, path, changeNumber and ETag of each session
       POST /_emulator/change     {"session": PATH}: another console changed it
-    Beyond loopback (--allow-remote) each needs `X-Emulator-Token: TOKEN` (403 without).
+    Beyond loopback (--allow-remote) each needs `X-Emulator-Token: TOKEN` (403 without);
+    with a token given (--control-token, or control_token: in the config) it needs it
+    on loopback too.
 
     \b
     Example:
@@ -391,7 +445,12 @@ def emulate(listen_host: str, allow_remote: bool, control_token: str, listen_por
 
     from mpsdproxy import emulator
 
-    token = control_token or None
+    try:
+        settings = emulator.EmulatorConfig.load(config)
+    except ValueError as e:
+        raise BadInput(one_line(e)) from None
+    token = control_token or settings.control_token
+    given = token is not None
     remote = not _loopback(listen_host)
     if remote and not allow_remote:
         raise BadInput(f"--listen-host {listen_host}: the stand-in would listen beyond this "
@@ -405,11 +464,11 @@ def emulate(listen_host: str, allow_remote: bool, control_token: str, listen_por
             click.secho(f"Reachable from other machines: {listen_host}, port {port}. Anyone on "
                         "that network can use the stand-in; its control API needs the token.",
                         fg="yellow", err=True)
-        if token and not control_token:
+        if token and not given:
             click.echo(f"Control API token: {token} (send it as X-Emulator-Token)", err=True)
 
     try:
-        emulator.run(listen_host, listen_port, config, ready=ready, control_token=token)
+        emulator.run(listen_host, listen_port, settings, ready=ready, control_token=token)
     except OSError as e:
         if e.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
             raise BadInput(f"port {listen_port} on {listen_host} is already in use: choose "

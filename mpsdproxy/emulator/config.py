@@ -146,7 +146,8 @@ class EmulatorConfig:
 
     `server_principals` are caller user hashes that act as a server (may delete
     other members); `gamertags` and `friends` are keyed by XUID (decimal strings);
-    `require_signature` makes a request without a `Signature` header answer 403.
+    `require_signature` makes a request without a `Signature` header answer 403;
+    `control_token`, when set, is required on the control API (`X-Emulator-Token`).
     """
 
     scids: tuple[ScidConfig, ...] = ()
@@ -159,6 +160,7 @@ class EmulatorConfig:
     friends: dict[str, frozenset[str]] = field(default_factory=dict, hash=False)
     matchmaking: MatchmakingConfig = field(default_factory=MatchmakingConfig)
     title_id: int = DEFAULT_TITLE_ID
+    control_token: str | None = None
 
     def gamertag(self, xuid: str) -> str:
         """The gamertag the service shows for a XUID: the configured one, else "Player"
@@ -402,9 +404,21 @@ def _title_id(value: Any, path: KeyPath) -> int:
     return value
 
 
+def _token(value: Any, path: KeyPath) -> str | None:
+    """The control API's token (`X-Emulator-Token`); `emulate --control-token` wins."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value and value == value.strip() and value.isprintable():
+        return value
+    kind = ("an empty, padded or unprintable string" if isinstance(value, str)
+            else _kind_of(value))  # never the value itself: it is a secret
+    raise _Invalid(path, f"should be a token: printable characters, no spaces at either end; "
+                         f"not {kind}")
+
+
 _TOP_KEYS = ("version", "scids", "read_only_users", "rate_limit", "overload",
              "require_signature", "server_principals", "gamertags", "friends", "matchmaking",
-             "title_id")
+             "title_id", "control_token")
 
 
 def _parse(data: Any) -> EmulatorConfig:
@@ -434,6 +448,7 @@ def _parse(data: Any) -> EmulatorConfig:
         friends=_parse_friends(top.get("friends"), ("friends",)),
         matchmaking=_parse_matchmaking(top.get("matchmaking"), ("matchmaking",)),
         title_id=_title_id(top.get("title_id"), ("title_id",)),
+        control_token=_token(top.get("control_token"), ("control_token",)),
     )
 
 

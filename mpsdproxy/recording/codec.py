@@ -29,6 +29,7 @@ lost because of what it carried.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import json
 import math
@@ -169,16 +170,59 @@ def _json_of(message: model.Request | model.Response) -> Any:
     return message.json if message.body[:1] in (b"{", b"[") else jsonbody.INVALID
 
 
+#: Bytes that end a cut body when they could be part of a token: a kept start never
+#: ends in a piece of a credential too short to be recognised as one.
+_TOKEN_TAIL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-.%~"
+
+
+def capped(exchange: model.Exchange, body_cap: int | None) -> model.Exchange:
+    """`exchange` with a response body over `body_cap` bytes (decoded: a small gzip body
+    can inflate past it) cut to its start, and any cut start ending before a token
+    could begin: the record stays small and secret whatever the title was sent."""
+    response = exchange.response
+    if response is None:
+        return exchange
+    truncated = response.truncated
+    if truncated is None:
+        if body_cap is None or len(response.body) <= body_cap:
+            return exchange
+        truncated = model.Truncated(len(response.body), 0)
+    head = response.body[:model.KEPT_OF_TRUNCATED].rstrip(_TOKEN_TAIL)
+    if head == response.body and truncated.kept == len(head):
+        return exchange
+    cut = response.replace(body=head, encoded=None,
+                           truncated=truncated._replace(kept=len(head)))
+    return dataclasses.replace(exchange, response=cut)
+
+
+def _truncated_field(message: model.Response) -> dict[str, Any]:
+    """`{"truncated": {"size": N, "kept": K, "wire": bool}}` for a body kept only in part."""
+    if message.truncated is None:
+        return {}
+    return {"truncated": message.truncated._asdict()}
+
+
+def _truncated_of(part: Mapping[str, Any]) -> model.Truncated | None:
+    value = part.get("truncated")
+    if not isinstance(value, Mapping):
+        return None
+    size, kept = value.get("size"), value.get("kept")
+    return model.Truncated(size if isinstance(size, int) else None,
+                           kept if isinstance(kept, int) else 0, bool(value.get("wire")))
+
+
 def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any = None,
-              response_body: bool = True) -> dict[str, Any]:
+              response_body: bool = True, body_cap: int | None = None) -> dict[str, Any]:
     """The record of an exchange (without its seq), secrets redacted by `redactor`.
 
     `classification` is a `classify.Classification` or its dict. With
     `response_body=False` the response's body is left out (None): for readers
     that never look at it. Every credential goes first (`redactor.exchange`), so
-    every writer of records (recorder, import, resend) writes none.
+    every writer of records (recorder, import, resend) writes none. A response body
+    over `body_cap` bytes, or one the proxy streamed, is kept in part (`capped`) and
+    marked `"truncated"`.
     """
-    exchange = redactor.exchange(exchange)
+    exchange = redactor.exchange(capped(exchange, body_cap))
     request, response = exchange.request, exchange.response
     record: dict[str, Any] = {
         "start": timestamp(exchange.start),
@@ -205,6 +249,7 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
             "headers": response.headers.pairs(),
             "body": encode_body(response.body, _json_of(response)) if response_body else None,
             **(_encoded_field(response) if response_body else {}),
+            **_truncated_field(response),
         }
     return record
 
@@ -232,7 +277,7 @@ def to_exchange(record: Mapping[str, Any]) -> model.Exchange:
         body, value = _message_body(resp)
         response = model.Response(resp["status"], resp.get("reason") or "",
                                   model.Headers(resp.get("headers") or ()), body,
-                                  _wire_bytes(resp)).knowing(json=value)
+                                  _wire_bytes(resp), _truncated_of(resp)).knowing(json=value)
     provenance = record.get("provenance")
     return model.Exchange(
         request=request,
