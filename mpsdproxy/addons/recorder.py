@@ -59,6 +59,11 @@ class Recorder:
             "X-Aad-Token and any header whose name holds token, ticket or proof.",
         )
         loader.add_option(
+            "mpsd_tag", Sequence[str], [],
+            "Run metadata KEY=VALUE (repeatable, e.g. build=1234) written into the "
+            "recording's header, which the fleet groups runs by.",
+        )
+        loader.add_option(
             "mpsd_no_redact", bool, False,
             "Write secrets (XBL3.0 tokens, signatures, cookies) to recordings unredacted. "
             "Only for private captures: such a file must never be shared or committed.",
@@ -75,7 +80,7 @@ class Recorder:
                     "mpsd_no_redact is on: tokens and signatures will be written to the "
                     "recording in clear text. Do not share or commit it."
                 )
-        if "mpsd_record" in updated:
+        if {"mpsd_record", "mpsd_tag"} & updated:
             self._open(ctx.options.mpsd_record)
 
     def _open(self, path: str) -> None:
@@ -86,10 +91,10 @@ class Recorder:
             # A FIFO or a device would hang the open, or take records nothing can read back
             # (`mitmdump -s` users have no FileGuard in front of this).
             safefiles.refuse_not_regular(path, "recording")
-            self.writer = recording.Writer(path)
+            self.writer = recording.Writer(path, recording.parse_tags(ctx.options.mpsd_tag))
         except safefiles.BadFile as e:
             raise exceptions.OptionsError(f"Cannot open mpsd_record file {path}: {e}") from e
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a bad mpsd_tag
             raise exceptions.OptionsError(f"Cannot open mpsd_record file {path}: {e}") from e
         logger.info(f"Recording session-directory exchanges to {path}")
 

@@ -19,6 +19,11 @@ in order with the exchanges, and the websocket's end as its `close` message
 title, so nothing is judged from it. The judging
 itself runs once the title has its answer (the chain's `AfterAnswer` queue):
 it never delays one.
+
+With a recording (`mpsd_record`), every verdict is also stored as it is decided in
+the recording's sidecar, `<recording>.verdicts` (`recording.verdictfile`):
+buffered, flushed by the ticker and at shutdown, so the fleet and `report` read
+the outcomes instead of judging the recording again.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mpsdproxy import verdicts
 from mpsdproxy.addons import common
 from mpsdproxy.addons import flows
 from mpsdproxy.addons.later import AfterAnswer
+from mpsdproxy.recording import verdictfile
 from mpsdproxy.recording.messages import WebsocketMessage
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
@@ -81,6 +87,7 @@ class VerdictLog:
         self.after_answer = after_answer or AfterAnswer()
         self.flows = 0
         self._ticker: asyncio.Task[None] | None = None
+        self.stored: verdictfile.VerdictFile | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -100,6 +107,8 @@ class VerdictLog:
         self.engine = verdicts.Engine()
 
     def configure(self, updated: set[str]) -> None:
+        if "mpsd_record" in updated:
+            self._store_to(ctx.options.mpsd_record)
         if not {"mpsd_verdicts", "mpsd_limits"} & updated:
             return
         path = ctx.options.mpsd_limits
@@ -110,6 +119,17 @@ class VerdictLog:
         if self.engine is not None and self.engine.fed:
             logger.info("mpsd_verdicts or mpsd_limits changed: verdicts start afresh")
         self.engine = verdicts.Engine(limits) if ctx.options.mpsd_verdicts else None
+
+    def _store_to(self, record: str) -> None:
+        """Verdicts go to the recording's sidecar from now on (none without a recording)."""
+        if self.stored is not None:
+            self.stored.close()
+        self.stored = None
+        if record:
+            try:
+                self.stored = verdictfile.VerdictFile(record, "proxy")
+            except OSError as e:
+                logger.warning(f"verdicts will not be stored beside {record}: {e}")
 
     def running(self) -> None:
         if self._ticker is None:
@@ -124,6 +144,8 @@ class VerdictLog:
         """Decide the verdicts that were waiting for time to pass (`now` defaults to the clock)."""
         if self.engine is not None and not self.engine.finished:
             self._log(self.engine.advance(time.time() if now is None else now))
+        if self.stored is not None:
+            self.stored.flush()
 
     def response(self, flow: http.HTTPFlow) -> None:
         """Queue the flow's exchange for the engine; what it decides is logged."""
@@ -199,8 +221,10 @@ class VerdictLog:
             self._ticker.cancel()
             self._ticker = None
         if self.engine is None or self.engine.finished:
+            self._close_stored()
             return
         self._log(self.engine.finish())
+        self._close_stored()
         counts = self.engine.counts
         level = logging.INFO
         if any(s is Status.FAIL for _, s in counts):
@@ -209,8 +233,22 @@ class VerdictLog:
             level = logging.WARNING
         logger.log(level, f"mpsd {summary_line(counts)}")
 
-    @staticmethod
-    def _log(decided: Iterable[Verdict]) -> None:
+    def _close_stored(self) -> None:
+        if self.stored is not None:
+            self.stored.close()
+            self.stored = None
+
+    def _log(self, decided: Iterable[Verdict]) -> None:
         for v in decided:
+            if self.stored is not None:
+                self._store(v)
             where = f" ({v.resource})" if v.resource and v.resource not in v.reason else ""
             logger.log(LEVELS[v.status], f"verdict {v}{where}")
+
+    def _store(self, verdict: Verdict) -> None:
+        assert self.stored is not None
+        try:
+            self.stored.write(verdict.to_dict())
+        except (OSError, ValueError) as e:  # a full disk must not stop the proxy
+            logger.warning(f"verdicts no longer stored in {self.stored.path}: {e}")
+            self._close_stored()

@@ -13,13 +13,14 @@ Exit codes, the same for every command, so a CI gate can trust them:
 
 The commands live by job: `base` (the group and the parameter types every command
 shares), `live` (run, emulate, demo, check), `files` (report, diff, resend,
-export, import, scan) and `conformance`.
+export, import, scan), `fleet` (many recordings at once, Parquet) and `conformance`.
 """
 
 from __future__ import annotations
 
 from mpsdproxy.cli import conformance as _conformance  # noqa: F401 - registers its command
 from mpsdproxy.cli import files as _files  # noqa: F401 - registers its commands
+from mpsdproxy.cli import fleet as _fleet  # noqa: F401 - registers its command
 from mpsdproxy.cli import live as _live  # noqa: F401 - registers its commands
 from mpsdproxy.cli.base import cli
 

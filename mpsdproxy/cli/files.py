@@ -17,6 +17,8 @@ from mpsdproxy.cli.base import Progress
 from mpsdproxy.cli.base import about
 from mpsdproxy.cli.base import cli
 from mpsdproxy.cli.base import one_line
+from mpsdproxy.cli.fleet import ExportFormat
+from mpsdproxy.cli.fleet import export_parquet
 
 
 @cli.command("report", context_settings=CONTEXT)
@@ -57,14 +59,21 @@ def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
     except ValueError as e:
         raise BadInput(about(limits or "", e)) from None
     safefiles.refuse_empty(file)
+    from mpsdproxy.fleet import stored
+
     try:
         with Progress("report", "lines read", quiet) as progress:
-            built = report.build_report(file, budgets, progress=progress)
+            built, sidecar = stored.report_storing(file, budgets, progress=progress)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
     cut = sum(1 for _, problem in built.skipped if problem.startswith("truncated"))
-    safefiles.refuse_unreadable(file, built.exchanges, built.skipped_total - cut,
-                                built.skipped[0] if built.skipped else None)
+    try:
+        safefiles.refuse_unreadable(file, built.exchanges, built.skipped_total - cut,
+                                    built.skipped[0] if built.skipped else None)
+    except BaseException:
+        sidecar.discard()  # not a recording: no verdicts stored beside it
+        raise
+    sidecar.publish()  # the verdicts it judged, for the fleet (fleet/stored.py)
     text = report.render(built, fmt, fail_on=fail_on)
     if output:
         try:
@@ -76,6 +85,7 @@ def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
     else:
         click.echo(text, nl=False)
     sys.exit(report.exit_code(built, fail_on))
+
 
 
 @cli.command(context_settings=CONTEXT)
@@ -192,24 +202,40 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("file", type=InputFile())
-@click.option("--format", "fmt", type=FormatChoice(), required=True,
+@click.option("--format", "fmt", type=ExportFormat(), required=True,
               help="har (browser devtools, mitmweb), mitm (mitmproxy flows), saz (Fiddler, "
-                   "the Xbox Live Trace Analyzer), csv (the Trace Analyzer's CSV trace).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="File to write (whole or not at all; never the recording itself).")
+                   "the Xbox Live Trace Analyzer), csv (the Trace Analyzer's CSV trace), "
+                   "parquet (the fleet's versioned table, with the stored verdicts).")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="File to write (whole or not at all; never the recording itself); a "
+                   "folder with --format parquet --partition.")
 @click.option("--no-redact", is_flag=True,
               help="Keep what the recording holds as it is (a private recording made with "
                    "--no-redact keeps its secrets: never share the export).")
+@click.option("--partition", metavar="TAGS", default=None,
+              help="parquet: a Hive-partitioned folder by these tags (e.g. build,date), added "
+                   "to if it exists, instead of one file.")
 @QUIET
-def export(file: str, fmt: str, output: str, no_redact: bool, quiet: bool) -> None:
+def export(file: str, fmt: str, output: str, no_redact: bool, partition: str | None,
+           quiet: bool) -> None:
     """Write a recording as HAR, a mitmproxy flow file, a Fiddler SAZ archive or the
     Trace Analyzer's CSV trace. Credentials are redacted on the way out, whatever the
     recording holds.
 
     \b
-    Example:
+    Examples:
       mpsdproxy export pass.jsonl --format saz -o pass.saz
+      mpsdproxy export pass.jsonl --format parquet -o archive/ --partition build,date
     """
+    if fmt == "parquet":
+        safefiles.refuse_empty(file)
+        rows = export_parquet([file], output, partition)
+        click.echo(f"Exported {rows} rows to {output}")
+        return
+    if partition is not None:
+        raise click.BadParameter("only with --format parquet", param_hint="--partition")
+    if os.path.isdir(output):
+        raise BadInput(f"{output}: is a folder, not a file")
     from mpsdproxy import interchange
     from mpsdproxy import recording
     from mpsdproxy.addons import flowfile
@@ -246,10 +272,13 @@ def export(file: str, fmt: str, output: str, no_redact: bool, quiet: bool) -> No
               help="Store a larger body truncated, with a line saying so (default 64 MiB).")
 @click.option("--redact", multiple=True, metavar="HEADER", help="More headers to redact.")
 @click.option("--no-redact", is_flag=True, help="Keep secrets (private captures only).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+              help="Run metadata for the recording's header (repeatable), e.g. build=1234.")
 @QUIET
 def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[str, ...],
             all_hosts: bool, processes: tuple[str, ...], max_body: int | None,
-            redact: tuple[str, ...], no_redact: bool, quiet: bool) -> None:
+            redact: tuple[str, ...], no_redact: bool, tags: tuple[str, ...],
+            quiet: bool) -> None:
     """Turn a HAR, mitmproxy flow file (e.g. from `mitmdump -w`), Fiddler SAZ capture or
     Trace Analyzer CSV trace into a classified, redacted recording of the session
     traffic. The summary line says what was kept and dropped, by host.
@@ -266,6 +295,10 @@ def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[
     if not append and os.path.exists(output) and not safefiles.same_file(output, file):
         raise BadInput(f"{output}: already exists; add --append to add to it, or choose "
                        "another output")
+    try:
+        run_tags = recording.parse_tags(tags)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--tag") from None
     redactor = recording.Redactor((*recording.DEFAULT_REDACT, *redact), enabled=not no_redact)
     try:
         with Progress("import", "items read", quiet) as progress:
@@ -278,6 +311,11 @@ def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[
         raise BadInput(about(file, e)) from None
     for line in result.skipped:
         click.secho(f"skipped {line}", fg="yellow", err=True)
+    if run_tags:
+        try:  # the import wrote a plain header: the tags go into it afterwards
+            recording.set_tags(output, run_tags)
+        except OSError as e:
+            raise BadInput(about(output, e)) from None
     click.echo(f"Imported into {output}: {result.summary()}")
 
 

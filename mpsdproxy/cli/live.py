@@ -46,6 +46,7 @@ FLAGS = {
     "mpsd_client_header": "--client-header",
     "mpsd_allow_client": "--allow-client",
     "mpsd_client_cert_ca": "--client-cert-ca",
+    "mpsd_tag": "--tag",
 }
 """The mitmproxy and mpsdproxy options `run` sets, and the flag the user typed for each:
 an error about an option must name what the user can change."""
@@ -151,6 +152,9 @@ def refuse_unusable_confdir(confdir: str) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option("--record", "record", metavar="FILE", default="",
               help="Append every session-directory exchange to this JSON Lines recording.")
+@click.option("--tag", "tags", metavar="KEY=VALUE", multiple=True,
+              help="Run metadata for the recording's header (repeatable): build=1234, "
+                   "title=netrumble, console=devkit-07. `mpsdproxy fleet` groups by it.")
 @click.option("--mode", "modes", metavar="MODE", multiple=True,
               help="A mitmproxy mode spec: regular (default), reverse:URL, upstream:URL, "
                    "wireguard, local, ... Repeat to listen in several modes at once.")
@@ -218,7 +222,7 @@ def refuse_unusable_confdir(confdir: str) -> None:
 @click.option("--set", "sets", metavar="OPTION=VALUE", multiple=True,
               help="Set any mitmproxy or mpsdproxy option, as `mitmdump --set` does "
                    "(e.g. proxyauth=user:pass).")
-def run(record: str, modes: tuple[str, ...], listen_host: str,
+def run(record: str, tags: tuple[str, ...], modes: tuple[str, ...], listen_host: str,
         allow_remote: bool,
         client_header: str, allow_clients: tuple[str, ...], client_cert_ca: str,
         listen_port: int,
@@ -232,6 +236,7 @@ def run(record: str, modes: tuple[str, ...], listen_host: str,
     \b
     Examples:
       mpsdproxy run --record recordings/playtest.jsonl
+      mpsdproxy run --record nightly.jsonl --tag build=1234 --tag console=devkit-07
       mpsdproxy run --mode reverse:http://127.0.0.1:8081 --record run.jsonl
       mpsdproxy run --upstream http://127.0.0.1:8081   # a console against the stand-in
       mpsdproxy run --scenario scenarios/outage.yaml --record pass.jsonl
@@ -289,6 +294,14 @@ def run(record: str, modes: tuple[str, ...], listen_host: str,
         settings["mpsd_allow_client"] = list(allow_clients)
     if client_cert_ca:
         settings.update(mpsd_client_cert_ca=client_cert_ca, request_client_cert=True)
+    if tags:
+        from mpsdproxy import recording
+
+        try:
+            recording.parse_tags(tags)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--tag") from None
+        settings["mpsd_tag"] = list(tags)
     check_remote(proxy.remote_points, modes, listen_host, listen_port, sets, allow_remote,
                  {k: conf.origin(k) for k in ("mode", "listen_host") if k in conf.entries})
     if not any(_sets_listening(pair) for pair in sets):

@@ -4,7 +4,8 @@
   Exchange <-> record;
 - `redact`: what never reaches a file;
 - `writer`: appending, one write per exchange, contiguous sequence numbers;
-- `reader`: streaming, every bad line named.
+- `reader`: streaming, every bad line named;
+- `verdictfile`: the verdicts stored beside a recording (`<recording>.verdicts`).
 """
 
 from mpsdproxy.recording.codec import FORMAT
@@ -14,6 +15,7 @@ from mpsdproxy.recording.codec import encode_body
 from mpsdproxy.recording.codec import encode_line
 from mpsdproxy.recording.codec import header
 from mpsdproxy.recording.codec import header_line
+from mpsdproxy.recording.codec import parse_tags
 from mpsdproxy.recording.codec import parse_timestamp
 from mpsdproxy.recording.codec import timestamp
 from mpsdproxy.recording.codec import to_exchange
@@ -24,6 +26,7 @@ from mpsdproxy.recording.reader import check_outline
 from mpsdproxy.recording.reader import iter_records
 from mpsdproxy.recording.reader import numbered
 from mpsdproxy.recording.reader import read
+from mpsdproxy.recording.reader import read_tags
 from mpsdproxy.recording.redact import DEFAULT_REDACT
 from mpsdproxy.recording.redact import REDACTED_PREFIX
 from mpsdproxy.recording.redact import Redactor
@@ -31,6 +34,7 @@ from mpsdproxy.recording.redact import redact_value
 from mpsdproxy.recording.redact import user_of
 from mpsdproxy.recording.writer import LockedError
 from mpsdproxy.recording.writer import Writer
+from mpsdproxy.recording.writer import set_tags
 
 __all__ = [
     "FORMAT",
@@ -45,6 +49,9 @@ __all__ = [
     "encode_line",
     "header",
     "header_line",
+    "parse_tags",
+    "read_tags",
+    "set_tags",
     "timestamp",
     "parse_timestamp",
     "to_record",

@@ -2,7 +2,9 @@
 
 A recording is JSON Lines. Since format version 2 its first line is a header,
 `{"format": "mpsdproxy-recording", "version": 2}`; a file without one is
-version 1, which reads the same. Every other line is one record::
+version 1, which reads the same. The header may carry run metadata,
+`"tags": {"build": "1234", "console": "devkit-07"}` (`run --tag`, `import --tag`),
+which the fleet groups runs by. Every other line is one record::
 
     {"seq": 1,
      "start": "2026-11-25T09:37:44.123456Z", "end": "...", "duration_ms": 12.5,
@@ -33,6 +35,7 @@ import dataclasses
 import datetime
 import json
 import math
+import re
 import time
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -46,6 +49,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "header_line",
+    "parse_tags",
     "is_header_line",
     "encode_body",
     "decode_body",
@@ -60,9 +64,37 @@ __all__ = [
 FORMAT = "mpsdproxy-recording"
 FORMAT_VERSION = 2
 
-def header_line() -> dict[str, Any]:
-    """The first line of a recording this version writes."""
-    return {"format": FORMAT, "version": FORMAT_VERSION}
+def header_line(tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The first line of a recording this version writes; `tags` (run metadata such as
+    `{"build": "1234"}`) go in as `"tags"`, an added field older readers skip."""
+    line: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION}
+    if tags:
+        line["tags"] = dict(tags)
+    return line
+
+
+#: What a tag key may hold: it becomes a column (and a Hive partition) name in the fleet.
+TAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def parse_tags(pairs: Iterable[str]) -> dict[str, str]:
+    """`("build=1234", "title=netrumble")` -> a dict; ValueError naming the bad pair.
+
+    A key is a name (letters, digits, `_`, `.`, `-`; 64 at most) because the fleet
+    groups and partitions by it; a value is any printable text up to 256 characters.
+    """
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not TAG_KEY.fullmatch(key):
+            raise ValueError(f"tag {pair!r}: should be KEY=VALUE with KEY a name "
+                             "(letters, digits, _ . -)")
+        if len(value) > 256 or not value.isprintable():
+            raise ValueError(f"tag {pair!r}: the value should be printable, 256 characters "
+                             "at most")
+        tags[key] = value
+    return tags
 
 
 def is_header_line(item: Mapping[str, Any]) -> bool:

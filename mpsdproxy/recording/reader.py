@@ -13,7 +13,8 @@ from typing import Any
 from mpsdproxy.recording import codec
 from mpsdproxy.recording import messages as ws
 
-__all__ = ["RecordError", "ReadIssue", "iter_records", "numbered", "check_outline", "read"]
+__all__ = ["RecordError", "ReadIssue", "iter_records", "numbered", "check_outline", "read",
+           "read_tags"]
 
 
 class RecordError(ValueError):
@@ -151,3 +152,20 @@ def read(
                 issues.append(item)
             continue
         yield item
+
+
+def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The run metadata in a recording's header line (`{}` for a file without one, a
+    version 1 file, or a header without tags). Reads only the first line."""
+    with open(os.fspath(path), encoding="utf-8", errors="surrogateescape") as f:
+        first = f.readline()
+    try:
+        item = json.loads(first)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(item, dict) or not codec.is_header_line(item):
+        return {}
+    tags = item.get("tags")
+    if not isinstance(tags, dict):
+        return {}
+    return {str(k): str(v) for k, v in tags.items()}

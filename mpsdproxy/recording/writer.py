@@ -8,26 +8,36 @@ number and the numbers stay contiguous.
 A writer holds an exclusive lock on its file (`fcntl.flock`, where the platform
 has it) for as long as it is open: a second writer, in this process or another,
 is refused with `LockedError` instead of both numbering from the same last seq.
+
+Run metadata (`tags`) lives in the header line. Tags given for a file that already
+has records are merged into its header by `set_tags`, which rewrites the file
+through a temporary copy (one pass, renamed into place): rare, and never on the
+per-exchange path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import IO
 from typing import Any
 
 from mpsdproxy.recording import codec
 from mpsdproxy.recording.reader import iter_records
+from mpsdproxy.recording.reader import read_tags
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, no refusal
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Writer", "LockedError"]
+__all__ = ["Writer", "LockedError", "set_tags"]
 
 
 class LockedError(OSError):
@@ -47,8 +57,12 @@ class Writer:
     file starts with the format's header line.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str],
+                 tags: Mapping[str, str] | None = None) -> None:
         self.path = os.fspath(path)
+        if tags and os.path.exists(self.path) and os.path.getsize(self.path) \
+                and read_tags(self.path) != {**read_tags(self.path), **tags}:
+            set_tags(self.path, tags)  # appending under new tags: the header says them
         self._file: IO[bytes] = open(self.path, "ab", buffering=0)  # noqa: SIM115
         try:
             _lock(self._file, self.path)
@@ -58,7 +72,7 @@ class Writer:
         # Read only once the lock is held: the last seq cannot move under us now.
         self.seq = _last_seq(self.path)
         if self._file.tell() == 0:
-            self._write_all(codec.encode_line(codec.header_line()))
+            self._write_all(codec.encode_line(codec.header_line(tags)))
         elif not _ends_with_newline(self.path):
             # A killed writer left half a line: end it, or the next record would be
             # glued onto it and lost with it.
@@ -131,3 +145,40 @@ def _last_seq(path: str) -> int:
         if isinstance(item, dict):
             last = max(last, int(item.get("seq") or 0))
     return last
+
+
+def set_tags(path: str | os.PathLike[str], tags: Mapping[str, str]) -> dict[str, str]:
+    """Merge `tags` into a recording's header (a version 1 file gets a header), keeping
+    every other line byte for byte; returns the tags the header now holds.
+
+    Written to a temporary file beside it and renamed, so a failure leaves the
+    recording as it was. A writer holding the file is refused (LockedError).
+    """
+    path = os.fspath(path)
+    merged = {**read_tags(path), **tags}
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
+                                     dir=folder)
+    try:
+        with open(path, "rb") as source, os.fdopen(fd, "wb") as out:
+            _lock(source, path)
+            first = source.readline()
+            out.write(codec.encode_line(codec.header_line(merged)))
+            if not _is_header(first):
+                out.write(first)
+            shutil.copyfileobj(source, out, 1 << 20)
+        shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return merged
+
+
+def _is_header(line: bytes) -> bool:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(item, dict) and codec.is_header_line(item)
