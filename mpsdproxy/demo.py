@@ -7,7 +7,9 @@ Three passes, each through its own proxy in front of one stand-in:
 3. two-console lobbies over the RTA websocket: the host learns from a shoulder tap
    that its friend joined, then a scenario drops a tap while the friend changes the
    lobby; the host that reads on the next newer tap (as MultiplayerManager does) and
-   the one that waits for the lost changeNumber are told apart by the tap-read verdict.
+   the one that waits for the lost changeNumber are told apart by the tap-read verdict;
+4. a small fault sweep (`run --sweep`) of a well-behaved and a misbehaving lobby
+   title, and the matrix of each: recovered and not-recovered cells.
 Everything runs in this one process on free loopback ports and stops with it, so
 the demo needs no network and leaves nothing behind.
 """
@@ -133,7 +135,46 @@ def main(record: str | None = None) -> int:
         current = asyncio.run(_through_proxy(emulator_port, lobby_record, _lobbies,
                                              mpsd_scenario=[str(scenario)], mpsd_quiet=True))
     ok = _lobby_report(lobby_record, current) and ok
+    ok = _sweep(record) and ok
     return 0 if ok else 1
+
+
+# --- pass 4: a small fault sweep ---------------------------------------------------------
+
+#: The cells pass 4 sweeps: quick ones (an answer, no retry wait), so the pass takes seconds.
+SWEEP_ONLY = ("PUT session */409.conflict,412.if-match-session,403.read-only",
+              "GET session */400.bad-request")
+
+
+def _sweep(record: str) -> bool:
+    """Sweep a well-behaved and a misbehaving lobby title; the matrix of each. Whether the
+    misbehaving one shows both recovered and not-recovered cells and the other none failed."""
+    from mpsdproxy.report import matrix
+    from mpsdproxy.sweep.lobby import LobbyTitle
+
+    click.secho("\n== 4. A fault sweep: each fault the service can give, at each call ==\n",
+                bold=True, fg="cyan")
+    states = []
+    with emulator.running() as (_, emulator_port):
+        for who, blind in (("good", False), ("bad", True)):
+            where = _beside(record, f"sweep-{who}")
+            click.secho(f"A {'misbehaving' if blind else 'well-behaved'} lobby title "
+                        f"({'resends the ETag a 412 refused' if blind else 'adopts a 412'}):",
+                        bold=True)
+            asyncio.run(_through_proxy(
+                emulator_port, where, lambda send, w=who, b=blind: LobbyTitle(
+                    send, f"sweep-{w}-lobby", f"sweep-{w}", "2533274800000201",
+                    blind_resend=b).play(12),
+                mpsd_sweep=True, mpsd_sweep_only=list(SWEEP_ONLY), mpsd_sweep_gap="100ms",
+                mpsd_quiet=True))
+            built = matrix.build_matrix([where])
+            click.echo(matrix.render_text(built))
+            states.append(built.counts())
+    good, bad = states
+    click.echo(f"Again, any time: mpsdproxy report {where} --matrix --format html "
+               f"-o report.html")
+    return not good[matrix.NOT_RECOVERED] and bool(bad[matrix.NOT_RECOVERED]) \
+        and bool(bad[matrix.RECOVERED])
 
 
 def _beside(record: str, part: str) -> str:

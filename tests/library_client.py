@@ -152,3 +152,44 @@ def _retry_after(answer: httpx.Response | None) -> int | None:
         return None
     value = answer.headers.get("retry-after", "").strip()
     return int(value) if value.isdigit() else None
+
+
+# -- a title under a fault sweep (added for tests/test_e2e_sweep.py) --------------------------
+
+
+def _failed(answer: httpx.Response | None) -> bool:
+    """A call the title must recover from: no answer, or one that is neither a success
+    nor a 412 with the session (adopted, rule 6)."""
+    if answer is None:
+        return True
+    return answer.status_code >= 300 and not (answer.status_code == 412 and answer.content)
+
+
+def sweep_turn(client: LibraryClient, path: str, turn: int) -> None:
+    """One turn of a lobby under a fault sweep: write the lobby (as its member), read it.
+
+    A failed write is followed by a read and one more write, as MultiplayerManager
+    re-reads and retries its pending change after a failure
+    (Manager/multiplayer_session_writer.cpp, HandleEvents after a failed write); a read
+    that finds no session (204) forgets its ETag, so the next write creates it again.
+    With `blind_resend` the write after a 412 resends the refused ETag (rule 6 broken).
+    """
+    xuid = client.user
+    body = {**_member(xuid), "properties": {"custom": {"turn": turn}}}
+    if _failed(client.write_session(path, body)):
+        _reread(client, path)
+        client.write_session(path, body)
+    if _failed(_reread(client, path)):
+        _reread(client, path)
+
+
+def _member(xuid: str) -> dict[str, Any]:
+    return {"members": {"me": {"constants": {"system": {"xuid": xuid, "initialize": True}},
+                               "properties": {"system": {"active": True}}}}}
+
+
+def _reread(client: LibraryClient, path: str) -> httpx.Response | None:
+    answer = client.read_session(path)
+    if answer is not None and answer.status_code == 204:
+        client.etags.pop(path, None)
+    return answer

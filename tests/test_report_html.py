@@ -95,7 +95,7 @@ def test_chromium_shows_the_verdicts_and_links_failures_to_records(
     done = run_chromium(["--dump-dom", path.as_uri()], tmp_path / "profile")
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
-    assert "The title failed 1 of 15 behaviour checks" in dom
+    assert "The title failed 1 of 17 behaviour checks" in dom
     for rule in verdicts.RULES:
         assert rule.title in dom
     failed = [v for v in rep.verdicts if v.status is verdicts.Status.FAIL]

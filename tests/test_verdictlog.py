@@ -144,7 +144,7 @@ def test_done_logs_the_summary(caplog: pytest.LogCaptureFixture) -> None:
         log.done()  # once only
     summaries = [m for m in records(caplog, logging.ERROR) if m.startswith("mpsd verdicts:")]
     assert summaries == [
-        "mpsd verdicts: 1 fail, 0 warn, 1 pass, 13 not-applicable; "
+        "mpsd verdicts: 1 fail, 0 warn, 1 pass, 15 not-applicable; "
         "failed: Retry-After honoured (1)"]
 
 

@@ -27,17 +27,22 @@ def default_addons() -> list[Any]:
     from mpsdproxy.addons import router
     from mpsdproxy.addons import rtafaults  # helper "faults": a missing module fails loudly
     from mpsdproxy.addons import standin
+    from mpsdproxy.addons import sweep
     from mpsdproxy.addons import verdictlog
 
+    faults = injector.FaultInjector()
+    fault_sweep = sweep.Sweep(faults)
     return [
         router.Router(),
         bodycap.LargeBodies(),
         replayer.Replayer(),
         standin.StandIn(),
-        injector.FaultInjector(),
+        fault_sweep,  # arms its cell just before the injector gives it
+        faults,
         rtafaults.RtaFaults(),
         classifier.StatusClassifier(),
         recorder.Recorder(),
+        fault_sweep.settler,  # the call ended (and is recorded): its cell is settled
         livelog.LiveLog(),
         verdictlog.VerdictLog(),
     ]

@@ -12,8 +12,10 @@ A websocket on an intercepted host (the RTA connection, `rta.xboxlive.com/connec
 is recorded too: its 101 handshake as an exchange, then every message as a record
 of its own (`recording.messages`), written as it passes the proxy, so the taps sit
 in order with the HTTP exchanges around them, and its close as a `close` record.
-A message a fault dropped never reached the title and is not recorded; one a fault
-sent says so in its provenance, with the rule it noted (`flows.message_provenance`).
+A message a fault dropped never reached the title: it is recorded only as a note,
+the frame with `"dropped": true` and the fault's provenance (`recording.messages`),
+which no reader takes for a delivered message; one a fault sent says so in its
+provenance, with the rule it noted (`flows.message_provenance`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from mitmproxy import ctx
@@ -107,8 +110,14 @@ class Recorder:
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         if common.mark(flow) is None or self.writer is None or flow.websocket is None:
             return
-        if not flow.websocket.messages or flow.websocket.messages[-1].dropped:
-            return  # a fault kept it from the title: the recording holds what it got
+        if not flow.websocket.messages:
+            return
+        if flow.websocket.messages[-1].dropped:  # the title never got it: at most a note
+            note = flow.metadata.get(flows.FAULT_NOTE)
+            if isinstance(note, dict) and note.get("message") == len(flow.websocket.messages) - 1:
+                self._append(messages.to_record(
+                    replace(flows.websocket_message_of(flow), dropped=True), self.redactor))
+            return
         info = common.mark(flow)
         seq = self._append(messages.to_record(flows.websocket_message_of(flow), self.redactor))
         if info is not None:

@@ -33,9 +33,15 @@ from mpsdproxy.cli.fleet import export_parquet
               help="Exit 1 when a verdict failed (fail), or also on any anomaly (anomaly).")
 @click.option("--limits", type=InputFile(), default=None,
               help="YAML call-rate budgets and thresholds, merged over the defaults.")
+@click.option("--matrix", is_flag=True,
+              help="The fault sweep's matrix (operation x fault: recovered, not recovered, "
+                   "not reachable, not exercised) of a `run --sweep` recording; --fail-on "
+                   "fail exits 1 on a cell not recovered.")
+@click.option("--also", "also", metavar="FILE", multiple=True, type=InputFile(),
+              help="With --matrix: another recording of the same pass (repeatable).")
 @QUIET
 def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
-                   limits: str | None, quiet: bool) -> None:
+                   limits: str | None, quiet: bool, **matrix: object) -> None:
     """Summarise a recording and judge what the title did after each fault.
 
     Totals by status and table row, per resource and operation; injected vs organic
@@ -49,7 +55,10 @@ def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
     \b
     Example:
       mpsdproxy report pass.jsonl --fail-on fail --format junit -o report.xml
+      mpsdproxy report pass1.jsonl --also pass2.jsonl --matrix --format html -o matrix.html
     """
+    if matrix["matrix"]:
+        _matrix(file, matrix["also"], fmt, output, fail_on)  # type: ignore[arg-type]
     from mpsdproxy import report
     from mpsdproxy import verdicts
 
@@ -87,6 +96,31 @@ def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
     sys.exit(report.exit_code(built, fail_on))
 
 
+
+def _matrix(file: str, also: tuple[str, ...], fmt: str, output: str | None,
+            fail_on: str | None) -> None:
+    """`report --matrix`: the sweep matrix of one or more recordings, then exit."""
+    from mpsdproxy.report import matrix
+
+    sources = [file, *also]
+    safefiles.refuse_overwrite_of_inputs([output], sources)
+    for path in sources:
+        safefiles.refuse_empty(path)
+    try:
+        built = matrix.build_matrix(sources)
+    except (OSError, ValueError) as e:
+        raise BadInput(about(file, e)) from None
+    text = matrix.render_matrix(built, fmt)
+    if output:
+        try:
+            with safefiles.atomic_output(output, "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise BadInput(about(output, e)) from None
+        click.echo(f"Wrote the {fmt} matrix to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    sys.exit(matrix.exit_code(built, fail_on))
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("old", type=InputFile())

@@ -47,6 +47,12 @@ FLAGS = {
     "mpsd_allow_client": "--allow-client",
     "mpsd_client_cert_ca": "--client-cert-ca",
     "mpsd_tag": "--tag",
+    "mpsd_sweep": "--sweep",
+    "mpsd_sweep_state": "--sweep-state",
+    "mpsd_sweep_only": "--sweep-only",
+    "mpsd_sweep_again": "--sweep-again",
+    "mpsd_sweep_seed": "--sweep-seed",
+    "mpsd_sweep_gap": "--sweep-gap",
 }
 """The mitmproxy and mpsdproxy options `run` sets, and the flag the user typed for each:
 an error about an option must name what the user can change."""
@@ -206,6 +212,22 @@ def refuse_unusable_confdir(confdir: str) -> None:
 @click.option("--pace", type=click.Choice(["fast", "recorded"]), default="fast",
               show_default=True,
               help="Replay: answer at once, or hold each answer for its recorded latency.")
+@click.option("--sweep", is_flag=True,
+              help="Fault sweep: inject every fault the service can give at every call the "
+                   "title makes, one at a time (see `mpsdproxy report --matrix`).")
+@click.option("--sweep-state", metavar="FILE", default="", type=click.Path(dir_okay=False),
+              help="Sweep: JSON file of the cells done, shared by several runs; a cell in it "
+                   "is never injected again (delete its entry to redo it).")
+@click.option("--sweep-only", metavar="OPS/FAULTS", multiple=True,
+              help="Sweep: only these cells, globs, e.g. 'PUT session */412.*,503.*' "
+                   "(repeatable).")
+@click.option("--sweep-again", metavar="OPS/FAULTS", multiple=True,
+              help="Sweep: inject these cells once more though the state file says they are "
+                   "done (same globs as --sweep-only; repeatable).")
+@click.option("--sweep-seed", default=0, show_default=True, type=int,
+              help="Sweep: the seed of the cells' order and quiet windows.")
+@click.option("--sweep-gap", default="2s", show_default=True, metavar="DURATION",
+              help="Sweep: the quiet window after each fault (e.g. 2s, 500ms).")
 @click.option("--body-cap", metavar="SIZE", default="16m", show_default=True,
               help="Stream a response body bigger than this to the title instead of holding "
                    "it, and record only its first 64 KiB, marked truncated (mitmproxy's "
@@ -230,7 +252,7 @@ def run(record: str, tags: tuple[str, ...], modes: tuple[str, ...], listen_host:
         no_redact: bool, scenarios: tuple[str, ...], replays: tuple[str, ...],
         exhausted: str, unmatched: str, pace: str, body_cap: str, limits: str,
         no_verdicts: bool,
-        quiet: bool, confdir: str, sets: tuple[str, ...]) -> None:
+        quiet: bool, confdir: str, sets: tuple[str, ...], **sweep: Any) -> None:
     """Run the proxy: classify, record, inject faults into and replay session traffic.
 
     \b
@@ -241,6 +263,7 @@ def run(record: str, tags: tuple[str, ...], modes: tuple[str, ...], listen_host:
       mpsdproxy run --upstream http://127.0.0.1:8081   # a console against the stand-in
       mpsdproxy run --scenario scenarios/outage.yaml --record pass.jsonl
       mpsdproxy run --replay playtest.jsonl --unmatched emulate   # offline, no network
+      mpsdproxy run --sweep --sweep-state qa-pass.json --record pass1.jsonl
       mpsdproxy run --mode reverse:http://127.0.0.1:8081@0.0.0.0:8080 --allow-remote \\
           --client-header X-Studio-Key=s3cret --allow-client 10.0.0.0/8
       mpsdproxy run --mode reverse:http://127.0.0.1:8081 --client-cert-ca studio-ca.pem
@@ -288,6 +311,7 @@ def run(record: str, tags: tuple[str, ...], modes: tuple[str, ...], listen_host:
                         mpsd_replay_unmatched=unmatched, mpsd_replay_pace=pace)
     if confdir:
         settings["confdir"] = confdir
+    settings.update(sweep_settings(**sweep))
     if client_header:
         settings["mpsd_client_header"] = client_header
     if allow_clients:
@@ -330,6 +354,16 @@ def _mitm_config(proxy: Any, confdir: str, sets: Sequence[str]) -> Any:
         raise BadInput(one_line(e)) from None
 
 
+def sweep_settings(sweep: bool, sweep_state: str, sweep_only: tuple[str, ...],
+                   sweep_again: tuple[str, ...], sweep_seed: int,
+                   sweep_gap: str) -> dict[str, Any]:
+    """The mpsd_sweep_* options the --sweep flags set (none without --sweep)."""
+    if not sweep:
+        return {}
+    return {"mpsd_sweep": True, "mpsd_sweep_state": sweep_state,
+            "mpsd_sweep_only": list(sweep_only), "mpsd_sweep_again": list(sweep_again),
+            "mpsd_sweep_seed": sweep_seed,
+            "mpsd_sweep_gap": sweep_gap}
 
 
 def _set_values(sets: Sequence[str], name: str) -> list[str]:

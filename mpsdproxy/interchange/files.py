@@ -151,6 +151,10 @@ def items_of(records: Iterable[Mapping[str, Any]], skipped: list[str] | None = N
     can hold; the others noted in `skipped`, each by its seq."""
     for record in records:
         if ws.is_message(record):
+            if ws.is_dropped(record):
+                skip(skipped, f"record {record.get('seq')}: a frame a fault kept from the "
+                              "title (a note, not a message it received)")
+                continue
             if not messages:
                 skip(skipped, f"record {record.get('seq')}: a websocket message; "
                               f"{fmt} has no place for one")

@@ -29,6 +29,13 @@ with `sequence`, `uri`, `status`, `subscription_id`, `connection_id` and
 written (after redaction), so it never holds what the payload does not.
 `rta_of(record)` reads it back as an `rta.Message`, decoding the payload of a
 record written before the field existed.
+
+A frame a fault kept from the title (a dropped tap, the message an `rta: close`
+lost) leaves a note: the same record of the frame as the service sent it, with
+`"dropped": true` and the fault's provenance, so a recording alone says what was
+taken away (the sweep's matrix is built from it). The title never got it: `rta_of`
+gives None for it and the verdicts never count it as delivered
+(`WebsocketMessage.dropped`, `is_dropped`).
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from mpsdproxy import rta
 from mpsdproxy.recording import codec
 
 __all__ = ["KIND", "OPCODES", "DIRECTIONS", "RTA_PATH", "WebsocketMessage", "to_record",
-           "from_record", "is_message", "check_message", "is_rta_url",
+           "from_record", "is_message", "is_dropped", "check_message", "is_rta_url",
            "rta_field", "rta_of"]
 
 KIND = "websocket"
@@ -72,6 +79,8 @@ class WebsocketMessage:
     provenance: Mapping[str, Any] = field(default_factory=lambda: model.FORWARDED)
     fin: bool = True
     seq: int | None = None
+    #: A note of a frame a fault kept from the title: recorded, never delivered.
+    dropped: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -87,6 +96,11 @@ class WebsocketMessage:
 def is_message(record: Mapping[str, Any]) -> bool:
     """Whether a record line is a websocket message rather than an HTTP exchange."""
     return record.get("kind") == KIND
+
+
+def is_dropped(record: Mapping[str, Any]) -> bool:
+    """Whether a message record is the note of a frame a fault kept from the title."""
+    return is_message(record) and record.get("dropped") is True
 
 
 def _payload(message: WebsocketMessage, redactor: Any) -> dict[str, str]:
@@ -118,6 +132,8 @@ def to_record(message: WebsocketMessage, redactor: Any = None) -> dict[str, Any]
     }
     if not message.fin:
         record["fin"] = False
+    if message.dropped:
+        record["dropped"] = True
     text = record["payload"].get("text")
     if message.opcode == "text" and text is not None and is_rta_url(message.url):
         decoded = rta.decode(text, from_client=message.direction == "client")
@@ -177,8 +193,8 @@ def rta_of(record: Mapping[str, Any]) -> rta.Message | None:
     """The RTA message a websocket record holds, or None (not a message record, not
     an RTA text frame, or not an RTA message). Reads the `"rta"` field; a record
     without it (written before it existed, or by hand) has its text payload decoded."""
-    if not is_message(record):
-        return None
+    if not is_message(record) or is_dropped(record):
+        return None  # a dropped frame's note: no message the title got
     found = record.get("rta")
     if isinstance(found, Mapping):
         return _from_field(found)
@@ -229,4 +245,4 @@ def from_record(record: Mapping[str, Any]) -> WebsocketMessage:
         start=codec.parse_timestamp(start) if isinstance(start, str) else None,
         client=record.get("client") if isinstance(record.get("client"), str) else None,
         provenance=provenance if isinstance(provenance, Mapping) else model.FORWARDED,
-        fin=record.get("fin") is not False, seq=record["seq"])
+        fin=record.get("fin") is not False, seq=record["seq"], dropped=is_dropped(record))

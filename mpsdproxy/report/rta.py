@@ -206,7 +206,10 @@ class RtaAcc:
         self.links: list[PreconditionLink] = []
 
     def message(self, record: Mapping[str, Any]) -> None:
-        """One websocket message record (any host: only RTA messages count)."""
+        """One websocket message record (any host: only RTA messages count; a frame a fault
+        kept from the title is a note, not a message it received)."""
+        if ws.is_dropped(record):
+            return
         decoded = ws.rta_of(record)
         url = record.get("url")
         if not isinstance(url, str) or not ws.is_rta_url(url):

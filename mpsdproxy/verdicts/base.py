@@ -95,6 +95,12 @@ RULES: tuple[Rule, ...] = (
          "once, then min(n^2, 60) s after each failed attempt) and subscribes again."),
     Rule("rta-resync", "RTA resync", Group.FAULT_HANDLING,
          "After an RTA resync ([4]) the title re-reads every session it follows."),
+    Rule("recovery.call", "Recovered after a sweep fault", Group.FAULT_HANDLING,
+         "After a fault a sweep injected, the title makes that call succeed again within "
+         "the library's 20 s retry window (plus one call), or gives it up cleanly."),
+    Rule("recovery.state", "Session state consistent after a sweep fault", Group.FAULT_HANDLING,
+         "After a sweep's fault on a session the title is a member of, its next read still "
+         "lists it as a member, or it left the session cleanly first."),
     Rule("rate-budget", "Call-rate budgets", Group.CALL_PATTERN,
          "Each user stays within the burst and sustained rate limits of each service; "
          "ten times the sustained limit fails certification."),

@@ -20,7 +20,10 @@ count and the record seq numbers as ranges (bounded), so a report can say
 Real-Time Activity: `Engine.feed_message(message)` takes each websocket
 message (`recording.messages.WebsocketMessage`), in order with the exchanges.
 A message on the RTA websocket goes to the RTA rules (`rta_rules`: taps read,
-reconnects, resyncs); a `GET /connect` handshake, though not MPSD traffic, goes
+reconnects, resyncs); the note of a frame a fault kept from the title (`dropped`) goes
+to none, except that of an `rta: close`, which stands for the service ending the
+websocket (the proxy cut it as a network loss does, so its close record reads as the
+title's); a `GET /connect` handshake, though not MPSD traffic, goes
 to them too (it says whose websocket it is, and is a reconnect attempt). One
 `rta_state.Listening` follows every title's websocket, subscriptions and
 session views; the polling rule reads it to say why polling is wrong.
@@ -55,6 +58,8 @@ from mpsdproxy.verdicts.pattern_rules import PollingRule
 from mpsdproxy.verdicts.pattern_rules import RateBudgetRule
 from mpsdproxy.verdicts.pattern_rules import RepeatedCallsRule
 from mpsdproxy.verdicts.pattern_rules import SmallBatchRule
+from mpsdproxy.verdicts.recovery_rules import RecoveryCallRule
+from mpsdproxy.verdicts.recovery_rules import RecoveryStateRule
 from mpsdproxy.verdicts.rta_rules import ReconnectRule
 from mpsdproxy.verdicts.rta_rules import ResyncRule
 from mpsdproxy.verdicts.rta_rules import RtaRule
@@ -126,7 +131,7 @@ class LookedAt:
 #: The rules, in the order of base.RULES (the order verdicts and summaries come out in).
 RULE_CLASSES: tuple[type[BaseRule], ...] = (
     RetryAfterRule, BackoffRule, PreconditionRule, ConflictRule, MissingSessionRule,
-    TapReadRule, ReconnectRule, ResyncRule,
+    TapReadRule, ReconnectRule, ResyncRule, RecoveryCallRule, RecoveryStateRule,
     RateBudgetRule, BurstRule, RepeatedCallsRule, PollingRule, Consecutive429Rule,
     SmallBatchRule, BatchFrequencyRule,
 )
@@ -227,6 +232,11 @@ class Engine:
         self.messages += 1
         seq = message.seq if message.seq is not None else self.fed + self.messages
         out = [] if message.start is None else self._catch_up(message.start)
+        if message.dropped:  # a fault kept it from the title: only its time passes ...
+            if message.provenance.get("fault") != "rta:close":
+                return out
+            # ... but an `rta: close` lost it with the websocket, which the service ended
+            message = replace(message, opcode="close", payload=b"", dropped=False)
         event = self.listening.event(message, seq, self.now)
         if event is None:
             return out
