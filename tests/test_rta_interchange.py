@@ -4,6 +4,7 @@ frames and HAR `_webSocketMessages` (as Chromium writes them) both ways."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import zipfile
@@ -249,3 +250,22 @@ def test_a_message_without_its_handshake_is_named_not_dropped(tmp_path: Path) ->
     for fmt in ("har", "saz"):
         result = interchange.export_file(str(path), str(tmp_path / f"o.{fmt}"), fmt)
         assert [s.split(":")[0] for s in result.skipped] == ["record 2"], fmt
+
+
+def test_a_frame_a_fault_dropped_is_never_exported_as_one_the_title_got(
+        tmp_path: Path) -> None:
+    rec = live_recording(tmp_path / "live.jsonl")
+    delivered = kinds(rec)
+    one = "10.0.0.5:50100"
+    dropped = dataclasses.replace(
+        frame(1.5, "server", rta.tap_message(0, [rta.Tap(LOBBY, 3, "branch-1", "sub-1")], "n3"),
+              one), dropped=True)
+    with recording.Writer(rec) as w:  # a writer appends
+        w.write(ws.to_record(dropped, recording.Redactor()))
+    for fmt in ("har", "saz"):
+        exported = tmp_path / f"live.{fmt}"
+        result = interchange.export_file(str(rec), str(exported), fmt)
+        assert any("a frame a fault kept from the title" in s for s in result.skipped), fmt
+        back = tmp_path / f"back-{fmt}.jsonl"
+        interchange.import_file(str(exported), str(back))
+        assert kinds(back) == delivered, fmt
