@@ -1,10 +1,12 @@
-"""Part 4, the fleet: many recordings with DuckDB, beside today's `report`.
+"""Part 4, the fleet: many recordings with DuckDB, and `report` today vs the engine.
 
 - report: `mpsdproxy report FILE --format json` over one recording of `count`
-  exchanges (today's implementation: one Python pass, the verdict engine per
-  exchange), then `mpsdproxy fleet FILE --format json` over the same file (DuckDB
-  aggregates, verdicts read from the sidecar the report stored): wall time and
-  peak memory, side by side, with their ratio;
+  exchanges, twice, in the same run: today's implementation (one Python pass,
+  the verdict engine per exchange; forced with `MPSDPROXY_REPORT_ENGINE=python`,
+  and it stores the verdicts beside the recording with their completeness
+  trailer), then the engine path (DuckDB aggregates, verdicts read from that
+  complete sidecar: `fleet.reportdb`); then `mpsdproxy fleet FILE` over the same
+  file. Wall time and peak memory side by side, with the engine/today ratios;
 - files: `fleet` over 1, 10 and `files` recordings of `per_file` exchanges each
   (hard links of one generated recording and its sidecar, so the disk holds one
   copy): memory must stay bounded as the number of files grows;
@@ -15,7 +17,8 @@ Each command runs in its own process, and its peak resident memory is its own
 (wait4). Recordings are made as `longrun` makes them (`replay.write_recording`,
 repeated with fresh sessions and times), so the sizes are configurable and cheap.
 
-    python -m bench.fleet --quick            # tens of seconds
+    python -m bench.fleet --smoke            # seconds: checks the harness
+    python -m bench.fleet --quick            # a few minutes
     python -m bench.fleet                    # the issue's sizes: 1M; 100 x 100k
 """
 
@@ -73,16 +76,32 @@ def _measure(argv: list[str], log: Log, what: str) -> dict[str, Any]:
     return result
 
 
+def today(argv: list[str]) -> list[str]:
+    """The same command, made to take today's Python pass (`fleet/stored.py`)."""
+    return ["env", "MPSDPROXY_REPORT_ENGINE=python", *argv]
+
+
 def run_report_vs_fleet(config: Config, workdir: Path, log: Log) -> dict[str, Any]:
     path = workdir / "one.jsonl"
     exchanges = make_recording(path, config.count, config.seed, workdir)
+    Path(f"{path}.verdicts").unlink(missing_ok=True)
     log(f"  one recording: {exchanges} exchanges ({path.stat().st_size / 2**20:.0f} MB)")
-    report = _measure(longrun.report_argv(path), log, "report (today)")
+    report = _measure(today(longrun.report_argv(path)), log,
+                      "report (today: Python pass, stores the verdicts)")
+    engine = _measure(["env", "MPSDPROXY_REPORT_ENGINE=duckdb", *longrun.report_argv(path)],
+                      log, "report (engine: DuckDB + sidecar)")
     fleet = _measure(fleet_argv([path], memory_limit=config.memory_limit), log, "fleet")
     path.unlink()
-    return {"exchanges": exchanges, "report": report, "fleet": fleet,
-            "time_ratio": fleet["seconds"] / report["seconds"],
-            "memory_ratio": fleet["peak_rss_mb"] / report["peak_rss_mb"]}
+    Path(f"{path}.verdicts").unlink(missing_ok=True)
+    return {"exchanges": exchanges, "report": report, "engine": engine, "fleet": fleet,
+            "engine_time_ratio": _ratio(engine["seconds"], report["seconds"]),
+            "engine_memory_ratio": _ratio(engine["peak_rss_mb"], report["peak_rss_mb"]),
+            "time_ratio": _ratio(fleet["seconds"], report["seconds"]),
+            "memory_ratio": _ratio(fleet["peak_rss_mb"], report["peak_rss_mb"])}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def _linked(source: Path, folder: Path, n: int) -> list[Path]:
@@ -134,15 +153,21 @@ def run(config: Config, workdir: Path, log: Log) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """The part's tables, for docs/benchmarks.md."""
     one = result["report_vs_fleet"]
-    lines = [f"### Fleet: report vs DuckDB over {one['exchanges']:,} exchanges", "",
-             "| command | seconds | peak MB |", "|---|---:|---:|"]
-    for name in ("report", "fleet"):
-        r = one[name]
-        lines.append(f"| {name} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
-    lines += ["", f"fleet/report: time x{one['time_ratio']:.2f}, memory "
-                  f"x{one['memory_ratio']:.2f}", ""]
+    lines = [f"#### Report over {one['exchanges']:,} exchanges: today vs the engine", "",
+             "Today's Python pass beside the engine (DuckDB aggregates, stored verdicts), "
+             "in the same run:", "",
+             "| command | seconds | peak MB | vs today |", "|---|---:|---:|---:|"]
+    for name, label in (("report", "report (today)"), ("engine", "report (engine)"),
+                        ("fleet", "fleet, same file")):
+        r = one.get(name)
+        if not r:
+            continue
+        vs = "" if name == "report" else (
+            f"time {_x(_ratio(r['seconds'], one['report']['seconds']))}, memory "
+            f"{_x(_ratio(r['peak_rss_mb'], one['report']['peak_rss_mb']))}")
+        lines.append(f"| {label} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {vs} |")
     many = result["many"]
-    lines += [f"### Fleet over many recordings ({many['per_file']:,} exchanges each)", "",
+    lines += ["", f"#### Fleet over many recordings ({many['per_file']:,} exchanges each)", "",
               "| recordings | exchanges | seconds | peak MB |", "|---:|---:|---:|---:|"]
     for n, r in many["runs"].items():
         lines.append(f"| {n} | {int(n) * many['per_file']:,} | {r['seconds']:.1f} | "
@@ -152,6 +177,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {many['files']} ({name}) | {many['files'] * many['per_file']:,} | "
                      f"{r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
 
 
 def main(argv: list[str] | None = None) -> int:

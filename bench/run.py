@@ -1,13 +1,15 @@
 """`make bench`: run the benchmarks against plain mitmproxy, print the tables, write the doc.
 
-    python bench/run.py                      # everything (about 25 minutes on 2 cores)
+    python bench/run.py                      # everything (about 32 minutes on 2 cores)
     python bench/run.py --quick              # shorter runs, smaller counts
     python bench/run.py --part replay        # one part; the doc keeps the others' figures
     python bench/run.py --smoke --out X.md   # seconds; what the test suite runs
 
 Parts: overhead (plain mitmdump vs mpsdproxy run, at 1, 16 and 64
 connections), replay (mpsdproxy vs mitmproxy --server-replay on the same
-100,000 exchanges), longrun (memory over 1,000,000 exchanges). Results go to
+100,000 exchanges), longrun (memory over 1,000,000 exchanges), fleet (report
+on 1,000,000 exchanges, today's Python pass beside the DuckDB engine; fleet over
+1, 10 and 100 recordings totalling 10,000,000 exchanges, and from Parquet). Results go to
 docs/benchmarks.md between generated markers; the prose around them stays.
 """
 
@@ -37,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="fewer rounds, 10,000 replayed and 200,000 long-run exchanges")
     size.add_argument("--smoke", action="store_true",
                       help="tiny counts and the pure-Python load tool: checks the harness only")
-    parser.add_argument("--part", action="append", choices=["overhead", "replay", "longrun"],
+    parser.add_argument("--part", action="append",
+                        choices=["overhead", "replay", "longrun", "fleet"],
                         help="run only this part (repeatable); default: all")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="markdown file to write (default: docs/benchmarks.md)")
@@ -52,6 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="seconds per load run (wrk: whole)")
     parser.add_argument("--replay-count", type=int, help="exchanges to replay")
     parser.add_argument("--long-count", type=int, help="exchanges for the long runs")
+    parser.add_argument("--fleet-count", type=int,
+                        help="exchanges in the one recording report and fleet read")
+    parser.add_argument("--fleet-files", type=int, help="recordings for the many-files runs")
+    parser.add_argument("--fleet-per-file", type=int, help="exchanges in each of them")
     parser.add_argument("--tool", choices=["auto", "wrk", "python"],
                         help="load generator (auto: wrk when installed)")
     parser.add_argument("--upstream", choices=["auto", "nginx", "python"],
@@ -64,12 +71,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def configs(args: argparse.Namespace) -> dict[str, Any]:
     """Each part's Config for the chosen size, with the command-line overrides applied."""
+    from bench import fleet
     from bench import longrun
     from bench import overhead
     from bench import replay
 
     size = "SMOKE" if args.smoke else "QUICK" if args.quick else None
-    pick = {m: getattr(m, size) if size else m.Config() for m in (overhead, replay, longrun)}
+    pick = {m: getattr(m, size) if size else m.Config()
+            for m in (overhead, replay, longrun, fleet)}
     common_overrides = {k: v for k, v in (("rounds", args.rounds), ("seconds", args.seconds),
                                           ("tool", args.tool)) if v is not None}
     over = dataclasses.replace(pick[overhead], **common_overrides,
@@ -82,7 +91,10 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
     if args.long_count:
         long = dataclasses.replace(long, count=args.long_count,
                                    checkpoint=max(1, args.long_count // 10))
-    return {"overhead": over, "replay": rep, "longrun": long}
+    sizes = {k: v for k, v in (("count", args.fleet_count), ("files", args.fleet_files),
+                               ("per_file", args.fleet_per_file)) if v}
+    many = dataclasses.replace(pick[fleet], **sizes)
+    return {"overhead": over, "replay": rep, "longrun": long, "fleet": many}
 
 
 def log(message: str) -> None:
@@ -90,11 +102,12 @@ def log(message: str) -> None:
 
 
 def run_parts(parts: list[str], cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    from bench import fleet
     from bench import longrun
     from bench import overhead
     from bench import replay
 
-    modules = {"overhead": overhead, "replay": replay, "longrun": longrun}
+    modules = {"overhead": overhead, "replay": replay, "longrun": longrun, "fleet": fleet}
     results: dict[str, Any] = {}
     for part in parts:
         started = time.monotonic()

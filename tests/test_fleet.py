@@ -281,4 +281,20 @@ def test_the_bench_part_runs_at_smoke_size(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["report_vs_fleet"]["fleet"]["exit"] == 0
     assert sorted(result["many"]["runs"], key=int) == ["1", "3"]
-    assert "### Fleet over many recordings" in done.stdout
+    assert "#### Fleet over many recordings" in done.stdout
+    assert result["report_vs_fleet"]["engine"]["exit"] == 0  # today and the engine side by side
+
+
+def test_a_recording_of_megabytes_reads_under_a_small_memory_limit(tmp_path: Path) -> None:
+    """DuckDB's JSON reader sizes its buffers from `maximum_object_size` (two per thread):
+    at 160 MB a 4 MB recording needed 320 MB and failed under `--memory-limit 200MB`, and a
+    1,000,000-exchange one failed under the default 1 GB."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench import replay
+
+    path = tmp_path / "two-thousand.jsonl"
+    replay.write_recording(path, 2000)
+    summary = fleet_json(path, "--memory-limit", "200MB")
+    assert summary["runs"][0]["exchanges"] == 2000

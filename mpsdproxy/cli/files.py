@@ -49,6 +49,10 @@ def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
     backoff, 412 handled, 409 not blindly retried, polling, call-rate budgets, the
     Trace Analyzer's call-pattern rules); and which rows of the table the pass reached.
 
+    The first report on a recording without stored verdicts judges it and stores them
+    beside it (RECORDING.verdicts); a later report on the unchanged recording reads them
+    and lets DuckDB do the counting (the same report, in seconds on a million exchanges).
+
     Exit 0 pass, 1 a finding under --fail-on, 2 bad input: an empty file, a file
     that is not a recording, or one with more than 10% of its lines unreadable.
 

@@ -7,7 +7,10 @@
 - `summary`: per run, across runs, and what changed between groups (builds, dates);
 - `render`: text, JSON, and an HTML page with an SVG trend chart;
 - `parquet`: the versioned Parquet export, one file or a Hive-partitioned folder;
-- `stored`: `report` storing the verdicts of a recording that has none.
+- `stored`: `report` storing the verdicts of a recording that has none, with the trailer
+  that makes them complete, and choosing the Python pass or `reportdb`;
+- `reportdb`: one recording's report from DuckDB's aggregates and its complete stored
+  verdicts (the fast `report`: the same report, without judging again).
 
 DuckDB is imported only in this package.
 """

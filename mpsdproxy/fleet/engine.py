@@ -5,7 +5,9 @@ sampling, no type guessing, bodies never parsed into columns), into a database
 file in a temporary folder: every summary query then runs over columns, and a
 memory limit lets DuckDB spill to disk instead of growing with the number of
 files. Verdicts come from each recording's sidecar (`recording.verdictfile`),
-never judged here. A Parquet export (`fleet.parquet`) loads into the same tables.
+never judged here. A Parquet export (`fleet.parquet`) given alone is read in place (views
+with the tables' names over its columns: no copy); beside recordings it loads into the
+same tables.
 
 The documented views (`--sql` queries them; columns in `VIEWS`):
 
@@ -81,9 +83,10 @@ VERDICT_COLUMNS: dict[str, str] = {
     "time": "VARCHAR",
 }
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-#: One record line may hold a large body: DuckDB's default cap (16 MB) is raised to
-#: the import's body cap and then some.
-MAX_LINE_BYTES = 160 * 1024 * 1024
+#: One record line may hold a large body, so DuckDB's default cap (16 MB) is doubled; no
+#: more: the reader allocates two buffers of this size per thread whatever the file's size,
+#: so 160 MB failed a 1,000,000-exchange recording under the 1 GB limit.
+MAX_LINE_BYTES = 32 * 1024 * 1024
 
 #: The table every record line goes to (header, exchange and message lines alike).
 LINES_SELECT = f"""
@@ -109,6 +112,8 @@ LINE_COLUMNS = ("run", "record_type", "tags", "seq", "start", "duration_ms", "cl
                 "opcode", "rta_type", "taps")
 VERDICT_TABLE_COLUMNS = ("run", "rule", "title", "status", "reason", "records", "resource",
                          "client", "time")
+#: Verdict columns a Parquet export keeps under the exchanges' names (the rest: verdict_*).
+_PARQUET_VERDICT = {"run": "run", "client": "client", "time": "start"}
 
 VIEWS: dict[str, str] = {
     "exchanges": """
@@ -181,11 +186,14 @@ class Fleet:
                                   config=config)
         self.sources = sources
         try:
-            self._create_tables()
+            if sources.parquet and not sources.recordings:
+                self._view_parquet(sources.parquet)
+            else:
+                self._create_tables()
             if sources.recordings:
                 self._load_recordings(sources.recordings, sources.sidecars)
-            if sources.parquet:
-                self._load_parquet(sources.parquet)
+                if sources.parquet:
+                    self._load_parquet(sources.parquet)
             for name, body in VIEWS.items():
                 self.con.execute(f"CREATE VIEW {name} AS {body}")
         except duckdb.Error as e:
@@ -227,10 +235,23 @@ class Fleet:
         reader = f"read_parquet({_list(files)}, union_by_name=true)"
         self.con.execute(f"""INSERT INTO _lines SELECT {', '.join(LINE_COLUMNS)}
             FROM {reader} WHERE record_type IN ('file', 'header', 'exchange', 'message')""")
-        columns = ", ".join(f"verdict_{c}" if c not in ("run", "client", "time") else
-                            {"client": "client", "time": "start", "run": "run"}[c]
+        columns = ", ".join(_PARQUET_VERDICT.get(c, f"verdict_{c}")
                             for c in VERDICT_TABLE_COLUMNS)
         self.con.execute(f"INSERT INTO _verdicts SELECT {columns} FROM {reader} "
+                         "WHERE record_type = 'verdict'")
+
+    def _view_parquet(self, files: Sequence[str]) -> None:
+        """Parquet alone is read in place, not copied: its columns are already the tables'
+        (a copy cost most of the time of a summary over 10,000,000 exchanges)."""
+        from mpsdproxy.fleet import parquet
+
+        parquet.check_schema(self.con, files)
+        reader = f"read_parquet({_list(files)}, union_by_name=true)"
+        self.con.execute(f"""CREATE VIEW _lines AS SELECT {', '.join(LINE_COLUMNS)}
+            FROM {reader} WHERE record_type IN ('file', 'header', 'exchange', 'message')""")
+        columns = ", ".join(f"{_PARQUET_VERDICT.get(c, 'verdict_' + c)} AS {c}"
+                            for c in VERDICT_TABLE_COLUMNS)
+        self.con.execute(f"CREATE VIEW _verdicts AS SELECT {columns} FROM {reader} "
                          "WHERE record_type = 'verdict'")
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

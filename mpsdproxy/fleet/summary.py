@@ -30,8 +30,8 @@ LATENCY_FLOOR_MS = 20.0
 STATUSES = ("fail", "warn", "pass", "not-applicable")
 
 
-def default_group(fleet: Fleet) -> str:
-    row = fleet.rows("SELECT count(*) FILTER (WHERE build IS NOT NULL) AS n FROM runs")
+def default_group(fleet: Fleet, table: str = "runs") -> str:
+    row = fleet.rows(f"SELECT count(*) FILTER (WHERE build IS NOT NULL) AS n FROM {table}")
     return "build" if row and row[0]["n"] else "date"
 
 
@@ -43,9 +43,11 @@ def _group_expr(key: str) -> str:
 
 def summarize(fleet: Fleet, group_by: str | None = None, top: int = 5) -> dict[str, Any]:
     """The whole summary as plain data (the JSON format prints it as is)."""
-    key = group_by or default_group(fleet)
-    fleet.con.execute("CREATE OR REPLACE TEMP VIEW _grouped AS SELECT run, "
-                      f"{_group_expr(key)} AS grp FROM runs")
+    # `runs` aggregates every line; the summary asks it five times, so it is taken once.
+    fleet.con.execute("CREATE OR REPLACE TEMP TABLE _runs AS SELECT * FROM runs")
+    key = group_by or default_group(fleet, "_runs")
+    fleet.con.execute("CREATE OR REPLACE TEMP TABLE _grouped AS SELECT run, "
+                      f"{_group_expr(key)} AS grp FROM _runs")
     trend = _trend(fleet)
     order = [t["group"] for t in trend]
     verdict_changes = _verdict_changes(fleet, order)
@@ -60,7 +62,7 @@ def summarize(fleet: Fleet, group_by: str | None = None, top: int = 5) -> dict[s
                     "latency": _latency_changes(fleet, order)},
         "worst_consoles": _worst_consoles(fleet, top),
         "without_verdicts": [r["run"] for r in fleet.rows(
-            "SELECT run FROM runs WHERE NOT verdicts_stored ORDER BY run")],
+            "SELECT run FROM _runs WHERE NOT verdicts_stored ORDER BY run")],
     }
 
 
@@ -75,13 +77,13 @@ def _runs(fleet: Fleet) -> list[dict[str, Any]]:
         SELECT r.run, r.file, g.grp AS "group", r.tags, r.exchanges, r.messages, r.anomalies,
                r.verdicts_stored, strftime(r.started, '%Y-%m-%dT%H:%M:%SZ') AS started,
                coalesce(reached.n, 0) AS rows_reached
-        FROM runs r JOIN _grouped g USING (run) LEFT JOIN reached USING (run)
+        FROM _runs r JOIN _grouped g USING (run) LEFT JOIN reached USING (run)
         ORDER BY r.started NULLS LAST, r.run""")
     outcomes = _by_run(fleet.rows(
         "SELECT run, status, count(*) AS n FROM verdicts GROUP BY ALL"), "status")
     rows = _by_run(fleet.rows(
-        'SELECT run, "row", count(*) AS n FROM exchanges WHERE "row" IS NOT NULL GROUP BY ALL'),
-        "row")
+        'SELECT run, "row", count(*) AS n FROM exchanges WHERE "row" IS NOT NULL GROUP BY ALL '
+        'ORDER BY run, "row"'), "row")  # ordered: the same input prints the same summary
     operations: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for op in fleet.rows("""
             SELECT run, operation, count(*) AS count,
@@ -121,7 +123,7 @@ def _trend(fleet: Fleet) -> list[dict[str, Any]]:
                    FROM exchanges JOIN _grouped g USING (run) GROUP BY ALL),
              r AS (SELECT g.grp, count(*) AS runs, sum(anomalies)::BIGINT AS anomalies,
                           min(started) AS first
-                   FROM runs JOIN _grouped g USING (run) GROUP BY ALL)
+                   FROM _runs JOIN _grouped g USING (run) GROUP BY ALL)
         SELECT r.grp AS "group", r.runs, coalesce(e.exchanges, 0) AS exchanges,
                r.anomalies, coalesce(e.errors, 0) AS errors, coalesce(v.fail, 0) AS fail,
                coalesce(v.warn, 0) AS warn, coalesce(v.pass, 0) AS pass,
@@ -221,7 +223,7 @@ def _worst_consoles(fleet: Fleet, top: int) -> list[dict[str, Any]]:
                sum(r.anomalies)::BIGINT AS anomalies,
                coalesce(sum(e.errors), 0)::BIGINT AS errors, sum(r.exchanges)::BIGINT
                AS exchanges
-        FROM runs r LEFT JOIN v USING (run) LEFT JOIN e USING (run)
+        FROM _runs r LEFT JOIN v USING (run) LEFT JOIN e USING (run)
         GROUP BY r.console HAVING coalesce(sum(v.fails), 0) + sum(r.anomalies)
                                   + coalesce(sum(e.errors), 0) > 0
         ORDER BY fails DESC, anomalies DESC, errors DESC, r.console LIMIT ?""", top)
