@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterable
 
@@ -88,6 +89,9 @@ class VerdictLog:
         self.flows = 0
         self._ticker: asyncio.Task[None] | None = None
         self.stored: verdictfile.VerdictFile | None = None
+        #: The lowest record number this engine judged: 1 when it saw the recording from
+        #: its start, so the sidecar can end with a trailer saying it is complete.
+        self.first_seq: int | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -119,6 +123,7 @@ class VerdictLog:
         if self.engine is not None and self.engine.fed:
             logger.info("mpsd_verdicts or mpsd_limits changed: verdicts start afresh")
         self.engine = verdicts.Engine(limits) if ctx.options.mpsd_verdicts else None
+        self.first_seq = None
 
     def _store_to(self, record: str) -> None:
         """Verdicts go to the recording's sidecar from now on (none without a recording)."""
@@ -157,6 +162,8 @@ class VerdictLog:
         seq = info.get("seq")
         if type(seq) is not int:
             seq = self.flows  # no recorder: the flows are numbered here
+        elif self.first_seq is None or seq < self.first_seq:
+            self.first_seq = seq
         # Judging changes nothing the title receives: it waits until the answer is out.
         self.after_answer.soon(self._judge, engine, flow, seq)
 
@@ -224,6 +231,7 @@ class VerdictLog:
             self._close_stored()
             return
         self._log(self.engine.finish())
+        self._end_stored()
         self._close_stored()
         counts = self.engine.counts
         level = logging.INFO
@@ -232,6 +240,24 @@ class VerdictLog:
         elif any(s is Status.WARN for _, s in counts):
             level = logging.WARNING
         logger.log(level, f"mpsd {summary_line(counts)}")
+
+    def _end_stored(self) -> None:
+        """End the sidecar with the trailer `report` trusts (`fleet.stored.trailer`) when
+        this run judged the recording from its first record: the recorder has closed it
+        (it comes earlier in the chain), so its size is final. `report` then reads these
+        verdicts instead of judging the recording again, and counts the rest with DuckDB.
+        A recording this run appended to, or verdicts that restarted, get no trailer."""
+        stored, engine = self.stored, self.engine
+        if stored is None or engine is None or self.first_seq != 1 or not stored.count:
+            return
+        from mpsdproxy.fleet import stored as complete  # at shutdown only: not on the way
+
+        try:
+            size = os.path.getsize(ctx.options.mpsd_record)
+            stored.write(complete.trailer(engine, engine.limits, recording_bytes=size,
+                                          exchanges=engine.fed))
+        except (OSError, ValueError) as e:
+            logger.warning(f"verdicts stored in {stored.path} are not marked complete: {e}")
 
     def _close_stored(self) -> None:
         if self.stored is not None:
