@@ -32,7 +32,7 @@ test: $(STAMP) lint browser
 	$(BIN)/pytest -q
 
 # Side by side with plain mitmproxy (wrk and nginx from Debian's packages); writes
-# docs/benchmarks.md. About half an hour; `$(BIN)/python bench/run.py --quick` is shorter.
+# docs/benchmarks.md. About 35 minutes; `$(BIN)/python bench/run.py --quick` is shorter.
 bench: $(STAMP)
 	@{ command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
