@@ -73,6 +73,20 @@ def about(path: str, error: BaseException) -> str:
     return text if path in text else f"{path}: {text}"
 
 
+def emit(text: str, output: str | None, what: str) -> None:
+    """`text` to stdout, or written whole to `output` (never half a file) with one line on
+    stderr naming `what` was written: every command's output goes out this way."""
+    if not output:
+        click.echo(text, nl=False)
+        return
+    try:
+        with safefiles.atomic_output(output, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise BadInput(about(output, e)) from None
+    click.echo(f"Wrote {what} to {output}", err=True)
+
+
 class Progress:
     """A counter on stderr for long work (`import: 12,345 exchanges`), redrawn in place at
     most every PROGRESS_EVERY seconds. Silent with `quiet` or when stderr is not a terminal,

@@ -16,6 +16,7 @@ from mpsdproxy.cli.base import InputFile
 from mpsdproxy.cli.base import Progress
 from mpsdproxy.cli.base import about
 from mpsdproxy.cli.base import cli
+from mpsdproxy.cli.base import emit
 from mpsdproxy.cli.base import one_line
 from mpsdproxy.cli.fleet import ExportFormat
 from mpsdproxy.cli.fleet import export_parquet
@@ -87,16 +88,7 @@ def report_command(file: str, fmt: str, output: str | None, fail_on: str | None,
         sidecar.discard()  # not a recording: no verdicts stored beside it
         raise
     sidecar.publish()  # the verdicts it judged, for the fleet (fleet/stored.py)
-    text = report.render(built, fmt, fail_on=fail_on)
-    if output:
-        try:
-            with safefiles.atomic_output(output, "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise BadInput(about(output, e)) from None
-        click.echo(f"Wrote the {fmt} report to {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    emit(report.render(built, fmt, fail_on=fail_on), output, f"the {fmt} report")
     sys.exit(report.exit_code(built, fail_on))
 
 
@@ -114,16 +106,7 @@ def _matrix(file: str, also: tuple[str, ...], fmt: str, output: str | None,
         built = matrix.build_matrix(sources)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
-    text = matrix.render_matrix(built, fmt)
-    if output:
-        try:
-            with safefiles.atomic_output(output, "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise BadInput(about(output, e)) from None
-        click.echo(f"Wrote the {fmt} matrix to {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    emit(matrix.render_matrix(built, fmt), output, f"the {fmt} matrix")
     sys.exit(matrix.exit_code(built, fail_on))
 
 @cli.command(context_settings=CONTEXT)

@@ -15,6 +15,7 @@ from mpsdproxy.cli.base import BadInput
 from mpsdproxy.cli.base import FormatChoice
 from mpsdproxy.cli.base import about
 from mpsdproxy.cli.base import cli
+from mpsdproxy.cli.base import emit
 
 __all__ = ["fleet", "ExportFormat", "export_parquet"]
 
@@ -130,7 +131,7 @@ def fleet(paths: tuple[str, ...], fmt: str, output: str | None, group_by: str | 
                 text = render.render(found, fmt)
     except FleetError as e:
         raise BadInput(str(e)) from None
-    _emit(text, output, fmt)
+    emit(text, output, f"the {fmt} fleet summary")
     regressed = found is not None and bool(found["regressions"])
     sys.exit(1 if fail_on == "regression" and regressed else 0)
 
@@ -154,13 +155,3 @@ def _judge(found: Any) -> Any:
     return sources.find(found.recordings + found.parquet) if missing else found
 
 
-def _emit(text: str, output: str | None, fmt: str) -> None:
-    if not output:
-        click.echo(text, nl=False)
-        return
-    try:
-        with safefiles.atomic_output(output, "w") as f:
-            f.write(text)
-    except OSError as e:
-        raise BadInput(about(output, e)) from None
-    click.echo(f"Wrote the {fmt} fleet summary to {output}", err=True)
