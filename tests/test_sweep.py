@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,40 @@ from mpsdproxy.report import matrix
 from mpsdproxy.sweep.state import BadState
 from mpsdproxy.verdicts import recovery_rules
 from mpsdproxy.verdicts.base import Status
+from mpsdproxy.verdicts.base import Verdict
+from mpsdproxy.verdicts.engine import Engine
+
+
+def judge(records: Sequence[Mapping[str, Any]], index: int,
+          limit_s: float = recovery_rules.CALL_LIMIT_S) -> list[recovery_rules.Recovery]:
+    """Both recovery verdicts for the fault at `records[index]`, from the verdict engine run
+    over the records, as `report` runs it (not applicable when a rule has nothing to say)."""
+    engine = Engine()
+    for rule in engine.rules:
+        if isinstance(rule, recovery_rules.RecoveryCallRule):
+            rule.limit_s = limit_s
+    found: list[Verdict] = []
+    for record in records:
+        found.extend(engine.feed(recording.to_exchange(record)))
+    found.extend(engine.finish())
+    seq = records[index].get("seq")
+    out = []
+    for rule in recovery_rules.RECOVERY_RULES:
+        mine = [v for v in found if v.rule == rule and v.records[:1] == (seq,)]
+        nothing = recovery_rules.Recovery(rule, Status.NOT_APPLICABLE,
+                                          "nothing to judge about this fault")
+        out.append(recovery_rules.Recovery.of(mine[0]) if mine else nothing)
+    return out
+
+
+def judge_call(records: Sequence[Mapping[str, Any]], index: int,
+               limit_s: float = recovery_rules.CALL_LIMIT_S) -> recovery_rules.Recovery:
+    return judge(records, index, limit_s)[0]
+
+
+def judge_state(records: Sequence[Mapping[str, Any]], index: int) -> recovery_rules.Recovery:
+    return judge(records, index)[1]
+
 
 MPSD = "https://sessiondirectory.xboxlive.com"
 SCID = "7492baca-c1b4-440d-a391-b7ef00000001"
@@ -244,7 +280,7 @@ def pass_records(cell: str = PUT_503) -> list[dict[str, Any]]:
 
 def test_a_call_that_succeeds_again_in_time_recovered() -> None:
     records = pass_records()
-    call, state = recovery_rules.judge(records, 1)
+    call, state = judge(records, 1)
     assert call.status is Status.PASS and call.records == (2, 3)
     assert call.recover_ms == pytest.approx(1510, abs=1)
     assert state.status is Status.PASS and "still a member" in state.reason
@@ -252,22 +288,22 @@ def test_a_call_that_succeeds_again_in_time_recovered() -> None:
 
 def test_a_call_that_keeps_failing_did_not_recover() -> None:
     records = pass_records()[:2] + [rec(n, n, "PUT", 412, body=ME) for n in range(3, 7)]
-    call = recovery_rules.judge_call(records, 1)
+    call = judge_call(records, 1)
     assert call.status is Status.FAIL and call.records == (2, 3, 4, 5, 6)
 
 
 def test_a_success_after_the_limit_is_too_late_and_no_retry_is_a_clean_give_up() -> None:
     late = pass_records()[:2] + [rec(3, 40, "PUT", 200, body=ME, answer=DOC)]
-    assert recovery_rules.judge_call(late, 1).status is Status.FAIL
+    assert judge_call(late, 1).status is Status.FAIL
     gave_up = pass_records()[:2] + [rec(3, 2, "GET", 200, answer=DOC)]
-    verdict = recovery_rules.judge_call(gave_up, 1)
+    verdict = judge_call(gave_up, 1)
     assert verdict.status is Status.PASS and "given up cleanly" in verdict.reason
 
 
 def test_a_read_that_no_longer_lists_the_title_is_inconsistent() -> None:
     gone = {**DOC, "members": {}}
     records = pass_records()[:3] + [rec(4, 3, "GET", 200, answer=gone)]
-    state = recovery_rules.judge_state(records, 1)
+    state = judge_state(records, 1)
     assert state.status is Status.FAIL and state.records == (2, 4)
 
 

@@ -106,7 +106,13 @@ def _matrix(file: str, also: tuple[str, ...], fmt: str, output: str | None,
         built = matrix.build_matrix(sources)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
-    emit(matrix.render_matrix(built, fmt), output, f"the {fmt} matrix")
+    if fmt == "html":
+        from mpsdproxy.report import matrix_html
+
+        text = matrix_html.render_html(built)
+    else:
+        text = matrix.render_matrix(built, fmt)
+    emit(text, output, f"the {fmt} matrix")
     sys.exit(matrix.exit_code(built, fail_on))
 
 @cli.command(context_settings=CONTEXT)

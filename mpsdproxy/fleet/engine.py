@@ -49,7 +49,13 @@ from mpsdproxy.fleet.sources import FleetError
 from mpsdproxy.fleet.sources import Sources
 from mpsdproxy.recording import verdictfile
 
-__all__ = ["Fleet", "VIEWS", "RECORD_COLUMNS", "VERDICT_COLUMNS", "sql_text"]
+__all__ = ["Fleet", "VIEWS", "RECORD_COLUMNS", "VERDICT_COLUMNS", "SCHEMA", "SCHEMA_VERSION",
+           "check_schema", "sql_text"]
+
+#: What a Parquet export (`fleet.parquet`) says it is, in its key-value metadata, and the
+#: newest version of its columns this engine reads (a version only adds columns).
+SCHEMA = "mpsdproxy-fleet"
+SCHEMA_VERSION = 1
 
 #: The recording fields read, with their types: everything else on a line (bodies,
 #: headers) is skipped by the reader. Header and websocket lines share the columns.
@@ -229,9 +235,7 @@ class Fleet:
             FROM {reader} WHERE rule IS NOT NULL AND status IS NOT NULL""")
 
     def _load_parquet(self, files: Sequence[str]) -> None:
-        from mpsdproxy.fleet import parquet
-
-        parquet.check_schema(self.con, files)
+        check_schema(self.con, files)
         reader = f"read_parquet({_list(files)}, union_by_name=true)"
         self.con.execute(f"""INSERT INTO _lines SELECT {', '.join(LINE_COLUMNS)}
             FROM {reader} WHERE record_type IN ('file', 'header', 'exchange', 'message')""")
@@ -243,9 +247,7 @@ class Fleet:
     def _view_parquet(self, files: Sequence[str]) -> None:
         """Parquet alone is read in place, not copied: its columns are already the tables'
         (a copy cost most of the time of a summary over 10,000,000 exchanges)."""
-        from mpsdproxy.fleet import parquet
-
-        parquet.check_schema(self.con, files)
+        check_schema(self.con, files)
         reader = f"read_parquet({_list(files)}, union_by_name=true)"
         self.con.execute(f"""CREATE VIEW _lines AS SELECT {', '.join(LINE_COLUMNS)}
             FROM {reader} WHERE record_type IN ('file', 'header', 'exchange', 'message')""")
@@ -286,3 +288,23 @@ class Fleet:
 def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(lines[:3]) or type(error).__name__
+
+
+def check_schema(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
+    """Refuse a Parquet file that is not this export, or from a newer schema version."""
+    try:
+        found = con.execute(
+            "SELECT file_name, decode(key), decode(value) "
+            f"FROM parquet_kv_metadata({_list(files)}) "
+            "WHERE decode(key) LIKE 'mpsdproxy.%'").fetchall()
+    except duckdb.Error as e:
+        raise FleetError(f"{files[0]}: not a Parquet file: {str(e).splitlines()[0]}") from None
+    schema = {(name, key): value for name, key, value in found}
+    for path in files:
+        if schema.get((path, "mpsdproxy.schema")) != SCHEMA:
+            raise FleetError(f"{path}: not an mpsdproxy fleet export (no mpsdproxy.schema "
+                             "metadata)")
+        version = schema.get((path, "mpsdproxy.schema_version"), "")
+        if not version.isdigit() or int(version) > SCHEMA_VERSION:
+            raise FleetError(f"{path}: fleet schema version {version!r}: this mpsdproxy "
+                             f"reads versions up to {SCHEMA_VERSION}")

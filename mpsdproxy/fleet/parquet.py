@@ -32,16 +32,15 @@ from collections.abc import Sequence
 import duckdb
 
 from mpsdproxy.fleet.engine import LINE_COLUMNS
+from mpsdproxy.fleet.engine import SCHEMA
+from mpsdproxy.fleet.engine import SCHEMA_VERSION
 from mpsdproxy.fleet.engine import Fleet
-from mpsdproxy.fleet.engine import _list
 from mpsdproxy.fleet.engine import sql_text
 from mpsdproxy.fleet.sources import FleetError
 from mpsdproxy.recording import codec
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "export", "check_schema", "partition_keys"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "export", "partition_keys"]
 
-SCHEMA = "mpsdproxy-fleet"
-SCHEMA_VERSION = 1
 VERDICT_COLUMNS = ("verdict_rule", "verdict_title", "verdict_status", "verdict_reason",
                    "verdict_records", "verdict_resource")
 
@@ -112,23 +111,3 @@ def export(fleet: Fleet, output: str, partition: Sequence[str] = ()) -> int:
     count = fleet.con.execute("SELECT (SELECT count(*) FROM _lines) + "
                               "(SELECT count(*) FROM _verdicts)").fetchone()
     return int(count[0]) if count else 0
-
-
-def check_schema(con: duckdb.DuckDBPyConnection, files: Sequence[str]) -> None:
-    """Refuse a Parquet file that is not this export, or from a newer schema version."""
-    try:
-        found = con.execute(
-            "SELECT file_name, decode(key), decode(value) "
-            f"FROM parquet_kv_metadata({_list(files)}) "
-            "WHERE decode(key) LIKE 'mpsdproxy.%'").fetchall()
-    except duckdb.Error as e:
-        raise FleetError(f"{files[0]}: not a Parquet file: {str(e).splitlines()[0]}") from None
-    schema = {(name, key): value for name, key, value in found}
-    for path in files:
-        if schema.get((path, "mpsdproxy.schema")) != SCHEMA:
-            raise FleetError(f"{path}: not an mpsdproxy fleet export (no mpsdproxy.schema "
-                             "metadata)")
-        version = schema.get((path, "mpsdproxy.schema_version"), "")
-        if not version.isdigit() or int(version) > SCHEMA_VERSION:
-            raise FleetError(f"{path}: fleet schema version {version!r}: this mpsdproxy "
-                             f"reads versions up to {SCHEMA_VERSION}")

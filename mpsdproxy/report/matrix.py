@@ -342,14 +342,11 @@ def render_junit(matrix: Matrix) -> str:
 
 
 def render_matrix(matrix: Matrix, fmt: str) -> str:
+    """Text, JSON or JUnit (HTML is `matrix_html.render_html`, which reads this module)."""
     if fmt == "json":
         return render_json(matrix)
     if fmt == "junit":
         return render_junit(matrix)
-    if fmt == "html":
-        from mpsdproxy.report.matrix_html import render_html
-
-        return render_html(matrix)
     return render_text(matrix)
 
 

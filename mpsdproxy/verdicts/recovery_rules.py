@@ -31,14 +31,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
 from mpsdproxy import jsonbody
 from mpsdproxy import model
-from mpsdproxy import recording
 from mpsdproxy.resources import Kind
 from mpsdproxy.sweep.faultlist import SCENARIO_NAME
 from mpsdproxy.sweep.operations import Operation
@@ -51,7 +49,7 @@ from mpsdproxy.verdicts.base import ms
 from mpsdproxy.verdicts.state import Facts
 
 __all__ = ["CALL_LIMIT_S", "RECOVERY_RULES", "STATE_WAIT_S", "Recovery", "RecoveryCallRule",
-           "RecoveryStateRule", "sweep_cell", "judge", "judge_call", "judge_state"]
+           "RecoveryStateRule", "sweep_cell"]
 
 #: The library's 20 s retry window plus one call's worth of time (default client timeout).
 CALL_LIMIT_S = 20.0 + 10.0
@@ -313,35 +311,3 @@ class Recovery:
     def to_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "status": self.status.value, "reason": self.reason,
                 "records": list(self.records), "recover_ms": self.recover_ms}
-
-
-def judge(records: Sequence[Mapping[str, Any]], index: int,
-          limit_s: float = CALL_LIMIT_S) -> list[Recovery]:
-    """Both recovery verdicts for the fault at `records[index]`, by running the engine over
-    the records (not applicable when a rule has nothing to say about it)."""
-    from mpsdproxy.verdicts.engine import Engine  # the engine imports this module
-
-    engine = Engine()
-    for rule in engine.rules:
-        if isinstance(rule, RecoveryCallRule):
-            rule.limit_s = limit_s
-    found: list[Verdict] = []
-    for record in records:
-        found.extend(engine.feed(recording.to_exchange(record)))
-    found.extend(engine.finish())
-    seq = records[index].get("seq")
-    out = []
-    for rule in RECOVERY_RULES:
-        mine = [v for v in found if v.rule == rule and v.records[:1] == (seq,)]
-        out.append(Recovery.of(mine[0]) if mine else
-                   Recovery(rule, Status.NOT_APPLICABLE, "nothing to judge about this fault"))
-    return out
-
-
-def judge_call(records: Sequence[Mapping[str, Any]], index: int,
-               limit_s: float = CALL_LIMIT_S) -> Recovery:
-    return judge(records, index, limit_s)[0]
-
-
-def judge_state(records: Sequence[Mapping[str, Any]], index: int) -> Recovery:
-    return judge(records, index)[1]
