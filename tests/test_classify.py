@@ -28,7 +28,7 @@ WHOLE = {
     "properties": {"system": {"joinRestriction": "followed"}, "custom": {}},
     "members": {"0": {"constants": {"system": {"xuid": "2533274800000002", "index": 0}}}},
     "membersInfo": {"first": 0, "next": 1, "count": 1, "accepted": 1},
-    "correlationId": "267363b5-f5cd-7408-57fc-6e97c9c65171",
+    "correlationId": "5c0ffee0-7e57-4000-8000-00000000c0de",
     "changeNumber": 2,
 }
 AUTH = {"Authorization": "XBL3.0 x=1234;token", "x-xbl-contract-version": "107"}

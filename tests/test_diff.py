@@ -25,7 +25,7 @@ def session_url(name: str, element: str = "") -> str:
 
 
 def session_doc(name: str, active: bool = True, change: int = 1,
-                correlation: str = "267363b5-f5cd-7408-57fc-6e97c9c65171",
+                correlation: str = "5c0ffee0-7e57-4000-8000-00000000c0de",
                 start: str = "2016-09-20T20:50:00.5180901Z") -> dict[str, Any]:
     return {
         "membersInfo": {"first": 0, "next": 1, "count": 1, "accepted": 1},

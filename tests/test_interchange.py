@@ -76,7 +76,7 @@ def session_doc() -> dict[str, Any]:
     return {"constants": {"system": {"version": 1, "maxMembersCount": 8}, "custom": {}},
             "properties": {"system": {}, "custom": {"note": "café ☕"}},
             "members": {"0": {"constants": {"system": {"xuid": "2533274800000002"}}}},
-            "changeNumber": 1, "correlationId": "267363b5-f5cd-7408-57fc-6e97c9c65171"}
+            "changeNumber": 1, "correlationId": "5c0ffee0-7e57-4000-8000-00000000c0de"}
 
 
 def samples() -> list[dict[str, Any]]:
