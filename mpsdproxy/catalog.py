@@ -47,6 +47,7 @@ __all__ = [
     "get",
     "for_status",
     "is_listed",
+    "succeeded",
     "listed_statuses",
     "RETRY_AFTER_STATUSES",
     "target_of",
@@ -404,6 +405,13 @@ def for_status(status: int) -> tuple[Entry, ...]:
 
 def is_listed(status: int) -> bool:
     return status in BY_STATUS
+
+
+def succeeded(status: int) -> bool:
+    """Whether an answer with this status did what the call asked: a 2xx, or a 304 (the
+    copy the title holds is the current one). Every 4xx and 5xx row of the table is a
+    failure the title has to handle."""
+    return 200 <= status < 400
 
 
 def listed_statuses() -> list[int]:

@@ -124,7 +124,7 @@ def test_without_a_sweep_fault_the_recovery_rules_are_not_applicable() -> None:
     found = [v for v in judged(healthy) if v.rule.startswith("recovery.")]
     assert [(v.rule, v.status) for v in found] == [
         ("recovery.call", Status.NOT_APPLICABLE), ("recovery.state", Status.NOT_APPLICABLE)]
-    for sample in sorted((ROOT / "recordings").glob("*.jsonl")):
+    for sample in sorted((ROOT / "recordings").glob("sample-*.jsonl")):
         found = [v for v in judged(list(recording.read(str(sample))))
                  if v.rule.startswith("recovery.")]
         assert {v.status for v in found} == {Status.NOT_APPLICABLE}, sample.name

@@ -57,7 +57,7 @@ __all__ = ["ClientAccess", "ListenPoint", "certificate_problem", "is_loopback", 
 logger = logging.getLogger(__name__)
 
 #: An HTTP header name (RFC 9110 token).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TOKEN = re.compile(f"[{model.TOKEN_CHARS}]+")  # a header name: the model's token rule
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

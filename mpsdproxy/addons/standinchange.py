@@ -15,13 +15,13 @@ send.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from http import client as httpclient
 
 from mitmproxy import http
 
 from mpsdproxy import model
+from mpsdproxy.addons import access
 
 __all__ = ["TIMEOUT", "is_local", "change"]
 
@@ -31,13 +31,7 @@ TIMEOUT = 2.0
 
 def is_local(flow: http.HTTPFlow) -> bool:
     """Whether the flow goes to a server on this machine (where a stand-in may run)."""
-    host = flow.request.host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return access.is_loopback(flow.request.host)
 
 
 def _post(host: str, port: int, session_path: str) -> model.Response:

@@ -308,7 +308,7 @@ class Sweep:
             return
         if common.provenance(flow).get("source") != "forwarded":
             return
-        if 200 <= flow.response.status_code < 400:
+        if catalog.succeeded(flow.response.status_code):
             operation = sweep.Operation.of(flows.request_of(flow))
             if operation is not None:
                 planner.succeeded(operation)

@@ -37,7 +37,6 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
-from mpsdproxy import recording
 from mpsdproxy import verdicts
 from mpsdproxy.recording import verdictfile
 from mpsdproxy.report import build
@@ -92,14 +91,7 @@ def report_storing(path: str, limits: verdicts.Limits | None = None,
     builder = StoringBuilder(sink, limits, source=os.fspath(path))
     pending = Pending(builder, path, part, _size(path))
     try:
-        for count, (line, item) in enumerate(recording.numbered(path, messages=True), 1):
-            if isinstance(item, recording.ReadIssue):
-                builder.skip(item.line, item.problem)
-            else:
-                builder.add(item, line)
-            if progress is not None:
-                progress(count)
-        built = builder.finish()
+        built = build.read_into(builder, path, progress)
     except BaseException:
         pending.discard()
         raise

@@ -57,7 +57,7 @@ from mpsdproxy.resources import Kind
 from mpsdproxy.verdicts import Status
 from mpsdproxy.verdicts import Verdict
 
-__all__ = ["ReportBuilder", "build_report", "report_records", "exit_code"]
+__all__ = ["ReportBuilder", "build_report", "read_into", "report_records", "exit_code"]
 
 MAX_SKIPPED = 20
 #: How an exchange whose URL names no host is listed among the other hosts.
@@ -354,7 +354,13 @@ def build_report(path: str | os.PathLike[str], limits: verdicts.Limits | None = 
     """Stream a recording into a report. Bad lines are counted and named, never fatal.
     `progress`, when given, is told how many lines have been read so far (the CLI shows a
     counter with it)."""
-    builder = ReportBuilder(limits, source=os.fspath(path))
+    return read_into(ReportBuilder(limits, source=os.fspath(path)), path, progress)
+
+
+def read_into(builder: ReportBuilder, path: str | os.PathLike[str],
+              progress: Callable[[int], None] | None = None) -> Report:
+    """Stream a recording into `builder` (a `ReportBuilder` or one that also stores what
+    it decides) and finish it: the one reading loop of every report."""
     for count, (line, item) in enumerate(recording.numbered(path, messages=True), 1):
         if isinstance(item, recording.ReadIssue):
             builder.skip(item.line, item.problem)

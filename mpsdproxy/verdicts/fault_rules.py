@@ -363,7 +363,7 @@ class PreconditionRule(BaseRule):
             return NOTHING  # in flight when the 412 came: not its answer
         if ex.method == "GET":
             if (ex.resource.kind is Kind.SESSION and ex.status is not None
-                    and ex.status < 400):
+                    and catalog.succeeded(ex.status)):
                 stale.reread = ex.seq
                 stale.reread_found = ex.status != MISSING_SESSION.status
             return NOTHING

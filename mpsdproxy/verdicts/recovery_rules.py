@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from mpsdproxy import catalog
 from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy.resources import Kind
@@ -74,7 +75,7 @@ def sweep_cell(exchange: model.Exchange) -> str | None:
 
 def _success(f: Facts) -> bool:
     """The service answered with a success (an injected answer never is one)."""
-    return f.status is not None and 200 <= f.status < 400 \
+    return f.status is not None and catalog.succeeded(f.status) \
         and (f.exchange.provenance or {}).get("source") != "injected"
 
 
