@@ -244,11 +244,14 @@ class Services:
         self.started: list[Service] = []
 
     def spawn(self, name: str, argv: Sequence[str], port: int,
-              cores: frozenset[int] | None = None) -> Service:
-        """Start a process (a proxy unless told otherwise: on PROXY_CORES)."""
+              cores: frozenset[int] | None = None,
+              env: dict[str, str] | None = None) -> Service:
+        """Start a process (a proxy unless told otherwise: on PROXY_CORES), with `env`
+        added to this one's environment."""
         log = self.workdir / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(list(argv), cwd=self.workdir, stdout=out,
+                                    env={**os.environ, **env} if env else None,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True,
                                     preexec_fn=pin_to(PROXY_CORES if cores is None else cores))
@@ -274,6 +277,20 @@ def wait_all(services: Iterable[Service], timeout: float = 60.0) -> None:
 
 
 # --- the proxies --------------------------------------------------------------------------
+
+def tree_at(revision: str, into: Path) -> Path | None:
+    """This repository's files at `revision` (`git archive`, the checkout left alone),
+    to run that version's proxy beside today's; None when git or the revision is missing."""
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", revision],
+                                 capture_output=True, timeout=120, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, capture_output=True,
+                       timeout=120, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return into if (into / "mpsdproxy" / "__init__.py").exists() else None
+
 
 def prepare_confdir(path: Path) -> Path:
     """Create mitmproxy's CA in `path` once, before proxies sharing it start: several

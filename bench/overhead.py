@@ -9,6 +9,10 @@ noise), and three `mpsdproxy run --quiet` variants, each adding one part:
     record     + --record FILE
     full       + a 20-rule scenario whose rules all match but never fire
 
+With `before` set to a git revision (`bench/run.py --before REV`), that revision's
+`full` runs beside today's in the same rounds: the before/after of a change, each
+against the same base and A/A line.
+
 Throughput and latency ratios compare `full` with the base at 1, 16 and 64
 connections; the CPU µs per request of each variant, minus the one before it,
 is what each part adds. A second, in-process measure times every addon's hooks
@@ -40,6 +44,8 @@ NEVER = 1_000_000_000
 #: The variants in chain-building order: each adds one part to the one before.
 BASE, CONTROL, CLASSIFY, RECORD, FULL = "mitmdump", "mitmdump-control", "classify", "record", \
     "full"
+#: The full variant at an earlier revision (`Config.before`), run beside today's.
+BEFORE = "before"
 VARIANTS = (BASE, CONTROL, CLASSIFY, RECORD, FULL)
 PARTS = ((CLASSIFY, BASE, "classify (router, classifier, inert addons)"),
          (RECORD, CLASSIFY, "record (redact, JSON line, flush)"),
@@ -61,6 +67,7 @@ class Config:
     warm_up: bool = True
     variants: tuple[str, ...] = VARIANTS  # the smoke run starts fewer proxies
     instances: int = 3  # processes per variant, taking the rounds in turn
+    before: str = ""  # a git revision whose full variant runs beside today's ("": none)
 
 
 QUICK = Config(rounds=4, seconds=1.0, hook_iterations=5_000, instances=2)
@@ -129,7 +136,11 @@ def variant_argvs(port: dict[str, int], target: str, confdir: Path, workdir: Pat
     scenario_set = common.option_args("--scenario", "mpsd_scenario",
                                       str(workdir / "scenario.yaml"))
     suffix = f"-{instance}" if instance else ""
+    before_port = port.get(BEFORE, port[FULL])
     return {
+        BEFORE: common.mpsdproxy_argv(before_port, mode, confdir,
+                                      "--record", str(workdir / f"before{suffix}.jsonl"),
+                                      *(scenario_set if with_scenario else [])),
         BASE: common.mitmdump_argv(port[BASE], mode, confdir),
         CONTROL: common.mitmdump_argv(port[CONTROL], mode, confdir),
         CLASSIFY: common.mpsdproxy_argv(port[CLASSIFY], mode, confdir),
@@ -142,18 +153,21 @@ def variant_argvs(port: dict[str, int], target: str, confdir: Path, workdir: Pat
 
 
 def start_proxies(services: common.Services, target: str, confdir: Path, with_scenario: bool,
-                  names: tuple[str, ...] = VARIANTS, instances: int = 1
+                  names: tuple[str, ...] = VARIANTS, instances: int = 1,
+                  before_tree: Path | None = None
                   ) -> tuple[dict[str, list[common.Service]], dict[str, str]]:
     """Start `instances` processes of each variant at once (startups overlap), then wait
-    for each to listen."""
+    for each to listen. `before_tree` is the earlier revision the `before` variant runs."""
     started: dict[str, list[common.Service]] = {name: [] for name in names}
     launchers: dict[str, str] = {}
+    before_env = {"PYTHONPATH": str(before_tree)} if before_tree else None
     for instance in range(instances):
-        ports = {name: common.free_port() for name in VARIANTS}
+        ports = {name: common.free_port() for name in (*VARIANTS, BEFORE)}
         argvs = variant_argvs(ports, target, confdir, services.workdir, with_scenario, instance)
         for name in names:
             label = f"{name}-{instance}" if instance else name
-            started[name].append(services.spawn(label, argvs[name], ports[name]))
+            env = before_env if name == BEFORE else None
+            started[name].append(services.spawn(label, argvs[name], ports[name], env=env))
             launchers.setdefault(name, common.launcher(argvs[name]))
     common.wait_all([s for group in started.values() for s in group],
                     timeout=60.0 * max(1, instances))
@@ -174,10 +188,11 @@ def round_differences(runs: dict[str, list[measure.Run]], test: str, base: str) 
 def summarise(runs: dict[str, list[measure.Run]]) -> dict[str, Any]:
     """Ratios (median of per-round ratios), absolute medians and the CPU breakdown."""
     ratios = {}
-    for label, test in (("full", FULL), ("control", CONTROL)):
-        if test not in runs:
+    for label, test, base in (("full", FULL, BASE), ("control", CONTROL, BASE),
+                              ("before", BEFORE, BASE), ("full_vs_before", FULL, BEFORE)):
+        if test not in runs or base not in runs:
             continue
-        ratios[label] = {m: measure.median_ratio(runs, test, BASE, m)
+        ratios[label] = {m: measure.median_ratio(runs, test, base, m)
                          for m in ("rps", "p50", "p99", "cpu_us")}
     absolute = {name: {m: measure.median_metric(runs, name, m)
                        for m in ("rps", "p50", "p99", "cpu_us")} | {
@@ -374,9 +389,20 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
         result["upstream"] = what
         result["upstream_direct"] = upstream_direct(generator, upstream, config, paths)
         log(f"  upstream {what}: {result['upstream_direct']['rps']:.0f} req/s direct")
+        names, before_tree = config.variants, None
+        if config.before:
+            before_tree = common.tree_at(config.before, workdir / "before-tree")
+            if before_tree is None:
+                log(f"  revision {config.before} is not in this checkout: no 'before' variant")
+            else:
+                names = (*names, BEFORE)
+                result["before"] = config.before
         proxies, result["launchers"] = start_proxies(services, upstream.url, confdir,
-                                                     with_scenario, config.variants,
-                                                     config.instances)
+                                                     with_scenario, names,
+                                                     config.instances, before_tree)
+        if before_tree is not None:
+            result["launchers"][BEFORE] = (f"PYTHONPATH=<git archive {config.before}> "
+                                           + result["launchers"][BEFORE])
         targets = list(proxies.values())
         if config.warm_up:
             measure.interleave(generator, targets, 1, 1, min(config.seconds, 1.0), paths)

@@ -72,6 +72,29 @@ def overhead_targets(result: dict[str, Any] | None) -> list[Target]:
             f"overhead, p99 latency at {connections} conn.", "≤ 1.15×", ratio(p99),
             f"{num(test['p99'], 1)} vs {num(base['p99'], 1)} ms (A/A {ratio(control['p99'])})",
             None if p99 is None else p99 <= 1.15))
+        out += before_targets(connections, part)
+    return out
+
+
+def before_targets(connections: str, part: dict[str, Any]) -> list[Target]:
+    """Today's full proxy against the same proxy at the `--before` revision, in the same
+    rounds: no worse beyond the A/A line (a slower today must be slower than two identical
+    mitmdumps differ)."""
+    ratios = part["ratios"]
+    if "full_vs_before" not in ratios:
+        return []
+    control = ratios.get("control", {"rps": None, "p99": None})
+    now, then = part["absolute"]["full"], part["absolute"]["before"]
+    out = []
+    for metric, what, unit, better in (("rps", "throughput", "req/s", 1),
+                                       ("p99", "p99 latency", "ms", -1)):
+        value, noise = ratios["full_vs_before"][metric], control[metric]
+        band = abs(1 - noise) if noise is not None else 0.0
+        met = None if value is None else (value >= 1 - band if better > 0 else value <= 1 + band)
+        out.append(Target(
+            f"vs before, {what} at {connections} conn.", f"{'≥' if better > 0 else '≤'} "
+            f"{1 - band if better > 0 else 1 + band:.2f}× (A/A {ratio(noise)})", ratio(value),
+            f"{num(now[metric], 1)} vs {num(then[metric], 1)} {unit}", met))
     return out
 
 
@@ -216,6 +239,7 @@ VARIANT_LABELS = {
     "classify": "mpsdproxy run --quiet",
     "record": "… + --record",
     "full": "… + --record + 20-rule scenario",
+    "before": "the same full proxy at the `--before` revision",
 }
 
 
@@ -252,10 +276,12 @@ def overhead_section(result: dict[str, Any] | None) -> str:
         rows.append(("**ratio full / base** (median of rounds)", ratio(ratios["full"]["rps"]),
                      ratio(ratios["full"]["p50"]), ratio(ratios["full"]["p99"]),
                      ratio(ratios["full"]["cpu_us"]), ""))
-        if "control" in ratios:
-            rows.append(("ratio control / base (noise)", ratio(ratios["control"]["rps"]),
-                         ratio(ratios["control"]["p50"]), ratio(ratios["control"]["p99"]),
-                         ratio(ratios["control"]["cpu_us"]), ""))
+        for key, label in (("control", "ratio control / base (noise)"),
+                           ("before", "ratio before / base"),
+                           ("full_vs_before", "**ratio full / before** (median of rounds)")):
+            if key in ratios:
+                rows.append((label, *(ratio(ratios[key][m]) for m in ("rps", "p50", "p99",
+                                                                       "cpu_us")), ""))
         parts.append(f"**{connections} connection{'s' if int(connections) > 1 else ''}**\n\n"
                      + table(("proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"),
                              rows))

@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int,
                         help="processes of each proxy in the throughput rounds, taking "
                              "them in turn (default: 3 for overhead, 2 for replay)")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run the full proxy at this git revision beside today's "
+                             "in the overhead part (the before/after of a change)")
     return parser.parse_args(argv)
 
 
@@ -83,7 +86,8 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
                                           ("tool", args.tool)) if v is not None}
     over = dataclasses.replace(pick[overhead], **common_overrides,
                                **({"upstream": args.upstream} if args.upstream else {}),
-                               **({"instances": args.instances} if args.instances else {}))
+                               **({"instances": args.instances} if args.instances else {}),
+                               **({"before": args.before} if args.before else {}))
     rep = dataclasses.replace(pick[replay], **common_overrides,
                               **({"count": args.replay_count} if args.replay_count else {}),
                               **({"instances": args.instances} if args.instances else {}))

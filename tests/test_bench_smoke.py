@@ -40,6 +40,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
         argv = [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--part", part,
                 "--out", str(base / f"{part}.md"), "--json", str(base / f"{part}.json"),
                 "--workdir", str(base / f"work-{part}")]
+        if part == "overhead":  # today's tree as the revision "before": the variant runs
+            argv += ["--before", "HEAD"]
         procs[part] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, cwd=base)
     out = {}
@@ -64,7 +66,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
 def test_overhead_measures_every_proxy_with_the_scenario_matching(smoke):
     result = smoke["overhead"]["results"]
     assert result["upstream_direct"]["rps"] > 0 and result["upstream_direct"]["errors"] == 0
-    assert set(result["launchers"]) == set(overhead.SMOKE.variants)
+    assert set(result["launchers"]) == {*overhead.SMOKE.variants, overhead.BEFORE}
     for part in result["by_connections"].values():
         for name in overhead.SMOKE.variants:
             absolute = part["absolute"][name]
@@ -77,6 +79,34 @@ def test_overhead_measures_every_proxy_with_the_scenario_matching(smoke):
     assert {"Router", "StatusClassifier", "Recorder"} <= set(hooks)
     assert all(us > 0 for name, us in hooks.items() if name in ("Router", "Recorder"))
     assert result["recorded_lines"] > 0
+
+
+def test_overhead_runs_the_before_revision_beside_today(smoke):
+    result = smoke["overhead"]["results"]
+    assert result["before"] == "HEAD"
+    assert "git archive HEAD" in result["launchers"]["before"]
+    for part in result["by_connections"].values():
+        assert set(part["ratios"]["full_vs_before"]) == {"rps", "p50", "p99", "cpu_us"}
+        assert part["absolute"]["before"]["requests"] > 0
+        assert part["absolute"]["before"]["errors"] == 0
+    assert "ratio full / before" in smoke["overhead"]["doc"]
+    assert "vs before, throughput" in smoke["overhead"]["doc"]
+    from mpsdproxy import recording
+
+    records = list(recording.read(smoke["overhead"]["work"] / "before.jsonl", strict=True))
+    assert records, "the before variant recorded what it forwarded"
+
+
+def test_before_target_is_the_a_a_band():
+    part = {"ratios": {"control": {"rps": 0.97, "p99": 1.05},
+                       "full_vs_before": {"rps": 0.98, "p99": 1.08}},
+            "absolute": {"full": {"rps": 98.0, "p99": 10.8}, "before": {"rps": 100.0, "p99": 10.0}}}
+    throughput, p99 = results.before_targets("16", part)
+    assert throughput.met is True  # 0.98 is within the A/A's 3 %
+    assert p99.met is False  # 1.08 is beyond the A/A's 5 %
+    part["ratios"]["full_vs_before"]["rps"] = 0.95
+    assert results.before_targets("16", part)[0].met is False
+    assert results.before_targets("16", {"ratios": {}, "absolute": {}}) == []
 
 
 def test_overhead_full_variant_records_everything_as_forwarded(smoke):
