@@ -76,16 +76,9 @@ def is_mpsd(exchange: model.Exchange) -> bool:
     engine, the RTA websocket's `/connect`) on a host that is not MPSD's is not.
     """
     request = exchange.request
-    return (resources.is_mpsd_host(request.host)
+    host = request.host
+    return (host in resources.MPSD_HOSTS or resources.is_mpsd_host(host)
             or request.resource.kind is not resources.Kind.UNKNOWN)
-
-
-def _lower_headers(headers: model.Headers) -> dict[str, str]:
-    """Case-insensitive view, the first value of each name winning."""
-    out: dict[str, str] = {}
-    for k, v in headers:
-        out.setdefault(k.lower(), v)
-    return out
 
 
 def _media_type(value: str | None) -> str | None:
@@ -95,7 +88,7 @@ def _media_type(value: str | None) -> str | None:
 
 
 def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
-           body: bytes, req: dict[str, str]) -> int:
+           body: bytes, req: model.Headers) -> int:
     """How well a sub-row's situation fits the exchange; the best fit explains it."""
     score = 0
     if method in entry.methods:
@@ -108,17 +101,19 @@ def _score(entry: catalog.Entry, method: str, target: Target, media: str | None,
         score += 2
     if entry.body is BodyKind.NONE and not body:
         score += 1
-    if entry.preconditions and any(p.lower() in req for p in entry.preconditions):
+    if entry.preconditions and any(p in req for p in entry.preconditions):
         score += 1
     return score
 
 
 def _anomalies(entry: catalog.Entry, resource: resources.Resource, response: model.Response,
-               media: str | None, req: dict[str, str], resp: dict[str, str]) -> list[Anomaly]:
+               media: str | None, req: model.Headers) -> list[Anomaly]:
+    """How the response departs from its row. Headers are asked by name (`first`: the
+    first field of a name counts), each message's index built once for every reader."""
     body = response.body
     found: list[Anomaly] = []
     for name in entry.required_headers:
-        value = resp.get(name.lower())
+        value = response.headers.first(name)
         if value is None:
             found.append(Anomaly("missing-header", f"{entry.status} must carry {name}"))
         elif name == "Retry-After" and not _whole_seconds(value):
@@ -126,7 +121,7 @@ def _anomalies(entry: catalog.Entry, resource: resources.Resource, response: mod
                 "bad-retry-after",
                 f"Retry-After should be whole seconds (all the client parses), not {value!r}",
             ))
-    if entry.preconditions and not any(p.lower() in req for p in entry.preconditions):
+    if entry.preconditions and not any(p in req for p in entry.preconditions):
         wanted = " or ".join(entry.preconditions)
         found.append(Anomaly(
             "missing-precondition", f"{entry.status} answers a request without {wanted}"))
@@ -187,18 +182,19 @@ def _classify(request: model.Request, response: model.Response) -> Classificatio
                               (Anomaly("unlisted-status", f"the table does not list {status}"),))
     method = request.method.upper()
     resource = request.resource
-    req = _lower_headers(request.headers)
-    resp = _lower_headers(response.headers)
-    media = _media_type(resp.get("content-type"))
-    target = catalog.target_of(resource)
-    entry = candidates[0] if len(candidates) == 1 else max(
-        candidates, key=lambda e: _score(e, method, target, media, body, req))
-    anomalies = _anomalies(entry, resource, response, media, req, resp)
+    req = request.headers
+    media = _media_type(response.headers.first("content-type"))
+    if len(candidates) == 1:
+        entry = candidates[0]
+    else:
+        target = catalog.target_of(resource)
+        entry = max(candidates, key=lambda e: _score(e, method, target, media, body, req))
+    anomalies = _anomalies(entry, resource, response, media, req)
     if not anomalies:
-        return _conformant(entry.id, entry.meaning)
+        return _CONFORMANT[entry.id]
     return Classification(entry.id, entry.meaning, tuple(anomalies))
 
 
-def _conformant(entry_id: str, meaning: str) -> Classification:
-    """The anomaly-free classification for a table row."""
-    return Classification(entry_id, meaning)
+#: The anomaly-free classification of each table row, built once (it is immutable).
+_CONFORMANT: dict[str, Classification] = {
+    entry.id: Classification(entry.id, entry.meaning) for entry in catalog.ENTRIES}

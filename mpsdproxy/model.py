@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from itertools import chain
 from types import MappingProxyType
 from typing import Any
 from typing import NamedTuple
@@ -102,6 +103,8 @@ TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
 #: What no header, URL or reason may hold: a line break would let it smuggle more.
 BREAKS = "\r\n\x00"
 _TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
+#: Header names joined by NUL, each one a token.
+_TOKENS = re.compile(f"[{TOKEN_CHARS}]+(?:\0[{TOKEN_CHARS}]+)*")
 
 
 def _breaks(value: str) -> bool:
@@ -159,8 +162,26 @@ class Headers(Sequence[tuple[str, str]]):
 
     @classmethod
     def from_raw(cls, fields: Iterable[tuple[bytes, bytes]]) -> Headers:
-        """Raw wire fields (as mitmproxy keeps them) -> Headers, by the one rule."""
-        return cls((from_bytes(k), from_bytes(v)) for k, v in fields)
+        """Raw wire fields (as mitmproxy keeps them) -> Headers, by the one rule.
+
+        Every request and response passes here, so the fields are checked and decoded
+        all at once, joined by NUL: UTF-8 never reads an ASCII NUL into a neighbouring
+        character, so decoding the joined bytes is decoding each field; a byte that is
+        not ASCII is never a line break nor a token character, so what the text holds
+        is what the bytes hold. Anything wrong takes the field-by-field way, which
+        says what it is."""
+        fields = fields if type(fields) is tuple else tuple(fields)
+        try:
+            joined = b"\0".join(chain.from_iterable(fields))
+        except TypeError:
+            joined = b"\r"
+        if (joined.count(0) != 2 * len(fields) - 1 or b"\r" in joined or b"\n" in joined):
+            return cls((from_bytes(k), from_bytes(v)) for k, v in fields)
+        parts = joined.decode(ENCODING, ERRORS).split("\0")
+        names = parts[::2]
+        if _TOKENS.fullmatch("\0".join(names)) is None:
+            return cls((from_bytes(k), from_bytes(v)) for k, v in fields)
+        return cls.derived(zip(names, parts[1::2], strict=True))
 
     def raw(self) -> tuple[tuple[bytes, bytes], ...]:
         """The exact wire bytes of every field."""
@@ -307,7 +328,7 @@ class _Message:
                 self, "url", None) else None)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Request(_Message):
     """A request as the title sent it: `url` is absolute, `body` is the decoded content
     (no Content-Encoding left)."""
@@ -318,29 +339,34 @@ class Request(_Message):
     body: bytes = b""
     encoded: bytes | None = None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.method, str) or not _TOKEN.fullmatch(self.method):
-            raise ModelError(f"method {self.method!r} is not a token")
-        _check_text("URL", self.url)
-        if " " in self.url or "\t" in self.url:
-            raise ModelError(f"URL holds white space: {printable(self.url)[:60]!r}")
+    def __init__(self, method: str, url: str,
+                 headers: Headers | Iterable[Sequence[str]] = (), body: bytes = b"",
+                 encoded: bytes | None = None) -> None:
+        """Checked as h11 checks its events; the fields are set through `__dict__`, as
+        a frozen value's own constructor may (every request builds one)."""
+        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+            raise ModelError(f"method {method!r} is not a token")
+        if not isinstance(url, str) or _breaks(url) or " " in url or "\t" in url:
+            _check_text("URL", url)
+            raise ModelError(f"URL holds white space: {printable(url)[:60]!r}")
         try:
-            split = urlsplit(self.url)
+            split = urlsplit(url)
             split.port  # noqa: B018 - raises for a port that is not a number
         except ValueError as e:
-            raise ModelError(f"URL {printable(self.url)[:60]!r} cannot be read: {e}") from None
-        object.__setattr__(self, "_split", split)
-        object.__setattr__(self, "headers", _headers(self.headers))
-        object.__setattr__(self, "body", _body(self.body))
-        object.__setattr__(self, "encoded", _encoded(self.encoded, self.body))
+            raise ModelError(f"URL {printable(url)[:60]!r} cannot be read: {e}") from None
+        headers = _headers(headers)
+        body = _body(body)
+        self.__dict__.update(method=method, url=url, headers=headers, body=body,
+                             encoded=_encoded(encoded, body), _split=split)
 
     @property
     def scheme(self) -> str:
         return self._split.scheme
 
-    @property
+    @functools.cached_property
     def host(self) -> str:
-        """The host name the title addressed, lower case, without port."""
+        """The host name the title addressed, lower case, without port (worked out once:
+        the classifier, the injector and the verdicts each ask)."""
         return (self._split.hostname or "").lower()
 
     @property
@@ -377,7 +403,7 @@ class Truncated(NamedTuple):
     wire: bool = False
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Response(_Message):
     """A response as the title received it (`body` decoded, as for requests).
 
@@ -391,13 +417,17 @@ class Response(_Message):
     encoded: bytes | None = None
     truncated: Truncated | None = None
 
-    def __post_init__(self) -> None:
-        if type(self.status) is not int or not 100 <= self.status <= 599:
-            raise ModelError(f"status should be an integer in 100-599, not {self.status!r}")
-        _check_text("reason", self.reason)
-        object.__setattr__(self, "headers", _headers(self.headers))
-        object.__setattr__(self, "body", _body(self.body))
-        object.__setattr__(self, "encoded", _encoded(self.encoded, self.body))
+    def __init__(self, status: int, reason: str = "",
+                 headers: Headers | Iterable[Sequence[str]] = (), body: bytes = b"",
+                 encoded: bytes | None = None, truncated: Truncated | None = None) -> None:
+        """Checked as h11 checks its events; set through `__dict__` (see `Request`)."""
+        if type(status) is not int or not 100 <= status <= 599:
+            raise ModelError(f"status should be an integer in 100-599, not {status!r}")
+        _check_text("reason", reason)
+        headers = _headers(headers)
+        body = _body(body)
+        self.__dict__.update(status=status, reason=reason, headers=headers, body=body,
+                             encoded=_encoded(encoded, body), truncated=truncated)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Response):
@@ -408,7 +438,7 @@ class Response(_Message):
     __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Exchange:
     """One request, what answered it (or why nothing did), and who answered.
 
@@ -426,6 +456,15 @@ class Exchange:
     client: str | None = None
     provenance: Mapping[str, Any] = field(default_factory=lambda: FORWARDED)
     seq: int | None = None
+
+    def __init__(self, request: Request, response: Response | None = None,
+                 error: str | None = None, start: float | None = None,
+                 end: float | None = None, client: str | None = None,
+                 provenance: Mapping[str, Any] = FORWARDED, seq: int | None = None) -> None:
+        """The fields set through `__dict__`, as a frozen value's own constructor may:
+        every flow builds two (the recorder's seq makes the second)."""
+        self.__dict__.update(request=request, response=response, error=error, start=start,
+                             end=end, client=client, provenance=provenance, seq=seq)
 
     @property
     def resource(self) -> resources.Resource:

@@ -10,6 +10,7 @@ lower-cased identity used to track a session.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 from urllib.parse import urlsplit
@@ -53,6 +54,9 @@ class Kind(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+#: Each kind by its name (what `Kind(name)` finds, without its exception for a miss).
+_KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
+
 #: Kinds that name a part of a session rather than the session itself.
 ELEMENT_KINDS: frozenset[Kind] = frozenset({Kind.MEMBER, Kind.SERVER, Kind.PROPERTIES})
 
@@ -85,8 +89,8 @@ class Resource:
     @classmethod
     def from_dict(cls, data: dict[str, str | None]) -> Resource:
         try:
-            kind = Kind(data.get("kind") or "unknown")
-        except ValueError:
+            kind = _KINDS.get(data.get("kind") or "unknown", Kind.UNKNOWN)
+        except TypeError:  # not a kind's name, nor even hashable
             kind = Kind.UNKNOWN
         return cls(kind, data.get("scid"), data.get("template"), data.get("name"),
                    data.get("element"))
@@ -218,12 +222,40 @@ def _handles(rest: list[str]) -> Resource:
     return UNKNOWN
 
 
+#: A session or one of its elements, the paths nearly every request names, spelt
+#: plainly (no `%`, no empty segment): read in one match. Any other spelling, and
+#: every other path, goes the segment-by-segment way, which reads these the same.
+_PLAIN_SESSION = re.compile(
+    r"/serviceconfigs/([^/?#%]+)/sessiontemplates/([^/?#%]+)/sessions/([^/?#%]+)"
+    r"(?:/(members|servers)/([^/?#%]+)|/(properties))?(?=[?#]|\Z)",
+    re.ASCII | re.IGNORECASE)
+_ELEMENT_KINDS = {"members": Kind.MEMBER, "servers": Kind.SERVER}
+
+
+def _plain_session(path: str) -> Resource | None:
+    """The session or element a plainly spelt path names (see `_PLAIN_SESSION`)."""
+    found = _PLAIN_SESSION.match(path) if "://" not in path else None
+    if found is None:
+        return None
+    scid, template, name, part, element, properties = found.groups()
+    if part is not None:
+        part = part.lower()
+        return Resource(_ELEMENT_KINDS[part], scid, template, name, f"{part}/{element}")
+    if properties is not None:
+        return Resource(Kind.PROPERTIES, scid, template, name, "properties")
+    return Resource(Kind.SESSION, scid, template, name)
+
+
 def parse(path: str) -> Resource:
     """The resource a request path (or full URL) names; Kind.UNKNOWN when none.
 
     Never raises: anything that is not MPSD grammar is simply UNKNOWN. (A request
     works its resource out once: `model.Request.resource`.)
     """
+    if type(path) is str:
+        plain = _plain_session(path)
+        if plain is not None:
+            return plain
     try:
         segs = _segments(path)
     except (ValueError, TypeError, AttributeError):

@@ -101,3 +101,26 @@ def test_a_copy_keeps_what_was_worked_out_from_the_fields_it_shares() -> None:
     assert other.json == [] and other.resource.name == "nx"
     told = Request("GET", SESSION).knowing(json={"b": 2})
     assert told.json == {"b": 2}
+
+
+_FIELD_BYTES = st.lists(st.sampled_from(
+    [b"a", b"Z", b"-", b"~", b" ", b":", b"\r", b"\n", b"\x00", b"\t", b"\xe9", b"\xc3",
+     b"\xa9", b"\xe2\x82", b"\xac", b"\xff", b"\xf0\x9f\x98"]), max_size=5).map(b"".join)
+
+
+@given(st.lists(st.tuples(_FIELD_BYTES, _FIELD_BYTES), max_size=4))
+def test_raw_fields_read_all_at_once_as_field_by_field(fields: list[tuple[bytes, bytes]]
+                                                        ) -> None:
+    """Raw headers are checked and decoded in one pass: the same fields, or the same
+    refusal, as decoding and checking each field on its own."""
+    def each() -> object:
+        try:
+            return Headers((model.from_bytes(k), model.from_bytes(v)) for k, v in fields)
+        except ModelError as e:
+            return str(e)
+
+    try:
+        at_once: object = Headers.from_raw(fields)
+    except ModelError as e:
+        at_once = str(e)
+    assert at_once == each()

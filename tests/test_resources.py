@@ -263,3 +263,17 @@ def test_parse_never_raises_on_grammar_like_paths(segments, full_url):
     assert isinstance(resource.short, str)
     if resource.is_session_or_element:
         assert resource.key == resource.key.lower()
+
+
+@given(st.lists(st.sampled_from(["serviceconfigs", "ServiceConfigs", "sessiontemplates",
+                                 "sessionTemplates", "sessions", "SESSIONS", "members",
+                                 "Servers", "properties", "PROPERTIES", "me", "x", "a b", "é",
+                                 "%41", "", "K", "\u212a", "ſessions"]),
+                min_size=1, max_size=9),
+       st.sampled_from(["", "?take=1", "#f", "/", "?u=http://x"]))
+def test_a_path_reads_as_the_same_path_in_a_full_url(segments, tail):
+    """However a session path is spelt, it names what the same path in a full URL
+    names (a plainly spelt session path is read in one match, the rest by segments)."""
+    path = "/" + "/".join(segments) + tail
+    assert resources.parse(path) == resources.parse("https://sessiondirectory.xboxlive.com"
+                                                    + path)

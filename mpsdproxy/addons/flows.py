@@ -98,10 +98,16 @@ def complete_response(flow: http.HTTPFlow) -> http.Response | None:
     return response
 
 
-def _body(message: http.Message) -> bytes:
-    """The content with its Content-Encoding undone, or the raw bytes when that fails."""
-    if not message.raw_content:  # most requests: nothing to decode, nor to look up
+def _body(message: http.Message, headers: model.Headers | None = None) -> bytes:
+    """The content with its Content-Encoding undone, or the raw bytes when that fails.
+
+    `headers` are the message's own, decoded: when they have no Content-Encoding the
+    content is the raw bytes, known without mitmproxy's slower look-up."""
+    raw = message.raw_content
+    if not raw:  # most requests: nothing to decode, nor to look up
         return b""
+    if headers is not None and headers.first("content-encoding") is None:
+        return raw
     content = message.get_content(strict=False)
     if content is None:
         content = message.raw_content
@@ -110,7 +116,7 @@ def _body(message: http.Message) -> bytes:
 
 def _mark(flow: http.HTTPFlow) -> Mapping[str, Any]:
     mark = flow.metadata.get(KEY)
-    return mark if isinstance(mark, Mapping) else {}
+    return mark if type(mark) is dict or isinstance(mark, Mapping) else {}
 
 
 def _escape(text: str) -> str:
@@ -164,12 +170,15 @@ def _built(flow: http.HTTPFlow) -> _Built:
 
 def request_of(flow: http.HTTPFlow) -> model.Request:
     """The request the title sent, as the domain sees it (see the module docstring)."""
+    return _request_of(flow, _mark(flow), _built(flow))
+
+
+def _request_of(flow: http.HTTPFlow, mark: Mapping[str, Any], built: _Built) -> model.Request:
+    """`request_of`, told the flow's mark and memo (`exchange_of` has them already)."""
     request = flow.request
-    mark = _mark(flow)
+    data = request.data
     url = mark.get("url")
-    key = (request, request.data.method, request.data.path, request.data.host,
-           request.headers.fields, request.raw_content, url)
-    built = _built(flow)
+    key = (request, data.method, data.path, data.host, data.headers.fields, data.content, url)
     if built.request_key != key or built.request is None:
         built.request, built.request_key = _build_request(request, url), key
         known = mark.get("resource")
@@ -183,12 +192,13 @@ def request_of(flow: http.HTTPFlow) -> model.Request:
 def _build_request(request: http.Request, url: Any) -> model.Request:
     if not url or not isinstance(url, str):
         url = request.url
-    body = _body(request)
     try:
-        return model.Request(request.method, url, model.Headers.from_raw(request.headers.fields),
-                             body, request.raw_content)
+        headers = model.Headers.from_raw(request.headers.fields)
+        return model.Request(request.method, url, headers, _body(request, headers),
+                             request.raw_content)
     except model.ModelError:
         pass
+    body = _body(request)
     method, headers = _token(request.method), _escaped_headers(request.headers)
     for candidate in (_escape(url).replace(" ", "%20").replace("\t", "%09"),
                       _rebuilt_url(request)):
@@ -217,9 +227,14 @@ def response_of(flow: http.HTTPFlow) -> model.Response | None:
     response = complete_response(flow)
     if response is None:
         return None
-    key = (response, response.data.status_code, response.data.reason, response.headers.fields,
-           response.raw_content, response.stream)
-    built = _built(flow)
+    return _response_of(response, _built(flow))
+
+
+def _response_of(response: http.Response, built: _Built) -> model.Response:
+    """`response_of` for a complete response, told the flow's memo."""
+    data = response.data
+    key = (response, data.status_code, data.reason, data.headers.fields, data.content,
+           response.stream)
     if built.response_key != key or built.response is None:
         built.response, built.response_key = _build_response(response), key
     return built.response
@@ -227,22 +242,21 @@ def response_of(flow: http.HTTPFlow) -> model.Response | None:
 
 def _build_response(response: http.Response) -> model.Response:
     reason = model.from_bytes(response.data.reason)
-    body, raw, truncated = _response_body(response)
     try:
-        return model.Response(response.status_code, reason,
-                              model.Headers.from_raw(response.headers.fields), body, raw,
-                              truncated)
+        headers = model.Headers.from_raw(response.headers.fields)
+        return model.Response(response.status_code, reason, headers,
+                              *_response_body(response, headers))
     except model.ModelError:
         return model.Response(response.status_code, _escape(reason),
-                              _escaped_headers(response.headers), body, raw, truncated)
+                              _escaped_headers(response.headers), *_response_body(response))
 
 
-def _response_body(response: http.Response
+def _response_body(response: http.Response, headers: model.Headers | None = None
                    ) -> tuple[bytes, bytes | None, model.Truncated | None]:
     """Body, wire bytes and truncation of a response: a streamed one keeps only what its
     tap kept, as it came on the wire (a stream is never decoded)."""
     if response.raw_content is not None or not _streamed(response):
-        return _body(response), response.raw_content, None
+        return _body(response, headers), response.raw_content, None
     tap = response.stream
     if isinstance(tap, BodyTap):
         return bytes(tap.head), None, model.Truncated(tap.size, len(tap.head), wire=True)
@@ -263,21 +277,22 @@ def exchange_of(flow: http.HTTPFlow) -> model.Exchange:
     Built once per flow (see `_Built`) and again only when something it was built
     from has changed since: an addon's new response, the recorder's seq.
     """
-    mark = _mark(flow)
-    error = flow.error.msg if flow.error else None
-    try:
-        response = response_of(flow)
-    except model.ModelError as e:
-        response, error = None, f"invalid response from the server: {e}"
+    mark, built, failed = _mark(flow), _built(flow), flow.error
+    error = failed.msg if failed else None
     complete = complete_response(flow)
+    response = None
+    if complete is not None:
+        try:
+            response = _response_of(complete, built)
+        except model.ModelError as e:
+            error = f"invalid response from the server: {e}"
     end = (complete.timestamp_end if complete is not None else None) or (
-        flow.error.timestamp if flow.error else None)
-    request = request_of(flow)
+        failed.timestamp if failed else None)
+    request = _request_of(flow, mark, built)
     provenance = mark.get("provenance")
     seq = mark.get("seq")
     key = (request, response, error, flow.request.timestamp_start, end,
            flow.client_conn.peername, provenance, seq)
-    built = _built(flow)
     if built.exchange is not None and built.exchange_key == key:
         return built.exchange
     built.exchange_key = key
