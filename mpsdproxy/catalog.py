@@ -457,6 +457,16 @@ class Situation:
         return (self.method, self.resource.kind, _sent_as(self.if_match),
                 _sent_as(self.if_none_match), self.exists)
 
+    @staticmethod
+    def shape_of(request: model.Request, exists: bool | None = None
+                 ) -> tuple[str, resources.Kind, str | None, str | None, bool | None]:
+        """`Situation.of(request, exists).shape` without building the situation: a caller
+        that remembers answers by shape builds one only for a shape it has not seen."""
+        headers = request.headers
+        return (request.method.upper(), request.resource.kind,
+                _sent_as(headers.first("If-Match")), _sent_as(headers.first("If-None-Match")),
+                exists)
+
 
 def _sent_as(value: str | None) -> str | None:
     """A precondition header as `why_not` tells them apart: absent (None), `*`, an ETag."""

@@ -134,11 +134,12 @@ def _referenced_session(message: model.Request | model.Response) -> Resource | N
     return Resource(Kind.SESSION, scid, template, name)
 
 
-def _session_of(resource: Resource, location: str | None) -> Resource | None:
+def _session_of(resource: Resource, response: model.Response) -> Resource | None:
     """The session an exchange is about: the request's own, else the one its
     Content-Location names (GET /handles/{id}/session answers with it)."""
     if resource.is_session_or_element:
         return resource
+    location = response.headers.first("Content-Location")
     if location:
         named = resources.parse(location)
         if named.is_session_or_element:
@@ -266,7 +267,7 @@ class SessionTracker:
         if resource.kind is Kind.HANDLE and request.method == "POST" and 200 <= status < 300:
             ref = _referenced_session(request) or _referenced_session(response)
             return self._forgotten(ref.key) if ref is not None and ref.key else Update.NONE
-        session = _session_of(resource, response.headers.first("Content-Location"))
+        session = _session_of(resource, response)
         key = session.key if session is not None else None
         if session is None or key is None:
             return Update.NONE

@@ -90,6 +90,51 @@ def test_reset_forgets_the_inapplicable_count() -> None:
     assert (engine.stats()[0].inapplicable, engine.stats()[0].last_reason) == (0, None)
 
 
+MIXED = """
+rules:
+  - {name: stale, match: {method: [PUT, GET]}, fault: {status: 412}}
+  - {name: gone, match: {resource: session}, fault: {status: 404}}
+  - {name: busy, match: {method: PUT}, fault: {status: 503, retry_after: 1}}
+  - {name: made, match: {}, fault: {status: 201}, per: session}
+  - {name: forced, match: {}, fault: {status: 412, force: true}}
+"""
+MIXED_REQUESTS = [
+    (method, headers, exists)
+    for method in ("PUT", "GET", "get", "DELETE")
+    for headers in ({}, STAR, ETAG, {"If-None-Match": "*"}, {**ETAG, "If-None-Match": "*"})
+    for exists in (True, False, None)
+]
+
+
+def test_each_rule_is_judged_by_its_own_fault_in_every_situation() -> None:
+    """Rules that share a phase are judged together, once per kind of request: each
+    still counts as its own fault's `why_not` says, request by request."""
+    engine = engine_for(MIXED + "\n".join(
+        f"  - {{name: r{i}, match: {{}}, when: {{nth: 1000}}, fault: {{status: {s}}}}}"
+        for i, s in enumerate((409, 412, 400))) + "\n")
+    rules = engine.scenario.rules
+    expected = {r.name: [0, None] for r in rules}
+    for method, headers, exists in MIXED_REQUESTS * 2:
+        sent = request(method, headers=headers)
+        engine.evaluate(sent, now=1.0, exists=exists)
+        situation = catalog.Situation.of(sent, exists)
+        for rule in rules:
+            if scenario.matches(rule.match, sent):
+                reason = rule.fault.why_not(situation)
+                if reason is not None:
+                    expected[rule.name] = [expected[rule.name][0] + 1, reason]
+    assert {s.name: [s.inapplicable, s.last_reason] for s in engine.stats()} == expected
+    assert any(count for count, _ in expected.values())
+
+
+@pytest.mark.parametrize(("method", "headers", "exists"), MIXED_REQUESTS)
+def test_a_situations_shape_is_the_same_worked_out_without_building_it(
+        method: str, headers: dict[str, str], exists: bool | None) -> None:
+    sent = request(method, headers=headers)
+    assert (catalog.Situation.shape_of(sent, exists)
+            == catalog.Situation.of(sent, exists).shape)
+
+
 @pytest.mark.parametrize("fault", [
     "{drop: true}", "{reset: true}", "{hang: true}", "{delay: 1s}",
     "{throttle: {burst: 1, sustained: 1}}",

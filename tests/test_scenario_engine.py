@@ -411,6 +411,34 @@ def test_every_condition_of_a_match_is_checked_on_every_request() -> None:
     assert engine.stats()[0].matches == 2
 
 
+@pytest.mark.parametrize(("rule", "caller", "existence"), [
+    ("{name: r, match: {}, when: {every: 2}, fault: {delay: 1ms}}", False, False),
+    ("{name: r, match: {}, per: session, when: {nth: 2}, fault: {drop: true}}", False, False),
+    ("{name: r, match: {}, fault: {status: 412, force: true}}", False, False),
+    ("{name: r, match: {}, per: client, when: {nth: 2}, fault: {delay: 1ms}}", True, False),
+    ("{name: r, match: {}, fault: {throttle: {burst: 1, sustained: 1}}}", True, False),
+    ("{name: r, match: {}, when: {every: 2}, fault: {status: 412}}", False, True),
+])
+def test_an_engine_says_whether_it_reads_the_caller_and_the_session_state(
+        rule: str, caller: bool, existence: bool) -> None:
+    """What an engine says it does not read changes none of its decisions: a caller may
+    leave it out."""
+    engine = engine_for(rule)
+    assert (engine.reads_caller, engine.reads_existence) == (caller, existence)
+    blind = engine_for(rule)
+    sent = [request("PUT", path, headers={"If-Match": '"e1"'})
+            for path in (LOBBY, GAME, LOBBY, LOBBY, GAME, LOBBY)]
+    told = [engine.evaluate(r, now=float(i), client=f"c{i % 2}", user=f"u{i % 2}",
+                            exists=i % 3 == 0) for i, r in enumerate(sent)]
+    left_out = [blind.evaluate(r, now=float(i),
+                               client=f"c{i % 2}" if caller else "",
+                               user=f"u{i % 2}" if caller else "",
+                               exists=(i % 3 == 0) if existence else None)
+                for i, r in enumerate(sent)]
+    assert told == left_out
+    assert engine.stats() == blind.stats()
+
+
 # --- the engine against the plain reading of the rules ----------------------------------
 
 

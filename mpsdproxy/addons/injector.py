@@ -64,13 +64,17 @@ DEFAULT_HANG_MAX = 300
 
 def _replayed(flow: http.HTTPFlow) -> bool:
     """Whether the replay (or its stand-in) answered this flow."""
-    return common.provenance(flow).get("source") in ("replayed", "emulated")
+    return _replay_said(common.provenance(flow))
 
 
-def _from_service(flow: http.HTTPFlow) -> bool:
-    """Whether the answer came from the service (forwarded, maybe after a delay) rather
-    than from this proxy, a replay or the stand-in."""
-    provenance = common.provenance(flow)
+def _replay_said(provenance: dict[str, Any]) -> bool:
+    """Whether this provenance is the replay's (or its stand-in's)."""
+    return provenance.get("source") in ("replayed", "emulated")
+
+
+def _service_said(provenance: dict[str, Any]) -> bool:
+    """Whether this provenance is the service's (forwarded, maybe after a delay) rather
+    than this proxy's, a replay's or the stand-in's."""
     return provenance.get("source") == "forwarded" or bool(provenance.get("forwarded"))
 
 
@@ -229,15 +233,18 @@ class FaultInjector:
             return None
         if not self.scenarios.loaded or common.mark(flow) is None:
             return None
-        if len(self.newer) and _from_service(flow):
+        # Who answered, read once: `_show_newer` notes a mapping, never changes the source.
+        provenance = common.provenance(flow)
+        from_service = _service_said(provenance)
+        if len(self.newer) and from_service:
             self._show_newer(flow)
         acts = self.inject and self.scenarios.has(Phase.RESPONSE)
-        if _replayed(flow):
+        if _replay_said(provenance):
             if not acts:
                 return None
             request = flows.request_of(flow)
             before = self._exists(request)
-        elif not _from_service(flow):
+        elif not from_service:
             return None
         elif not acts:
             # No rule can answer from this session now: learning it can wait until the
@@ -265,7 +272,10 @@ class FaultInjector:
     # -- deciding ------------------------------------------------------------------------
 
     def _exists(self, request: model.Request) -> bool | None:
-        """Whether the request's session exists, as far as the proxy has seen."""
+        """Whether the request's session exists, as far as the proxy has seen (None, unasked,
+        when no rule in force reads it)."""
+        if not self.scenarios.reads_existence:
+            return None
         key = request.resource.key
         return self.tracker.exists(key) if key else None
 
@@ -273,11 +283,14 @@ class FaultInjector:
                   exists: bool | None) -> Hit | None:
         """The rule that fires, told whether the session exists (`_exists`, before the
         request was forwarded); the caller is known by its user (`recording.user_of`, which
-        keys throttling as the service's rate limits do), else by the client's address."""
-        auth = request.headers.get("Authorization")
-        user = recording.user_of(auth) if auth else ""
-        peer = flow.client_conn.peername
-        client = user or (str(peer[0]) if peer else "")
+        keys throttling as the service's rate limits do), else by the client's address,
+        and worked out only when a rule in force reads it."""
+        user = client = ""
+        if self.scenarios.reads_caller:
+            auth = request.headers.get("Authorization")
+            user = recording.user_of(auth) if auth else ""
+            peer = flow.client_conn.peername
+            client = user or (str(peer[0]) if peer else "")
         return self.scenarios.evaluate(request, phase, self.clock(), client=client, user=user,
                                        exists=exists)
 

@@ -111,8 +111,26 @@ class Scenarios:
 
     def __init__(self, origin: float) -> None:
         self.origin = origin
-        self.loaded: list[Loaded] = []
+        self._loaded: list[Loaded] = []
+        self._phases: frozenset[Phase] = frozenset()
+        #: Whether a rule in force reads the caller, or whether the session exists
+        #: (`scenario.Engine.reads_caller`, `reads_existence`).
+        self.reads_caller = self.reads_existence = False
         self.watcher: asyncio.Task[None] | None = None
+
+    @property
+    def loaded(self) -> list[Loaded]:
+        """The scenarios in force, in order. Replaced whole, never edited in place (a
+        request sees the old set or the new one), so what they act on is worked out
+        once per set here rather than once per request."""
+        return self._loaded
+
+    @loaded.setter
+    def loaded(self, items: list[Loaded]) -> None:
+        self._loaded = items
+        self._phases = frozenset().union(*(item.engine.phases for item in items))
+        self.reads_caller = any(item.engine.reads_caller for item in items)
+        self.reads_existence = any(item.engine.reads_existence for item in items)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -192,7 +210,7 @@ class Scenarios:
 
     def has(self, phase: Phase) -> bool:
         """Whether any loaded rule acts in this phase (else there is nothing to evaluate)."""
-        return any(phase in item.engine.phases for item in self.loaded)
+        return phase in self._phases
 
     def evaluate(self, request: model.Request, phase: Phase, now: float, *, client: str,
                  user: str, exists: bool | None = None) -> Hit | None:

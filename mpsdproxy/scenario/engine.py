@@ -32,6 +32,7 @@ from mpsdproxy import model
 from mpsdproxy.scenario.match import Facts
 from mpsdproxy.scenario.match import Matcher
 from mpsdproxy.scenario.model import Channel
+from mpsdproxy.scenario.model import Fault
 from mpsdproxy.scenario.model import Origin
 from mpsdproxy.scenario.model import Per
 from mpsdproxy.scenario.model import Phase
@@ -44,7 +45,7 @@ __all__ = ["MAX_SCOPES", "Counters", "Trigger", "Firing", "RuleStats", "Engine"]
 #: Scopes, trigger and throttle users kept per rule; the oldest is forgotten
 #: beyond this, so memory stays flat however long a playtest runs.
 MAX_SCOPES = 10_000
-#: The most situation shapes a rule remembers whether it applies to.
+#: The most situation shapes a plan remembers whether its rules apply to.
 MAX_SHAPES = 1024
 
 
@@ -71,7 +72,7 @@ class Trigger:
     """
 
     __slots__ = ("when", "rng", "start", "match_count", "fire_count", "max_scopes", "_scopes",
-                 "_timed")
+                 "_timed", "_nth")
 
     def __init__(self, when: When, rng: random.Random, start: float,
                  max_scopes: int = MAX_SCOPES) -> None:
@@ -83,6 +84,9 @@ class Trigger:
         self.fire_count = 0
         self.max_scopes = max_scopes
         self._scopes: OrderedDict[str, Counters] = OrderedDict()
+        #: A rule counted to its nth match fires on that one only: every other match is
+        #: decided without looking at the other conditions.
+        self._nth = when.nth
 
     def reset(self, start: float | None = None, rng: random.Random | None = None) -> None:
         self.start = self.start if start is None else start
@@ -104,15 +108,13 @@ class Trigger:
         scopes = self._scopes
         counters = scopes.get(scope)
         if counters is None:
-            counters = scopes[scope] = Counters()
+            counters = scopes[scope] = Counters(first_match=now)
             while len(scopes) > self.max_scopes:
                 scopes.popitem(last=False)
         else:
             scopes.move_to_end(scope)
         counters.matches += 1
         self.match_count += 1
-        if counters.first_match is None:
-            counters.first_match = now
         return counters
 
     def count(self, now: float, scope: str = "") -> Counters:
@@ -148,6 +150,8 @@ class Trigger:
         if self._timed and not self._in_window(now, counters):
             return None
         counters.eligible += 1
+        if self._nth is not None and counters.eligible != self._nth:
+            return None
         return counters if self._allows(counters) else None
 
     def record_fire(self, counters: Counters) -> None:
@@ -201,7 +205,7 @@ class _Runtime:
     """One rule's live state: its switch, trigger, delay draws and throttled callers."""
 
     __slots__ = ("rule", "seed", "enabled", "trigger", "delay_rng", "callers", "checks",
-                 "inapplicable", "last_reason", "reasons")
+                 "inapplicable", "last_reason")
 
     def __init__(self, rule: Rule, seed: int, start: float) -> None:
         self.rule = rule
@@ -213,9 +217,6 @@ class _Runtime:
         self.checks = fault.status is not None and not fault.force and fault.throttle is None
         self.inapplicable = 0
         self.last_reason: str | None = None
-        #: Why the fault cannot apply, by situation shape (`Situation.shape`: all that
-        #: decides it), so each kind of request is judged once, not once per request.
-        self.reasons: dict[tuple[Any, ...], str | None] = {}
         self.trigger = Trigger(rule.when, self._rng("when"), start)
         self.delay_rng = self._rng("delay")
         budget = rule.fault.throttle
@@ -225,20 +226,10 @@ class _Runtime:
         """One stream per rule and purpose: adding jitter to one rule shifts no other draw."""
         return random.Random(f"{self.seed}:{self.rule.index}:{purpose}")
 
-    def applies(self, situation: catalog.Situation) -> bool:
-        """Whether the fault can apply in this situation; counts it apart when not."""
-        shape = situation.shape
-        if shape in self.reasons:
-            reason = self.reasons[shape]
-        else:
-            if len(self.reasons) >= MAX_SHAPES:
-                self.reasons.clear()  # methods are the title's to choose: stay bounded
-            reason = self.reasons[shape] = self.rule.fault.why_not(situation)
-        if reason is None:
-            return True
+    def refused(self, reason: str) -> None:
+        """Count a matching request the fault cannot apply to, and why."""
         self.inapplicable += 1
         self.last_reason = reason
-        return False
 
     def reset(self, start: float | None) -> None:
         self.inapplicable, self.last_reason = 0, None
@@ -248,13 +239,63 @@ class _Runtime:
             self.callers.clear()
 
 
+#: Where a rule's scope is in the scopes `Engine.evaluate` works out per request.
+_SCOPE_AT = {Per.GLOBAL: 0, Per.CLIENT: 1, Per.SESSION: 2}
+
+#: A situation's shape (`catalog.Situation.shape`): all that decides whether a fault applies.
+Shape = tuple[Any, ...]
+
+
 class _Step(NamedTuple):
-    """One rule of a phase's plan: which of the engine's distinct matchers it uses, and
-    what it counts per."""
+    """One rule of a plan: which of the engine's distinct matchers it uses, where its scope
+    is (`_SCOPE_AT`), and its place among the plan's rules that check applicability."""
 
     runtime: _Runtime
+    trigger: Trigger
     slot: int
-    per: Per
+    scope_at: int
+    check_at: int | None
+
+
+class _Plan:
+    """The rules of one channel and phase, in file order, and why the faults of those that
+    check applicability cannot apply, by situation shape.
+
+    `why_not` reads nothing but the shape, so each kind of request is judged once for
+    all the plan's rules (at most `MAX_SHAPES` kinds kept: methods are the title's to
+    choose), and a request pays for one shape however many rules match it.
+    """
+
+    __slots__ = ("steps", "per_session", "_checking", "_reasons")
+
+    def __init__(self, runtimes: list[_Runtime], slots: list[int]) -> None:
+        steps: list[_Step] = []
+        checking: list[Fault] = []
+        for runtime, slot in zip(runtimes, slots, strict=True):
+            check_at = None
+            if runtime.checks:
+                check_at = len(checking)
+                checking.append(runtime.rule.fault)
+            steps.append(_Step(runtime, runtime.trigger, slot, _SCOPE_AT[runtime.rule.per],
+                               check_at))
+        self.steps = tuple(steps)
+        #: Whether a rule is counted per session (only then is the session key needed).
+        self.per_session = any(runtime.rule.per is Per.SESSION for runtime in runtimes)
+        self._checking = tuple(checking)
+        self._reasons: dict[Shape, tuple[str | None, ...]] = {}
+
+    def reasons(self, request: model.Request, exists: bool | None) -> tuple[str | None, ...]:
+        """Why each checking rule's fault cannot apply to this request (None: it can), in
+        the order of `_Step.check_at`."""
+        shape = catalog.Situation.shape_of(request, exists)
+        reasons = self._reasons.get(shape)
+        if reasons is None:
+            if len(self._reasons) >= MAX_SHAPES:
+                self._reasons.clear()
+            situation = catalog.Situation.of(request, exists)
+            reasons = self._reasons[shape] = tuple(
+                fault.why_not(situation) for fault in self._checking)
+        return reasons
 
 
 class Engine:
@@ -275,22 +316,29 @@ class Engine:
         #: Each distinct match compiled once: a request is checked once per distinct match.
         self._matchers: list[Matcher] = []
         slots: dict[Matcher, int] = {}
-        plans: dict[tuple[Channel, Phase], list[_Step]] = {}
+        grouped: dict[tuple[Channel, Phase], tuple[list[_Runtime], list[int]]] = {}
         for runtime in self._runtimes:
             matcher = Matcher.of(runtime.rule.match)
             slot = slots.setdefault(matcher, len(self._matchers))
             if slot == len(self._matchers):
                 self._matchers.append(matcher)
-            plan = plans.setdefault((runtime.rule.channel, runtime.rule.phase), [])
-            plan.append(_Step(runtime, slot, runtime.rule.per))
-        self._plans = {key: tuple(plan) for key, plan in plans.items()}
+            runtimes, plan_slots = grouped.setdefault(
+                (runtime.rule.channel, runtime.rule.phase), ([], []))
+            runtimes.append(runtime)
+            plan_slots.append(slot)
+        self._plans = {key: _Plan(*group) for key, group in grouped.items()}
+        #: Whether any rule matches on the host (else a request's host is never worked out).
+        self._reads_host = any(matcher.reads_host for matcher in self._matchers)
+        #: Whether `evaluate` reads its `client` and `user` (a rule counted per client, or
+        #: throttling callers) and its `exists` (a fault the catalog must judge): a caller
+        #: may leave out what no rule reads.
+        self.reads_caller = any(runtime.rule.per is Per.CLIENT or runtime.callers is not None
+                                for runtime in self._runtimes)
+        self.reads_existence = any(runtime.checks for runtime in self._runtimes)
         #: The phases some HTTP rule acts in (the injector asks only in these).
-        self.phases = frozenset(phase for channel, phase in plans if channel is Channel.HTTP)
+        self.phases = frozenset(phase for channel, phase in grouped if channel is Channel.HTTP)
         #: What the rules act on: HTTP requests, shoulder taps, the RTA websocket.
-        self.channels = frozenset(channel for channel, _ in plans)
-        #: The plans with a rule counted per session (only they need the session key).
-        self._per_session = frozenset(
-            key for key, plan in plans.items() if any(step.per is Per.SESSION for step in plan))
+        self.channels = frozenset(channel for channel, _ in grouped)
 
     def evaluate(self, request: model.Request, phase: Phase = Phase.REQUEST, *,
                  client: str = "", user: str = "", now: float | None = None,
@@ -309,35 +357,35 @@ class Engine:
         phase response it is still what was known before the request was forwarded.
         """
         plan = self._plans.get((channel, phase)) if self.enabled else None
-        if not plan:
+        if plan is None:
             return None
         now = time.monotonic() if now is None else now
-        facts = Facts.of(request)
-        session = request.resource.key if (channel, phase) in self._per_session else None
-        scopes = {Per.GLOBAL: "", Per.CLIENT: client, Per.SESSION: session}
+        facts = Facts.of(request, host=self._reads_host)
+        scopes = ("", client, request.resource.key if plan.per_session else None)
         verdicts: list[bool | None] = [None] * len(self._matchers)
-        situation: catalog.Situation | None = None
+        reasons: tuple[str | None, ...] | None = None
         with self._lock:
             winner: Firing | None = None
-            for runtime, slot, per in plan:
-                if not runtime.enabled:
-                    continue
-                scope = scopes[per]
-                if scope is None:
+            for runtime, trigger, slot, scope_at, check_at in plan.steps:
+                scope = scopes[scope_at]
+                if scope is None or not runtime.enabled:
                     continue
                 matched = verdicts[slot]
                 if matched is None:
                     matched = verdicts[slot] = self._matchers[slot].test(facts)
                 if not matched:
                     continue
-                if runtime.checks:
-                    situation = situation or catalog.Situation.of(request, exists)
-                    if not runtime.applies(situation):
+                if check_at is not None:
+                    if reasons is None:
+                        reasons = plan.reasons(request, exists)
+                    reason = reasons[check_at]
+                    if reason is not None:
+                        runtime.refused(reason)
                         continue
                 if winner is not None:
-                    runtime.trigger.count(now, scope)
+                    trigger.count(now, scope)
                     continue
-                counters = runtime.trigger.step(now, scope)
+                counters = trigger.step(now, scope)
                 if counters is not None:
                     winner = self._fire(runtime, now, scope, counters, user or client)
             return winner
