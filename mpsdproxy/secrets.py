@@ -24,7 +24,7 @@ from typing import NamedTuple
 from mpsdproxy import model
 
 __all__ = ["Finding", "Shape", "SHAPES", "SECRET_WORDS", "REDACTED", "find", "suspicious",
-           "secret_key", "is_redacted"]
+           "may_hold", "secret_key", "is_redacted"]
 
 #: A name holding one of these words (any case) names a credential.
 SECRET_WORDS: tuple[str, ...] = ("token", "ticket", "proof", "secret", "password", "passwd")
@@ -133,7 +133,7 @@ _RUN = b"a" * RUN
 _NAME_WORDS = (b"ticket", b"proof", b"secret", b"passw", b"sig")
 #: Below this length one regex finds any of the words faster; above, substring searches.
 _SHORT = 256
-_WORDS_LONG = (*_NAME_WORDS, b"token")
+_WORDS_LONG = (*_NAME_WORDS, b"token")  # `_worded` spells them out: keep them in step
 _WORDS = re.compile(b"|".join(_WORDS_LONG))
 _NOT_SECRET_TOKENS = tuple(n.encode() for n in sorted(NOT_SECRET_NAMES) if "token" in n)
 
@@ -144,19 +144,41 @@ def _token_word(low: bytes) -> bool:
     return count > 0 and count > sum(low.count(name) for name in _NOT_SECRET_TOKENS)
 
 
+def _shaped(raw: bytes) -> bool:
+    """A short XSTS signature, or a run of token characters as long as the shortest token."""
+    return b"AAAAAQ" in raw or (len(raw) >= RUN and _RUN in raw.translate(_RUN_MAP))
+
+
+def _worded(low: bytes) -> bool:
+    """Whether lower-case `low` holds a word a secret's name holds ("token" included)."""
+    if len(low) < _SHORT:  # one regex pass beats six substring searches on a header value
+        return _WORDS.search(low) is not None
+    # Spelt out: a generator over _WORDS_LONG costs a frame switch for each word.
+    return (b"token" in low or b"ticket" in low or b"sig" in low or b"secret" in low
+            or b"proof" in low or b"passw" in low)
+
+
 def suspicious(text: str | bytes) -> bool:
     """Whether `text` may hold a credential: a long run of token characters, or a word
     a secret's name holds. False means `find(text)` is empty; a few C-speed passes."""
     raw = text if isinstance(text, bytes) else model.to_bytes(text)
-    if b"AAAAAQ" in raw or (len(raw) >= RUN and _RUN in raw.translate(_RUN_MAP)):
-        return True  # a short XSTS signature, or a run as long as the shortest token
+    if _shaped(raw):
+        return True
     low = raw.lower()
-    if len(low) < _SHORT:  # one regex pass beats six substring searches on a header value
-        if _WORDS.search(low) is None:
-            return False
-    elif not any(word in low for word in _WORDS_LONG):
+    if not _worded(low):
         return False
     return any(word in low for word in _NAME_WORDS) or _token_word(low)
+
+
+def may_hold(text: str | bytes) -> bool:
+    """Whether any piece of `text` may be `suspicious`: False clears every piece at once,
+    so several short texts joined by a line break cost one call instead of one each.
+
+    `suspicious` itself cannot answer for pieces: a name that is not secret in one piece
+    ("deviceTokenType" counts two) would hide a token word in another. This test is the
+    same less that subtraction, so a piece's credential is never missed."""
+    raw = text if isinstance(text, bytes) else model.to_bytes(text)
+    return _shaped(raw) or _worded(raw.lower())
 
 
 def _matches(shape: Shape, text: str) -> list[Finding]:

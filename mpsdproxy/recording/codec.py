@@ -146,10 +146,8 @@ def header(pairs: Iterable[Any], name: str) -> str | None:
     return None
 
 
-def timestamp(epoch: float | None) -> str | None:
-    """Epoch seconds -> ISO 8601 UTC with microseconds, as records store times."""
-    if epoch is None:
-        return None
+def _seconds(epoch: float) -> tuple[int, int]:
+    """Epoch seconds -> whole seconds and microseconds (0-999999), rounded."""
     frac, whole = math.modf(epoch)
     micros = round(frac * 1e6)
     sec = int(whole)
@@ -157,7 +155,34 @@ def timestamp(epoch: float | None) -> str | None:
         sec, micros = sec + 1, micros - 1_000_000
     elif micros < 0:
         sec, micros = sec - 1, micros + 1_000_000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{micros:06d}Z"
+    return sec, micros
+
+
+#: The date and minute of a timestamp; the seconds follow (`sec % 60`: UTC has no leap
+#: seconds in epoch time).
+_MINUTE = "%Y-%m-%dT%H:%M:"
+
+
+def timestamp(epoch: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC with microseconds, as records store times."""
+    if epoch is None:
+        return None
+    sec, micros = _seconds(epoch)
+    return f"{time.strftime(_MINUTE, time.gmtime(sec))}{sec % 60:02d}.{micros:06d}Z"
+
+
+def _times(start: float | None, end: float | None) -> tuple[str | None, str | None]:
+    """`timestamp` of an exchange's start and end: the end's date and minute, nearly
+    always the start's, are worked out again only when they differ."""
+    if start is None or end is None:
+        return timestamp(start), timestamp(end)
+    sec, micros = _seconds(start)
+    minute = time.strftime(_MINUTE, time.gmtime(sec))
+    end_sec, end_micros = _seconds(end)
+    if end_sec // 60 != sec // 60:
+        return f"{minute}{sec % 60:02d}.{micros:06d}Z", timestamp(end)
+    return (f"{minute}{sec % 60:02d}.{micros:06d}Z",
+            f"{minute}{end_sec % 60:02d}.{end_micros:06d}Z")
 
 
 def parse_timestamp(value: str) -> float:
@@ -182,12 +207,21 @@ def _classification_dict(classification: Any) -> dict[str, Any] | None:
     return classification.to_dict()
 
 
-def _encoded_field(message: model.Request | model.Response) -> dict[str, Any]:
-    """`{"encoded": {"base64": ...}}`: the wire bytes, when a Content-Encoding made them
-    differ from the body (so an export gives back exactly what was sent)."""
-    if message.encoded is None:
-        return {}
-    return {"encoded": {"base64": base64.b64encode(message.encoded).decode("ascii")}}
+def _part(message: model.Request | model.Response, part: dict[str, Any],
+          with_body: bool = True) -> dict[str, Any]:
+    """`part` (a request's method and URL, a response's status and reason) followed by
+    the message's headers, its body (None when left out) and, when a Content-Encoding
+    made them differ from the body, its wire bytes as `"encoded"` (so an export gives
+    back exactly what was sent); a body kept only in part adds `"truncated"`."""
+    part["headers"] = message.headers.pairs()
+    body = message.body
+    part["body"] = encode_body(body, _json_of(message)) if body and with_body else None
+    if with_body and message.encoded is not None:
+        part["encoded"] = {"base64": base64.b64encode(message.encoded).decode("ascii")}
+    truncated = getattr(message, "truncated", None)
+    if truncated is not None:
+        part["truncated"] = truncated._asdict()
+    return part
 
 
 def _wire_bytes(part: Mapping[str, Any]) -> bytes | None:
@@ -227,13 +261,6 @@ def capped(exchange: model.Exchange, body_cap: int | None) -> model.Exchange:
     return dataclasses.replace(exchange, response=cut)
 
 
-def _truncated_field(message: model.Response) -> dict[str, Any]:
-    """`{"truncated": {"size": N, "kept": K, "wire": bool}}` for a body kept only in part."""
-    if message.truncated is None:
-        return {}
-    return {"truncated": message.truncated._asdict()}
-
-
 def _truncated_of(part: Mapping[str, Any]) -> model.Truncated | None:
     value = part.get("truncated")
     if not isinstance(value, Mapping):
@@ -249,40 +276,29 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
 
     `classification` is a `classify.Classification` or its dict. With
     `response_body=False` the response's body is left out (None): for readers
-    that never look at it. Every credential goes first (`redactor.exchange`), so
-    every writer of records (recorder, import, resend) writes none. A response body
-    over `body_cap` bytes, or one the proxy streamed, is kept in part (`capped`) and
-    marked `"truncated"`.
+    that never look at it. Every credential goes first (`redactor.parts`, as
+    `redactor.exchange` would, without a new Exchange), so every writer of records
+    (recorder, import, resend) writes none. A response body over `body_cap` bytes, or
+    one the proxy streamed, is kept in part (`capped`) and marked `"truncated"`.
     """
-    exchange = redactor.exchange(capped(exchange, body_cap))
-    request, response = exchange.request, exchange.response
+    exchange = capped(exchange, body_cap)
+    request, response, error = redactor.parts(exchange)
+    start, end = _times(exchange.start, exchange.end)
     record: dict[str, Any] = {
-        "start": timestamp(exchange.start),
-        "end": timestamp(exchange.end),
+        "start": start,
+        "end": end,
         "duration_ms": exchange.duration_ms,
         "client": exchange.client,
-        "request": {
-            "method": request.method,
-            "url": request.url,
-            "headers": request.headers.pairs(),
-            "body": encode_body(request.body, _json_of(request)),
-            **_encoded_field(request),
-        },
+        "request": _part(request, {"method": request.method, "url": request.url}),
         "response": None,
-        "error": exchange.error,
+        "error": error,
         "resource": request.resource.to_dict(),
         "classification": _classification_dict(classification),
         "provenance": dict(exchange.provenance),
     }
     if response is not None:
-        record["response"] = {
-            "status": response.status,
-            "reason": response.reason,
-            "headers": response.headers.pairs(),
-            "body": encode_body(response.body, _json_of(response)) if response_body else None,
-            **(_encoded_field(response) if response_body else {}),
-            **_truncated_field(response),
-        }
+        record["response"] = _part(
+            response, {"status": response.status, "reason": response.reason}, response_body)
     return record
 
 
@@ -371,7 +387,8 @@ def encode_line(record: Mapping[str, Any]) -> bytes:
     bits) goes to the json module; one too deep for that keeps its bodies as text.
     """
     try:
-        return jsonbody.dumps_line(dict(record), newline=True)
+        return jsonbody.dumps_line(record if type(record) is dict else dict(record),
+                                   newline=True)
     except (ValueError, TypeError, RecursionError, OverflowError):
         pass
     flat = {**record, "request": _demoted(record.get("request")),

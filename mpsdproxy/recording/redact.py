@@ -12,6 +12,11 @@ a JSON body every string under a field whose name says token, ticket, proof,
 secret or password is redacted too (`secrets.secret_key`), so `ProofKey` and
 `UserTokens` go whole while `DisplayClaims` stay readable. A changed body
 loses its wire bytes (`encoded`): they would still hold the secret.
+
+Most exchanges hold no credential outside their secret-named headers and bodies, so
+their other texts are looked at one by one only when one pass over them all
+(`secrets.may_hold` over the URL, the reason, the error and the other header values,
+joined) finds something that could be a credential: the same answer for less work.
 """
 
 from __future__ import annotations
@@ -132,34 +137,111 @@ class Redactor:
         """The same Headers with secret values redacted (the same object when none is)."""
         if not self.enabled:
             return headers
+        return self._redacted(headers, "", self._secret_names(headers.fields), True)[0]
+
+    def _secret_names(self, fields: Sequence[tuple[str, str]]) -> list[bool]:
+        """`secret` of each field's name, with one regex pass over all the names (a
+        pass for each name only when one of them holds a secret word)."""
+        lows = [name.lower() for name, _ in fields]
+        names = self.names
+        if _SECRET_NAME.search("\n".join(lows)) is None:
+            return [low in names for low in lows]
+        return [low in names or _SECRET_NAME.search(low) is not None for low in lows]
+
+    def _redacted(self, headers: model.Headers, line: str, secret: list[bool],
+                  shaped: bool) -> tuple[model.Headers, str]:
+        """A message's headers and its URL or reason (`line`), redacted as `value` and
+        `text` would one by one: a value under a secret name (`secret`) always; the
+        others and the line only when they may be credential-shaped (`shaped`, then
+        one pass over them all, `secrets.may_hold`), which most messages' never are."""
         fields = headers.fields
+        if shaped:
+            plain = [value for (_, value), hidden in zip(fields, secret, strict=True)
+                     if not hidden]
+            shaped = secrets.may_hold("\n".join([line, *plain]))
+            if shaped:
+                line = self.text(line)
+        if not shaped and True not in secret:
+            return headers, line  # nothing to redact: most responses
         changed: list[tuple[str, str]] | None = None
-        for i, (name, value) in enumerate(fields):
-            new = redact_value(value) if self.secret(name) else self.text(value)
+        for i, ((name, value), hidden) in enumerate(zip(fields, secret, strict=True)):
+            if hidden:
+                new = redact_value(value)
+            elif shaped:
+                new = self.text(value)
+            else:
+                continue
             if new != value:
                 if changed is None:
                     changed = list(fields)
                 changed[i] = (name, new)
-        return headers if changed is None else model.Headers.derived(changed)
+        return (headers if changed is None else model.Headers.derived(changed)), line
 
     def exchange(self, exchange: model.Exchange) -> model.Exchange:
         """A copy of `exchange` with every credential redacted (the same object when it
         holds none, or when this redactor is disabled)."""
-        if not self.enabled:
-            return exchange
-        request = self._request(exchange.request)
-        response = exchange.response
-        if response is not None:
-            response = self._response(response)
-        error = self.text(exchange.error) if exchange.error else exchange.error
+        request, response, error = self.parts(exchange)
         if (request is exchange.request and response is exchange.response
                 and error == exchange.error):
             return exchange
         return dataclasses.replace(exchange, request=request, response=response, error=error)
 
-    def _request(self, request: model.Request) -> model.Request:
-        headers = self.apply(request.headers)
-        url = self.text(request.url)
+    def parts(self, exchange: model.Exchange
+              ) -> tuple[model.Request, model.Response | None, str | None]:
+        """The request, response and error of `exchange` with every credential redacted
+        (the same objects where none is), for whoever needs no new Exchange (a record).
+
+        Secret-named header values are always hashed and each body has a pass of its
+        own (`_body`); a credential anywhere else is rare, so one pass over all the
+        other texts (`_shaped`) tells whether to look at them one by one."""
+        request, response, error = exchange.request, exchange.response, exchange.error
+        if not self.enabled:
+            return request, response, error
+        asked = len(request.headers.fields)
+        told = response.headers.fields if response is not None else ()
+        fields = (*request.headers.fields, *told)
+        secret = self._secret_names(fields)  # one pass over both messages' names
+        shaped = self._shaped(exchange, fields, secret)
+        request = self._request(request, secret[:asked], shaped)
+        if response is not None:
+            response = self._response(response, secret[asked:], shaped)
+        return request, response, self.error(error) if shaped else error
+
+    @staticmethod
+    def _shaped(exchange: model.Exchange, fields: Sequence[tuple[str, str]],
+                secret: list[bool]) -> bool:
+        """Whether the URL, the reason, the error or a header value not under a secret
+        name (`fields` of the request and the response, in order) may hold a credential
+        shape: one pass over them all. (A body has a pass of its own, `_body`: a session
+        document's `deviceToken` must not send its exchange down the slow path.)"""
+        request, response = exchange.request, exchange.response
+        plain = [value for (_, value), hidden in zip(fields, secret, strict=True)
+                 if not hidden]
+        texts = [request.url, exchange.error or "", response.reason if response else "",
+                 *plain]
+        return secrets.may_hold("\n".join(texts))
+
+    def error(self, error: str | None) -> str | None:
+        """An exchange's error message with credential shapes redacted."""
+        return self.text(error) if error else error
+
+    def request(self, request: model.Request) -> model.Request:
+        """The request with every credential redacted (the same object when it holds
+        none, or when this redactor is disabled)."""
+        if not self.enabled:
+            return request
+        return self._request(request, self._secret_names(request.headers.fields), True)
+
+    def response(self, response: model.Response) -> model.Response:
+        """The response with every credential redacted (the same object when it holds
+        none, or when this redactor is disabled)."""
+        if not self.enabled:
+            return response
+        return self._response(response, self._secret_names(response.headers.fields), True)
+
+    def _request(self, request: model.Request, secret: list[bool],
+                 shaped: bool) -> model.Request:
+        headers, url = self._redacted(request.headers, request.url, secret, shaped)
         body, value = self._body(request)
         if headers is request.headers and url == request.url and body is None:
             return request
@@ -170,9 +252,9 @@ class Redactor:
         return request.replace(url=url, headers=_length(headers, body), body=body,
                                encoded=None).knowing(json=value)
 
-    def _response(self, response: model.Response) -> model.Response:
-        headers = self.apply(response.headers)
-        reason = self.text(response.reason)
+    def _response(self, response: model.Response, secret: list[bool],
+                  shaped: bool) -> model.Response:
+        headers, reason = self._redacted(response.headers, response.reason, secret, shaped)
         body, value = self._body(response)
         if headers is response.headers and reason == response.reason and body is None:
             return response
