@@ -62,10 +62,11 @@ TICK_S = 1.0
 
 
 def judged(exchange: model.Exchange, seq: int) -> model.Exchange:
-    """The exchange numbered `seq`, as the recorder wrote it. Nothing secret reaches a
-    verdict: the engine names a client by its redacted Authorization only
-    (`verdicts.state.client_key`)."""
-    return dataclasses.replace(exchange, seq=seq)
+    """The exchange numbered `seq`, as the recorder wrote it (with a recorder, the
+    exchange already carries that seq from the flow's mark, and is judged as it is).
+    Nothing secret reaches a verdict: the engine names a client by its redacted
+    Authorization only (`verdicts.state.client_key`)."""
+    return exchange if exchange.seq == seq else dataclasses.replace(exchange, seq=seq)
 
 
 def summary_line(counts: dict[tuple[str, Status], int]) -> str:

@@ -13,7 +13,7 @@ The package, by job:
 - `limits`: the limits file (budgets and thresholds) and its loader;
 - `state`: the facts of one exchange and the bounded per-key state;
 - `base`: the rules judged, a verdict, what every rule does;
-- `fault_rules`, `pattern_rules`: the rules;
+- `fault_rules`, `streak_rules`, `pattern_rules`, `recovery_rules`: the rules;
 - `rta_state`, `rta_rules`: the RTA websocket as the title uses it, and its rules
   (a newer shoulder tap read, reconnect and resubscribe after a drop, re-read after
   a resync), fed websocket messages by `Engine.feed_message`;

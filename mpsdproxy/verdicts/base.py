@@ -209,12 +209,28 @@ Decided = Sequence[Verdict]
 NOTHING: tuple[Verdict, ...] = ()
 
 
+class Concern(enum.Enum):
+    """Which MPSD exchanges a rule's `feed` can be concerned with: a property of the rule,
+    read once by the engine, which hands each exchange only to the rules it concerns."""
+
+    EVERY = "every"  # every MPSD exchange
+    ANALYSED = "analysed"  # only calls the Trace Analyzer analyses (`Facts.analysed`)
+    NONE = "none"  # none: websocket messages and handshakes only
+
+
 class BaseRule:
     """Base of the rules: per-occurrence verdicts plus a summary when nothing was decided."""
 
     id = ""
     #: Said when the recording held nothing this rule judges.
     nothing = ""
+    #: Which MPSD exchanges `feed` is given (a rule that follows the Trace Analyzer judges
+    #: only the calls it analyses, and is never handed the others).
+    concern = Concern.EVERY
+    #: For a rule that judges what follows an answer of some statuses (a 429, a 409):
+    #: those statuses. Until one comes, and again once nothing from one waits (`quiet`),
+    #: the engine hands it no other exchange. None: every exchange `concern` allows.
+    starts_on: frozenset[int] | None = None
 
     def __init__(self, settings: RuleSettings, limits: Limits, max_keys: int) -> None:
         self.settings = settings
@@ -225,6 +241,10 @@ class BaseRule:
     def feed(self, ex: Facts) -> Decided:
         """What this exchange decides."""
         raise NotImplementedError
+
+    def quiet(self) -> bool:
+        """Whether nothing from an answer of `starts_on` waits for a later exchange."""
+        return True
 
     def expire(self, now: float) -> Decided:
         """What waited for a time `now` has passed."""

@@ -12,6 +12,13 @@ whole-machine capture never counts against the session directory's budgets,
 bursts, polling or repeated calls. Such an exchange still moves the clock (time
 passed for the verdicts waiting on it) and is counted in `other`.
 
+An MPSD exchange goes only to the rules it can concern, decided from properties
+of each rule read once (`_Plans`): a rule that follows the Trace Analyzer
+(`concern`) never gets a call it does not analyse; a rule that judges what follows
+an answer of some statuses (`starts_on`: a 429, a 409) gets other exchanges only
+while something from such an answer waits (it is `awake`, not `quiet`). Most
+answers (a 200 to a GET) concern a handful of the rules.
+
 The engine also keeps, per rule, which requests it looked at (`looked_at`): a
 count and the record seq numbers as ranges (bounded), so a report can say
 "looked at 9 requests: records 36..45". A rule looked at an exchange when its
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -40,13 +48,12 @@ from mpsdproxy import classify
 from mpsdproxy import model
 from mpsdproxy.recording.messages import WebsocketMessage
 from mpsdproxy.verdicts.base import BaseRule
+from mpsdproxy.verdicts.base import Concern
 from mpsdproxy.verdicts.base import Decided
 from mpsdproxy.verdicts.base import Status
 from mpsdproxy.verdicts.base import Verdict
 from mpsdproxy.verdicts.fault_rules import BackoffRule
 from mpsdproxy.verdicts.fault_rules import ConflictRule
-from mpsdproxy.verdicts.fault_rules import Consecutive429Rule
-from mpsdproxy.verdicts.fault_rules import MissingSessionRule
 from mpsdproxy.verdicts.fault_rules import PreconditionRule
 from mpsdproxy.verdicts.fault_rules import RetryAfterRule
 from mpsdproxy.verdicts.limits import Limits
@@ -68,6 +75,8 @@ from mpsdproxy.verdicts.rta_state import Listening
 from mpsdproxy.verdicts.rta_state import is_handshake
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import facts_of
+from mpsdproxy.verdicts.streak_rules import Consecutive429Rule
+from mpsdproxy.verdicts.streak_rules import MissingSessionRule
 
 __all__ = ["DEFAULT_MAX_KEYS", "EXPIRY_STEP_S", "MAX_RANGES", "RULE_CLASSES", "LookedAt",
            "Engine"]
@@ -137,6 +146,38 @@ RULE_CLASSES: tuple[type[BaseRule], ...] = (
 )
 
 
+class _Plans:
+    """Which rules an MPSD exchange goes to, in the rules' order, worked out once from
+    each rule's `concern` and `starts_on`: a call the Trace Analyzer does not analyse
+    goes to no rule that follows the analyzer, and an answer goes to a rule with
+    `starts_on` only when its status is one of those or the rule is awake (something
+    from such an answer waits). Most exchanges concern few rules: the others are not
+    asked."""
+
+    def __init__(self, rules: list[BaseRule]) -> None:
+        #: analysed -> the rules its `concern` allows
+        self.allowed: dict[bool, tuple[BaseRule, ...]] = {
+            analysed: tuple(rule for rule in rules if rule.concern is Concern.EVERY
+                            or (analysed and rule.concern is Concern.ANALYSED))
+            for analysed in (False, True)}
+        statuses = {s for rule in rules if rule.starts_on is not None for s in rule.starts_on}
+        #: (analysed, status) -> the rules it goes to when no rule is awake; a status no
+        #: rule starts on: `(analysed, None)`
+        self.asleep: dict[tuple[bool, int | None], tuple[BaseRule, ...]] = {
+            (analysed, status): tuple(rule for rule in allowed if rule.starts_on is None
+                                      or status in rule.starts_on)
+            for analysed, allowed in self.allowed.items() for status in (*statuses, None)}
+
+    def rules_for(self, facts: Facts, awake: set[BaseRule]) -> Sequence[BaseRule]:
+        """The rules `facts` goes to, in order (a new list only while a rule is awake)."""
+        if awake:
+            status = facts.status
+            return [rule for rule in self.allowed[facts.analysed]
+                    if rule.starts_on is None or status in rule.starts_on or rule in awake]
+        plan = self.asleep.get((facts.analysed, facts.status))
+        return self.asleep[(facts.analysed, None)] if plan is None else plan
+
+
 class Engine:
     """Judges exchanges one at a time with bounded state.
 
@@ -159,6 +200,10 @@ class Engine:
         self.rules: list[BaseRule] = [cls(self.settings, self.limits, max_keys)
                                       for cls in RULE_CLASSES]
         self.looked: dict[str, LookedAt] = {rule.id: LookedAt() for rule in self.rules}
+        self.plans = _Plans(self.rules)
+        #: The rules with `starts_on` that hold something from such an answer now (not
+        #: `quiet`): each exchange goes to them too, whatever its status.
+        self.awake: set[BaseRule] = set()
         #: the titles' RTA websockets, subscriptions and session views, shared by the rules
         self.listening = Listening(max_keys)
         self.rta_rules: list[RtaRule] = [r for r in self.rules if isinstance(r, RtaRule)]
@@ -202,14 +247,24 @@ class Engine:
         self.fed += 1
         out = self._catch_up(facts.start)
         self.listening.saw(facts)
-        for rule in self.rules:
+        for rule in self.plans.rules_for(facts, self.awake):
             before = rule.seen
             decided = rule.feed(facts)
             if rule.seen > before:
                 self.looked[rule.id].add(facts.seq)
+            if rule.starts_on is not None:
+                self._wake(rule)
             if decided:
                 out.extend(self._counted(decided))
         return out
+
+    def _wake(self, rule: BaseRule) -> None:
+        """Keep `awake` up to date for a rule with `starts_on`, after it was fed or its
+        waits expired."""
+        if rule.quiet():
+            self.awake.discard(rule)
+        else:
+            self.awake.add(rule)
 
     def _handshake(self, exchange: model.Exchange) -> list[Verdict]:
         """A `GET /connect`: not MPSD traffic, but whose websocket it is (and a reconnect)."""
@@ -251,6 +306,8 @@ class Engine:
         decided = feed(what)
         if rule.seen > before:
             self.looked[rule.id].add(seq)
+        if rule.starts_on is not None:
+            self._wake(rule)
         return self._counted(decided) if decided else decided
 
     @property
@@ -286,6 +343,8 @@ class Engine:
         out: list[Verdict] = []
         for rule in self.rules:
             decided = rule.expire(cutoff)
+            if rule in self.awake:
+                self._wake(rule)
             if decided:
                 out.extend(self._counted(decided))
         self.listening.expire(cutoff)

@@ -1,6 +1,6 @@
-"""The fault-handling rules: did the title handle 503, 429, 412, 409 and a missing
-session as the service asks and the client library does? Each occurrence passes or
-fails (Consecutive 429s, the Trace Analyzer's throttling rule, warns). Statuses come
+"""The fault-handling rules: did the title handle 503, 429, 412 and 409 as the service
+asks and the client library does? Each occurrence passes or fails (the runs of one
+answer, a missing session polled and 429s in a row, are `streak_rules`). Statuses come
 from the catalog; the library's behaviour from `library` (sources cited there and here:
 `httpcall.cpp` is libHttpClient's Source/HTTP/, the others xbox-live-api's
 Source/Services/Multiplayer/).
@@ -8,9 +8,7 @@ Source/Services/Multiplayer/).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 
 from mpsdproxy import catalog
@@ -24,7 +22,6 @@ from mpsdproxy.verdicts.base import BaseRule
 from mpsdproxy.verdicts.base import Decided
 from mpsdproxy.verdicts.base import Status
 from mpsdproxy.verdicts.base import Verdict
-from mpsdproxy.verdicts.base import gaps
 from mpsdproxy.verdicts.base import ms
 from mpsdproxy.verdicts.library import LIBRARY_RETRIES
 from mpsdproxy.verdicts.library import MIN_CALL_S
@@ -36,7 +33,6 @@ from mpsdproxy.verdicts.library import judge_write_after_412
 from mpsdproxy.verdicts.library import least_wait
 from mpsdproxy.verdicts.library import leaves
 from mpsdproxy.verdicts.state import Facts
-from mpsdproxy.verdicts.state import HostKey
 from mpsdproxy.verdicts.state import Keyed
 from mpsdproxy.verdicts.state import PlaceKey
 from mpsdproxy.verdicts.state import RequestKey
@@ -47,13 +43,10 @@ __all__ = [
     "BackoffRule",
     "PreconditionRule",
     "ConflictRule",
-    "MissingSessionRule",
-    "Consecutive429Rule",
 ]
 
 #: The statuses whose rows carry Retry-After: 429 and 503 (read from the table).
 RETRY_STATUSES: frozenset[int] = catalog.RETRY_AFTER_STATUSES
-THROTTLED: int = catalog.get("429.too-many-requests").status
 CONFLICT: int = catalog.get("409.conflict").status
 PRECONDITION_FAILED: int = catalog.get("412.if-match-session").status
 WRITE_METHODS: frozenset[str] = frozenset({"PUT", "POST", "DELETE", "PATCH"})
@@ -89,11 +82,15 @@ class RetryAfterRule(BaseRule):
 
     id = "retry-after"
     nothing = "no 503 or 429 carried a Retry-After"
+    starts_on = RETRY_STATUSES
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.waits: Keyed[ApiKey | PlaceKey, _Wait] = Keyed(self.max_keys)
         self.by_resource = self.settings.retry_after_scope == "resource"
+
+    def quiet(self) -> bool:
+        return not self.waits
 
     def feed(self, ex: Facts) -> Decided:
         retry_after = ex.retry_after if ex.status in RETRY_STATUSES else None
@@ -186,6 +183,7 @@ class BackoffRule(BaseRule):
 
     id = "backoff"
     nothing = "no retryable failure (408, 429, 5xx) came without a Retry-After"
+    starts_on = LIBRARY_RETRIES
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -193,23 +191,28 @@ class BackoffRule(BaseRule):
         self.delay = self.settings.backoff_retry_delay_s
         self.window = self.settings.backoff_window_s
 
+    def quiet(self) -> bool:
+        return not self.chains
+
     def feed(self, ex: Facts) -> Decided:
+        if not self.chains:
+            return self._start(ex)  # no chain to follow: only a failure starts one
         key = ex.request_key
-        chain = self.chains.get(key) if self.chains else None
+        chain = self.chains.get(key)
         if chain is None or ex.start < chain.last_end or ex.seq in chain.seqs:
-            return self._start(key, ex)
+            return self._start(ex)
         if ex.start < chain.first_start + self.window:
             return self._retry(key, chain, ex)
         self.chains.pop(key)  # the window has passed: a new call by the title
         ended = self._end(key, chain, "then no retry within the window", None)
-        return [*((ended,) if ended else ()), *self._start(key, ex)]
+        return [*((ended,) if ended else ()), *self._start(ex)]
 
-    def _start(self, key: RequestKey, ex: Facts) -> Decided:
+    def _start(self, ex: Facts) -> Decided:
         if ex.status not in LIBRARY_RETRIES or ex.retry_after is not None:
             return NOTHING
         self.seen += 1
         chain = _Chain([ex.seq], [], ex.start, ex.end, ex.seq, ex.status, None, ex.where)
-        return self._put(key, chain)
+        return self._put(ex.request_key, chain)
 
     def _put(self, key: RequestKey, chain: _Chain) -> Decided:
         evicted = self.chains.put(key, chain, chain.first_start + self.window)
@@ -413,10 +416,14 @@ class ConflictRule(BaseRule):
 
     id = "409-not-retried"
     nothing = "no request was answered 409"
+    starts_on = frozenset({CONFLICT})
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.pending: Keyed[RequestKey, _Conflict] = Keyed(self.max_keys)
+
+    def quiet(self) -> bool:
+        return not self.pending
 
     def feed(self, ex: Facts) -> Decided:
         if ex.status != CONFLICT and not self.pending:
@@ -459,140 +466,3 @@ class ConflictRule(BaseRule):
 
     def summary(self) -> str:
         return f"none of {self.seen} requests answered 409 was re-sent unchanged"
-
-
-@dataclass(slots=True)
-class _Polls:
-    recent: deque[tuple[float, int]]
-    first: int
-    where: str
-    count: int = 0
-    flagged: bool = False
-
-
-class MissingSessionRule(BaseRule):
-    """GETs of one session answered as the MISSING_SESSION row says, per client.
-
-    More than `missing_session_max_gets` of them within
-    `missing_session_window_s` fails, once per episode; an episode that
-    repeated but stayed under the rate passes when it ends (the session was
-    found, or the client stopped asking).
-    """
-
-    id = "missing-session-polling"
-    nothing = f"no GET of a session was answered {MISSING_SESSION.id}"
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.polls: Keyed[SessionKey, _Polls] = Keyed(self.max_keys)
-
-    def feed(self, ex: Facts) -> Decided:
-        # The row's own situation: a GET (its methods) of a session (its target).
-        if (ex.session is None or catalog.target_of(ex.resource) is not MISSING_SESSION.target
-                or ex.method not in MISSING_SESSION.methods):
-            return NOTHING
-        missing = ex.status == MISSING_SESSION.status
-        if not missing and not self.polls:
-            return NOTHING
-        key = SessionKey(ex.client, ex.session)
-        polls = self.polls.get(key)
-        if not missing:
-            if polls is None:
-                return NOTHING
-            self.polls.pop(key)
-            return [v for v in (self._episode(key, polls, "then the session was found"),) if v]
-        self.seen += 1
-        s = self.settings
-        if polls is None:
-            polls = _Polls(deque(maxlen=s.missing_session_max_gets + 1), ex.seq, ex.where)
-        polls.recent.append((ex.start, ex.seq))
-        polls.count += 1
-        out: list[Verdict] = []
-        span = polls.recent[-1][0] - polls.recent[0][0]
-        if (len(polls.recent) > s.missing_session_max_gets
-                and span <= s.missing_session_window_s and not polls.flagged):
-            polls.flagged = True
-            out.append(self.verdict(
-                Status.FAIL,
-                f"{len(polls.recent)} GETs of {ex.where} answered {MISSING_SESSION.id} "
-                f"within {ms(span):.0f} ms (at most {s.missing_session_max_gets} per "
-                f"{s.missing_session_window_s:.0f} s)",
-                [q for _, q in polls.recent], gaps([t for t, _ in polls.recent]), key.client,
-                ex.where, ex.start))
-        for k, p in self.polls.put(key, polls, ex.start + s.missing_session_window_s):
-            v = self._episode(k, p, DROPPED)
-            if v:
-                out.append(v)
-        return out
-
-    def _episode(self, key: SessionKey, polls: _Polls, how: str) -> Verdict | None:
-        """A pass for a polling episode that repeated but stayed under the rate."""
-        if polls.flagged or polls.count < 2:
-            return None
-        s = self.settings
-        last_time, last_seq = polls.recent[-1]
-        return self.verdict(
-            Status.PASS,
-            f"{polls.count} GETs of {polls.where} answered {MISSING_SESSION.id}, never more than "
-            f"{s.missing_session_max_gets} in {s.missing_session_window_s:.0f} s; {how}",
-            (polls.first, last_seq), (), key.client, polls.where, last_time)
-
-    def expire(self, now: float) -> Decided:
-        how = "then it stopped asking"
-        return [v for k, p in self.polls.due(now) if (v := self._episode(k, p, how))]
-
-    def finish(self) -> Decided:
-        how = "then the recording ended"
-        return [v for k, p in self.polls.drain() if (v := self._episode(k, p, how))]
-
-    def summary(self) -> str:
-        s = self.settings
-        return (f"{self.seen} GETs answered {MISSING_SESSION.id}, never more than "
-                f"{s.missing_session_max_gets} per {s.missing_session_window_s:.0f} s")
-
-
-@dataclass(slots=True)
-class _Throttled:
-    seqs: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    reported: bool = False
-
-
-class Consecutive429Rule(BaseRule):
-    """The Trace Analyzer's ThrottledCalls: two or more 429s in a row to one client and host."""
-
-    id = "consecutive-429"
-    nothing = "no request was answered 429"
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.runs: Keyed[HostKey, _Throttled] = Keyed(self.max_keys)
-
-    def feed(self, ex: Facts) -> Decided:
-        key = ex.per_host
-        if ex.status != THROTTLED:
-            if self.runs:
-                self.runs.pop(key)
-            return NOTHING
-        self.seen += 1
-        run = self.runs.get(key) or _Throttled()
-        if len(run.seqs) < MAX_EVIDENCE:
-            run.seqs.append(ex.seq)
-            run.times.append(ex.start)
-        out: Decided = NOTHING
-        if len(run.seqs) >= 2 and not run.reported:
-            run.reported = True
-            out = [self.verdict(
-                Status.WARN,
-                f"{len(run.seqs)} calls in a row answered 429 (records "
-                f"{', '.join(map(str, run.seqs))}): the title is not handling throttling",
-                run.seqs, gaps(run.times), ex.client, ex.host, ex.start)]
-        self.runs.put(key, run, ex.start + 3600)
-        return out
-
-    def expire(self, now: float) -> Decided:
-        self.runs.due(now)
-        return NOTHING
-
-    def summary(self) -> str:
-        return f"each of {self.seen} 429s was followed by a call that was not throttled"

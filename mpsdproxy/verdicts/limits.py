@@ -98,11 +98,16 @@ class ServiceLimits:
     #: `hosts` as one regex, compiled once here rather than for every request.
     host_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     path_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    #: `path_patterns` as one regex (None without paths): one match per request.
+    path_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         pattern = "|".join(f"(?:{fnmatch.translate(p.lower())})" for p in self.hosts)
         object.__setattr__(self, "host_pattern", re.compile(pattern) if pattern else None)
         object.__setattr__(self, "path_patterns", tuple(wildcard(p) for p in self.paths))
+        paths = "|".join(f"(?:{p.pattern})" for p in self.path_patterns)
+        object.__setattr__(self, "path_pattern",
+                           re.compile(paths, re.IGNORECASE) if paths else None)
 
     def serves(self, host: str) -> bool:
         """Whether a request to `host` (lower case) matches one of `hosts`."""
@@ -110,7 +115,7 @@ class ServiceLimits:
 
     def covers(self, path: str) -> bool:
         """Whether a request to `path` (with its query) falls under this sub-path limit."""
-        return any(p.match(path) for p in self.path_patterns)
+        return self.path_pattern is not None and self.path_pattern.match(path) is not None
 
     def part_for(self, path: str) -> ServiceLimits:
         """The sub-path limit `path` counts against, else this service's own."""
@@ -169,6 +174,22 @@ class Limits:
     source: str = "built-in defaults"
     #: What the loader accepted but ignored (settings older files may hold).
     notes: tuple[str, ...] = ()
+    #: What `service_for` asks of every request, worked out once here: every service's
+    #: `hosts` as one regex whose named group says which service matched first (the
+    #: alternatives are tried in order, each anchored at the end), and the first service
+    #: listing each kind.
+    _hosts: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _kinds: dict[str, ServiceLimits] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        hosts = "|".join(f"(?P<s{i}>{s.host_pattern.pattern})"
+                         for i, s in enumerate(self.services) if s.host_pattern is not None)
+        object.__setattr__(self, "_hosts", re.compile(hosts) if hosts else None)
+        kinds: dict[str, ServiceLimits] = {}
+        for s in self.services:
+            for kind in s.kinds:
+                kinds.setdefault(kind, s)
+        object.__setattr__(self, "_kinds", kinds)
 
     def service(self, name: str) -> ServiceLimits:
         """A service, or a sub-path limit by its `service/name`."""
@@ -186,13 +207,12 @@ class Limits:
         query) counts against: the first service whose `hosts` match, else the first whose
         `kinds` list the kind (a local stand-in), else the default (the analyzer's `*`);
         then its sub-path limit for `path`, if one covers it."""
-        host = host.lower()
-        found = next((s for s in self.services if s.serves(host)), None)
-        if found is None:
-            found = next((s for s in self.services if kind in s.kinds), None)
-        if found is None:
-            found = self.service(self.default_service)
-        return found.part_for(path) if path else found
+        matched = self._hosts.match(host.lower()) if self._hosts is not None else None
+        if matched is not None and matched.lastgroup is not None:
+            found = self.services[int(matched.lastgroup[1:])]
+        else:
+            found = self._kinds.get(kind) or self.service(self.default_service)
+        return found.part_for(path) if path and found.parts else found
 
 
 class LimitsError(yamlfile.InputError):

@@ -25,6 +25,7 @@ from mpsdproxy.verdicts.analyzer import excess_windows
 from mpsdproxy.verdicts.base import MAX_EVIDENCE
 from mpsdproxy.verdicts.base import NOTHING
 from mpsdproxy.verdicts.base import BaseRule
+from mpsdproxy.verdicts.base import Concern
 from mpsdproxy.verdicts.base import Decided
 from mpsdproxy.verdicts.base import Status
 from mpsdproxy.verdicts.base import Verdict
@@ -64,6 +65,14 @@ class _Over(enum.Flag):
     CERTIFICATION = enum.auto()
     SUSTAINED = enum.auto()
     BURST = enum.auto()
+
+
+#: The checks over their limit, by (at the certification line, over the sustained limit,
+#: over the burst limit): the flags combined once here rather than for every call.
+_OVER_OF: dict[tuple[bool, bool, bool], _Over] = {
+    (cert, sustained, burst): (_Over.CERTIFICATION if cert else _Over.NONE)
+    | (_Over.SUSTAINED if sustained else _Over.NONE) | (_Over.BURST if burst else _Over.NONE)
+    for cert in (False, True) for sustained in (False, True) for burst in (False, True)}
 
 
 @dataclass(slots=True)
@@ -115,22 +124,22 @@ class RateBudgetRule(BaseRule):
                              limits.sustained.sliding(keep=limits.certification))
         burst = budget.burst.add(ex.start, ex.seq)
         sustained = budget.sustained.add(ex.start, ex.seq)
-        peak = self.peaks.setdefault(ex.service, _Peak())
+        peak = self.peaks.get(ex.service)
+        if peak is None:
+            peak = self.peaks[ex.service] = _Peak()
         peak.burst = max(peak.burst, burst)
         peak.sustained = max(peak.sustained, sustained)
+        # (Flags compared by identity: `bool()` of a flag is a Python call, on every call.)
         new = _Over.NONE
-        if budget.over or burst > limits.burst.calls or sustained > limits.sustained.calls:
-            over = _Over.NONE
-            if sustained >= limits.certification:
-                over |= _Over.CERTIFICATION
-            if sustained > limits.sustained.calls:
-                over |= _Over.SUSTAINED
-            if burst > limits.burst.calls:
-                over |= _Over.BURST
-            new = over & ~budget.over
-            budget.over = over
+        if (budget.over is not _Over.NONE or burst > limits.burst.calls
+                or sustained > limits.sustained.calls):
+            over = _OVER_OF[(sustained >= limits.certification,
+                             sustained > limits.sustained.calls, burst > limits.burst.calls)]
+            if over is not budget.over:  # the same checks as before: nothing new, nor to keep
+                new = over & ~budget.over
+                budget.over = over
         self.budgets.put(key, budget, ex.start + limits.sustained.seconds)
-        return self._report(new, budget, ex, limits) if new else NOTHING
+        return NOTHING if new is _Over.NONE else self._report(new, budget, ex, limits)
 
     def _report(self, new: _Over, budget: _Budget, ex: Facts,
                 limits: ServiceLimits) -> list[Verdict]:
@@ -203,6 +212,7 @@ class BurstRule(BaseRule):
 
     id = "burst"
     nothing = "no calls the Trace Analyzer analyses"
+    concern = Concern.ANALYSED
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -317,6 +327,7 @@ class RepeatedCallsRule(BaseRule):
 
     id = "repeated-calls"
     nothing = "no calls the Trace Analyzer analyses"
+    concern = Concern.ANALYSED
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -424,6 +435,7 @@ class PollingRule(BaseRule):
 
     id = "polling"
     nothing = "no requests"
+    concern = Concern.ANALYSED
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -480,6 +492,7 @@ class SmallBatchRule(BaseRule):
 
     id = "small-batch"
     nothing = "no batch calls"
+    concern = Concern.ANALYSED
 
     def feed(self, ex: Facts) -> Decided:
         if ex.xuids is None or not ex.analysed:
@@ -518,6 +531,7 @@ class BatchFrequencyRule(BaseRule):
 
     id = "batch-frequency"
     nothing = "no batch calls"
+    concern = Concern.ANALYSED
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)

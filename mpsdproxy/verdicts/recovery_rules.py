@@ -116,6 +116,8 @@ class RecoveryCallRule(BaseRule):
         self.pending: OrderedDict[tuple[Any, ...], list[_Call]] = OrderedDict()
 
     def feed(self, ex: Facts) -> Decided:
+        if not self.pending and sweep_cell(ex.exchange) is None:
+            return NOTHING  # no fault of a sweep, and no call waiting to recover
         op = Operation.of_resource(ex.method, ex.resource)
         if op is None:
             return NOTHING
@@ -189,10 +191,17 @@ def _json_of(message: model.Request | model.Response | None) -> Any:
     return None if value is jsonbody.INVALID else value
 
 
+def _may_say_of_me(ex: Facts) -> bool:
+    """Whether `_me` could find anything in this exchange: a body, or a DELETE."""
+    return bool(ex.exchange.request.body) or ex.method == "DELETE"
+
+
 def _me(ex: Facts) -> tuple[str | None, bool]:
     """(xuid, left) a write says of its caller: `members/me` with a xuid, or removed."""
     if ex.method == "DELETE" and ex.resource.kind is Kind.MEMBER:
         return None, True
+    if not ex.exchange.request.body:
+        return None, False  # no body: it says nothing of its caller
     body = _json_of(ex.exchange.request)
     members = body.get("members") if isinstance(body, Mapping) else None
     if not isinstance(members, Mapping) or "me" not in members:
@@ -232,6 +241,8 @@ class RecoveryStateRule(BaseRule):
 
     def feed(self, ex: Facts) -> Decided:
         cell = self.faults.first(ex)
+        if cell is None and not self.pending and not _may_say_of_me(ex):
+            return NOTHING  # no fault, none waiting, and nothing said of the caller's place
         if ex.resource.kind not in _MEMBER_KINDS or not ex.resource.name:
             return NOTHING
         key = (ex.resource.name, ex.client)

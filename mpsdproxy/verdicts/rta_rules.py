@@ -51,6 +51,7 @@ from mpsdproxy.resources import Kind
 from mpsdproxy.verdicts.base import DROPPED
 from mpsdproxy.verdicts.base import NOTHING
 from mpsdproxy.verdicts.base import BaseRule
+from mpsdproxy.verdicts.base import Concern
 from mpsdproxy.verdicts.base import Decided
 from mpsdproxy.verdicts.base import Status
 from mpsdproxy.verdicts.base import Verdict
@@ -62,7 +63,7 @@ from mpsdproxy.verdicts.rta_state import keys_of
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import Keyed
 
-__all__ = ["RECONNECT_CAP_S", "TOO_SOON", "reconnect_wait", "RtaRule", "TapReadRule",
+__all__ = ["RECONNECT_CAP_S", "TOO_SOON", "reconnect_wait", "RtaRule", "WaitingRule", "TapReadRule",
            "ReconnectRule", "ResyncRule", "polling_reason"]
 
 #: ScheduleConnect's cap on the wait between connect attempts.
@@ -88,10 +89,15 @@ class RtaRule(BaseRule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.listening = Listening(self.max_keys)
-        self.clock = 0.0  # the latest time fed: what `finish` knows of where the recording ended
+        self.heard = 0.0  # the latest time of a message or handshake fed
+
+    @property
+    def clock(self) -> float:
+        """The latest time fed: what `finish` knows of where the recording ended."""
+        return self.heard
 
     def tick(self, time: float) -> None:
-        self.clock = max(self.clock, time)
+        self.heard = max(self.heard, time)
 
     def feed(self, ex: Facts) -> Decided:
         return NOTHING
@@ -101,6 +107,19 @@ class RtaRule(BaseRule):
 
     def handshake(self, ex: Facts) -> Decided:
         return NOTHING
+
+
+class WaitingRule(RtaRule):
+    """An RTA rule that judges MPSD exchanges only while something a websocket message
+    started waits (a tap, a resync): no answer starts it (`starts_on` is empty), so the
+    engine hands it exchanges only while it is not `quiet`. Its clock still counts every
+    exchange's start, which the engine's `Listening` keeps (`exchanges_until`)."""
+
+    starts_on: frozenset[int] | None = frozenset()
+
+    @property
+    def clock(self) -> float:
+        return max(self.heard, self.listening.exchanges_until)
 
 
 def _is_read(ex: Facts, since: float) -> bool:
@@ -119,7 +138,7 @@ class _Tap:
     waited_for: int | None = None  # a write in flight at the tap, waited for
 
 
-class TapReadRule(RtaRule):
+class TapReadRule(WaitingRule):
     """After a newer tap, the title reads the session (see the module docstring)."""
 
     id = "tap-read"
@@ -129,6 +148,9 @@ class TapReadRule(RtaRule):
         super().__init__(*args)
         self.pending: Keyed[tuple[str, str], _Tap] = Keyed(self.max_keys)
         self.stale = 0  # taps no newer than the title's copy (the library ignores them)
+
+    def quiet(self) -> bool:
+        return not self.pending
 
     def feed_message(self, ev: RtaEvent) -> Decided:
         self.tick(ev.time)
@@ -157,7 +179,6 @@ class TapReadRule(RtaRule):
         return out or NOTHING
 
     def feed(self, ex: Facts) -> Decided:
-        self.tick(ex.start)
         if ex.session is None or not self.pending:
             return NOTHING
         for title in keys_of(ex):
@@ -248,6 +269,7 @@ class ReconnectRule(RtaRule):
 
     id = "rta-reconnect"
     nothing = "no RTA websocket with a subscription was dropped"
+    concern = Concern.NONE  # handshakes and messages only
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -375,7 +397,7 @@ class _Resync:
     read: dict[str, int] = field(default_factory=dict)  # label -> the read's record
 
 
-class ResyncRule(RtaRule):
+class ResyncRule(WaitingRule):
     """After a resync, the title re-reads every session it follows (module docstring)."""
 
     id = "rta-resync"
@@ -384,6 +406,9 @@ class ResyncRule(RtaRule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.pending: Keyed[str, _Resync] = Keyed(self.max_keys)
+
+    def quiet(self) -> bool:
+        return not self.pending
 
     def feed_message(self, ev: RtaEvent) -> Decided:
         self.tick(ev.time)
@@ -403,7 +428,6 @@ class ResyncRule(RtaRule):
             or NOTHING
 
     def feed(self, ex: Facts) -> Decided:
-        self.tick(ex.start)
         if ex.session is None or not self.pending:
             return NOTHING
         for title in keys_of(ex):

@@ -125,6 +125,9 @@ class Listening:
     def __init__(self, max_keys: int) -> None:
         self.connections: Keyed[str, Connection] = Keyed(max_keys)
         self.titles: Keyed[str, Title] = Keyed(max_keys)
+        #: The latest start of an MPSD exchange seen (`saw`): the clock of the RTA rules
+        #: that judge exchanges only while something waits (`rta_rules.WaitingRule`).
+        self.exchanges_until = 0.0
 
     # ---- titles
 
@@ -160,6 +163,8 @@ class Listening:
 
     def saw(self, ex: Facts) -> None:
         """Keep the title's view of the session an MPSD exchange names up to date."""
+        if ex.start > self.exchanges_until:
+            self.exchanges_until = ex.start
         if ex.session is None:
             return
         number = answered_number(ex)

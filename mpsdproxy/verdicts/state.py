@@ -32,6 +32,7 @@ recording.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections import OrderedDict
@@ -111,38 +112,89 @@ class ServiceKey(NamedTuple):
     service: str
 
 
-class Facts(NamedTuple):
+class Facts:
     """What the rules need from one exchange, read once by `facts_of`.
 
-    What only a few rules ask for (preconditions sent, Retry-After and ETag
-    returned) is a property that reads the exchange's headers when asked.
+    What most exchanges are judged by (who sent it, when, where, its status, which
+    budget it counts against, whether the Trace Analyzer analyses it) is read when
+    the facts are built. What only some rules ask for, on some exchanges (the keys
+    a pending wait is filed under, the label a verdict names, the body's hash, the
+    users a batch names) is worked out on first use and kept (`cached_property`):
+    most exchanges decide nothing, and then nobody reads those.
     """
 
-    exchange: model.Exchange
-    seq: int
-    start: float  # epoch seconds the request was sent
-    end: float  # epoch seconds the answer was received (never before `start`)
-    client: str
-    host: str
-    method: str
-    target: str  # lower-cased path and query: what "the same URI" means
-    resource: Resource
-    session: str | None  # the session's key (Resource.key) for sessions and their elements
-    place: str  # the resource's identity: the session key, else kind and path
-    where: str  # the resource for people: sessions/lobby-1, handles/query, ...
-    status: int | None
-    body_hash: int
-    xuids: int | None  # users in a batch call, None when not a batch call
-    social: bool  # sent by SocialManager (the Trace Analyzer skips those for repeats)
-    service: str  # the name of the service (or sub-path limit) whose budgets the call counts
-    console: str  # the client's address without port: the analyzer's "console"
-    uri: str  # the URL as sent, case kept: the analyzer's "same URI"
-    agent: str | None  # the User-Agent header
-    analysed: bool  # a call the Trace Analyzer analyses (see the module docstring)
-    # The keys several rules share, built once.
-    per_host: HostKey
-    request_key: RequestKey
-    call: CallKey
+    def __init__(self, exchange: model.Exchange, seq: int, start: float, end: float,
+                 client: str, console: str, method: str, address: _Address,
+                 service: str, analysed: bool) -> None:
+        self.exchange = exchange
+        self.seq = seq
+        self.start = start  # epoch seconds the request was sent
+        self.end = end  # epoch seconds the answer was received (never before `start`)
+        self.client = client
+        self.console = console  # the client's address without port: the analyzer's "console"
+        self.method = method
+        self.host = address.host
+        self.target = address.target  # lower-cased path and query: what "the same URI" means
+        self.resource = address.resource
+        #: the session's key (Resource.key) for sessions and their elements
+        self.session: str | None = address.resource.key
+        self.status: int | None = exchange.status
+        #: the name of the service (or sub-path limit) whose budgets the call counts
+        self.service = service
+        self.analysed = analysed  # a call the Trace Analyzer analyses (module docstring)
+
+    @functools.cached_property
+    def where(self) -> str:
+        """The resource for people: sessions/lobby-1, handles/query, ..."""
+        if self.resource.kind is Kind.UNKNOWN:
+            return self.target.split("?", 1)[0]
+        return self.resource.short
+
+    @functools.cached_property
+    def place(self) -> str:
+        """The resource's identity: the session key, else kind and path."""
+        if self.resource.kind is Kind.UNKNOWN:
+            return self.where
+        return self.session or f"{self.resource.kind.value}:{self.where}".lower()
+
+    @functools.cached_property
+    def body_hash(self) -> int:
+        body = self.exchange.request.body
+        return hash(body) if body else 0
+
+    @functools.cached_property
+    def xuids(self) -> int | None:
+        """Users in a batch call, None when not a batch call."""
+        return _xuid_count(self.resource, self.method, self.exchange.request)
+
+    @functools.cached_property
+    def social(self) -> bool:
+        """Sent by SocialManager (the Trace Analyzer skips those for repeats)."""
+        return _social(self.exchange.request.headers)
+
+    @property
+    def uri(self) -> str:
+        """The URL as sent, case kept: the analyzer's "same URI"."""
+        return self.exchange.request.url
+
+    @property
+    def agent(self) -> str | None:
+        """The User-Agent header."""
+        return self.exchange.request.headers.first("user-agent")
+
+    # The keys several rules file their state under.
+
+    @functools.cached_property
+    def per_host(self) -> HostKey:
+        return HostKey(self.client, self.host)
+
+    @functools.cached_property
+    def request_key(self) -> RequestKey:
+        return RequestKey(self.client, self.method, self.target)
+
+    @functools.cached_property
+    def call(self) -> CallKey:
+        return CallKey(self.client, self.host, self.method, self.target, self.body_hash)
 
     @property
     def per_place(self) -> PlaceKey:
@@ -168,7 +220,7 @@ class Facts(NamedTuple):
     def etag(self) -> str | None:
         return self._response_header("etag")
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         return f"{self.method} {self.where}"
 
@@ -273,48 +325,22 @@ def facts_of(exchange: model.Exchange, service_of: Callable[[str, str, str], str
     if start is None:
         start = now
     end = exchange.end if exchange.end is not None and exchange.end >= start else start
-    method = request.method.upper()
     address = _address(request)
-    resource = address.resource
-    session = resource.key
-    if resource.kind is Kind.UNKNOWN:
-        place = where = address.target.split("?", 1)[0]
-    else:
-        where = resource.short
-        place = session or f"{resource.kind.value}:{where}".lower()
-    agent = request.headers.first("user-agent")
-    client = client_key(exchange)
     try:
         raw_path = request.path
     except ValueError:
         raw_path = ""
-    host, target = address.host, address.target
-    body_hash = hash(request.body) if request.body else 0
     return Facts(
-        exchange=exchange,
+        exchange,
         seq=exchange.seq if exchange.seq is not None else seq,
         start=start,
         end=end,
-        client=client,
-        host=host,
-        method=method,
-        target=target,
-        resource=resource,
-        session=session,
-        place=place,
-        where=where,
-        status=exchange.status,
-        body_hash=body_hash,
-        xuids=_xuid_count(resource, method, request),
-        social=_social(request.headers),
-        service=service_of(host, resource.kind.value, raw_path),
+        client=client_key(exchange),
         console=address_of(exchange),
-        uri=request.url,
-        agent=agent,
+        method=request.method.upper(),
+        address=address,
+        service=service_of(address.host, address.resource.kind, raw_path),  # a StrEnum
         analysed=is_analysed(request, custom_agent),
-        per_host=HostKey(client, host),
-        request_key=RequestKey(client, method, target),
-        call=CallKey(client, host, method, target, body_hash),
     )
 
 
