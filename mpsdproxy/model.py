@@ -135,7 +135,7 @@ class Headers(Sequence[tuple[str, str]]):
     repeated fields with ", " as mitmproxy's `Headers.get` does.
     """
 
-    __slots__ = ("fields", "_first")
+    __slots__ = ("fields", "_first", "_repeated")
 
     def __init__(self, fields: Iterable[Sequence[str]] = ()) -> None:
         checked: list[tuple[str, str]] = []
@@ -148,6 +148,7 @@ class Headers(Sequence[tuple[str, str]]):
             checked.append((_check_name(name), value))
         self.fields: tuple[tuple[str, str], ...] = tuple(checked)
         self._first: dict[str, str] | None = None
+        self._repeated: frozenset[str] = frozenset()
 
     @classmethod
     def derived(cls, fields: Iterable[tuple[str, str]]) -> Headers:
@@ -175,13 +176,12 @@ class Headers(Sequence[tuple[str, str]]):
             joined = b"\0".join(chain.from_iterable(fields))
         except TypeError:
             joined = b"\r"
-        if (joined.count(0) != 2 * len(fields) - 1 or b"\r" in joined or b"\n" in joined):
-            return cls((from_bytes(k), from_bytes(v)) for k, v in fields)
         parts = joined.decode(ENCODING, ERRORS).split("\0")
         names = parts[::2]
-        if _TOKENS.fullmatch("\0".join(names)) is None:
+        if (len(parts) != 2 * len(fields) or b"\r" in joined or b"\n" in joined
+                or _TOKENS.fullmatch("\0".join(names)) is None):
             return cls((from_bytes(k), from_bytes(v)) for k, v in fields)
-        return cls.derived(zip(names, parts[1::2], strict=True))
+        return cls.derived(zip(names, parts[1::2], strict=False))  # counted above
 
     def raw(self) -> tuple[tuple[bytes, bytes], ...]:
         """The exact wire bytes of every field."""
@@ -196,21 +196,36 @@ class Headers(Sequence[tuple[str, str]]):
         return [v for k, v in self.fields if k.lower() == low]
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        values = self.get_all(name)
-        return ", ".join(values) if values else default
+        """The values of every field of that name, folded with ", " (None, or
+        `default`, for none). Answered from `first`'s index: only a name sent more
+        than once (rare) needs a pass over the fields."""
+        low = name.lower()
+        value = (self._first or self._index()).get(low)
+        if value is None:
+            return default
+        if low in self._repeated:
+            return ", ".join([v for k, v in self.fields if k.lower() == low])
+        return value
 
     def first(self, name: str) -> str | None:
         """The first field's value (not folded): for a header sent once, as a rule.
 
         The lower-cased names are indexed on the first call: the verdicts alone ask
         seven names of every request, each a pass over every field otherwise."""
-        index = self._first
-        if index is None:
-            index = {}
-            for k, v in self.fields:
-                index.setdefault(k.lower(), v)
-            self._first = index
-        return index.get(name.lower())
+        return (self._first or self._index()).get(name.lower())
+
+    def _index(self) -> dict[str, str]:
+        """Each lower-cased name's first value, and which names come more than once."""
+        index: dict[str, str] = {}
+        repeated: set[str] = set()
+        for k, v in self.fields:
+            low = k.lower()
+            if low in index:
+                repeated.add(low)
+            else:
+                index[low] = v
+        self._first, self._repeated = index, frozenset(repeated)
+        return index
 
     def with_value(self, name: str, value: str) -> Headers:
         """These headers with `name` set to `value`: the first field of that name takes
@@ -313,6 +328,7 @@ class _Message:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.__dict__["headers"] = headers
+        new.__dict__.pop("user", None)  # worked out from the headers
         return new
 
     def replace(self: _M, **changes: Any) -> _M:
@@ -351,7 +367,8 @@ class Request(_Message):
             raise ModelError(f"URL holds white space: {printable(url)[:60]!r}")
         try:
             split = urlsplit(url)
-            split.port  # noqa: B018 - raises for a port that is not a number
+            if ":" in split.netloc:  # without one there is no port to be wrong
+                split.port  # noqa: B018 - raises for a port that is not a number
         except ValueError as e:
             raise ModelError(f"URL {printable(url)[:60]!r} cannot be read: {e}") from None
         headers = _headers(headers)
@@ -378,6 +395,18 @@ class Request(_Message):
     @functools.cached_property
     def resource(self) -> resources.Resource:
         return resources.parse(self._split.path)
+
+    @functools.cached_property
+    def user(self) -> str:
+        """Who sent it, never in clear: `recording.user_of` of the (first) Authorization
+        value, "" without one. Worked out once: the injector's throttling and the
+        verdicts' budgets both key by it. (Imported late: recording builds on model.)"""
+        auth = self.headers.first("authorization")
+        if not auth:
+            return ""
+        from mpsdproxy import recording  # here: recording imports model
+
+        return recording.user_of(auth)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):

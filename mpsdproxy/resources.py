@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from dataclasses import field
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
@@ -103,13 +104,15 @@ class Resource:
     def is_session_or_element(self) -> bool:
         return self.kind is Kind.SESSION or self.kind in ELEMENT_KINDS
 
-    @property
-    def key(self) -> str | None:
-        """`scid~template~name` in lower case (the RTA resource form), for sessions
-        and their elements; None for everything else."""
-        if not self.is_session_or_element:
-            return None
-        return f"{self.scid}~{self.template}~{self.name}".lower()
+    #: `scid~template~name` in lower case (the RTA resource form), for sessions and
+    #: their elements; None for everything else. Worked out once, with the resource:
+    #: the injector, the tracker and the verdicts each ask it of every request.
+    key: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (f"{self.scid}~{self.template}~{self.name}".lower()
+               if self.kind is Kind.SESSION or self.kind in ELEMENT_KINDS else None)
+        object.__setattr__(self, "key", key)
 
     @property
     def session_path(self) -> str | None:

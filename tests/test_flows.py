@@ -58,6 +58,16 @@ def test_request_is_what_the_title_sent():
     assert request.resource.short == "sessions/Lobby-1"
 
 
+def test_request_resource_is_the_one_the_mark_holds():
+    """The model takes the router's resource; a mark whose resource data was replaced
+    since is read for what it says."""
+    f = sd_flow()
+    assert flows.request_of(f).resource.to_dict() == f.metadata[common.KEY]["resource"]
+    f.metadata[common.KEY]["resource"] = {"kind": "handle", "element": "h1"}
+    f.request.headers["X-New"] = "1"  # rebuilt: the request changed
+    assert flows.request_of(f).resource.short == "handles/h1"
+
+
 def test_request_url_is_the_one_asked_for_before_a_redirect():
     f = tflow.tflow(req=tutils.treq(host=HOST, port=443, scheme=b"https", path=LOBBY.encode()))
     r = router.Router()

@@ -124,3 +124,47 @@ def test_raw_fields_read_all_at_once_as_field_by_field(fields: list[tuple[bytes,
     except ModelError as e:
         at_once = str(e)
     assert at_once == each()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["A", "a", "B", "b-c", "B-C"]),
+                          st.sampled_from(["", "1", "x y"])), max_size=5),
+       st.sampled_from(["a", "A", "b", "B-c", "d"]))
+def test_get_folds_repeats_as_a_pass_over_the_fields(fields: list[tuple[str, str]],
+                                                     name: str) -> None:
+    """`get` answers from the index `first` builds, and still folds repeated fields."""
+    values = [v for k, v in fields if k.lower() == name.lower()]
+    headers = Headers(fields)
+    headers.first("a")  # the index built first or not gives the same answer
+    assert headers.get(name, "none") == (", ".join(values) if values else "none")
+    assert Headers(fields).get(name) == (", ".join(values) if values else None)
+
+
+def test_request_user_is_the_redacted_user_of_its_authorization() -> None:
+    from mpsdproxy import recording
+
+    auth = "XBL3.0 x=2814600000000001;eyJhbGciOiJSUzI1NiJ9.e30.sig"
+    request = Request("GET", "https://h/p", [("authorization", auth)])
+    assert request.user == recording.user_of(auth)
+    assert Request("GET", "https://h/p").user == ""
+    assert Request("GET", "https://h/p", [("Authorization", "")]).user == ""
+    other = request.with_headers(Headers([("Authorization", "XBL3.0 x=9;t")]))
+    assert other.user == recording.user_of("XBL3.0 x=9;t")
+
+
+@given(st.lists(st.sampled_from(["h", ":", "@", "[", "]", "1", "x", "65536", "::1"]),
+                max_size=6).map("".join))
+def test_a_request_refuses_exactly_the_urls_without_a_readable_port(netloc: str) -> None:
+    from urllib.parse import urlsplit
+
+    url = f"https://{netloc}/p"
+    try:
+        urlsplit(url).port  # noqa: B018
+        readable = True
+    except ValueError:
+        readable = False
+    try:
+        Request("GET", url)
+        built = True
+    except ModelError:
+        built = False
+    assert built == readable

@@ -277,3 +277,18 @@ def test_a_path_reads_as_the_same_path_in_a_full_url(segments, tail):
     path = "/" + "/".join(segments) + tail
     assert resources.parse(path) == resources.parse("https://sessiondirectory.xboxlive.com"
                                                     + path)
+
+
+def test_key_follows_every_way_a_resource_is_made():
+    """The key is worked out with the resource (from_dict, replace, pickle); it does
+    not take part in equality or the repr."""
+    import dataclasses
+    import pickle
+
+    session = resources.parse(LOBBY)
+    assert Resource.from_dict(session.to_dict()).key == session.key
+    assert dataclasses.replace(session, name="Other").key == session.key.replace(
+        "lobby-1", "other")
+    assert pickle.loads(pickle.dumps(session)).key == session.key
+    assert "key" not in repr(session)
+    assert Resource(Kind.HANDLE, element="x").key is None

@@ -45,7 +45,6 @@ from mitmproxy.log import ALERT
 from mpsdproxy import answers
 from mpsdproxy import model
 from mpsdproxy import newer
-from mpsdproxy import recording
 from mpsdproxy import sessions
 from mpsdproxy.addons import common
 from mpsdproxy.addons import connfaults
@@ -282,13 +281,13 @@ class FaultInjector:
     def _evaluate(self, flow: http.HTTPFlow, request: model.Request, phase: Phase,
                   exists: bool | None) -> Hit | None:
         """The rule that fires, told whether the session exists (`_exists`, before the
-        request was forwarded); the caller is known by its user (`recording.user_of`, which
-        keys throttling as the service's rate limits do), else by the client's address,
-        and worked out only when a rule in force reads it."""
+        request was forwarded); the caller is known by its user (`model.Request.user`,
+        worked out once per request for every part that asks, which keys throttling as the
+        service's rate limits do), else by the client's address, and looked at only when a
+        rule in force reads it."""
         user = client = ""
         if self.scenarios.reads_caller:
-            auth = request.headers.get("Authorization")
-            user = recording.user_of(auth) if auth else ""
+            user = request.user
             peer = flow.client_conn.peername
             client = user or (str(peer[0]) if peer else "")
         return self.scenarios.evaluate(request, phase, self.clock(), client=client, user=user,

@@ -146,7 +146,17 @@ class Trigger:
     def step(self, now: float, scope: str = "") -> Counters | None:
         """`count`, then `ready`, in one call (the engine's, once per matching rule): the
         counters when the match satisfies every condition, else None."""
-        counters = self._counted(now, scope)
+        # `_counted` inline for a scope already counted (all but a scope's first match: this
+        # runs for every matching rule of every request); a new scope goes through it, as
+        # it also bounds how many scopes are kept.
+        scopes = self._scopes
+        counters = scopes.get(scope)
+        if counters is None:
+            counters = self._counted(now, scope)
+        else:
+            scopes.move_to_end(scope)
+            counters.matches += 1
+            self.match_count += 1
         if self._timed and not self._in_window(now, counters):
             return None
         counters.eligible += 1
