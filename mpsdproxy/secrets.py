@@ -146,16 +146,21 @@ def _token_word(low: bytes) -> bool:
 
 def _shaped(raw: bytes) -> bool:
     """A short XSTS signature, or a run of token characters as long as the shortest token."""
-    return b"AAAAAQ" in raw or (len(raw) >= RUN and _RUN in raw.translate(_RUN_MAP))
+    # `Q` first: one memchr, and most texts hold no capital Q at all.
+    return (b"Q" in raw and b"AAAAAQ" in raw) or (
+        len(raw) >= RUN and _RUN in raw.translate(_RUN_MAP))
 
 
 def _worded(low: bytes) -> bool:
     """Whether lower-case `low` holds a word a secret's name holds ("token" included)."""
     if len(low) < _SHORT:  # one regex pass beats six substring searches on a header value
         return _WORDS.search(low) is not None
-    # Spelt out: a generator over _WORDS_LONG costs a frame switch for each word.
-    return (b"token" in low or b"ticket" in low or b"sig" in low or b"secret" in low
-            or b"proof" in low or b"passw" in low)
+    # Spelt out: a generator over _WORDS_LONG costs a frame switch for each word. Each
+    # word but "secret" is looked for only when its rarest letter is there (a memchr,
+    # ten times cheaper than a substring search): no `k`, no "token" nor "ticket".
+    return ((b"k" in low and (b"token" in low or b"ticket" in low))
+            or (b"g" in low and b"sig" in low) or b"secret" in low
+            or (b"f" in low and b"proof" in low) or (b"w" in low and b"passw" in low))
 
 
 def suspicious(text: str | bytes) -> bool:

@@ -110,18 +110,18 @@ def encode_body(raw: bytes | None, value: Any = jsonbody.INVALID) -> dict[str, A
     """
     if not raw:
         return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(raw).decode("ascii")}
-    if text[:1] in "{[":
+    if raw[:1] in (b"{", b"["):
         # Strict: NaN and Infinity are not JSON, and a record must stay JSON for the
-        # tools that read it; such a body stays text.
+        # tools that read it; such a body stays text. A compact body is the UTF-8 the
+        # encoder wrote, so it needs no decoding to be told from text or base64.
         if value is jsonbody.INVALID:
             value = jsonbody.parse(raw)
         if value is not jsonbody.INVALID and jsonbody.is_compact(value, raw):
             return {"json": value}
-    return {"text": text}
+    try:
+        return {"text": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode("ascii")}
 
 
 def decode_body(body: Mapping[str, Any] | None) -> bytes:
