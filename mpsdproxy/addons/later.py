@@ -24,16 +24,15 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AfterAnswer"]
 
 
-class Job(NamedTuple):
-    call: Callable[..., Any]
-    args: tuple[Any, ...]
+#: One queued job: what to call and its arguments (a plain pair: one is queued for
+#: nearly every answer, and a named tuple costs a Python-level constructor call).
+Job = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 class AfterAnswer:
@@ -51,27 +50,27 @@ class AfterAnswer:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.drain()  # whatever an earlier loop left, first
-            _call(Job(job, args))
+            _call(job, args)
             return
         if self.scheduled_on is not loop:
             self.drain()
             loop.call_soon(self.drain)
             self.scheduled_on = loop
-        self.queue.append(Job(job, args))
+        self.queue.append((job, args))
 
     def drain(self) -> None:
         """Run every queued job now, in order (shutdown calls it so nothing queued is lost)."""
         self.scheduled_on = None
         while self.queue:
-            _call(self.queue.popleft())
+            _call(*self.queue.popleft())
 
     def pending(self) -> int:
         """How many jobs wait to run."""
         return len(self.queue)
 
 
-def _call(job: Job) -> None:
+def _call(call: Callable[..., Any], args: tuple[Any, ...]) -> None:
     try:
-        job.call(*job.args)
+        call(*args)
     except Exception:  # noqa: BLE001 - one job's bug must not cost the others their turn
-        logger.exception(f"Addon error: {getattr(job.call, '__qualname__', job.call)}")
+        logger.exception(f"Addon error: {getattr(call, '__qualname__', call)}")

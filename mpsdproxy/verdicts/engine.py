@@ -247,11 +247,12 @@ class Engine:
         self.fed += 1
         out = self._catch_up(facts.start)
         self.listening.saw(facts)
+        looked = self.looked
         for rule in self.plans.rules_for(facts, self.awake):
             before = rule.seen
             decided = rule.feed(facts)
             if rule.seen > before:
-                self.looked[rule.id].add(facts.seq)
+                looked[rule.id].add(facts.seq)
             if rule.starts_on is not None:
                 self._wake(rule)
             if decided:

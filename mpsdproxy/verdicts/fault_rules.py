@@ -289,12 +289,6 @@ class BackoffRule(BaseRule):
         return f"all {self.seen} retryable failures were retried as the library's schedule allows"
 
 
-@dataclass(slots=True)
-class _View:
-    body: bytes  # the last session document answered to the user (parsed only at a 412)
-    end: float
-
-
 class PreconditionRule(BaseRule):
     """After a 412 on a session, the same user's next write to that session: one verdict.
 
@@ -317,12 +311,17 @@ class PreconditionRule(BaseRule):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.pending: Keyed[SessionKey, Refused412] = Keyed(self.max_keys)
-        self.views: Keyed[SessionKey, _View] = Keyed(self.max_keys)
+        #: the last session document answered to the user, as sent (parsed only at a
+        #: 412), and when it was received: a plain pair, kept for every session answer
+        self.views: Keyed[tuple[str, str], tuple[bytes, float]] = Keyed(self.max_keys)
 
     def feed(self, ex: Facts) -> Decided:
-        if ex.session is None:
+        session = ex.session
+        if session is None:
             return NOTHING
-        key = SessionKey(ex.client, ex.session)
+        # A SessionKey's fields as a plain pair (equal to it, so it finds a pending 412):
+        # the named key is built only for a 412 kept, whose evicted keys name the user.
+        key = (ex.client, session)
         out: list[Verdict] | tuple[Verdict, ...] = NOTHING
         stale = self.pending.get(key) if self.pending else None
         if stale is not None and ex.seq != stale.seq:
@@ -330,27 +329,28 @@ class PreconditionRule(BaseRule):
         if ex.status == PRECONDITION_FAILED:
             self.seen += 1
             new = self._stale(key, ex)
-            evicted = self.pending.put(key, new, ex.end + self.settings.precondition_window_s)
+            evicted = self.pending.put(SessionKey(ex.client, session), new,
+                                       ex.end + self.settings.precondition_window_s)
             out = [*out, *(self._unjudged(k.client, s, DROPPED) for k, s in evicted)]
         self._remember(key, ex)
         return out
 
-    def _remember(self, key: SessionKey, ex: Facts) -> None:
+    def _remember(self, key: tuple[str, str], ex: Facts) -> None:
         """Keep the last session document answered to the user (a 412's too)."""
         response = ex.exchange.response
         if (ex.resource.kind is Kind.SESSION and response is not None and response.body
                 and ex.status is not None and (200 <= ex.status < 300
                                                or ex.status == PRECONDITION_FAILED)):
-            self.views.put(key, _View(response.body, ex.end),
+            self.views.put(key, (response.body, ex.end),
                            ex.end + self.settings.precondition_window_s)
 
-    def _stale(self, key: SessionKey, ex: Facts) -> Refused412:
+    def _stale(self, key: tuple[str, str], ex: Facts) -> Refused412:
         response = ex.exchange.response
         current = response.json if response is not None and response.body else jsonbody.INVALID
         view = self.views.get(key)
         changed = None
-        if isinstance(current, dict) and view is not None and view.end <= ex.start:
-            now, then = leaves(current), leaves(jsonbody.parse(view.body))
+        if isinstance(current, dict) and view is not None and view[1] <= ex.start:
+            now, then = leaves(current), leaves(jsonbody.parse(view[0]))
             changed = {p: now.get(p) for p in now.keys() | then.keys()
                        if now.get(p) != then.get(p)}
         return Refused412(ex.seq, ex.start, ex.end, ex.if_match, ex.if_none_match, ex.etag,
@@ -358,7 +358,7 @@ class PreconditionRule(BaseRule):
                           canonical_body(ex.exchange.request),
                       changed, ex.where)
 
-    def _follow(self, key: SessionKey, stale: Refused412, ex: Facts) -> Decided:
+    def _follow(self, key: tuple[str, str], stale: Refused412, ex: Facts) -> Decided:
         if (ex.etag and ex.status is not None and 200 <= ex.status < 300
                 and ex.end >= stale.sent and len(stale.fresh) < MAX_FRESH_ETAGS):
             stale.fresh.setdefault(ex.etag, ex.seq)
@@ -376,7 +376,7 @@ class PreconditionRule(BaseRule):
         status, reason = judge_write_after_412(stale, ex)
         seqs = (stale.seq, *((stale.reread,) if stale.reread else ()), ex.seq)
         return [self.verdict(status, f"{ex.label} (record {ex.seq}) {reason}", seqs,
-                             (ms(ex.start - stale.received),), key.client, stale.where,
+                             (ms(ex.start - stale.received),), ex.client, stale.where,
                              ex.start)]
 
     def _unjudged(self, client: str, stale: Refused412, why: str) -> Verdict:

@@ -118,9 +118,11 @@ class ServiceLimits:
         return self.path_pattern is not None and self.path_pattern.match(path) is not None
 
     def part_for(self, path: str) -> ServiceLimits:
-        """The sub-path limit `path` counts against, else this service's own."""
+        """The sub-path limit `path` counts against, else this service's own (asked of
+        every request: each part's one pattern is matched here, without a call)."""
         for part in self.parts:
-            if part.covers(path):
+            pattern = part.path_pattern
+            if pattern is not None and pattern.match(path) is not None:
                 return part
         return self
 

@@ -37,7 +37,6 @@ from mpsdproxy.verdicts.rta_state import Listening
 from mpsdproxy.verdicts.state import Facts
 from mpsdproxy.verdicts.state import HostKey
 from mpsdproxy.verdicts.state import Keyed
-from mpsdproxy.verdicts.state import ServiceKey
 
 __all__ = [
     "RateBudgetRule",
@@ -110,35 +109,41 @@ class RateBudgetRule(BaseRule):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.budgets: Keyed[ServiceKey, _Budget] = Keyed(self.max_keys)
+        #: (user, service) -> its windows (a ServiceKey's fields, as a plain tuple)
+        self.budgets: Keyed[tuple[str, str], _Budget] = Keyed(self.max_keys)
         self.peaks: dict[str, _Peak] = {}
         self.services = self.limits.by_name()
 
     def feed(self, ex: Facts) -> Decided:
+        # One call, local names: this runs for every MPSD exchange.
         self.seen += 1
-        limits = self.services[ex.service]
-        key = ServiceKey(ex.client, ex.service)
+        service, start = ex.service, ex.start
+        limits = self.services[service]
+        key = (ex.client, service)  # a ServiceKey's fields, without building one
         budget = self.budgets.get(key)
         if budget is None:
             budget = _Budget(limits.burst.sliding(),
                              limits.sustained.sliding(keep=limits.certification))
-        burst = budget.burst.add(ex.start, ex.seq)
-        sustained = budget.sustained.add(ex.start, ex.seq)
-        peak = self.peaks.get(ex.service)
+        burst = budget.burst.add(start, ex.seq)
+        sustained = budget.sustained.add(start, ex.seq)
+        peak = self.peaks.get(service)
         if peak is None:
-            peak = self.peaks[ex.service] = _Peak()
-        peak.burst = max(peak.burst, burst)
-        peak.sustained = max(peak.sustained, sustained)
+            peak = self.peaks[service] = _Peak()
+        if burst > peak.burst:
+            peak.burst = burst
+        if sustained > peak.sustained:
+            peak.sustained = sustained
         # (Flags compared by identity: `bool()` of a flag is a Python call, on every call.)
         new = _Over.NONE
-        if (budget.over is not _Over.NONE or burst > limits.burst.calls
-                or sustained > limits.sustained.calls):
+        burst_limit, sustained_limit = limits.burst.calls, limits.sustained.calls
+        if (budget.over is not _Over.NONE or burst > burst_limit
+                or sustained > sustained_limit):
             over = _OVER_OF[(sustained >= limits.certification,
-                             sustained > limits.sustained.calls, burst > limits.burst.calls)]
+                             sustained > sustained_limit, burst > burst_limit)]
             if over is not budget.over:  # the same checks as before: nothing new, nor to keep
                 new = over & ~budget.over
                 budget.over = over
-        self.budgets.put(key, budget, ex.start + limits.sustained.seconds)
+        self.budgets.put(key, budget, start + limits.sustained.seconds)
         return NOTHING if new is _Over.NONE else self._report(new, budget, ex, limits)
 
     def _report(self, new: _Over, budget: _Budget, ex: Facts,

@@ -162,25 +162,37 @@ class Listening:
         return connection
 
     def saw(self, ex: Facts) -> None:
-        """Keep the title's view of the session an MPSD exchange names up to date."""
+        """Keep the title's view of the session an MPSD exchange names up to date.
+
+        (Runs for every MPSD exchange: the session and the label are read once,
+        and a view already the newest is only moved to the end of its title's views.)"""
         if ex.start > self.exchanges_until:
             self.exchanges_until = ex.start
-        if ex.session is None:
+        session = ex.session
+        if session is None:
+            return
+        if self._left(ex):
+            for key in keys_of(ex):
+                self.title(key, ex.end).views.pop(session, None)
             return
         number = answered_number(ex)
-        gone = self._left(ex)
+        if number is None:
+            for key in keys_of(ex):
+                if self.titles.get(key) is not None:
+                    self.title(key, ex.end)  # a title heard of: kept while it is active
+            return
+        label = f"sessions/{ex.resource.name}"
         for key in keys_of(ex):
-            if number is None and not gone and self.titles.get(key) is None:
-                continue  # nothing to remember for a title never heard of
             views = self.title(key, ex.end).views
-            if gone:
-                views.pop(ex.session, None)
-            elif number is not None:
-                old = views.pop(ex.session, None)
-                views[ex.session] = (max(number, old[0]) if old else number,
-                                     f"sessions/{ex.resource.name}")
+            old = views.get(session)
+            if old is None:
+                views[session] = (number, label)
                 while len(views) > MAX_SESSIONS:
                     views.popitem(last=False)
+            else:
+                views.move_to_end(session)
+                if number > old[0] or label != old[1]:
+                    views[session] = (max(number, old[0]), label)
 
     @staticmethod
     def _left(ex: Facts) -> bool:

@@ -37,13 +37,13 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Generic
 from typing import NamedTuple
 from typing import TypeVar
 
 from mpsdproxy import jsonbody
 from mpsdproxy import model
-from mpsdproxy import recording
 from mpsdproxy.resources import Kind
 from mpsdproxy.resources import Resource
 
@@ -124,8 +124,8 @@ class Facts:
     """
 
     def __init__(self, exchange: model.Exchange, seq: int, start: float, end: float,
-                 client: str, console: str, method: str, address: _Address,
-                 service: str, analysed: bool) -> None:
+                 client: str, console: str, method: str, host: str, target: str,
+                 resource: Resource, service: str, analysed: bool) -> None:
         self.exchange = exchange
         self.seq = seq
         self.start = start  # epoch seconds the request was sent
@@ -133,11 +133,11 @@ class Facts:
         self.client = client
         self.console = console  # the client's address without port: the analyzer's "console"
         self.method = method
-        self.host = address.host
-        self.target = address.target  # lower-cased path and query: what "the same URI" means
-        self.resource = address.resource
+        self.host = host
+        self.target = target  # lower-cased path and query: what "the same URI" means
+        self.resource = resource
         #: the session's key (Resource.key) for sessions and their elements
-        self.session: str | None = address.resource.key
+        self.session: str | None = resource.key
         self.status: int | None = exchange.status
         #: the name of the service (or sub-path limit) whose budgets the call counts
         self.service = service
@@ -230,11 +230,10 @@ class Facts:
 
 
 def client_key(exchange: model.Exchange) -> str:
-    """Who sent the exchange: the user (`recording.user_of`: the XBL user hash, which the
-    service's rate limits key by and which survives token refreshes; else the redacted
-    Authorization), else the address without its port."""
-    auth = exchange.request.headers.first("authorization")
-    return recording.user_of(auth) if auth else address_of(exchange)
+    """Who sent the exchange: the user (`model.Request.user`, i.e. `recording.user_of`: the
+    XBL user hash, which the service's rate limits key by and which survives token
+    refreshes; else the redacted Authorization), else the address without its port."""
+    return exchange.request.user or address_of(exchange)
 
 
 def address_of(exchange: model.Exchange) -> str:
@@ -249,29 +248,26 @@ def address_of(exchange: model.Exchange) -> str:
     return client
 
 
-def _has(headers: model.Headers, name: str) -> bool:
-    return headers.first(name) is not None
-
-
 def is_analysed(request: model.Request, custom_agent: str = "") -> bool:
     """Whether the Trace Analyzer analyses this call (Utils.cs IsAnalyzedService, ~L105).
 
     Header names are matched case-insensitively (it reads a WebHeaderCollection),
     `XboxServicesAPI` case-sensitively (String.Contains). A websocket upgrade is
-    no service call: left out whatever its headers.
+    no service call: left out whatever its headers. (Asked of every MPSD exchange:
+    each header is looked up only when the answer still depends on it.)
     """
-    headers = request.headers
-    upgrade = headers.first("upgrade")
+    first = request.headers.first
+    upgrade = first("upgrade")
     if upgrade is not None and upgrade.strip().lower() == "websocket":
         return False
-    agent = headers.first("user-agent")
-    build = headers.first("x-xbl-api-build-version")
+    agent = first("user-agent")
+    if agent is not None and "XboxServicesAPI" in agent and first("x-xbl-client-name") is None:
+        return True
+    build = first("x-xbl-api-build-version")
     return bool(
         (build is not None and build.lower() == "adk")
-        or (agent is not None and "XboxServicesAPI" in agent
-            and not _has(headers, "x-xbl-client-name"))
-        or _has(headers, "x-xbl-build-version")
-        or _has(headers, "x-authxtoken")
+        or first("x-xbl-build-version") is not None
+        or first("x-authxtoken") is not None
         or (custom_agent and agent == custom_agent))
 
 
@@ -279,21 +275,6 @@ def _social(headers: model.Headers) -> bool:
     """Sent by SocialManager: the analyzer looks for `SocialManager` anywhere in the request
     headers' text, case-sensitively (RepeatedCallsRule.cs ~L45, PollingDetectionRule.cs)."""
     return any("SocialManager" in name or "SocialManager" in value for name, value in headers)
-
-
-class _Address(NamedTuple):
-    host: str
-    target: str
-    resource: Resource
-
-
-def _address(request: model.Request) -> _Address:
-    """Host, lower-cased target and resource; a URL that cannot be split (a broken
-    IPv6 literal) is a bare, unknown target rather than an error."""
-    try:
-        return _Address(request.host, request.path.lower(), request.resource)
-    except ValueError:
-        return _Address("", request.url.lower(), Resource(Kind.UNKNOWN))
 
 
 def _xuid_count(resource: Resource, method: str, request: model.Request) -> int | None:
@@ -310,6 +291,15 @@ def _xuid_count(resource: Resource, method: str, request: model.Request) -> int 
     return len(xuids) if isinstance(xuids, list) else None
 
 
+def _path_or_nothing(request: model.Request) -> str:
+    """The path (with its query) the budgets' sub-path limits read, "" when it cannot be
+    read."""
+    try:
+        return request.path
+    except ValueError:
+        return ""
+
+
 def facts_of(exchange: model.Exchange, service_of: Callable[[str, str, str], str], *,
              now: float, seq: int, custom_agent: str = "") -> Facts:
     """The facts of one exchange.
@@ -318,29 +308,35 @@ def facts_of(exchange: model.Exchange, service_of: Callable[[str, str, str], str
     (`Limits.service_for(...).name`); `path` keeps its query and case.
     An exchange without a start time is placed at its end, else at `now` (the
     time of the one before it), so an exchange read from a damaged record never
-    stops the engine; `seq` numbers it when it has no seq of its own.
+    stops the engine; `seq` numbers it when it has no seq of its own. The request's
+    path, host, user and resource are each read once (the model keeps the last three).
     """
     request = exchange.request
     start = exchange.start if exchange.start is not None else exchange.end
     if start is None:
         start = now
     end = exchange.end if exchange.end is not None and exchange.end >= start else start
-    address = _address(request)
     try:
-        raw_path = request.path
-    except ValueError:
-        raw_path = ""
+        host, raw_path, resource = request.host, request.path, request.resource
+        target = raw_path.lower()
+    except ValueError:  # a URL that cannot be split (a broken IPv6 literal): a bare,
+        # unknown target rather than an error
+        host, resource, target = "", Resource(Kind.UNKNOWN), request.url.lower()
+        raw_path = _path_or_nothing(request)
+    console = address_of(exchange)
     return Facts(
         exchange,
-        seq=exchange.seq if exchange.seq is not None else seq,
-        start=start,
-        end=end,
-        client=client_key(exchange),
-        console=address_of(exchange),
-        method=request.method.upper(),
-        address=address,
-        service=service_of(address.host, address.resource.kind, raw_path),  # a StrEnum
-        analysed=is_analysed(request, custom_agent),
+        exchange.seq if exchange.seq is not None else seq,
+        start,
+        end,
+        request.user or console,  # `client_key`, the address read once
+        console,
+        request.method.upper(),
+        host,
+        target,
+        resource,
+        service_of(host, resource.kind, raw_path),  # a StrEnum
+        is_analysed(request, custom_agent),
     )
 
 
@@ -382,14 +378,15 @@ class Keyed(Generic[K, V]):
         item = self._items.get(key)
         return None if item is None else item.value
 
-    def put(self, key: K, value: V, deadline: float) -> list[tuple[K, V]]:
-        """Keep `value` for `key` until `deadline`; returns the keys evicted to make room."""
+    def put(self, key: K, value: V, deadline: float) -> Sequence[tuple[K, V]]:
+        """Keep `value` for `key` until `deadline`; returns the keys evicted to make room
+        (most puts renew a key and evict nothing: they return one shared empty tuple)."""
         items = self._items
         item = items.get(key)
         if item is not None and item.scheduled <= deadline:
             item.deadline, item.value = deadline, value
             items.move_to_end(key)
-            return []
+            return ()
         items[key] = _Item(deadline, value)
         items.move_to_end(key)
         heapq.heappush(self._heap, (deadline, next(self._tick), key))
