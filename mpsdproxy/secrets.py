@@ -118,9 +118,10 @@ SHAPES: tuple[Shape, ...] = (
 )
 
 
-#: Every credential shape but a named field is a run of this many token characters at
-#: least; `suspicious` looks for one with two C-speed passes (a table and a substring
-#: search) instead of a regex, which costs ten times more per character.
+#: Every credential shape but a named field and a JWT (`eyJ`, looked for apart) is a
+#: run of this many token characters at least; `suspicious` looks for one with two
+#: C-speed passes (a table and a substring search) instead of a regex, which costs ten
+#: times more per character.
 RUN = 40
 #: Letters, digits, `+` and `%` (URL-encoded tickets): `/`, `-`, `_`, `.` and `=` end a
 #: run, so URL paths, GUIDs, dates and host names never make one, while every real
@@ -145,9 +146,11 @@ def _token_word(low: bytes) -> bool:
 
 
 def _shaped(raw: bytes) -> bool:
-    """A short XSTS signature, or a run of token characters as long as the shortest token."""
+    """A short XSTS signature, a JWT's opening (`eyJ`: a short JWT's dots, dashes and
+    underscores can break every run), or a run of token characters as long as the
+    shortest token."""
     # `Q` first: one memchr, and most texts hold no capital Q at all.
-    return (b"Q" in raw and b"AAAAAQ" in raw) or (
+    return (b"Q" in raw and b"AAAAAQ" in raw) or b"eyJ" in raw or (
         len(raw) >= RUN and _RUN in raw.translate(_RUN_MAP))
 
 

@@ -73,7 +73,8 @@ texts = st.lists(st.sampled_from(PIECES), min_size=1, max_size=8).map("".join)
 @example("{\"proofKey\": \"abcdefgh12345678\"}")
 def test_the_anchors_find_exactly_what_every_regex_finds(text: str) -> None:
     """Of a suspicious text; one that is not (no word, no run of token characters as
-    long as the shortest real token, no XSTS signature) holds no credential by design."""
+    long as the shortest real token, no XSTS signature, no JWT) holds no credential by
+    design."""
     expected = every_regex(text) if secrets.suspicious(text) else []
     assert [(f.start, f.end) for f in secrets.find(text)] == expected
 
@@ -83,7 +84,7 @@ def test_the_anchors_find_exactly_what_every_regex_finds(text: str) -> None:
 def test_a_text_without_a_word_or_a_token_run_is_not_suspicious(text: str) -> None:
     raw = model.to_bytes(text)
     run = _RUN.search(raw) is not None
-    if not (worded(text) or run or b"AAAAAQ" in raw):
+    if not (worded(text) or run or b"AAAAAQ" in raw or b"eyJ" in raw):
         assert not secrets.suspicious(text)
         assert not secrets.may_hold(text)
     else:
@@ -96,4 +97,16 @@ def test_long_texts_take_the_same_answers(text: str) -> None:
     """Past the short-text regex, the gated substring searches answer the same."""
     raw = model.to_bytes(text)
     run = _RUN.search(raw) is not None
-    assert secrets.may_hold(text) == (worded(text) or run or b"AAAAAQ" in raw)
+    assert secrets.may_hold(text) == (worded(text) or run or b"AAAAAQ" in raw
+                                      or b"eyJ" in raw)
+
+
+SHORT_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefgh-_x"
+
+
+def test_a_short_jwt_outside_a_secret_name_is_found() -> None:
+    """Its dots, dashes and underscores break every run of token characters, and no
+    secret word names it: the `eyJ` opening alone makes the text worth the regexes."""
+    for text in (f'{{"blob": "{SHORT_JWT}"}}', f"https://example.test/a?q={SHORT_JWT}"):
+        assert secrets.suspicious(text)
+        assert [text[f.start:f.end] for f in secrets.find(text)] == [SHORT_JWT]
