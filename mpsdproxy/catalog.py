@@ -454,8 +454,8 @@ class Situation:
         """All that `why_not` reads: the method, the resource kind, each precondition as
         absent, `*` or an ETag, and whether the session exists. Two situations of one
         shape get the same answer, so a caller may remember answers by it."""
-        return (self.method, self.resource.kind, _sent_as(self.if_match),
-                _sent_as(self.if_none_match), self.exists)
+        return _shape(self.method, self.resource.kind, self.if_match, self.if_none_match,
+                      self.exists)
 
     @staticmethod
     def shape_of(request: model.Request, exists: bool | None = None
@@ -463,9 +463,14 @@ class Situation:
         """`Situation.of(request, exists).shape` without building the situation: a caller
         that remembers answers by shape builds one only for a shape it has not seen."""
         headers = request.headers
-        return (request.method.upper(), request.resource.kind,
-                _sent_as(headers.first("If-Match")), _sent_as(headers.first("If-None-Match")),
-                exists)
+        return _shape(request.method.upper(), request.resource.kind, headers.first("If-Match"),
+                      headers.first("If-None-Match"), exists)
+
+
+def _shape(method: str, kind: resources.Kind, if_match: str | None, if_none_match: str | None,
+           exists: bool | None) -> tuple[str, resources.Kind, str | None, str | None, bool | None]:
+    """A situation's shape (`Situation.shape`), from what the situation is made of."""
+    return method, kind, _sent_as(if_match), _sent_as(if_none_match), exists
 
 
 def _sent_as(value: str | None) -> str | None:

@@ -76,8 +76,7 @@ def is_mpsd(exchange: model.Exchange) -> bool:
     engine, the RTA websocket's `/connect`) on a host that is not MPSD's is not.
     """
     request = exchange.request
-    host = request.host
-    return (host in resources.MPSD_HOSTS or resources.is_mpsd_host(host)
+    return (resources.is_mpsd_host(request.host)
             or request.resource.kind is not resources.Kind.UNKNOWN)
 
 

@@ -10,7 +10,6 @@ lower-cased identity used to track a session.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from dataclasses import field
 from urllib.parse import unquote
@@ -225,40 +224,12 @@ def _handles(rest: list[str]) -> Resource:
     return UNKNOWN
 
 
-#: A session or one of its elements, the paths nearly every request names, spelt
-#: plainly (no `%`, no empty segment): read in one match. Any other spelling, and
-#: every other path, goes the segment-by-segment way, which reads these the same.
-_PLAIN_SESSION = re.compile(
-    r"/serviceconfigs/([^/?#%]+)/sessiontemplates/([^/?#%]+)/sessions/([^/?#%]+)"
-    r"(?:/(members|servers)/([^/?#%]+)|/(properties))?(?=[?#]|\Z)",
-    re.ASCII | re.IGNORECASE)
-_ELEMENT_KINDS = {"members": Kind.MEMBER, "servers": Kind.SERVER}
-
-
-def _plain_session(path: str) -> Resource | None:
-    """The session or element a plainly spelt path names (see `_PLAIN_SESSION`)."""
-    found = _PLAIN_SESSION.match(path) if "://" not in path else None
-    if found is None:
-        return None
-    scid, template, name, part, element, properties = found.groups()
-    if part is not None:
-        part = part.lower()
-        return Resource(_ELEMENT_KINDS[part], scid, template, name, f"{part}/{element}")
-    if properties is not None:
-        return Resource(Kind.PROPERTIES, scid, template, name, "properties")
-    return Resource(Kind.SESSION, scid, template, name)
-
-
 def parse(path: str) -> Resource:
     """The resource a request path (or full URL) names; Kind.UNKNOWN when none.
 
     Never raises: anything that is not MPSD grammar is simply UNKNOWN. (A request
     works its resource out once: `model.Request.resource`.)
     """
-    if type(path) is str:
-        plain = _plain_session(path)
-        if plain is not None:
-            return plain
     try:
         segs = _segments(path)
     except (ValueError, TypeError, AttributeError):

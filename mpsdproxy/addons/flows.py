@@ -47,7 +47,6 @@ __all__ = [
     "request_of",
     "response_of",
     "exchange_of",
-    "marked",
     "to_mitmproxy",
     "flow_of",
 ]
@@ -117,7 +116,7 @@ def _body(message: http.Message, headers: model.Headers | None = None) -> bytes:
 
 def _mark(flow: http.HTTPFlow) -> Mapping[str, Any]:
     mark = flow.metadata.get(KEY)
-    return mark if type(mark) is dict or isinstance(mark, Mapping) else {}
+    return mark if isinstance(mark, Mapping) else {}
 
 
 def _escape(text: str) -> str:
@@ -145,12 +144,9 @@ class _Built:
     garbage collection."""
 
     __slots__ = ("request_key", "request", "response_key", "response", "exchange_key",
-                 "exchange", "resource_data", "resource")
+                 "exchange")
 
     def __init__(self) -> None:
-        #: The router's resource, and the very mark data it wrote for it (`marked`).
-        self.resource_data: Mapping[str, Any] | None = None
-        self.resource: resources.Resource | None = None
         self.request_key: tuple[Any, ...] | None = None
         self.request: model.Request | None = None
         self.response_key: tuple[Any, ...] | None = None
@@ -186,22 +182,11 @@ def _request_of(flow: http.HTTPFlow, mark: Mapping[str, Any], built: _Built) -> 
     if built.request_key != key or built.request is None:
         built.request, built.request_key = _build_request(request, url), key
         known = mark.get("resource")
-        if known is not None and known is built.resource_data:
+        if isinstance(known, Mapping):
             # The router worked the resource out from this path (never rewritten: the
-            # title signs it), so it is not parsed twice, nor read back from its data.
-            built.request.knowing(resource=built.resource)
-        elif isinstance(known, Mapping):
+            # title signs it), so it is not parsed twice.
             built.request.knowing(resource=resources.Resource.from_dict(dict(known)))
     return built.request
-
-
-def marked(flow: http.HTTPFlow, resource: resources.Resource) -> dict[str, Any]:
-    """The resource's data for the flow's mark (the router's): the flow's model takes
-    the resource itself, as long as the mark holds that very data."""
-    data = resource.to_dict()
-    built = _built(flow)
-    built.resource_data, built.resource = data, resource
-    return data
 
 
 def _build_request(request: http.Request, url: Any) -> model.Request:

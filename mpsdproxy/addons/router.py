@@ -27,7 +27,6 @@ from mitmproxy.proxy import mode_specs
 
 from mpsdproxy import resources
 from mpsdproxy.addons import common
-from mpsdproxy.addons import flows
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ class Router:
             return
         mark = flow.metadata[common.KEY] = {
             "url": flow.request.url,
-            "resource": flows.marked(flow, resources.parse(flow.request.path)),
+            "resource": resources.parse(flow.request.path).to_dict(),
             "provenance": dict(common.FORWARDED),
         }
         if self.upstream and not reverse:

@@ -146,8 +146,10 @@ def header(pairs: Iterable[Any], name: str) -> str | None:
     return None
 
 
-def _seconds(epoch: float) -> tuple[int, int]:
-    """Epoch seconds -> whole seconds and microseconds (0-999999), rounded."""
+def timestamp(epoch: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC with microseconds, as records store times."""
+    if epoch is None:
+        return None
     frac, whole = math.modf(epoch)
     micros = round(frac * 1e6)
     sec = int(whole)
@@ -155,34 +157,7 @@ def _seconds(epoch: float) -> tuple[int, int]:
         sec, micros = sec + 1, micros - 1_000_000
     elif micros < 0:
         sec, micros = sec - 1, micros + 1_000_000
-    return sec, micros
-
-
-#: The date and minute of a timestamp; the seconds follow (`sec % 60`: UTC has no leap
-#: seconds in epoch time).
-_MINUTE = "%Y-%m-%dT%H:%M:"
-
-
-def timestamp(epoch: float | None) -> str | None:
-    """Epoch seconds -> ISO 8601 UTC with microseconds, as records store times."""
-    if epoch is None:
-        return None
-    sec, micros = _seconds(epoch)
-    return f"{time.strftime(_MINUTE, time.gmtime(sec))}{sec % 60:02d}.{micros:06d}Z"
-
-
-def _times(start: float | None, end: float | None) -> tuple[str | None, str | None]:
-    """`timestamp` of an exchange's start and end: the end's date and minute, nearly
-    always the start's, are worked out again only when they differ."""
-    if start is None or end is None:
-        return timestamp(start), timestamp(end)
-    sec, micros = _seconds(start)
-    minute = time.strftime(_MINUTE, time.gmtime(sec))
-    end_sec, end_micros = _seconds(end)
-    if end_sec // 60 != sec // 60:
-        return f"{minute}{sec % 60:02d}.{micros:06d}Z", timestamp(end)
-    return (f"{minute}{sec % 60:02d}.{micros:06d}Z",
-            f"{minute}{end_sec % 60:02d}.{end_micros:06d}Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{micros:06d}Z"
 
 
 def parse_timestamp(value: str) -> float:
@@ -283,10 +258,9 @@ def to_record(exchange: model.Exchange, redactor: Redactor, classification: Any 
     """
     exchange = capped(exchange, body_cap)
     request, response, error = redactor.parts(exchange)
-    start, end = _times(exchange.start, exchange.end)
     record: dict[str, Any] = {
-        "start": start,
-        "end": end,
+        "start": timestamp(exchange.start),
+        "end": timestamp(exchange.end),
         "duration_ms": exchange.duration_ms,
         "client": exchange.client,
         "request": _part(request, {"method": request.method, "url": request.url}),

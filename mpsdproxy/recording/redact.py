@@ -230,20 +230,6 @@ class Redactor:
         """An exchange's error message with credential shapes redacted."""
         return self.text(error) if error else error
 
-    def request(self, request: model.Request) -> model.Request:
-        """The request with every credential redacted (the same object when it holds
-        none, or when this redactor is disabled)."""
-        if not self.enabled:
-            return request
-        return self._request(request, self._secret_names(request.headers.fields), True)
-
-    def response(self, response: model.Response) -> model.Response:
-        """The response with every credential redacted (the same object when it holds
-        none, or when this redactor is disabled)."""
-        if not self.enabled:
-            return response
-        return self._response(response, self._secret_names(response.headers.fields), True)
-
     def _request(self, request: model.Request, secret: list[bool],
                  shaped: bool) -> model.Request:
         headers, url = self._redacted(request.headers, request.url, secret, shaped)

@@ -72,7 +72,7 @@ class Trigger:
     """
 
     __slots__ = ("when", "rng", "start", "match_count", "fire_count", "max_scopes", "_scopes",
-                 "_timed", "_nth")
+                 "_timed")
 
     def __init__(self, when: When, rng: random.Random, start: float,
                  max_scopes: int = MAX_SCOPES) -> None:
@@ -84,9 +84,6 @@ class Trigger:
         self.fire_count = 0
         self.max_scopes = max_scopes
         self._scopes: OrderedDict[str, Counters] = OrderedDict()
-        #: A rule counted to its nth match fires on that one only: every other match is
-        #: decided without looking at the other conditions.
-        self._nth = when.nth
 
     def reset(self, start: float | None = None, rng: random.Random | None = None) -> None:
         self.start = self.start if start is None else start
@@ -146,22 +143,10 @@ class Trigger:
     def step(self, now: float, scope: str = "") -> Counters | None:
         """`count`, then `ready`, in one call (the engine's, once per matching rule): the
         counters when the match satisfies every condition, else None."""
-        # `_counted` inline for a scope already counted (all but a scope's first match: this
-        # runs for every matching rule of every request); a new scope goes through it, as
-        # it also bounds how many scopes are kept.
-        scopes = self._scopes
-        counters = scopes.get(scope)
-        if counters is None:
-            counters = self._counted(now, scope)
-        else:
-            scopes.move_to_end(scope)
-            counters.matches += 1
-            self.match_count += 1
+        counters = self._counted(now, scope)
         if self._timed and not self._in_window(now, counters):
             return None
         counters.eligible += 1
-        if self._nth is not None and counters.eligible != self._nth:
-            return None
         return counters if self._allows(counters) else None
 
     def record_fire(self, counters: Counters) -> None:
@@ -337,8 +322,6 @@ class Engine:
             runtimes.append(runtime)
             plan_slots.append(slot)
         self._plans = {key: _Plan(*group) for key, group in grouped.items()}
-        #: Whether any rule matches on the host (else a request's host is never worked out).
-        self._reads_host = any(matcher.reads_host for matcher in self._matchers)
         #: Whether `evaluate` reads its `client` and `user` (a rule counted per client, or
         #: throttling callers) and its `exists` (a fault the catalog must judge): a caller
         #: may leave out what no rule reads.
@@ -370,7 +353,7 @@ class Engine:
         if plan is None:
             return None
         now = time.monotonic() if now is None else now
-        facts = Facts.of(request, host=self._reads_host)
+        facts = Facts.of(request)
         scopes = ("", client, request.resource.key if plan.per_session else None)
         verdicts: list[bool | None] = [None] * len(self._matchers)
         reasons: tuple[str | None, ...] | None = None

@@ -34,16 +34,13 @@ class Facts(NamedTuple):
     method: str  # upper case
     kind: Kind
     path: str  # without the query
-    host: str  # lower case, without port ("" when no matcher reads it)
+    host: str  # lower case, without port
     headers: model.Headers
 
     @classmethod
-    def of(cls, request: model.Request, *, host: bool = True) -> Facts:
-        """The request's facts; `host=False` leaves the host out (splitting it from the URL
-        is the dearest of them) for matchers that read none (`Matcher.reads_host`)."""
+    def of(cls, request: model.Request) -> Facts:
         return cls(request.method.upper(), request.resource.kind,
-                   request.path.partition("?")[0], request.host if host else "",
-                   request.headers)
+                   request.path.partition("?")[0], request.host, request.headers)
 
 
 class HeaderCheck(NamedTuple):
@@ -88,11 +85,6 @@ class Matcher(NamedTuple):
             tuple(HeaderCheck(h.name.lower(), h.present,
                               h.glob.regex if h.glob is not None else None)
                   for h in match.headers))
-
-    @property
-    def reads_host(self) -> bool:
-        """Whether this matcher looks at the request's host."""
-        return bool(self.hosts)
 
     def test(self, facts: Facts) -> bool:
         """Whether the request these facts describe passes every condition."""

@@ -52,7 +52,6 @@ __all__ = [
     "HostKey",
     "PlaceKey",
     "RequestKey",
-    "CallKey",
     "SessionKey",
     "ServiceKey",
     "Facts",
@@ -88,16 +87,6 @@ class RequestKey(NamedTuple):
     client: str
     method: str
     target: str
-
-
-class CallKey(NamedTuple):
-    """"The same call": one client, host, method, URI and request body."""
-
-    client: str
-    host: str
-    method: str
-    target: str
-    body_hash: int
 
 
 class SessionKey(NamedTuple):
@@ -191,10 +180,6 @@ class Facts:
     @functools.cached_property
     def request_key(self) -> RequestKey:
         return RequestKey(self.client, self.method, self.target)
-
-    @functools.cached_property
-    def call(self) -> CallKey:
-        return CallKey(self.client, self.host, self.method, self.target, self.body_hash)
 
     @property
     def per_place(self) -> PlaceKey:
