@@ -182,3 +182,55 @@ def test_the_rta_faults_come_right_after_the_injector():
     names = [type(p).__name__ for p in MpsdChain().parts]
     assert names[names.index("FaultInjector") + 1] == "RtaFaults"
     assert names.index("RtaFaults") < names.index("Recorder") < names.index("LiveLog")
+
+
+def test_a_flows_models_are_freed_once_its_exchange_is_over_and_its_work_ran():
+    """mitmproxy's flows die in reference cycles: the models built for one must not
+    wait for the garbage collector (a flow stays alive here, as in the proxy until a
+    collection)."""
+    import gc
+    import weakref
+
+    from mpsdproxy.addons import flows
+
+    class Reader:
+        after_answer = None
+
+        def response(self, flow):
+            exchange = flows.exchange_of(flow)
+            self.after_answer.soon(seen.append, exchange.response.status)
+
+    seen: list[int] = []
+    chain = MpsdChain([Reader()])
+    flow = tflow.tflow(resp=True)
+    gc.disable()
+    try:
+        async def answer() -> weakref.ref:
+            chain.response(flow)
+            built = weakref.ref(flows.exchange_of(flow))
+            assert built() is not None and seen == []  # the queued work still needs it
+            await asyncio.sleep(0)
+            return built
+
+        built = asyncio.run(answer())
+        assert seen == [200]
+        assert built() is None  # freed by reference counting, no collection
+        assert flows.exchange_of(flow).response.status == 200  # built again on demand
+    finally:
+        gc.enable()
+
+
+def test_a_websockets_models_are_kept_until_it_ends():
+    from mpsdproxy.addons import flows
+
+    chain = MpsdChain([])
+    flow = tflow.twebsocketflow()
+    flow.websocket.timestamp_end = None
+    before = flows.exchange_of(flow)
+    chain.response(flow)  # the 101: messages follow
+    chain.after.drain()
+    assert flows.exchange_of(flow) is before
+    flow.websocket.timestamp_end = 1.0
+    chain.websocket_end(flow)
+    chain.after.drain()
+    assert flows.exchange_of(flow) is not before

@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
 
+from mpsdproxy.addons import flows
 from mpsdproxy.addons.later import AfterAnswer
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ GUARD_EVENTS = ("http_connect", "requestheaders", "client_disconnected")
 #: (mitmproxy's `flow.websocket.messages[-1]` is the one `websocket_message` is about).
 WEBSOCKET_EVENTS = ("websocket_start", "websocket_message", "websocket_end")
 LIFECYCLE_EVENTS = ("configure", "running", "done")
+#: The events after which a flow's model values are no longer needed (`flows.forget`).
+ENDING_EVENTS = ("response", "error", "websocket_end")
 #: Hooks the chain hands its parts itself (`load` registers options and commands).
 FORWARDED = frozenset({*FLOW_EVENTS, *GUARD_EVENTS, *WEBSOCKET_EVENTS, *LIFECYCLE_EVENTS,
                        "load"})
@@ -115,10 +118,13 @@ class MpsdChain:
 
     It forwards only the flow events, the guard events, the websocket events (the RTA
     connection) and the lifecycle hooks above, and refuses at construction a part that defines any
-    other mitmproxy hook (`responseheaders`, `tcp_message`...), which it would
+    other mitmproxy hook (`tcp_message`, `dns_request`...), which it would
     otherwise skip without a word. It owns the
     after-answer queue (`AfterAnswer`), hands it to every part that declares an
     `after_answer` attribute (injector, live log, verdicts), and drains it at shutdown.
+    Once every part has seen a flow's end and their queued work has run, it drops
+    the model values built for the flow (`flows.forget`): mitmproxy's flows are
+    freed only by the garbage collector, and ours need not wait for it.
     """
 
     def __init__(self, parts: list[Any] | None = None, after: AfterAnswer | None = None) -> None:
@@ -132,6 +138,14 @@ class MpsdChain:
             event: [getattr(part, event) for part in self.parts if hasattr(part, event)]
             for event in (*FLOW_EVENTS, *GUARD_EVENTS, *WEBSOCKET_EVENTS, *LIFECYCLE_EVENTS)
         }
+        for event in ENDING_EVENTS:  # after every part, and after the work they queued
+            self._hooks[event].append(self._release)
+
+    def _release(self, flow: Any) -> None:
+        """Queue `flows.forget` behind the work the parts queued for this flow: an HTTP
+        exchange is over at its `response` or `error`, a websocket at its end."""
+        if flow.websocket is None or flow.websocket.timestamp_end is not None:
+            self.after.soon(flows.forget, flow)
 
     def load(self, loader: Any) -> None:
         from mitmproxy import ctx

@@ -161,6 +161,17 @@ class _Built:
 _BUILT = "mpsd_built"
 
 
+def forget(flow: http.HTTPFlow) -> None:
+    """Drop the model values built for `flow` once its exchange is over.
+
+    mitmproxy's flows die in reference cycles (a flow and the HTTP stream that
+    handled it), which only the garbage collector breaks: whatever hangs off a
+    flow waits for a collection and makes it longer. Dropped here, the models,
+    their headers and the parsed body are freed at once. A later reader still
+    gets the same values: they are built again (`exchange_of`)."""
+    flow.__dict__.pop(_BUILT, None)
+
+
 def _built(flow: http.HTTPFlow) -> _Built:
     built = flow.__dict__.get(_BUILT)
     if built is None:
