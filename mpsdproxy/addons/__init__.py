@@ -121,7 +121,8 @@ class MpsdChain:
     other mitmproxy hook (`tcp_message`, `dns_request`...), which it would
     otherwise skip without a word. It owns the
     after-answer queue (`AfterAnswer`), hands it to every part that declares an
-    `after_answer` attribute (injector, live log, verdicts), and drains it at shutdown.
+    `after_answer` attribute (injector, live log, verdicts, graceful stop), and drains it
+    at shutdown.
     Once every part has seen a flow's end and their queued work has run, it drops
     the model values built for the flow (`flows.forget`): mitmproxy's flows are
     freed only by the garbage collector, and ours need not wait for it.

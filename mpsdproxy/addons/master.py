@@ -35,6 +35,7 @@ from mpsdproxy.addons import access
 from mpsdproxy.addons import default_addons
 from mpsdproxy.addons import mitmconfig
 from mpsdproxy.addons import router
+from mpsdproxy.addons.later import AfterAnswer
 
 __all__ = ["DEFAULT_GRACE", "FileGuard", "GracefulStop", "ProxyError", "install_stop_signals",
            "is_loopback", "read_config", "remote_points", "routing_options", "serve", "start"]
@@ -172,17 +173,21 @@ class FileGuard:
 class GracefulStop:
     """Counts the exchanges in flight and stops the proxy without cutting them off.
 
-    An exchange is in flight from its request headers until the event loop turn
-    after its last `response` (or `error`) hook: this addon comes last in the chain,
-    so by then the recorder wrote it, and mitmproxy has handed the answer to the
-    socket. `stop()` (the first signal) closes the listening sockets, waits until
-    nothing is in flight or `mpsd_shutdown_grace` seconds have passed, and shuts the
-    master down; a second `stop()` shuts it down at once.
+    An exchange is in flight from its request headers until the work queued after its
+    last `response` (or `error`) hook has run (the chain's `AfterAnswer` queue): this
+    addon comes last in the chain, so by then the recorder wrote it, mitmproxy has
+    handed the answer to the socket, and its verdicts are decided. `stop()` (the first
+    signal) closes the listening sockets, waits until nothing is in flight or
+    `mpsd_shutdown_grace` seconds have passed, and shuts the master down; a second
+    `stop()` shuts it down at once.
     """
 
     def __init__(self, master: DumpMaster) -> None:
         self.master = master
         self.in_flight: set[str] = set()
+        #: The chain's after-answer queue (`MpsdChain` hands it over): an exchange is in
+        #: flight until its answer is out and the work queued for it has run.
+        self.after_answer: AfterAnswer | None = None
         self.grace = float(DEFAULT_GRACE)
         self.stopping: asyncio.Task[None] | None = None
 
@@ -213,11 +218,12 @@ class GracefulStop:
         self._finished(flow)
 
     def _finished(self, flow: Any) -> None:
-        """Forget the flow on the next loop turn: the answer is written after this hook."""
-        try:
-            asyncio.get_running_loop().call_soon(self.in_flight.discard, flow.id)
-        except RuntimeError:
+        """Forget the flow once its answer is written (after this hook) and the work
+        queued for it is done (at once outside a chain)."""
+        if self.after_answer is None:
             self.in_flight.discard(flow.id)
+        else:
+            self.after_answer.soon(self.in_flight.discard, flow.id)
 
     def stop(self) -> None:
         """The first call drains then stops; any later one stops at once."""
