@@ -110,7 +110,7 @@ class Resource:
 
     def __post_init__(self) -> None:
         key = (f"{self.scid}~{self.template}~{self.name}".lower()
-               if self.kind is Kind.SESSION or self.kind in ELEMENT_KINDS else None)
+               if self.is_session_or_element else None)
         object.__setattr__(self, "key", key)
 
     @property

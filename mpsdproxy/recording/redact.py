@@ -102,6 +102,11 @@ def _length(headers: model.Headers, body: bytes) -> model.Headers:
     return headers.with_value("Content-Length", str(len(body)))
 
 
+def _plain(fields: Sequence[tuple[str, str]], secret: list[bool]) -> list[str]:
+    """The values of the fields not under a secret name (`secret`, field by field)."""
+    return [value for (_, value), hidden in zip(fields, secret, strict=True) if not hidden]
+
+
 class Redactor:
     """Replaces credentials with `redact_value`s. Header names compare case-insensitively;
     `enabled=False` leaves everything as it is."""
@@ -161,9 +166,7 @@ class Redactor:
         one pass over them all, `secrets.may_hold`), which most messages' never are."""
         fields = headers.fields
         if shaped:
-            plain = [value for (_, value), hidden in zip(fields, secret, strict=True)
-                     if not hidden]
-            shaped = secrets.may_hold("\n".join([line, *plain]))
+            shaped = secrets.may_hold("\n".join([line, *_plain(fields, secret)]))
             if shaped:
                 line = self.text(line)
         if not shaped and True not in secret:
@@ -220,10 +223,8 @@ class Redactor:
         shape: one pass over them all. (A body has a pass of its own, `_body`: a session
         document's `deviceToken` must not send its exchange down the slow path.)"""
         request, response = exchange.request, exchange.response
-        plain = [value for (_, value), hidden in zip(fields, secret, strict=True)
-                 if not hidden]
         texts = [request.url, exchange.error or "", response.reason if response else "",
-                 *plain]
+                 *_plain(fields, secret)]
         return secrets.may_hold("\n".join(texts))
 
     def error(self, error: str | None) -> str | None:

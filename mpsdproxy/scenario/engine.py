@@ -246,7 +246,6 @@ class _Step(NamedTuple):
     is (`_SCOPE_AT`), and its place among the plan's rules that check applicability."""
 
     runtime: _Runtime
-    trigger: Trigger
     slot: int
     scope_at: int
     check_at: int | None
@@ -271,8 +270,7 @@ class _Plan:
             if runtime.checks:
                 check_at = len(checking)
                 checking.append(runtime.rule.fault)
-            steps.append(_Step(runtime, runtime.trigger, slot, _SCOPE_AT[runtime.rule.per],
-                               check_at))
+            steps.append(_Step(runtime, slot, _SCOPE_AT[runtime.rule.per], check_at))
         self.steps = tuple(steps)
         #: Whether a rule is counted per session (only then is the session key needed).
         self.per_session = any(runtime.rule.per is Per.SESSION for runtime in runtimes)
@@ -359,7 +357,7 @@ class Engine:
         reasons: tuple[str | None, ...] | None = None
         with self._lock:
             winner: Firing | None = None
-            for runtime, trigger, slot, scope_at, check_at in plan.steps:
+            for runtime, slot, scope_at, check_at in plan.steps:
                 scope = scopes[scope_at]
                 if scope is None or not runtime.enabled:
                     continue
@@ -376,9 +374,9 @@ class Engine:
                         runtime.refused(reason)
                         continue
                 if winner is not None:
-                    trigger.count(now, scope)
+                    runtime.trigger.count(now, scope)
                     continue
-                counters = trigger.step(now, scope)
+                counters = runtime.trigger.step(now, scope)
                 if counters is not None:
                     winner = self._fire(runtime, now, scope, counters, user or client)
             return winner

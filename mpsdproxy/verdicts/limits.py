@@ -97,32 +97,24 @@ class ServiceLimits:
     parts: tuple[ServiceLimits, ...] = ()
     #: `hosts` as one regex, compiled once here rather than for every request.
     host_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
-    path_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
-    #: `path_patterns` as one regex (None without paths): one match per request.
+    #: `paths` as one regex (None without paths): one match per request.
     path_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         pattern = "|".join(f"(?:{fnmatch.translate(p.lower())})" for p in self.hosts)
         object.__setattr__(self, "host_pattern", re.compile(pattern) if pattern else None)
-        object.__setattr__(self, "path_patterns", tuple(wildcard(p) for p in self.paths))
-        paths = "|".join(f"(?:{p.pattern})" for p in self.path_patterns)
+        paths = "|".join(f"(?:{wildcard(p).pattern})" for p in self.paths)
         object.__setattr__(self, "path_pattern",
                            re.compile(paths, re.IGNORECASE) if paths else None)
-
-    def serves(self, host: str) -> bool:
-        """Whether a request to `host` (lower case) matches one of `hosts`."""
-        return self.host_pattern is not None and self.host_pattern.match(host) is not None
 
     def covers(self, path: str) -> bool:
         """Whether a request to `path` (with its query) falls under this sub-path limit."""
         return self.path_pattern is not None and self.path_pattern.match(path) is not None
 
     def part_for(self, path: str) -> ServiceLimits:
-        """The sub-path limit `path` counts against, else this service's own (asked of
-        every request: each part's one pattern is matched here, without a call)."""
+        """The sub-path limit `path` counts against, else this service's own."""
         for part in self.parts:
-            pattern = part.path_pattern
-            if pattern is not None and pattern.match(path) is not None:
+            if part.covers(path):
                 return part
         return self
 

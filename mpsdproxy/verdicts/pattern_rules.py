@@ -109,7 +109,7 @@ class RateBudgetRule(BaseRule):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        #: (user, service) -> its windows (a ServiceKey's fields, as a plain tuple)
+        #: (client, service) -> that caller's windows against that service's budgets
         self.budgets: Keyed[tuple[str, str], _Budget] = Keyed(self.max_keys)
         self.peaks: dict[str, _Peak] = {}
         self.services = self.limits.by_name()
@@ -119,7 +119,7 @@ class RateBudgetRule(BaseRule):
         self.seen += 1
         service, start = ex.service, ex.start
         limits = self.services[service]
-        key = (ex.client, service)  # a ServiceKey's fields, without building one
+        key = (ex.client, service)
         budget = self.budgets.get(key)
         if budget is None:
             budget = _Budget(limits.burst.sliding(),

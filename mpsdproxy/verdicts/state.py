@@ -53,7 +53,6 @@ __all__ = [
     "PlaceKey",
     "RequestKey",
     "SessionKey",
-    "ServiceKey",
     "Facts",
     "facts_of",
     "client_key",
@@ -92,13 +91,6 @@ class RequestKey(NamedTuple):
 class SessionKey(NamedTuple):
     client: str
     session: str
-
-
-class ServiceKey(NamedTuple):
-    """One user's calls against one service's budgets."""
-
-    client: str
-    service: str
 
 
 class Facts:
@@ -214,11 +206,12 @@ class Facts:
         return None if response is None else response.headers.first(name)
 
 
-def client_key(exchange: model.Exchange) -> str:
+def client_key(exchange: model.Exchange, address: str | None = None) -> str:
     """Who sent the exchange: the user (`model.Request.user`, i.e. `recording.user_of`: the
     XBL user hash, which the service's rate limits key by and which survives token
-    refreshes; else the redacted Authorization), else the address without its port."""
-    return exchange.request.user or address_of(exchange)
+    refreshes; else the redacted Authorization), else the address without its port
+    (`address_of`, unless the caller has it already)."""
+    return exchange.request.user or (address_of(exchange) if address is None else address)
 
 
 def address_of(exchange: model.Exchange) -> str:
@@ -314,7 +307,7 @@ def facts_of(exchange: model.Exchange, service_of: Callable[[str, str, str], str
         exchange.seq if exchange.seq is not None else seq,
         start,
         end,
-        request.user or console,  # `client_key`, the address read once
+        client_key(exchange, console),
         console,
         request.method.upper(),
         host,
