@@ -200,6 +200,51 @@ def test_report_on_garbage_exits_2(tmp_path: Path, content: bytes, fail_on: list
     assert path.read_bytes() == content
 
 
+@pytest.mark.parametrize("fmt", ["har", "mitm", "saz", "csv"])
+@pytest.mark.parametrize("content", [b"# notes\nnot json\n", b"[1, 2]\nnull\n",
+                                     b'{"seq": "x"}\n'])
+def test_export_of_garbage_exits_2_and_writes_nothing(tmp_path: Path, fmt: str,
+                                                      content: bytes) -> None:
+    """As `report` refuses it: an export of what is not a recording is no export."""
+    path, out = tmp_path / "garbage.jsonl", tmp_path / f"out.{fmt}"
+    path.write_bytes(content)
+    line = _bad_input(*_cli("export", path, "--format", fmt, "-o", out)[::2], path)
+    assert "not a recording" in line
+    assert not out.exists()
+    assert path.read_bytes() == content
+
+
+def test_export_over_the_unreadable_threshold_exits_2(rec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.har"
+    lines = rec.read_bytes().splitlines(keepends=True)
+    rec.write_bytes(b"".join(lines[:8]) + b"garbage\n" + b"".join(lines[8:10]))  # 1 of 11
+    assert _cli("export", rec, "--format", "har", "-o", out)[0] == 0
+    out.unlink()
+    rec.write_bytes(b"".join(lines[:8]) + b"garbage\n{}\n")  # 2 of 10 unreadable
+    line = _bad_input(*_cli("export", rec, "--format", "har", "-o", out)[::2], rec)
+    assert "2 of 10 lines unreadable" in line
+    assert not out.exists()
+
+
+def test_import_of_a_capture_with_no_readable_entry_exits_2(tmp_path: Path) -> None:
+    capture, out = tmp_path / "capture.har", tmp_path / "out.jsonl"
+    capture.write_text(json.dumps({"log": {"entries": [{"request": {"method": "GET"}}]}}))
+    line = _bad_input(*_cli("import", capture, "-o", out)[::2], capture)
+    assert "entry 1" in line and "'url'" in line
+    assert not out.exists()
+
+
+def test_import_counts_the_entries_it_skipped(tmp_path: Path) -> None:
+    capture, out = _har(tmp_path / "capture.har"), tmp_path / "out.jsonl"
+    har = json.loads(capture.read_text())
+    har["log"]["entries"].insert(0, {"request": {"method": "GET"}})
+    capture.write_text(json.dumps(har))
+    code, stdout, stderr = _cli("import", capture, "-o", out)
+    assert code == 0, stderr
+    assert "kept 1 exchange(s)" in stdout and "skipped 1" in stdout
+    assert "entry 1: cannot read it (no 'url' in it)" in stderr
+
+
 def test_report_on_readme_exits_2_through_the_real_command(tmp_path: Path) -> None:
     result = _mpsdproxy("report", ROOT / "README.md", "--fail-on", "fail", cwd=tmp_path)
     line = _bad_input(result.returncode, result.stderr, "README.md")

@@ -219,6 +219,8 @@ class ImportResult:
         line += f"; dropped {dropped}"
         if dropped:
             line += f" ({hosts(self.dropped_by_host)})"
+        if self.skipped:
+            line += f"; skipped {len(self.skipped)} (listed above)"
         return line
 
 
@@ -236,13 +238,14 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     websocket messages, so each handshake's entry is written in its place with
     them (HAR has them inside the entry). The output is written to a temporary file and
     renamed: a failed export leaves the old file as it was. Raises ValueError
-    when `out_path` is the recording. `progress`, when given, is told how many records
-    have been read so far (the CLI shows a counter with it).
+    when `out_path` is the recording, and (`safefiles.BadFile`) when the file is not a
+    recording or mostly unreadable, as `report` and `diff` refuse it. `progress`, when
+    given, is told how many records have been read so far (the CLI shows a counter).
     """
     chosen = _check_format(fmt, formats)
     safefiles.refuse_overwrite_of_inputs([out_path], [recording_path])
     result = ExportResult()
-    total = sum(1 for _ in recording.read(recording_path))
+    total = _refuse_unreadable(recording_path)
     items = items_of(recording.read(recording_path, issues=result.issues, messages=True),
                      result.skipped, messages=chosen.messages, fmt=chosen.name.upper())
     hide = redactor if redactor is not None else recording.Redactor()
@@ -256,6 +259,21 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     with safefiles.atomic_output(out_path, "wb") as f:
         result.count = write(items, f, result.skipped, total)
     return result
+
+
+def _refuse_unreadable(recording_path: str) -> int:
+    """How many exchange records the recording holds; BadFile, before anything is
+    written, for a file that is not a recording or is mostly unreadable lines, as
+    `report` and `diff` refuse it (`safefiles.refuse_unreadable`)."""
+    issues: list[recording.ReadIssue] = []
+    records = exchanges = 0
+    for item in recording.read(recording_path, issues=issues, messages=True):
+        records += 1
+        exchanges += not ws.is_message(item)
+    bad = [issue for issue in issues if not issue.truncated]
+    safefiles.refuse_unreadable(recording_path, records, len(bad),
+                                (bad[0].line, bad[0].problem) if bad else None)
+    return exchanges
 
 
 def _host_of(request: model.Request) -> str:
@@ -353,6 +371,9 @@ def import_file(
         if progress is not None:
             items = _counted(items, progress)
         first = next(items, None)  # a file not in the format fails before the output opens
+        if first is None and result.skipped:
+            raise safefiles.BadFile(f"{path}: no exchange in it could be read "
+                                    f"({result.skipped[0]})")
         with safefiles.atomic_path(out_path, append=append) as temporary, \
                 recording.Writer(temporary) as w:
             waiting = _Interleave()

@@ -427,7 +427,8 @@ def _entry_items(number: int, entry: Any, provenance: Mapping[str, Any],
         exchange = entry_exchange(entry, provenance)
         messages = list(entry_messages(entry, exchange, skipped, number))
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
-        skip(skipped, f"entry {number}: cannot read it ({type(e).__name__}: {e})")
+        why = f"no {e.args[0]!r} in it" if isinstance(e, KeyError) and e.args else e
+        skip(skipped, f"entry {number}: cannot read it ({why})")
         return
     yield exchange
     yield from messages
