@@ -26,7 +26,8 @@ from typing import Any
 
 __all__ = ["BadFile", "SameFileError", "UNREADABLE_LIMIT", "same_file",
            "refuse_overwrite_of_inputs", "atomic_path", "atomic_output", "refuse_empty",
-           "refuse_unreadable", "refuse_no_records", "refuse_not_regular"]
+           "refuse_unreadable", "refuse_unreadable_recording", "refuse_no_records",
+           "refuse_not_regular"]
 
 PathLike = str | os.PathLike[str]
 
@@ -141,6 +142,28 @@ def refuse_unreadable(path: PathLike, records: int, unreadable: int,
     if unreadable > UNREADABLE_LIMIT * lines:
         raise BadFile(f"{os.fspath(path)}: {unreadable} of {lines} lines unreadable, over "
                       f"the {UNREADABLE_LIMIT:.0%} a recording may have{why}")
+
+
+def refuse_unreadable_recording(path: PathLike) -> int:
+    """Read a recording through once: BadFile when it is not one or is mostly unreadable
+    lines (`refuse_unreadable`, a cut last line aside); else how many HTTP exchange
+    records it holds. For commands that stream the file afterwards (export, the sweep
+    matrix) and so must refuse it before they write or judge anything."""
+    from mpsdproxy import recording
+    from mpsdproxy.recording import messages
+
+    refuse_empty(path)
+    issues: list[recording.ReadIssue] = []
+    records = exchanges = 0
+    try:
+        for item in recording.read(path, issues=issues, messages=True):
+            records += 1
+            exchanges += not messages.is_message(item)
+    except OSError as e:
+        raise BadFile(f"{os.fspath(path)}: {e.strerror or e}") from None
+    bad = [issue for issue in issues if not issue.truncated]
+    refuse_unreadable(path, records, len(bad), (bad[0].line, bad[0].problem) if bad else None)
+    return exchanges
 
 
 def refuse_no_records(path: PathLike) -> None:

@@ -226,6 +226,20 @@ def test_export_over_the_unreadable_threshold_exits_2(rec: Path, tmp_path: Path)
     assert not out.exists()
 
 
+@pytest.mark.parametrize("garbage_first", [True, False])
+def test_sweep_matrix_of_garbage_exits_2(rec: Path, tmp_path: Path, garbage_first: bool) -> None:
+    """`report --matrix` reads its recordings as `report` does: one that is not a
+    recording is refused, never counted as a run with nothing in it."""
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(b"# notes\nnot json\n")
+    first, also = (garbage, rec) if garbage_first else (rec, garbage)
+    code, out, err = _cli("report", first, "--also", also, "--matrix")
+    line = _bad_input(code, err, garbage)
+    assert "not a recording" in line
+    assert out == ""
+    assert _cli("report", rec, "--matrix")[0] == 0
+
+
 def test_import_of_a_capture_with_no_readable_entry_exits_2(tmp_path: Path) -> None:
     capture, out = tmp_path / "capture.har", tmp_path / "out.jsonl"
     capture.write_text(json.dumps({"log": {"entries": [{"request": {"method": "GET"}}]}}))

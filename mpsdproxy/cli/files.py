@@ -101,7 +101,7 @@ def _matrix(file: str, also: tuple[str, ...], fmt: str, output: str | None,
     sources = [file, *also]
     safefiles.refuse_overwrite_of_inputs([output], sources)
     for path in sources:
-        safefiles.refuse_empty(path)
+        safefiles.refuse_unreadable_recording(path)
     try:
         built = matrix.build_matrix(sources)
     except (OSError, ValueError) as e:
@@ -268,7 +268,6 @@ def export(file: str, fmt: str, output: str, no_redact: bool, partition: str | N
     from mpsdproxy.addons import flowfile
 
     safefiles.refuse_overwrite_of_inputs([output], [file])
-    safefiles.refuse_empty(file)
     try:
         with Progress("export", "records written", quiet) as progress:
             result = interchange.export_file(file, output, fmt, flowfile.FORMATS,

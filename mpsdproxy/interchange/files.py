@@ -245,7 +245,7 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     chosen = _check_format(fmt, formats)
     safefiles.refuse_overwrite_of_inputs([out_path], [recording_path])
     result = ExportResult()
-    total = _refuse_unreadable(recording_path)
+    total = safefiles.refuse_unreadable_recording(recording_path)
     items = items_of(recording.read(recording_path, issues=result.issues, messages=True),
                      result.skipped, messages=chosen.messages, fmt=chosen.name.upper())
     hide = redactor if redactor is not None else recording.Redactor()
@@ -259,21 +259,6 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     with safefiles.atomic_output(out_path, "wb") as f:
         result.count = write(items, f, result.skipped, total)
     return result
-
-
-def _refuse_unreadable(recording_path: str) -> int:
-    """How many exchange records the recording holds; BadFile, before anything is
-    written, for a file that is not a recording or is mostly unreadable lines, as
-    `report` and `diff` refuse it (`safefiles.refuse_unreadable`)."""
-    issues: list[recording.ReadIssue] = []
-    records = exchanges = 0
-    for item in recording.read(recording_path, issues=issues, messages=True):
-        records += 1
-        exchanges += not ws.is_message(item)
-    bad = [issue for issue in issues if not issue.truncated]
-    safefiles.refuse_unreadable(recording_path, records, len(bad),
-                                (bad[0].line, bad[0].problem) if bad else None)
-    return exchanges
 
 
 def _host_of(request: model.Request) -> str:
@@ -372,7 +357,7 @@ def import_file(
             items = _counted(items, progress)
         first = next(items, None)  # a file not in the format fails before the output opens
         if first is None and result.skipped:
-            raise safefiles.BadFile(f"{path}: no exchange in it could be read "
+            raise safefiles.BadFile(f"{path}: holds no exchange to import "
                                     f"({result.skipped[0]})")
         with safefiles.atomic_path(out_path, append=append) as temporary, \
                 recording.Writer(temporary) as w:
