@@ -240,6 +240,23 @@ def test_sweep_matrix_of_garbage_exits_2(rec: Path, tmp_path: Path, garbage_firs
     assert _cli("report", rec, "--matrix")[0] == 0
 
 
+@pytest.mark.parametrize("content", [b"# notes\nnot json\n", b'{"seq": "x"}\n'])
+def test_resend_of_garbage_exits_2_before_sending(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.jsonl"
+    path.write_bytes(content)
+    code, out, err = _cli("resend", path, "--to", NOWHERE)
+    assert "not a recording" in _bad_input(code, err, path)
+    assert "sent" not in out
+
+
+def test_resend_over_the_unreadable_threshold_exits_2(rec: Path) -> None:
+    lines = rec.read_bytes().splitlines(keepends=True)
+    rec.write_bytes(b"".join(lines[:8]) + b"garbage\n{}\n")  # 2 of 10 unreadable
+    code, out, err = _cli("resend", rec, "--to", NOWHERE)
+    assert "2 of 10 lines unreadable" in _bad_input(code, err, rec)
+    assert "sent" not in out
+
+
 def test_import_of_a_capture_with_no_readable_entry_exits_2(tmp_path: Path) -> None:
     capture, out = tmp_path / "capture.har", tmp_path / "out.jsonl"
     capture.write_text(json.dumps({"log": {"entries": [{"request": {"method": "GET"}}]}}))

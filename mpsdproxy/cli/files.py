@@ -191,8 +191,9 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
 
     Redacted tokens are replaced by stand-in tokens derived from their hash, so
     distinct users stay distinct. A target that cannot be reached stops it after
-    --max-failures requests in a row. Exit 1 when any request got no answer, 2 for an
-    empty recording or a --record that is the recording itself.
+    --max-failures requests in a row. Exit 1 when any request got no answer, 2 for a
+    file that is not a recording (empty, or over 10 % unreadable lines) or a --record
+    that is the recording itself.
 
     \b
     Example:
@@ -201,7 +202,7 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
     from mpsdproxy import resend as resend_module
 
     safefiles.refuse_overwrite_of_inputs([record_path], [file])
-    safefiles.refuse_empty(file)
+    safefiles.refuse_unreadable_recording(file)  # before a request is sent
 
     progress = Progress("resend", "sent", quiet)
 
