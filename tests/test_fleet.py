@@ -261,6 +261,27 @@ def test_bad_files_are_one_line_exit_2(tmp_path: Path) -> None:
         assert result.output.count("\n") == 1
 
 
+def test_a_mostly_unreadable_recording_is_refused_as_every_command_refuses_it(
+        tmp_path: Path) -> None:
+    """Over 10 % unreadable lines is bad input (the README's exit codes); one bad line in
+    eleven, or a last line cut short by a stopped writer, is not."""
+    path = write_run(tmp_path / "r.jsonl", {"build": "7"})
+    lines = path.read_bytes().splitlines(keepends=True)
+    readable = lines + lines[1:] * 3  # a header and 12 exchange lines
+    path.write_bytes(b"".join(readable[:6]) + b"garbage\n" + b"".join(readable[6:]))
+    assert invoke("fleet", path).exit_code == 0
+    path.write_bytes(b"".join(readable) + b'{"seq": 99, "sta')  # cut mid-record
+    assert invoke("fleet", path).exit_code == 0
+    path.write_bytes(b"".join(readable[:6]) + b"garbage\n[1, 2]\n{}\n"
+                     + b"".join(readable[6:]))
+    result = invoke("fleet", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "r.jsonl: 3 of 15 lines unreadable" in result.output
+    assert result.output.count("\n") == 1
+    assert invoke("fleet", path, "--to-parquet", tmp_path / "o.parquet").exit_code == 2
+    assert not (tmp_path / "o.parquet").exists()
+
+
 def test_help_has_an_example() -> None:
     result = invoke("fleet", "--help")
     assert result.exit_code == 0 and "mpsdproxy fleet nightly/" in result.output

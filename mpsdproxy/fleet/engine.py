@@ -45,6 +45,7 @@ from typing import Any
 
 import duckdb
 
+from mpsdproxy import safefiles
 from mpsdproxy.fleet.sources import FleetError
 from mpsdproxy.fleet.sources import Sources
 from mpsdproxy.recording import verdictfile
@@ -198,6 +199,7 @@ class Fleet:
                 self._create_tables()
             if sources.recordings:
                 self._load_recordings(sources.recordings, sources.sidecars)
+                self._refuse_unreadable(sources.recordings)
                 if sources.parquet:
                     self._load_parquet(sources.parquet)
             for name, body in VIEWS.items():
@@ -205,6 +207,9 @@ class Fleet:
         except duckdb.Error as e:
             self.close()
             raise FleetError(_one_line(e)) from None
+        except FleetError:
+            self.close()
+            raise
 
     def _create_tables(self) -> None:
         self.con.execute(f"""CREATE TABLE _lines AS SELECT NULL::VARCHAR AS run, {LINES_SELECT}
@@ -233,6 +238,23 @@ class Fleet:
             SELECT left(filename, length(filename) - {cut}), rule, title, status, reason,
                    records, resource, client, try_strptime(time, '{TIME_FORMAT}')
             FROM {reader} WHERE rule IS NOT NULL AND status IS NOT NULL""")
+
+    def _refuse_unreadable(self, recordings: Sequence[str]) -> None:
+        """A recording with no readable line, or over 10 % unreadable ones, is bad input
+        here as in every command (`safefiles.refuse_unreadable`). DuckDB reads a line it
+        cannot use as a row of nulls (record type 'other'); a last line cut short by a
+        stopped writer is allowed, as the recording reader allows it."""
+        counts = self.con.execute("""SELECT run,
+                count(*) FILTER (WHERE record_type IN ('exchange', 'message')),
+                count(*) FILTER (WHERE record_type = 'other')
+            FROM _lines GROUP BY run HAVING count(*) FILTER (WHERE record_type = 'other') > 0
+            """).fetchall()
+        for run, records, unreadable in counts:
+            unreadable -= _ends_cut(run)
+            try:
+                safefiles.refuse_unreadable(run, records, unreadable)
+            except safefiles.BadFile as e:
+                raise FleetError(str(e)) from None
 
     def _load_parquet(self, files: Sequence[str]) -> None:
         check_schema(self.con, files)
@@ -283,6 +305,19 @@ class Fleet:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ends_cut(path: str) -> bool:
+    """Whether the file's last line has no line break (a writer stopped mid-record)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _one_line(error: BaseException) -> str:
