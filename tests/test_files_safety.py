@@ -342,6 +342,19 @@ def test_replay_of_an_empty_recording_never_starts(tmp_path: Path, content: byte
     assert path.read_bytes() == content
 
 
+@pytest.mark.parametrize("seq", [2**63 + 5, -4, True])
+def test_replay_of_a_seq_beyond_64_bits_is_refused_with_its_line(rec: Path, seq: object) -> None:
+    """No traceback at start: a seq the replay's index cannot hold is a bad line."""
+    lines = rec.read_text().splitlines(keepends=True)
+    second = json.loads(lines[1])
+    second["seq"] = seq
+    rec.write_text(lines[0] + json.dumps(second) + "\n" + "".join(lines[2:]))
+    result = _mpsdproxy("run", "--replay", rec.name, "--listen-port", "0",
+                        "--confdir", rec.parent, cwd=rec.parent)
+    line = _bad_input(result.returncode, result.stderr, f"{rec.name}:2")
+    assert "'seq'" in line
+
+
 def test_missing_input_is_one_line(tmp_path: Path) -> None:
     for command in (["report"], ["export", "--format", "har", "-o", "x.har"],
                     ["resend", "--to", NOWHERE], ["import", "-o", "x.jsonl"]):

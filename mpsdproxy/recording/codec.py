@@ -51,6 +51,8 @@ __all__ = [
     "header_line",
     "parse_tags",
     "is_header_line",
+    "is_seq",
+    "SEQ_PROBLEM",
     "encode_body",
     "decode_body",
     "timestamp",
@@ -99,6 +101,18 @@ def parse_tags(pairs: Iterable[str]) -> dict[str, str]:
 
 def is_header_line(item: Mapping[str, Any]) -> bool:
     return item.get("format") == FORMAT and "seq" not in item
+
+
+#: The largest seq a record may carry: what a 64-bit signed integer holds (the replay's
+#: index, DuckDB's BIGINT and Parquet keep seqs as such).
+MAX_SEQ = 2**63 - 1
+#: Why a record's seq is refused, for the readers' one line.
+SEQ_PROBLEM = f"missing 'seq', or not a whole number from 0 to {MAX_SEQ}"
+
+
+def is_seq(value: Any) -> bool:
+    """Whether `value` can be a record's seq (a JSON true is not a number here)."""
+    return type(value) is int and 0 <= value <= MAX_SEQ
 
 
 def encode_body(raw: bytes | None, value: Any = jsonbody.INVALID) -> dict[str, Any] | None:

@@ -209,8 +209,8 @@ def rta_of(record: Mapping[str, Any]) -> rta.Message | None:
 
 def check_message(record: Mapping[str, Any]) -> str | None:
     """Why a record line is not a websocket message record, or None when it is one."""
-    if not isinstance(record.get("seq"), int):
-        return "missing or non-integer 'seq'"
+    if not codec.is_seq(record.get("seq")):
+        return codec.SEQ_PROBLEM
     if not isinstance(record.get("url"), str):
         return "a websocket message needs its 'url'"
     if record.get("direction") not in DIRECTIONS:

@@ -103,8 +103,8 @@ def check_outline(item: dict[str, Any], *, messages: bool = False) -> str | None
         if not messages:
             return "a websocket message record, not an HTTP exchange"
         return ws.check_message(item)
-    if not isinstance(item.get("seq"), int):
-        return "missing or non-integer 'seq'"
+    if not codec.is_seq(item.get("seq")):
+        return codec.SEQ_PROBLEM
     request = item.get("request")
     if not isinstance(request, dict) or not isinstance(request.get("method"), str) \
             or not isinstance(request.get("url"), str):
