@@ -250,6 +250,20 @@ def test_a_record_no_wire_could_carry_is_skipped_and_named(tmp_path: Path) -> No
         assert result.skipped[0].startswith("record 1: cannot be exported")
 
 
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00.000000Z"])
+def test_a_record_at_the_end_of_time_is_skipped_and_named_not_the_whole_export(
+        tmp_path: Path, moment: str) -> None:
+    """A time a format cannot write (HAR's and SAZ's clocks stop at year 9999) costs that
+    record, named, not every other one."""
+    odd = {**record("GET", SESSION, 200), "start": moment, "end": moment}
+    path = write(tmp_path / "r.jsonl", [odd, *samples()[:2]])
+    for fmt in ALL:
+        result = interchange.export_file(path, str(tmp_path / f"o.{fmt}"), fmt, formats=ALL)
+        assert result.count in (2, 3), fmt
+        assert all(line.startswith("record 1: cannot be exported") for line in result.skipped)
+        assert result.count + len(result.skipped) == 3, (fmt, result.skipped)
+
+
 def test_export_never_overwrites_its_input(sample_recording: str) -> None:
     with pytest.raises(ValueError, match="writing it would destroy it"):
         interchange.export_file(sample_recording, sample_recording, "har", formats=ALL)

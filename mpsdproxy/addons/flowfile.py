@@ -40,9 +40,8 @@ def write_flows(exchanges: Iterable[model.Exchange], fo: IO[bytes],
     for exchange in exchanges:
         try:
             flow = flows.flow_of(exchange, classify.classify(exchange).to_dict())
-        except ValueError as e:
-            if skipped is not None:
-                skipped.append(f"record {exchange.seq}: {e}")
+        except interchange.UNWRITABLE as e:
+            interchange.skip_record(skipped, exchange.seq, e)
             continue
         writer.add(flow)
         count += 1

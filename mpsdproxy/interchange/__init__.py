@@ -35,6 +35,8 @@ exported from a recording (HAR `_mpsd`, flow metadata, SAZ session flags),
 otherwise `{"source": "imported", "format": "har"|"mitm"|"saz"|"csv", "file": NAME}`.
 """
 
+from mpsdproxy.interchange.common import UNWRITABLE
+from mpsdproxy.interchange.common import skip_record
 from mpsdproxy.interchange.csvtrace import read_csv
 from mpsdproxy.interchange.csvtrace import write_csv
 from mpsdproxy.interchange.files import DEFAULT_HOSTS
@@ -73,4 +75,6 @@ __all__ = [
     "ImportResult",
     "export_file",
     "import_file",
+    "UNWRITABLE",
+    "skip_record",
 ]

@@ -8,14 +8,28 @@ from urllib.parse import urlsplit
 from mpsdproxy import classify
 from mpsdproxy import model
 
-__all__ = ["skip", "check_exportable", "split_address", "charset", "escape_non_utf8",
-           "comment"]
+__all__ = ["skip", "skip_record", "UNWRITABLE", "check_exportable", "split_address",
+           "charset", "escape_non_utf8", "comment"]
 
 
 def skip(skipped: list[str] | None, reason: str) -> None:
     """Note an exchange a reader or writer left out: reported, never silently dropped."""
     if skipped is not None:
         skipped.append(reason)
+
+
+#: What a writer may raise for one exchange it cannot express (a status, a header, a
+#: time out of the format's range): that exchange is left out, never the whole file.
+UNWRITABLE = (ValueError, OverflowError, OSError)
+
+
+def skip_record(skipped: list[str] | None, seq: object, error: BaseException | str) -> None:
+    """Note a record left out of an export, named by its seq once: `record N: cannot be
+    exported (why)`, or the error's own text when it names the record already."""
+    message = str(error)
+    if not message.startswith("record "):
+        message = f"record {seq}: cannot be exported ({message})"
+    skip(skipped, message)
 
 
 def check_exportable(exchange: model.Exchange) -> None:

@@ -56,8 +56,10 @@ from urllib.parse import urlsplit
 
 from mpsdproxy import model
 from mpsdproxy import resources
+from mpsdproxy.interchange.common import UNWRITABLE
 from mpsdproxy.interchange.common import check_exportable
 from mpsdproxy.interchange.common import skip
+from mpsdproxy.interchange.common import skip_record
 
 __all__ = ["COLUMNS", "VERSION", "looks_like", "read_csv", "write_csv", "parse_headers",
            "format_headers", "analyzer_values"]
@@ -238,11 +240,8 @@ def write_csv(exchanges: Iterable[model.Exchange], fo: IO[bytes], skipped: list[
         for exchange in exchanges:
             try:
                 values = _row(exchange, count + 1, skipped)
-            except ValueError as e:
-                message = str(e)
-                if not message.startswith("record "):
-                    message = f"record {exchange.seq}: cannot be written ({message})"
-                skip(skipped, message)
+            except UNWRITABLE as e:
+                skip_record(skipped, exchange.seq, e)
                 continue
             line = _line(values)
             if analyzer_values(line.rstrip("\n"))[:len(COLUMNS)] != values[:len(COLUMNS)]:

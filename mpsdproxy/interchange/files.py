@@ -52,6 +52,7 @@ from mpsdproxy import safefiles
 from mpsdproxy.interchange import saz
 from mpsdproxy.interchange.common import check_exportable
 from mpsdproxy.interchange.common import skip
+from mpsdproxy.interchange.common import skip_record
 from mpsdproxy.interchange.csvtrace import looks_like as csv_looks_like
 from mpsdproxy.interchange.csvtrace import read_csv
 from mpsdproxy.interchange.csvtrace import write_csv
@@ -168,10 +169,7 @@ def items_of(records: Iterable[Mapping[str, Any]], skipped: list[str] | None = N
             exchange = recording.to_exchange(record)
             check_exportable(exchange)
         except (ValueError, KeyError, TypeError) as e:
-            message = str(e)
-            if not message.startswith("record "):
-                message = f"record {record.get('seq')}: cannot be exported ({message})"
-            skip(skipped, message)
+            skip_record(skipped, record.get("seq"), e)
             continue
         yield exchange
 

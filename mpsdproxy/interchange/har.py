@@ -46,11 +46,13 @@ from urllib.parse import urlsplit
 
 from mpsdproxy import encoding
 from mpsdproxy import model
+from mpsdproxy.interchange.common import UNWRITABLE
 from mpsdproxy.interchange.common import body_text
 from mpsdproxy.interchange.common import check_exportable
 from mpsdproxy.interchange.common import comment
 from mpsdproxy.interchange.common import escape_non_utf8
 from mpsdproxy.interchange.common import skip
+from mpsdproxy.interchange.common import skip_record
 from mpsdproxy.interchange.common import text_bytes
 from mpsdproxy.interchange.harstream import iter_entries
 from mpsdproxy.interchange.saz import MAX_BODY
@@ -276,8 +278,8 @@ def write_har(exchanges: Iterable[Item], fo: IO[str], skipped: list[str] | None 
             continue
         try:
             entry = har_entry(exchange)
-        except ValueError as e:
-            skip(skipped, str(e))
+        except UNWRITABLE as e:
+            skip_record(skipped, exchange.seq, e)
             continue
         if gathered is not None and exchange.seq in gathered:
             entry["_webSocketMessages"] = [_ws_message(m) for m in gathered[exchange.seq]]

@@ -45,9 +45,11 @@ from xml.etree import ElementTree
 
 from mpsdproxy import encoding
 from mpsdproxy import model
+from mpsdproxy.interchange.common import UNWRITABLE
 from mpsdproxy.interchange.common import check_exportable
 from mpsdproxy.interchange.common import comment
 from mpsdproxy.interchange.common import skip
+from mpsdproxy.interchange.common import skip_record
 from mpsdproxy.interchange.common import split_address
 from mpsdproxy.interchange.wsframes import Frame
 from mpsdproxy.interchange.wsframes import fiddler_time
@@ -238,16 +240,18 @@ def write_saz(exchanges: Iterable[Item], fo: IO[bytes] | str, width: int = 3,
                 continue
             try:
                 check_exportable(exchange)
-            except ValueError as e:
-                skip(skipped, str(e))
+                request, added_host = _request_text(exchange)
+                meta = _meta(count + 1, exchange, added_host)
+                response = _response_text(exchange.response)
+            except UNWRITABLE as e:  # worked out whole before any member is written
+                skip_record(skipped, exchange.seq, e)
                 continue
             count += 1
             stem = f"raw/{count:0{width}d}"
             frames.start(stem, exchange)
-            request, added_host = _request_text(exchange)
             archive.writestr(f"{stem}_c.txt", request)
-            archive.writestr(f"{stem}_m.xml", _meta(count, exchange, added_host))
-            archive.writestr(f"{stem}_s.txt", _response_text(exchange.response))
+            archive.writestr(f"{stem}_m.xml", meta)
+            archive.writestr(f"{stem}_s.txt", response)
         frames.finish()
     return count
 
