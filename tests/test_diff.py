@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from mpsdproxy import classify
 from mpsdproxy import diff
 from mpsdproxy import faults
 from mpsdproxy import model
 from mpsdproxy import recording
+from mpsdproxy.diff.side import Identities
 
 SCID = "6efc0200-1111-2222-3333-444455556666"
 BASE = "https://sessiondirectory.xboxlive.com"
@@ -355,3 +360,47 @@ def test_diff_command_prints_bytes_that_are_not_utf8(pair, fmt: str) -> None:
     assert done.exit_code == 1, done.output  # the header changed: a regression
     assert "caf\\xe9" in (json.loads(done.output)["changes"][0]["resource"]
                           if fmt == "json" else done.output)
+
+
+# --- identities: one scan per string, the same result as a regex of every name ----------
+
+_NAME = st.text(alphabet="ab-_.~1é", min_size=1, max_size=6)
+
+
+def _by_regex_of_every_name(known: list[tuple[str, str]], text: str) -> str:
+    """The long way the scan must agree with: one alternation of every known name,
+    longest first, each standing whole; a string known as two kinds takes the later kind
+    (tables merged session, handle, ticket)."""
+    tables: dict[str, dict[str, str]] = {"session": {}, "handle": {}, "ticket": {}}
+    for kind, name in known:
+        table = tables[kind]
+        table.setdefault(name.lower(), f"<{kind}:{len(table) + 1}>")
+    replacement = {**tables["session"], **tables["handle"], **tables["ticket"]}
+    if not replacement:
+        return text
+    names = sorted(replacement, key=len, reverse=True)
+    pattern = re.compile(rf"(?<![\w-])(?:{'|'.join(map(re.escape, names))})(?![\w-])",
+                         re.IGNORECASE)
+    return pattern.sub(lambda m: replacement[m.group(0).lower()], text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(known=st.lists(st.tuples(st.sampled_from(["session", "handle", "ticket"]), _NAME),
+                      max_size=6),
+       words=st.lists(_NAME, max_size=8), glue=st.sampled_from([" ", "/", ".", "", "-"]))
+def test_identities_replace_as_a_regex_of_every_name_would(
+        known: list[tuple[str, str]], words: list[str], glue: str) -> None:
+    ids = Identities()
+    for kind, name in known:
+        ids.add(kind, name)
+    text = glue.join(words + [name.upper() for _, name in known[:2]])
+    assert ids.normalise(text) == _by_regex_of_every_name(known, text)
+
+
+def test_thousands_of_identities_are_each_replaced() -> None:
+    """Thousands of sessions (a long playtest) are looked up, not compiled into a regex."""
+    ids = Identities()
+    for n in range(5000):
+        ids.add("session", f"lobby-{n}")
+        assert ids.normalise(f"/sessions/lobby-{n}/members/me") == \
+            f"/sessions/<session:{n + 1}>/members/me"

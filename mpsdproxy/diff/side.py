@@ -68,17 +68,33 @@ class Side:
 
 # --- identities: session names, handle ids, ticket ids -----------------------------------
 
+#: A whole run of word characters and hyphens: what a session name, handle id or ticket
+#: id is as the service writes them. An identity is replaced only where it stands whole
+#: (no word character or hyphen on either side), so a run is looked up as one token.
+_RUN = r"(?<![\w-])[\w-]+(?![\w-])"
+_TOKENS = re.compile(_RUN)
+_RUN_ONLY = re.compile(r"[\w-]+")
+#: How the kinds' tables are asked: a string known as two kinds takes the later one.
+_LOOKUP_ORDER = ("ticket", "handle", "session")
+
+
 class Identities:
     """Per recording: the order in which it first named each session, handle and ticket.
 
     Placeholders make two runs comparable although the service (or `resend
     --rename`) gave their sessions and handles different names.
+
+    Text is scanned once per string, each whole run of word characters looked up in
+    the tables: the cost does not grow with how many identities are known (a regex of
+    every name, rebuilt as names came, made a long recording's diff quadratic). An
+    identity holding other characters too (rare) gets into the one regex itself,
+    longest first, so it wins over a run inside it.
     """
 
     def __init__(self) -> None:
         self._known: dict[str, dict[str, str]] = {"session": {}, "handle": {}, "ticket": {}}
-        self._pattern: re.Pattern[str] | None = None
-        self._replacement: dict[str, str] = {}
+        self._others: set[str] = set()
+        self._pattern: re.Pattern[str] = _TOKENS
 
     def add(self, kind: str, value: Any) -> None:
         if not isinstance(value, str) or not value.strip():
@@ -87,7 +103,12 @@ class Identities:
         low = value.lower()
         if low not in table:
             table[low] = f"<{kind}:{len(table) + 1}>"
-            self._pattern = None
+            if not _RUN_ONLY.fullmatch(low) and low not in self._others:
+                self._others.add(low)
+                names = sorted(self._others, key=len, reverse=True)
+                alternatives = "|".join(re.escape(n) for n in names)
+                self._pattern = re.compile(
+                    rf"(?<![\w-])(?:{alternatives}|[\w-]+)(?![\w-])", re.IGNORECASE)
 
     def placeholder(self, kind: str, value: str | None) -> str:
         if not value:
@@ -105,21 +126,19 @@ class Identities:
         return value
 
     def _normalise_text(self, text: str) -> str:
-        if self._pattern is None:
-            self._compile()
-        if self._pattern is None:
+        known = self._known
+        if not (known["session"] or known["handle"] or known["ticket"]):
             return text
-        return self._pattern.sub(lambda m: self._replacement[m.group(0).lower()], text)
+        return self._pattern.sub(self._replace, text)
 
-    def _compile(self) -> None:
-        self._replacement = {}
-        for table in self._known.values():
-            self._replacement.update(table)
-        if not self._replacement:
-            return
-        names = sorted(self._replacement, key=len, reverse=True)
-        alternatives = "|".join(re.escape(n) for n in names)
-        self._pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
+    def _replace(self, match: re.Match[str]) -> str:
+        found = match.group(0)
+        low = found.lower()
+        for kind in _LOOKUP_ORDER:
+            placeholder = self._known[kind].get(low)
+            if placeholder is not None:
+                return placeholder
+        return found
 
 
 def _session_refs(value: Any) -> Iterator[str]:
