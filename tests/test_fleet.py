@@ -249,6 +249,30 @@ def test_bad_options_and_queries_are_one_line_exit_2(night: Path, args: list[str
     assert says in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("statement, says", [
+    ("COPY (SELECT 'gone') TO '{run}' (FORMAT csv)", "not COPY"),
+    ("EXPORT DATABASE '{folder}/dump'", "not EXPORT"),
+    ("ATTACH '{folder}/other.db'", "not ATTACH"),
+    ("SELECT 1; COPY (SELECT 'gone') TO '{run}' (FORMAT csv)", "found 2 statements"),
+    ("  ", "found 0 statements"),
+])
+def test_sql_only_reads_and_never_writes_over_the_recordings(night: Path, statement: str,
+                                                              says: str) -> None:
+    run = sorted(night.glob("*.jsonl"))[0]
+    before = {path: path.read_bytes() for path in night.rglob("*")}
+    result = invoke("fleet", night, "--sql", statement.format(run=run, folder=night))
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert "Traceback" not in result.output
+    assert {path: path.read_bytes() for path in night.rglob("*")} == before
+
+
+def test_sql_answers_a_with_query_and_its_plan(night: Path) -> None:
+    (row,) = fleet_json(night, "--sql", "WITH n AS (SELECT count(*) AS c FROM exchanges) "
+                                        "SELECT c > 0 AS some FROM n")
+    assert row == {"some": True}
+    assert invoke("fleet", night, "--sql", "EXPLAIN SELECT * FROM runs").exit_code == 0
+
+
 def test_bad_files_are_one_line_exit_2(tmp_path: Path) -> None:
     (tmp_path / "notes.jsonl").write_text("hello\n")
     (tmp_path / "other.jsonl").write_text('{"format": "mpsdproxy-verdicts", "version": 1}\n')

@@ -67,8 +67,9 @@ def export_parquet(paths: Sequence[str], output: str, partition: str | None,
               help="Compare runs grouped by this tag (default: build when any run has one, "
                    "else date). A run without it is a group of its own, named by its file.")
 @click.option("--sql", metavar="QUERY", default=None,
-              help="Answer this SQL over the views exchanges, rta, verdicts and runs instead "
-                   "of the summary (see the README's fleet section for their columns).")
+              help="Answer this one query (SELECT, WITH, EXPLAIN) over the views exchanges, "
+                   "rta, verdicts and runs instead of the summary (see the README's fleet "
+                   "section for their columns). Statements that write are refused.")
 @click.option("--to-parquet", metavar="OUT", default=None,
               help="Also write the runs to Parquet: one file, or a folder with --partition.")
 @click.option("--partition", metavar="TAGS", default=None,

@@ -51,7 +51,7 @@ from mpsdproxy.fleet.sources import Sources
 from mpsdproxy.recording import verdictfile
 
 __all__ = ["Fleet", "VIEWS", "RECORD_COLUMNS", "VERDICT_COLUMNS", "SCHEMA", "SCHEMA_VERSION",
-           "check_schema", "sql_text"]
+           "check_schema", "sql_text", "read_only_query"]
 
 #: What a Parquet export (`fleet.parquet`) says it is, in its key-value metadata, and the
 #: newest version of its columns this engine reads (a version only adds columns).
@@ -279,10 +279,10 @@ class Fleet:
                          "WHERE record_type = 'verdict'")
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Column names and rows of a query over the views; FleetError (one line) for a
-        query DuckDB refuses."""
+        """Column names and rows of one query over the views; FleetError (one line) for a
+        query DuckDB refuses, or for SQL that is not one query (`read_only_query`)."""
         try:
-            cursor = self.con.execute(sql)
+            cursor = self.con.execute(read_only_query(self.con, sql))
             names = [d[0] for d in cursor.description or ()]
             return names, cursor.fetchall()
         except duckdb.Error as e:
@@ -318,6 +318,29 @@ def _ends_cut(path: str) -> bool:
             return f.read(1) != b"\n"
     except OSError:
         return False
+
+
+#: What `--sql` runs: a query (SELECT, WITH, FROM, VALUES, DESCRIBE, SUMMARIZE) or its
+#: plan. COPY, EXPORT and ATTACH would write files, even over the recordings read.
+QUERY_TYPES = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
+def read_only_query(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement:
+    """`sql` as one statement that only reads; FleetError (one line) for anything else:
+    a command never writes over its own input, and `--sql` promises an answer, not an
+    export (that is `--to-parquet`, or `-o` for the answer itself)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise FleetError(f"--sql: {_one_line(e)}") from None
+    if len(statements) != 1:
+        raise FleetError(f"--sql: expected one query, found {len(statements)} statements")
+    (statement,) = statements
+    if statement.type not in QUERY_TYPES:
+        raise FleetError(f"--sql: only a query is answered (SELECT, WITH, EXPLAIN...), "
+                         f"not {statement.type.name}: write the answer with -o, the runs "
+                         "with --to-parquet")
+    return statement
 
 
 def _one_line(error: BaseException) -> str:
