@@ -266,6 +266,18 @@ def test_sql_only_reads_and_never_writes_over_the_recordings(night: Path, statem
     assert {path: path.read_bytes() for path in night.rglob("*")} == before
 
 
+@pytest.mark.parametrize("target", ["-o", "--to-parquet"])
+@pytest.mark.parametrize("given", ["folder", "glob"])
+def test_no_output_lands_on_a_recording_found_in_a_folder_or_glob(night: Path, target: str,
+                                                                   given: str) -> None:
+    run = sorted(night.glob("*.jsonl"))[0]
+    before = run.read_bytes()
+    source = night if given == "folder" else night / "*.jsonl"
+    result = invoke("fleet", source, target, run)
+    assert result.exit_code == 2 and "is also an input" in result.output, result.output
+    assert run.read_bytes() == before
+
+
 def test_sql_answers_a_with_query_and_its_plan(night: Path) -> None:
     (row,) = fleet_json(night, "--sql", "WITH n AS (SELECT count(*) AS c FROM exchanges) "
                                         "SELECT c > 0 AS some FROM n")

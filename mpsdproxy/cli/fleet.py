@@ -114,10 +114,13 @@ def fleet(paths: tuple[str, ...], fmt: str, output: str | None, group_by: str | 
 
     if partition is not None and to_parquet is None:
         raise click.BadParameter("needs --to-parquet", param_hint="--partition")
-    safefiles.refuse_overwrite_of_inputs([output, to_parquet], list(paths))
     try:
         keys = _partition(partition)
         found_files = sources.find(paths)
+        # A folder or glob stands for the files found in it: none of them is written over.
+        safefiles.refuse_overwrite_of_inputs(
+            [output, to_parquet], [*paths, *found_files.recordings, *found_files.sidecars,
+                                   *found_files.parquet])
         if judge:
             found_files = _judge(found_files)
         with engine.Fleet(found_files, memory_limit=memory_limit) as loaded:
