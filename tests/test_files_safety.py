@@ -185,6 +185,54 @@ def test_resend_into_a_recording_being_written_is_refused(rec: Path, tmp_path: P
     assert out.read_bytes() == before
 
 
+# -- records are only ever added to a recording ---------------------------------------------
+
+SCENARIO = ROOT / "scenarios" / "outage.yaml"
+#: Files a mistyped --record or -o could name: records appended would change them.
+FOREIGN = {"scenario.yaml": SCENARIO.read_bytes(),
+           "notes.md": b"# Notes\nnot a recording\n",
+           "pass.jsonl.verdicts": b'{"format": "mpsdproxy-verdicts", "version": 1}\n'}
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+@pytest.mark.parametrize("tags", [{}, {"build": "7"}])
+def test_a_writer_never_appends_to_a_file_that_is_not_a_recording(
+        tmp_path: Path, name: str, tags: dict[str, str]) -> None:
+    path = tmp_path / name
+    path.write_bytes(FOREIGN[name])
+    with pytest.raises(recording.ForeignFileError, match=f"{name}:1: not a recording"):
+        recording.Writer(path, tags)
+    assert path.read_bytes() == FOREIGN[name]
+
+
+def test_a_writer_still_appends_to_a_version_1_recording(tmp_path: Path) -> None:
+    path = tmp_path / "old.jsonl"
+    path.write_text('{"seq": 1, "request": {"method": "GET", "url": "http://x/"}}\n')
+    with recording.Writer(path) as writer:
+        assert writer.seq == 1
+
+
+def test_run_record_onto_a_scenario_never_starts(tmp_path: Path) -> None:
+    scenario = tmp_path / "outage.yaml"
+    scenario.write_bytes(SCENARIO.read_bytes())
+    result = _mpsdproxy("run", "--record", scenario.name, "--scenario", scenario.name,
+                        "--listen-port", "0", "--confdir", tmp_path, cwd=tmp_path)
+    assert "not a recording" in _bad_input(result.returncode, result.stderr, scenario.name)
+    assert scenario.read_bytes() == SCENARIO.read_bytes()
+
+
+def test_resend_and_import_never_append_to_a_file_that_is_not_a_recording(
+        rec: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_bytes(FOREIGN["notes.md"])
+    code, out_text, err = _cli("resend", rec, "--to", NOWHERE, "--record", notes)
+    assert "not a recording" in _bad_input(code, err, notes)
+    code, _, err = _cli("import", _har(tmp_path / "c.har"), "-o", notes, "--append")
+    assert "not a recording" in _bad_input(code, err, notes)
+    assert err.count(str(notes)) == 1  # named once, not behind the capture's name
+    assert notes.read_bytes() == FOREIGN["notes.md"]
+
+
 # -- reading garbage is bad input, never a pass --------------------------------------------
 
 

@@ -68,9 +68,12 @@ def one_line(error: BaseException | str) -> str:
 
 
 def about(path: str, error: BaseException) -> str:
-    """`error` as one line that names `path` (once)."""
+    """`error` as one line that names `path` (once); an error about another file (the
+    output, say) that names it (its `path`) is left as it is."""
     text = one_line(error)
-    return text if path in text else f"{path}: {text}"
+    named = getattr(error, "path", None)
+    return text if path in text or (isinstance(named, str) and named in text) \
+        else f"{path}: {text}"
 
 
 def emit(text: str, output: str | None, what: str) -> None:

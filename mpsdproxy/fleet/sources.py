@@ -10,13 +10,12 @@ as one. Nothing here opens a recording beyond its first bytes: DuckDB reads them
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 
-from mpsdproxy.recording import codec
+from mpsdproxy.recording import reader
 from mpsdproxy.recording import verdictfile
 
 __all__ = ["FleetError", "Sources", "find"]
@@ -91,22 +90,12 @@ def find(paths: Iterable[str]) -> Sources:
 
 
 def _check_readable(path: str) -> None:
-    """A file that is not a recording fails here, named, not deep in the engine: one
-    whose first line is not a JSON object, or names another format (a sidecar, a
-    report's JSON Lines)."""
+    """A file that is not a recording fails here, named, not deep in the engine
+    (`reader.foreign_file`: a first line that is no JSON object, or a header naming
+    another format, such as a sidecar or a report's JSON Lines)."""
     try:
-        with open(path, "rb") as f:
-            first = f.readline(1 << 20)
+        problem = reader.foreign_file(path)
     except OSError as e:
         raise FleetError(f"{path}: {e.strerror or e}") from None
-    if not first.strip():
-        return  # an empty recording: a run with nothing in it
-    if not first.startswith(b"{"):
-        raise FleetError(f"{path}:1: not a recording (a recording's lines are JSON objects)")
-    try:
-        item = json.loads(first)
-    except ValueError:
-        return  # a first record too long to check here, or cut: the engine skips it
-    named = item.get("format") if isinstance(item, dict) and "seq" not in item else None
-    if named is not None and named != codec.FORMAT:
-        raise FleetError(f"{path}:1: not a recording (its header says {named!r})")
+    if problem is not None:
+        raise FleetError(problem)

@@ -342,6 +342,9 @@ def import_file(
     safefiles.refuse_overwrite_of_inputs([out_path], [path])
     if os.path.lexists(out_path) and not append:
         raise ValueError(f"{out_path} exists: choose another output, or append to it")
+    problem = recording.foreign_file(out_path)  # appended to through a copy: named here
+    if problem is not None:
+        raise recording.ForeignFileError(problem, os.fspath(out_path))
     redactor = redactor or recording.Redactor()
     scope = _Scope(hosts, all_hosts, processes)
     provenance = {"source": "imported", "format": chosen.name,

@@ -23,6 +23,7 @@ from mpsdproxy.recording.codec import to_record
 from mpsdproxy.recording.reader import ReadIssue
 from mpsdproxy.recording.reader import RecordError
 from mpsdproxy.recording.reader import check_outline
+from mpsdproxy.recording.reader import foreign_file
 from mpsdproxy.recording.reader import iter_records
 from mpsdproxy.recording.reader import numbered
 from mpsdproxy.recording.reader import read
@@ -32,6 +33,7 @@ from mpsdproxy.recording.redact import REDACTED_PREFIX
 from mpsdproxy.recording.redact import Redactor
 from mpsdproxy.recording.redact import redact_value
 from mpsdproxy.recording.redact import user_of
+from mpsdproxy.recording.writer import ForeignFileError
 from mpsdproxy.recording.writer import LockedError
 from mpsdproxy.recording.writer import Writer
 from mpsdproxy.recording.writer import set_tags
@@ -57,6 +59,7 @@ __all__ = [
     "to_record",
     "to_exchange",
     "Writer",
+    "ForeignFileError",
     "LockedError",
     "RecordError",
     "ReadIssue",
@@ -64,4 +67,5 @@ __all__ = [
     "iter_records",
     "numbered",
     "check_outline",
+    "foreign_file",
 ]

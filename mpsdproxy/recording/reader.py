@@ -14,7 +14,7 @@ from mpsdproxy.recording import codec
 from mpsdproxy.recording import messages as ws
 
 __all__ = ["RecordError", "ReadIssue", "iter_records", "numbered", "check_outline", "read",
-           "read_tags"]
+           "read_tags", "foreign_file"]
 
 
 class RecordError(ValueError):
@@ -169,3 +169,29 @@ def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
     if not isinstance(tags, dict):
         return {}
     return {str(k): str(v) for k, v in tags.items()}
+
+
+def foreign_file(path: str | os.PathLike[str]) -> str | None:
+    """Why an existing file is plainly not a recording, judged by its first line, or None.
+
+    Its first line is not a JSON object (a scenario, a README, a HAR), or it is a header
+    naming another format (a verdicts sidecar). An empty or missing file, a version 1
+    recording (no header) and a first line too long to check here all pass: the reader
+    judges them line by line. Raises OSError when the file cannot be read."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if not first.strip():
+        return None
+    if not first.startswith(b"{"):
+        return f"{path}:1: not a recording (a recording's lines are JSON objects)"
+    try:
+        item = json.loads(first)
+    except (ValueError, RecursionError):
+        return None  # cut, or longer than was read: the reader names such a line
+    named = item.get("format") if isinstance(item, dict) and "seq" not in item else None
+    if named is not None and named != codec.FORMAT:
+        return f"{path}:1: not a recording (its header says {named!r})"
+    return None

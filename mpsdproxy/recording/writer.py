@@ -29,6 +29,7 @@ from typing import IO
 from typing import Any
 
 from mpsdproxy.recording import codec
+from mpsdproxy.recording.reader import foreign_file
 from mpsdproxy.recording.reader import iter_records
 from mpsdproxy.recording.reader import read_tags
 
@@ -37,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory locks, no refusal
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Writer", "LockedError", "set_tags"]
+__all__ = ["Writer", "LockedError", "ForeignFileError", "set_tags"]
 
 
 class LockedError(OSError):
@@ -49,17 +50,31 @@ class LockedError(OSError):
         self.path = path
 
 
+class ForeignFileError(ValueError):
+    """The file to append to exists and is no recording (a scenario, a README): records
+    appended to it, or a header put in it, would change someone else's file."""
+
+    def __init__(self, problem: str, path: str) -> None:
+        super().__init__(f"{problem}; records are only added to a recording: "
+                         "choose another file")
+        self.path = path
+
+
 class Writer:
     """Appends records as JSON lines, one write each.
 
     Sequence numbers continue from the last record of an existing file, so
     appending to a recording keeps them unique and contiguous. A new or empty
-    file starts with the format's header line.
+    file starts with the format's header line; an existing file that is plainly
+    not a recording is refused (`ForeignFileError`), never appended to.
     """
 
     def __init__(self, path: str | os.PathLike[str],
                  tags: Mapping[str, str] | None = None) -> None:
         self.path = os.fspath(path)
+        problem = foreign_file(self.path)
+        if problem is not None:
+            raise ForeignFileError(problem, self.path)
         if tags and os.path.exists(self.path) and os.path.getsize(self.path) \
                 and read_tags(self.path) != {**read_tags(self.path), **tags}:
             set_tags(self.path, tags)  # appending under new tags: the header says them
