@@ -43,9 +43,11 @@ class BadFile(ValueError):
 class SameFileError(BadFile):
     """An output that is one of the command's inputs; names both."""
 
-    def __init__(self, output: PathLike, source: PathLike) -> None:
+    def __init__(self, output: PathLike, source: PathLike, *, sidecar: bool = False) -> None:
         output, source = os.fspath(output), os.fspath(source)
-        if os.path.abspath(output) == os.path.abspath(source):
+        if sidecar:
+            what = f"holds the verdicts stored beside the input {source}"
+        elif os.path.abspath(output) == os.path.abspath(source):
             what = "is also an input"
         else:
             what = f"is the same file as the input {source}"
@@ -65,15 +67,23 @@ def same_file(a: PathLike, b: PathLike) -> bool:
 
 def refuse_overwrite_of_inputs(outputs: Iterable[PathLike | None],
                                inputs: Iterable[PathLike]) -> None:
-    """Raise SameFileError when any output is one of the inputs (None outputs are
-    ignored, so optional `-o` values can be passed as they come)."""
+    """Raise SameFileError when any output is one of the inputs, or the verdicts stored
+    beside one (a live run's sidecar holds the verdicts its live log showed). None
+    outputs are ignored, so optional `-o` values can be passed as they come."""
+    from mpsdproxy.recording import verdictfile
+
     sources = [os.fspath(i) for i in inputs]
+    sidecars = [(source, verdictfile.sidecar_of(source)) for source in sources
+                if os.path.exists(verdictfile.sidecar_of(source))]
     for output in outputs:
         if output is None or os.fspath(output) == "":
             continue
         for source in sources:
             if same_file(output, source):
                 raise SameFileError(output, source)
+        for source, sidecar in sidecars:
+            if same_file(output, sidecar):
+                raise SameFileError(output, source, sidecar=True)
 
 
 @contextlib.contextmanager

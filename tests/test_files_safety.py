@@ -185,6 +185,17 @@ def test_resend_into_a_recording_being_written_is_refused(rec: Path, tmp_path: P
     assert out.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", [["report", "--format", "json"], ["export", "--format", "har"]])
+def test_no_output_lands_on_the_verdicts_stored_beside_the_recording(
+        rec: Path, command: list[str]) -> None:
+    assert _cli("report", rec)[0] == 0  # stores the verdicts beside it
+    sidecar = Path(f"{rec}.verdicts")
+    before = sidecar.read_bytes()
+    code, _, err = _cli(command[0], rec, *command[1:], "-o", sidecar)
+    assert "holds the verdicts stored beside the input" in _bad_input(code, err, sidecar)
+    assert sidecar.read_bytes() == before
+
+
 # -- records are only ever added to a recording ---------------------------------------------
 
 SCENARIO = ROOT / "scenarios" / "outage.yaml"
@@ -450,3 +461,4 @@ def test_atomic_output_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode"):
         with safefiles.atomic_output(path, "a"):
             pass
+
