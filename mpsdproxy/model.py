@@ -44,6 +44,7 @@ __all__ = [
     "from_bytes",
     "to_bytes",
     "printable",
+    "terminal_safe",
     "printable_data",
     "Headers",
     "Request",
@@ -85,7 +86,28 @@ def printable(text: str) -> str:
     return text
 
 
-#: RFC 9110 token characters: a header name or a method is one token.
+#: C0 controls, DEL, C1 controls (CSI is \x9b) and the bidirectional overrides and
+#: isolates that reorder what a terminal shows; the same less the line feed, for texts
+#: of many lines.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_LINES = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_control(m: re.Match[str]) -> str:
+    code = ord(m[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: object, *, lines: bool = False) -> str:
+    """`text` for a terminal: bytes that were not UTF-8 as `\\xNN` (`printable`), and every
+    control character (ESC, CR, BEL, C1, bidi overrides) as `\\xNN` or `\\uNNNN`, so
+    nothing a title or a file put in a URL, a header or a name acts on the terminal
+    that shows it. With `lines`, line feeds stay: a whole report, written by the tool."""
+    return (_UNSAFE_IN_LINES if lines else _UNSAFE).sub(_escape_control,
+                                                        printable(str(text)))
+
+
 def printable_data(value: Any) -> Any:
     """Plain data (dicts, lists, strings) with every string, keys too, made printable:
     what a strict UTF-8 file (JSON output, a flow file's metadata) can hold."""

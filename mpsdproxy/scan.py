@@ -54,7 +54,7 @@ class ScanError(ValueError):
 
 
 def _excerpt(kind: str, value: str) -> str:
-    return f"{kind} {model.printable(value[:4])}..."
+    return f"{kind} {model.terminal_safe(value[:4])}..."
 
 
 class _Scanner:

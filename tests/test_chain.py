@@ -234,3 +234,27 @@ def test_a_websockets_models_are_kept_until_it_ends():
     chain.websocket_end(flow)
     chain.after.drain()
     assert flows.exchange_of(flow) is not before
+
+
+def test_log_lines_reach_the_terminal_with_no_control_character_of_a_title():
+    """A session name is percent-decoded (`%1B[2J` is an escape sequence): every
+    mpsdproxy log line reaches mitmproxy's terminal log escaped, others untouched."""
+    import io
+    import logging
+
+    from mitmproxy.addons.termlog import TermLogHandler
+
+    out = io.StringIO()
+    terminal = TermLogHandler(out)
+    terminal.install()
+    try:
+        with taddons.context(MpsdChain()):
+            logging.getLogger("mpsdproxy.addons.injector").warning(
+                "PUT sessions/%s: rule stale", "lobby\x1b[2J\x1b]0;owned\x07\r")
+            logging.getLogger("mitmproxy.proxy").warning("mitmproxy's own \x1b line")
+    finally:
+        terminal.uninstall()
+    mpsd, own = out.getvalue().splitlines()
+    assert "\x1b" not in mpsd and "\r" not in mpsd and "\x07" not in mpsd
+    assert "sessions/lobby\\x1b[2J\\x1b]0;owned\\x07\\x0d: rule stale" in mpsd
+    assert "\x1b" in own

@@ -462,3 +462,35 @@ def test_atomic_output_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
         with safefiles.atomic_output(path, "a"):
             pass
 
+
+# -- what a terminal shows -----------------------------------------------------------------
+
+
+def _hostile_names(rec: Path) -> Path:
+    """The sample with a session name a title could send (`%1B[2J`: decoded, an escape
+    sequence) and a reason phrase holding ESC and BEL."""
+    out = []
+    for line in rec.read_text().splitlines():
+        item = json.loads(line)
+        if "seq" in item:
+            item["request"]["url"] = item["request"]["url"].replace(
+                "/sessions/demo-lobby", "/sessions/demo%1B%5B2Jlobby%0D")
+            if item.get("response"):
+                item["response"]["reason"] = "OK\x1b]0;title\x07"
+        out.append(json.dumps(item))
+    hostile = rec.with_name("hostile.jsonl")
+    hostile.write_text("\n".join(out) + "\n")
+    return hostile
+
+
+def test_text_outputs_show_control_characters_escaped(rec: Path) -> None:
+    hostile = _hostile_names(rec)
+    outputs = {"report": _cli("report", hostile),
+               "diff": _cli("diff", rec, hostile),
+               "fleet": _cli("fleet", hostile),
+               "fleet --sql": _cli("fleet", hostile, "--sql", "SELECT url, reason FROM exchanges")}
+    for command, (code, out, err) in outputs.items():
+        assert code in (0, 1), (command, err)
+        assert "\x1b" not in out + err and "\r" not in out + err, command
+    assert "demo\\x1b[2Jlobby\\x0d" in outputs["report"][1] + outputs["diff"][1]
+    assert "OK\\x1b]0;title\\x07" in outputs["fleet --sql"][1]

@@ -222,5 +222,5 @@ def test_control_characters_from_the_wire_never_reach_the_terminal() -> None:
 
 
 def test_terminal_safe_keeps_ordinary_text() -> None:
-    assert livelog.terminal_safe("sessions/lobby-1 é ✓") == "sessions/lobby-1 é ✓"
-    assert livelog.terminal_safe("a\tb\nc\x7f") == "a\\x09b\\x0ac\\x7f"
+    assert model.terminal_safe("sessions/lobby-1 é ✓") == "sessions/lobby-1 é ✓"
+    assert model.terminal_safe("a\tb\nc\x7f") == "a\\x09b\\x0ac\\x7f"

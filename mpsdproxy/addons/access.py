@@ -308,7 +308,7 @@ class ClientAccess:
         """Answer 403 (the catalog's row) and log one line naming who and why."""
         peer = flow.client_conn.peername
         who = f"{peer[0]}:{peer[1]}" if peer else "a client"
-        line = model.printable(f"{flow.request.method} {flow.request.path}")[:200]
+        line = model.terminal_safe(f"{flow.request.method} {flow.request.path}")[:200]
         logger.warning(f"Refused {who} (403, {problem}): {line}")
         # The table's row for failed authorization, as the catalog describes it.
         refused = faults.build("403.forbidden", message=f"Refused by mpsdproxy: {problem}.\n",

@@ -20,7 +20,6 @@ module adds itself are escape sequences.
 
 from __future__ import annotations
 
-import re
 import struct
 import sys
 import time
@@ -41,22 +40,6 @@ from mpsdproxy.addons import flows
 from mpsdproxy.addons.later import AfterAnswer
 from mpsdproxy.recording import messages
 
-#: C0 controls, DEL, C1 controls (CSI is \x9b) and the bidirectional overrides and
-#: isolates that reorder what a terminal shows.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape(m: re.Match[str]) -> str:
-    code = ord(m[0])
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def terminal_safe(text: object) -> str:
-    """`text` for a terminal: bytes that were not UTF-8 as `\\xNN` (`model.printable`),
-    and every control character (ESC, CR, BEL, C1, bidi overrides) as `\\xNN` or
-    `\\uNNNN`, so nothing in it acts on the terminal."""
-    return _UNSAFE.sub(_escape, model.printable(str(text)))
-
 
 def _status_colour(status: int | None) -> str:
     if status is None or status >= 500:
@@ -72,11 +55,11 @@ def _provenance_marker(provenance: Mapping[str, Any]) -> str:
     source = provenance.get("source")
     if source == "injected":
         rule = provenance.get("rule")
-        return f"[injected: {terminal_safe(rule)}]" if rule else "[injected]"
+        return f"[injected: {model.terminal_safe(rule)}]" if rule else "[injected]"
     if source == "replayed":
-        return f"[replayed: #{terminal_safe(provenance.get('record'))}]"
+        return f"[replayed: #{model.terminal_safe(provenance.get('record'))}]"
     if source and source != "forwarded":
-        return f"[{terminal_safe(source)}]"
+        return f"[{model.terminal_safe(source)}]"
     return ""
 
 
@@ -142,8 +125,8 @@ def format_message_lines(message: messages.WebsocketMessage, dropped: bool = Fal
                if m]
     tail = "".join(f" {click.style(m, fg='magenta', bold=True) if colour else m}"
                    for m in markers)
-    return [f"{_stamp(message.start)} {label} {terminal_safe(text)} "
-            f"{terminal_safe(_peer(message))}{tail}"
+    return [f"{_stamp(message.start)} {label} {model.terminal_safe(text)} "
+            f"{model.terminal_safe(_peer(message))}{tail}"
             for text in texts]
 
 
@@ -161,19 +144,19 @@ def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | No
         answer = f"{status} {response.reason}"
     else:
         answer = f"--- {hide(exchange.error or 'no response')}"
-    answer = terminal_safe(answer)
+    answer = model.terminal_safe(answer)
     parts = [
         _stamp(exchange.start),
-        f"{terminal_safe(request.method):<6}",
-        f"{terminal_safe(short):<36}",
+        f"{model.terminal_safe(request.method):<6}",
+        f"{model.terminal_safe(short):<36}",
         click.style(f"{answer:<24}", fg=_status_colour(status)) if colour else f"{answer:<24}",
-        terminal_safe(classification.get("id") or "-"),
+        model.terminal_safe(classification.get("id") or "-"),
     ]
     marker = _provenance_marker(exchange.provenance)
     if marker:
         parts.append(click.style(marker, fg="magenta", bold=True) if colour else marker)
     for anomaly in classification.get("anomalies") or ():
-        text = terminal_safe(f"! {anomaly['code']}: {anomaly['message']}")
+        text = model.terminal_safe(f"! {anomaly['code']}: {anomaly['message']}")
         parts.append(click.style(text, fg="red") if colour else text)
     return " ".join(parts)
 

@@ -64,7 +64,7 @@ def one_line(error: BaseException | str) -> str:
 
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     joined = "".join(f"{line} " if line.endswith(":") else f"{line}; " for line in lines)
-    return model.printable(joined.rstrip("; ") or type(error).__name__)
+    return model.terminal_safe(joined.rstrip("; ") or type(error).__name__)
 
 
 def about(path: str, error: BaseException) -> str:

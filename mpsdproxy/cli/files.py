@@ -220,9 +220,9 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
     for issue in result.issues:
-        click.secho(f"skipped {issue}", fg="yellow", err=True)
+        click.secho(one_line(f"skipped {issue}"), fg="yellow", err=True)
     if result.stopped:
-        click.secho(f"Error: {result.stopped}", fg="red", err=True)
+        click.secho(one_line(f"Error: {result.stopped}"), fg="red", err=True)
     click.echo(f"{result.sent} sent, {result.answered} answered, {result.failed} failed"
                + (f"; recorded to {record_path}" if record_path else ""))
     sys.exit(0 if result.ok else 1)
@@ -277,7 +277,7 @@ def export(file: str, fmt: str, output: str, no_redact: bool, partition: str | N
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
     for line in (*map(str, result.issues), *result.skipped):
-        click.secho(f"skipped {line}", fg="yellow", err=True)
+        click.secho(one_line(f"skipped {line}"), fg="yellow", err=True)
     click.echo(f"Exported {result.count} exchanges to {output}")
 
 
@@ -337,13 +337,13 @@ def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[
     except (OSError, ValueError) as e:  # the output is the input, exists, or bad input
         raise BadInput(about(file, e)) from None
     for line in result.skipped:
-        click.secho(f"skipped {line}", fg="yellow", err=True)
+        click.secho(one_line(f"skipped {line}"), fg="yellow", err=True)
     if run_tags:
         try:  # the import wrote a plain header: the tags go into it afterwards
             recording.set_tags(output, run_tags)
         except OSError as e:
             raise BadInput(about(output, e)) from None
-    click.echo(f"Imported into {output}: {result.summary()}")
+    click.echo(one_line(f"Imported into {output}: {result.summary()}"))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -568,10 +568,10 @@ def check(files: tuple[str, ...]) -> None:
     findings = scenario.lint(files)
     refused = {str(f) for f in findings if f.refused}
     for line in problems:
-        click.echo(line)
+        click.echo(one_line(line))
     for finding in findings:
         if not finding.refused:
-            click.echo(f"warning: {finding}")
+            click.echo(one_line(f"warning: {finding}"))
     if refused & set(problems):
         sys.exit(2)
     if problems:

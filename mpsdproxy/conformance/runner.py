@@ -25,6 +25,7 @@ from dataclasses import field
 from typing import Any
 from urllib.parse import urlsplit
 
+from mpsdproxy import model
 from mpsdproxy.conformance.spec import Call
 from mpsdproxy.conformance.spec import Missing
 from mpsdproxy.conformance.spec import Setup
@@ -252,4 +253,4 @@ def render(report: Report, fmt: str = "text") -> str:
         lines.extend(f"      ({note})" for note in r.notes)
     lines.append(f"{report.tried} tried: {report.count(AS_THE_SERVICE)} as the service, "
                  f"{report.count(DIFFERS)} differing, {report.count(NOT_TRIED)} not tried")
-    return "\n".join(lines)
+    return model.terminal_safe("\n".join(lines), lines=True)  # the target's own words

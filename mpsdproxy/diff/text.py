@@ -64,4 +64,4 @@ def _lines(result: DiffResult) -> Iterator[str]:
 
 
 def render_text(result: DiffResult) -> str:
-    return model.printable("\n".join(_lines(result)) + "\n")
+    return model.terminal_safe("\n".join(_lines(result)) + "\n", lines=True)

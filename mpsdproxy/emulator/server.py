@@ -242,7 +242,7 @@ def _request_of(event: h11.Request, body: bytes) -> model.Request:
 
 
 def _failure(request: model.Request) -> model.Response:
-    logger.exception(f"the stand-in failed on {request.method} {model.printable(request.url)}")
+    logger.exception(f"the stand-in failed on {request.method} {model.terminal_safe(request.url)}")
     return model.Response(500, "Internal Server Error",
                           [("Content-Type", "text/plain; charset=utf-8")],
                           b"The stand-in failed on this request; see its log.")

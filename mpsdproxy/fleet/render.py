@@ -32,7 +32,7 @@ def render(summary: dict[str, Any], fmt: str) -> str:
     if fmt == "html":
         return _template().render(s=summary, chart=chart(summary["trend"]),
                                   row_columns=row_columns(summary["runs"]))
-    return text(summary)
+    return model.terminal_safe(text(summary), lines=True)
 
 
 def _num(value: Any) -> str:
@@ -44,7 +44,7 @@ def _num(value: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    cells = [[model.printable(_num(c)) for c in row] for row in rows]
+    cells = [[model.terminal_safe(_num(c)) for c in row] for row in rows]
     numeric = [all(isinstance(row[i], int | float) or row[i] is None for row in rows)
                for i in range(len(header))]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)

@@ -147,7 +147,7 @@ class NearMiss:
         served = ", already served" if self.consumed else ""
         what = "; ".join(self.differences) or "nothing visible"
         return (f"closest recorded request is #{self.seq} ({self.where}{served}) "
-                f"{self.method} {model.printable(self.url)}, which differs in: {what}")
+                f"{self.method} {model.terminal_safe(self.url)}, which differs in: {what}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +317,7 @@ class Player:
         if self.exhausted == "repeat-last":
             return self._serve(last, repeat=True)
         message = (f"all {count} recorded answers to {request.method} "
-                   f"{model.printable(request.url)} were served (the last is "
+                   f"{model.terminal_safe(request.url)} were served (the last is "
                    f"#{self.index.seq(last)}, {self.index.where(last)}); "
                    f"mpsd_replay_exhausted={self.exhausted}")
         return Pass(self.exhausted, "exhausted", message)
@@ -328,7 +328,7 @@ class Player:
     def _unmatched(self, request: model.Request, key: MatchKey) -> Pass:
         near = self.near_miss(request, key)
         because = str(near) if near else "the recording holds no requests"
-        message = (f"no recorded answer for {request.method} {model.printable(request.url)} "
+        message = (f"no recorded answer for {request.method} {model.terminal_safe(request.url)} "
                    f"(mpsd_replay_unmatched={self.unmatched}); {because}")
         return Pass(self.unmatched, "unmatched", message)
 

@@ -172,4 +172,4 @@ def render_text(report: Report) -> str:
     else:
         lines = [*_head(report), *_verdicts(report), *rta_lines(report), *_totals(report),
                  *_other_hosts(report), *_anomalies_and_coverage(report)]
-    return model.printable("\n".join(lines) + "\n")
+    return model.terminal_safe("\n".join(lines) + "\n", lines=True)
