@@ -88,3 +88,22 @@ def test_a_run_that_appended_to_a_recording_leaves_no_trailer(launch: Launcher,
     trailers = [json.loads(line) for line in lines if '"complete"' in line]
     assert len(trailers) == 1  # the first run's; the second, appended, claims nothing
     assert trailers[0]["recording_bytes"] < record.stat().st_size
+
+
+def test_report_while_the_proxy_records_leaves_the_sidecar_to_the_proxy(
+        launch: Launcher) -> None:
+    standin = launch.standin()
+    proxy = launch.proxy("--mode", f"reverse:{standin.url}", "--quiet")
+    play(proxy, "reported-while-live")
+    assert proxy.record is not None
+    sidecar = Path(verdictfile.sidecar_of(proxy.record))
+    midway = report(proxy.record, "python")  # the proxy holds the recording: a moment of it
+    assert midway["exchanges"] == 4
+    assert not sidecar.exists()  # nothing stored for a run still going
+    play(proxy, "reported-while-live-2")
+    proxy.stop()
+    lines = [json.loads(line) for line in sidecar.read_text().splitlines()]
+    headers = [line for line in lines if line.get("format") == verdictfile.FORMAT
+               and "complete" not in line]
+    assert [h["source"] for h in headers] == ["proxy"]  # one sidecar: the proxy's own
+    assert lines[-1]["complete"] is True and lines[-1]["exchanges"] == 8

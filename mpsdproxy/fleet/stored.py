@@ -39,6 +39,7 @@ from typing import Any
 
 from mpsdproxy import verdicts
 from mpsdproxy.recording import verdictfile
+from mpsdproxy.recording.writer import being_written
 from mpsdproxy.report import build
 from mpsdproxy.report.data import Report
 
@@ -86,7 +87,10 @@ def report_storing(path: str, limits: verdicts.Limits | None = None,
         return fast, Pending(StoringBuilder(None), path, "")
     sink = None
     part = verdictfile.sidecar_of(path) + ".part"
-    if limits is None and (not verdictfile.has_sidecar(path) or _stale_own(path)):
+    # A recording a proxy is still writing gets its sidecar from that proxy: one written
+    # now would judge part of the run, and the proxy's verdicts would be appended to it.
+    if limits is None and not being_written(path) \
+            and (not verdictfile.has_sidecar(path) or _stale_own(path)):
         sink = verdictfile.VerdictFile(path, "report", part)
     builder = StoringBuilder(sink, limits, source=os.fspath(path))
     pending = Pending(builder, path, part, _size(path))

@@ -38,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory locks, no refusal
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Writer", "LockedError", "ForeignFileError", "set_tags"]
+__all__ = ["Writer", "LockedError", "ForeignFileError", "set_tags", "being_written"]
 
 
 class LockedError(OSError):
@@ -121,6 +121,21 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def being_written(path: str | os.PathLike[str]) -> bool:
+    """Whether a writer (a running proxy, a resend) holds the recording now: what is read
+    of it is a moment of a run still going, not the run. False where there are no locks."""
+    if fcntl is None:
+        return False
+    try:
+        with open(path, "rb") as file:
+            fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # missing, unreadable or on a file system without locks: not known
+    return False  # closing the file let the lock go
 
 
 def _lock(file: IO[bytes], path: str) -> None:
