@@ -136,6 +136,21 @@ def test_record_onto_a_replayed_recording_is_refused(rec: Path) -> None:
 # -- two writers on one recording ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--sweep", "--sweep-state", "pass.jsonl", "--record", "./pass.jsonl"],
+     "--sweep-state and --record name one file"),
+    (["--sweep", "--sweep-state", "outage.yaml", "--scenario", "outage.yaml"],
+     "is also an input"),
+])
+def test_run_never_writes_its_sweep_state_over_a_file_it_uses(tmp_path: Path, args: list[str],
+                                                              says: str) -> None:
+    (tmp_path / "outage.yaml").write_bytes(SCENARIO.read_bytes())
+    result = _mpsdproxy("run", *args, "--listen-port", "0", "--confdir", tmp_path, cwd=tmp_path)
+    assert says in _bad_input(result.returncode, result.stderr, args[2])
+    assert not (tmp_path / "pass.jsonl").exists()
+    assert (tmp_path / "outage.yaml").read_bytes() == SCENARIO.read_bytes()
+
+
 def test_a_second_writer_is_refused_and_seqs_never_repeat(tmp_path: Path) -> None:
     path = tmp_path / "live.jsonl"
     record = {"request": {"method": "GET", "url": "http://h/x", "headers": []}}
@@ -223,12 +238,15 @@ def test_a_writer_still_appends_to_a_version_1_recording(tmp_path: Path) -> None
         assert writer.seq == 1
 
 
-def test_run_record_onto_a_scenario_never_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("uses, says", [([], "not a recording"),
+                                        (["--scenario"], "is also an input")])
+def test_run_record_onto_a_scenario_never_starts(tmp_path: Path, uses: list[str],
+                                                 says: str) -> None:
     scenario = tmp_path / "outage.yaml"
     scenario.write_bytes(SCENARIO.read_bytes())
-    result = _mpsdproxy("run", "--record", scenario.name, "--scenario", scenario.name,
+    result = _mpsdproxy("run", "--record", scenario.name, *uses, *[scenario.name] * len(uses),
                         "--listen-port", "0", "--confdir", tmp_path, cwd=tmp_path)
-    assert "not a recording" in _bad_input(result.returncode, result.stderr, scenario.name)
+    assert says in _bad_input(result.returncode, result.stderr, scenario.name)
     assert scenario.read_bytes() == SCENARIO.read_bytes()
 
 

@@ -279,7 +279,8 @@ def run(record: str, tags: tuple[str, ...], modes: tuple[str, ...], listen_host:
         raise BadInput(str(e)) from None
     for path in replays:
         safefiles.refuse_no_records(path)
-    safefiles.refuse_overwrite_of_inputs([record], replays)
+    _refuse_shared_files(record, sweep.get("sweep_state") or "",
+                         [*replays, *scenarios, limits, client_cert_ca])
     if upstream and any(m.startswith("reverse") for m in modes):
         raise click.BadParameter("reverse mode already names its upstream", param_hint="--upstream")
     for mode in modes:
@@ -338,6 +339,17 @@ def run(record: str, tags: tuple[str, ...], modes: tuple[str, ...], listen_host:
     except proxy.ProxyError as e:
         said = conf.explain(one_line(e))
         raise BadInput(said or user_words(one_line(e), typed_flags(settings, sets))) from None
+
+
+def _refuse_shared_files(record: str, sweep_state: str, reads: Sequence[str]) -> None:
+    """The recording and the sweep state are written: neither may be a file the run reads
+    (a replay, a scenario, the limits, the CA), nor the other one (a saved sweep state
+    would replace the recording whole)."""
+    reads = [path for path in reads if path]
+    safefiles.refuse_overwrite_of_inputs([record, sweep_state], reads)
+    if record and sweep_state and safefiles.same_file(record, sweep_state):
+        raise BadInput(f"{sweep_state}: --sweep-state and --record name one file; "
+                       "give each its own")
 
 
 def _mitm_config(proxy: Any, confdir: str, sets: Sequence[str]) -> Any:
