@@ -70,7 +70,9 @@ def is_redacted(value: str) -> bool:
 class Shape(NamedTuple):
     """One credential shape: `pattern` is only tried when the text holds one of `anchors`
     (plain substring tests cost far less than a regex over a body); the secret is
-    `group` of the match; `named` says the match's `name` group must pass `secret_key`."""
+    `group` of the match; `named` says the match's `name` group must pass `secret_key`,
+    and that the anchors (lower case) are sought in the case-folded text, as the name's
+    words match in any case (`ToKeN=`)."""
 
     kind: str
     pattern: re.Pattern[str]
@@ -81,8 +83,7 @@ class Shape(NamedTuple):
 
 _B64 = r"A-Za-z0-9+/"
 _WORDS = r"(?i:token|ticket|proof|secret|passw(?:or)?d|sig(?:nature)?)"
-_WORD_ANCHORS = ("oken", "OKEN", "icket", "ICKET", "roof", "ROOF", "ecret", "ECRET",
-                 "assw", "ASSW", "sig", "Sig", "SIG")
+_WORD_ANCHORS = ("token", "ticket", "proof", "secret", "passw", "sig")
 
 SHAPES: tuple[Shape, ...] = (
     Shape("xbl3", re.compile(r"XBL[23]\.0 x=[^;\s\"',]*;[A-Za-z0-9._+/=-]{40,}"), ("XBL",)),
@@ -218,7 +219,10 @@ def find(text: str) -> list[Finding]:
     if not suspicious(text):
         return []
     found: list[Finding] = []
+    low: str | None = None
     for shape in SHAPES:
-        if any(anchor in text for anchor in shape.anchors):
+        if shape.named:
+            low = text.casefold() if low is None else low
+        if any(anchor in (low if shape.named else text) for anchor in shape.anchors):
             found += _matches(shape, text)
     return _merged(found) if len(found) > 1 else found

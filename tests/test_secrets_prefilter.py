@@ -71,6 +71,8 @@ texts = st.lists(st.sampled_from(PIECES), min_size=1, max_size=8).map("".join)
 @given(texts)
 @example("AAAAAQ" + "A1" * 30)
 @example("{\"proofKey\": \"abcdefgh12345678\"}")
+@example("ToKeN=Authorization: x")  # a name's word in any case: no anchor spelt that way
+@example("PaSsWd=abcdefgh12345678&sIgNaTuRe=abcdefgh12345678")
 def test_the_anchors_find_exactly_what_every_regex_finds(text: str) -> None:
     """Of a suspicious text; one that is not (no word, no run of token characters as
     long as the shortest real token, no XSTS signature, no JWT) holds no credential by
