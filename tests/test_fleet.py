@@ -5,6 +5,7 @@ in the header, stored verdicts, the DuckDB views, the summary's comparison of bu
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,24 @@ def test_no_output_lands_on_a_recording_found_in_a_folder_or_glob(night: Path, t
     result = invoke("fleet", source, target, run)
     assert result.exit_code == 2 and "is also an input" in result.output, result.output
     assert run.read_bytes() == before
+
+
+def test_a_duration_that_is_no_time_is_unknown_and_the_json_stays_json(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "odd.jsonl", {"build": "1"})
+    lines = run.read_text().splitlines()
+    for at, duration in zip((1, 2, 3), ("1e400", "-5", "-1e400"), strict=True):
+        lines[at] = re.sub(r'"duration_ms":[^,]+', f'"duration_ms":{duration}', lines[at])
+    run.write_text("\n".join(lines) + "\n")
+    result = invoke("fleet", run, "--format", "json")
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    summary = json.loads(result.stdout, parse_constant=refuse)
+    assert summary["trend"][0]["p99_ms"] is None  # no duration known
+    (row,) = fleet_json(run, "--sql", "SELECT count(duration_ms) AS known FROM exchanges")
+    assert row == {"known": 0}
 
 
 def test_sql_answers_a_with_query_and_its_plan(night: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -434,6 +435,21 @@ def test_recorded_pace_holds_the_answer_without_blocking(rp: replayer.Replayer,
     assert slow.response is not None and slow.response.status_code == 204
     assert 0.25 <= slow_took < 5  # recorded 300 ms
     assert fast_took < 0.25  # recorded 20 ms, not held behind the slow one
+
+
+@pytest.mark.parametrize("duration", ["1e400", "Infinity", "NaN", "-5", "true", "1e300"])
+def test_recorded_pace_never_holds_for_a_duration_that_is_no_time(
+        rp: replayer.Replayer, lifecycle: Path, duration: str) -> None:
+    """A duration that is not a finite number of ms at least 0 (or beyond what the index's
+    floats hold) is unknown: the answer goes out at once instead of after forever."""
+    lines = lifecycle.read_text().splitlines()
+    lines[-1] = re.sub(r'"duration_ms": ?[^,}]+', f'"duration_ms": {duration}', lines[-1])
+    assert duration in lines[-1]
+    lifecycle.write_text("\n".join(lines) + "\n")
+    with replaying(rp, lifecycle, mpsd_replay_pace="recorded") as proxy:
+        f = make_flow("GET", LOBBY + "/members/7")
+        assert proxy.send(f) is None  # nothing to await: no hold
+    assert f.response is not None and f.response.status_code == 204
 
 
 # -- options ---------------------------------------------------------------------------------

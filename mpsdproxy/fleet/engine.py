@@ -95,14 +95,17 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 #: so 160 MB failed a 1,000,000-exchange recording under the 1 GB limit.
 MAX_LINE_BYTES = 32 * 1024 * 1024
 
-#: The table every record line goes to (header, exchange and message lines alike).
+#: The table every record line goes to (header, exchange and message lines alike). A
+#: duration that is not finite or is below 0 is unknown, as `codec.duration_of` says
+#: (DuckDB reads a JSON true in a DOUBLE column as 1: no recorder writes one).
 LINES_SELECT = f"""
     CASE WHEN format IS NOT NULL THEN 'header' WHEN kind = 'websocket' THEN 'message'
          WHEN seq IS NOT NULL THEN 'exchange' ELSE 'other' END AS record_type,
     CASE WHEN format IS NOT NULL THEN tags END AS tags,
     seq,
     try_strptime(start, '{TIME_FORMAT}') AS start,
-    duration_ms, client,
+    CASE WHEN isfinite(duration_ms) AND duration_ms >= 0 THEN duration_ms END AS duration_ms,
+    client,
     request.method AS method,
     coalesce(request.url, url) AS url,
     response.status AS status, response.reason AS reason, error,

@@ -52,6 +52,7 @@ __all__ = [
     "parse_tags",
     "is_header_line",
     "is_seq",
+    "duration_of",
     "SEQ_PROBLEM",
     "encode_body",
     "decode_body",
@@ -113,6 +114,16 @@ SEQ_PROBLEM = f"missing 'seq', or not a whole number from 0 to {MAX_SEQ}"
 def is_seq(value: Any) -> bool:
     """Whether `value` can be a record's seq (a JSON true is not a number here)."""
     return type(value) is int and 0 <= value <= MAX_SEQ
+
+
+def duration_of(value: Any) -> float | None:
+    """A record's `duration_ms` when it can be one: a finite number of milliseconds, not
+    below 0 (a JSON true is not a number here); None, unknown, otherwise. (The fleet's
+    SQL reads the field by the same rule: `fleet.engine.LINES_SELECT`.)"""
+    if type(value) not in (int, float):
+        return None
+    duration = float(value)
+    return duration if math.isfinite(duration) and duration >= 0 else None
 
 
 def encode_body(raw: bytes | None, value: Any = jsonbody.INVALID) -> dict[str, Any] | None:

@@ -274,8 +274,10 @@ class _Builder:
         index._line.append(line)
         index._offset.append(offset)
         index._seq.append(record["seq"])
-        duration = record.get("duration_ms")
-        index._duration.append(float(duration) if isinstance(duration, int | float) else math.nan)
+        duration = codec.duration_of(record.get("duration_ms"))
+        index._duration.append(math.nan if duration is None else duration)
+        if math.isinf(index._duration[-1]):  # beyond what the array's floats hold: unknown
+            index._duration[-1] = math.nan
         index._next.append(END)
         index._route_next.append(END)
         index._session.append(END)
