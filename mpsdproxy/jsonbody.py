@@ -16,12 +16,13 @@ surrogates; it writes some small floats differently) the json module decides.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
 
 __all__ = ["INVALID", "MAX_DEPTH", "parse", "compact", "is_compact", "nests_at_most",
-           "dumps_line"]
+           "dumps_line", "document", "all_finite"]
 
 #: What `parse` returns for bytes that are not JSON (None is a JSON value).
 INVALID: Any = object()
@@ -124,6 +125,23 @@ def nests_at_most(value: Any, limit: int = MAX_DEPTH) -> bool:
     return True
 
 
+def all_finite(value: Any) -> bool:
+    """Whether every number in `value` is finite (without recursion). A body with `NaN`,
+    `Infinity` or `1e400` parses here (the json module's reading), yet is no JSON a
+    strict parser, the service's among them, takes."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
 def is_compact(value: Any, raw: bytes) -> bool:
     """Whether `compact(value)`, UTF-8 encoded, is exactly `raw`, and `value` nests no
     deeper than MAX_DEPTH: the test for keeping a body as JSON in a record. orjson
@@ -158,3 +176,31 @@ def dumps_line(record: dict[str, Any], newline: bool = False) -> bytes:
         return compact(record, strict=False).encode("utf-8") + end
     except UnicodeEncodeError:
         return json.dumps(record, separators=(",", ":")).encode("ascii") + end
+
+
+def document(value: Any, default: Any = None, ensure_ascii: bool = False) -> str:
+    """`value` as the indented JSON document a command prints (`--format json`): strict
+    JSON, which every parser reads. A body can hold `1e400` or `NaN`, which the json
+    module reads as floats it would write back as `Infinity` and `NaN`, no JSON at all;
+    such a float is written as that word in a string instead."""
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=ensure_ascii, allow_nan=False,
+                          default=default)
+    except ValueError:
+        try:
+            text = json.dumps(_finite(value), indent=2, ensure_ascii=ensure_ascii,
+                              default=default)
+        except RecursionError:  # deeper than the walk goes: as the json module writes it
+            text = json.dumps(value, indent=2, ensure_ascii=ensure_ascii, default=default)
+    return text + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """`value` with each float that is not finite as the word the json module spells it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

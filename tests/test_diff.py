@@ -147,6 +147,23 @@ def test_a_changed_json_field_is_reported_by_dotted_path(pair) -> None:
         ("members.0.properties.system.active", True, False, "changed")]
 
 
+def test_the_json_output_stays_json_when_a_body_holds_nan_or_1e400(pair) -> None:
+    changed = lifecycle()
+    changed[1] = exchange("GET", session_url("lobby-1"), 200,
+                          b'{"properties": {"custom": {"x": 1e400, "y": NaN, "z": -1e400}}}',
+                          headers=[("Content-Type", "application/json")])
+    result = diff.diff(*pair(lifecycle(), changed))
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    shown = json.loads(result.to_json(), parse_constant=refuse)
+    values = {f["path"]: f.get("new") for c in shown["changes"] for f in c["fields"]}
+    assert values["properties.custom.x"] == "Infinity"
+    assert values["properties.custom.y"] == "NaN"
+    assert values["properties.custom.z"] == "-Infinity"
+
+
 def test_volatile_fields_are_ignored_by_default_but_not_when_asked(pair) -> None:
     changed = lifecycle(correlation="00000000-aaaa-bbbb-cccc-000000000000",
                         start="2026-11-25T09:37:44.1234567Z")

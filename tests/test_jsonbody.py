@@ -140,3 +140,19 @@ def test_where_orjson_spells_a_float_differently_it_says_so(number, key):
 def test_guids_are_not_floats():
     assert not jsonbody._ambiguous(b'{"id":"4b1a7c3e-0000-4000-8e-1","n":1}')
     assert jsonbody._ambiguous(b'[1e-8]') and jsonbody._ambiguous(b'{"a":2e-10}')
+
+
+def test_a_document_is_strict_json_whatever_floats_it_holds() -> None:
+    value = {"x": float("inf"), "y": [float("nan"), -float("inf"), 1.5], "z": "é"}
+    text = jsonbody.document(value)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == {
+        "x": "Infinity", "y": ["NaN", "-Infinity", 1.5], "z": "é"}
+    assert jsonbody.document({"z": "é"}, ensure_ascii=True) == '{\n  "z": "\\u00e9"\n}\n'
+
+
+def test_all_finite_walks_any_depth() -> None:
+    deep: list[object] = [float("inf")]
+    for _ in range(5000):
+        deep = [deep]
+    assert not jsonbody.all_finite(deep)
+    assert jsonbody.all_finite({"a": [1, 2.5, {"b": 10**30}]})

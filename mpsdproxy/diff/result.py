@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy.diff.compare import PairDiff
@@ -56,7 +56,7 @@ class DiffResult:
         })
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        return jsonbody.document(self.to_dict())
 
 
 def exit_code(result: DiffResult) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import jinja2
 
+from mpsdproxy import jsonbody
 from mpsdproxy import model
 
 __all__ = ["render", "render_rows", "chart"]
@@ -28,7 +28,7 @@ def _json_default(value: Any) -> Any:
 
 def render(summary: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(summary, indent=2, default=_json_default) + "\n"
+        return jsonbody.document(summary, _json_default, ensure_ascii=True)
     if fmt == "html":
         return _template().render(s=summary, chart=chart(summary["trend"]),
                                   row_columns=row_columns(summary["runs"]))
@@ -137,7 +137,7 @@ def render_rows(names: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
     """A `--sql` answer: an aligned table, or JSON objects."""
     if fmt == "json":
         items = [dict(zip(names, row, strict=True)) for row in rows]
-        return json.dumps(items, indent=2, default=_json_default) + "\n"
+        return jsonbody.document(items, _json_default, ensure_ascii=True)
     return "\n".join(line[2:] for line in _table(names, rows)) + f"\n({len(rows)} rows)\n"
 
 

@@ -9,13 +9,13 @@ over a recording without session-directory traffic says so (`Report.no_mpsd`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
 from mpsdproxy import catalog
+from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import verdicts
@@ -276,7 +276,7 @@ def scope_note(report: Report) -> str:
 
 
 def render_json(report: Report) -> str:
-    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    return jsonbody.document(report.to_dict())
 
 
 

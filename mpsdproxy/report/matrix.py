@@ -22,7 +22,6 @@ JUnit (one test case per cell, named by the cell) and HTML (`matrix_html.py`).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from dataclasses import field
 from typing import Any
 
 from mpsdproxy import catalog
+from mpsdproxy import jsonbody
 from mpsdproxy import recording
 from mpsdproxy import rta
 from mpsdproxy import sessions
@@ -313,7 +313,7 @@ def render_text(matrix: Matrix) -> str:
 
 
 def render_json(matrix: Matrix) -> str:
-    return json.dumps(matrix.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    return jsonbody.document(matrix.to_dict())
 
 
 def render_junit(matrix: Matrix) -> str:
