@@ -304,6 +304,8 @@ def test_nocommit_returns_the_merge_without_storing(title: Title) -> None:
     ({"members": {"me": 5}}, "members.me must be a JSON object"),
     ({"members": {"someone": {}}}, "member keys are"),
     ({"members": {"reserve_0": {}}}, "xuid is required"),
+    (b'{"properties": {"custom": {"x": NaN}}}', "NaN, Infinity"),
+    (b'{"properties": {"custom": {"x": 1e400}}}', "too large for a double"),
 ])
 def test_bad_bodies_are_400_and_change_nothing(title: Title, body: Any, fragment: str) -> None:
     _lobby(title)

@@ -140,6 +140,9 @@ def json_object(request: model.Request, *, empty_ok: bool = False) -> dict[str, 
     if not isinstance(value, dict):
         raise Refusal("400.bad-request",
                       f"The request body must be a JSON object, not {json_kind(value)}.")
+    if not jsonbody.all_finite(value):  # else the stand-in would answer `Infinity`: no JSON
+        raise Refusal("400.bad-request", "The request body is not valid JSON: NaN, "
+                                         "Infinity or a number too large for a double.")
     return value
 
 
