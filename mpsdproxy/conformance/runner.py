@@ -25,6 +25,7 @@ from dataclasses import field
 from typing import Any
 from urllib.parse import urlsplit
 
+from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy.conformance.spec import Call
 from mpsdproxy.conformance.spec import Missing
@@ -243,7 +244,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def render(report: Report, fmt: str = "text") -> str:
     """The report as text (one line per call, its differences under it) or JSON."""
     if fmt == "json":
-        return json.dumps(report.to_json(), indent=2)
+        return jsonbody.document(report.to_json(), ensure_ascii=True).rstrip("\n")
     lines = [f"Conformance of {report.target or 'the target'} with the client library's "
              f"calls ({len(report.results)} call kinds):"]
     for r in report.results:
