@@ -17,6 +17,7 @@ import pytest
 from conftest import http_server
 
 from mpsdproxy import diff
+from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import resend
 from mpsdproxy import resources
@@ -462,3 +463,46 @@ def test_a_target_base_path_is_not_part_of_the_resource(tmp_path: Path) -> None:
 def test_resend_refuses_to_record_into_its_own_input(original: str) -> None:
     with pytest.raises(ValueError, match="being re-sent"):
         resend.resend(original, "http://127.0.0.1:9", original)
+
+
+def test_an_answer_that_never_ends_is_kept_in_part_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A broken target streams one answer forever: resend keeps its start (as the proxy
+    keeps a body over its cap), closes that connection and sends the next record."""
+    served: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            served.append(self.path)
+            self.send_response(200)
+            if self.path.endswith("/endless"):
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b"ab, " * 16384  # not token characters: a cut start keeps them
+                try:
+                    for _ in range(4096):  # 256 MB at most: the test ends either way
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                except OSError:
+                    return  # resend closed the connection: what this test wants
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    plan = write(tmp_path / "plan.jsonl", [request_record("GET", SESSION_PATH + "endless"),
+                                           request_record("GET", SESSION_PATH + "next")])
+    out = str(tmp_path / "resent.jsonl")
+    with http_server(Handler) as port:
+        result = resend.resend(plan, f"http://127.0.0.1:{port}", out)
+    assert (result.sent, result.answered, result.failed) == (2, 2, 0)
+    assert [path.rsplit("/", 1)[1] for path in served] == ["endless", "next"]
+    endless, after = recording.read(out, strict=True)
+    kept = endless["response"]["truncated"]
+    assert kept["size"] is None and kept["wire"] is True
+    assert 0 < kept["kept"] <= model.KEPT_OF_TRUNCATED
+    assert after["response"]["status"] == 200

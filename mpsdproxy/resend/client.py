@@ -19,13 +19,22 @@ from mpsdproxy.resend.target import Target
 __all__ = ["Client", "Reply", "answer_of"]
 
 
+#: An answer's body over this many bytes is not held whole, as `mpsdproxy run` streams
+#: a body over its body cap (16m by default): its first `model.KEPT_OF_TRUNCATED` bytes
+#: are kept, as they came, and the connection is closed. A target that never ends an
+#: answer cannot fill the memory.
+BODY_CAP = 16 * 1024 * 1024
+
+
 class Reply(NamedTuple):
-    """An answer as http.client read it: its text is ISO-8859-1, one character a byte."""
+    """An answer as http.client read it: its text is ISO-8859-1, one character a byte.
+    `truncated` is set when `body` is only the start of it (over BODY_CAP)."""
 
     status: int
     reason: str
     headers: list[tuple[str, str]]
     body: bytes
+    truncated: model.Truncated | None = None
 
 _FOLD = re.compile(r"\r?\n[ \t]*")
 
@@ -42,17 +51,36 @@ def answer_of(reply: Reply) -> model.Response:
     Folded header lines are unfolded."""
     fields = [(_wire(k), _wire(_FOLD.sub(" ", v))) for k, v in reply.headers]
     headers = model.Headers.from_raw(fields)
+    reason = model.from_bytes(_wire(reply.reason))
+    if reply.truncated is not None:  # the start of the wire bytes: never decoded
+        return model.Response(reply.status, reason, headers, reply.body,
+                              truncated=reply.truncated)
     body = encoding.plain_body(reply.body, headers.get("content-encoding"))
-    return model.Response(reply.status, model.from_bytes(_wire(reply.reason)), headers, body)
+    return model.Response(reply.status, reason, headers, body)
+
+
+def _read_body(response: http.client.HTTPResponse,
+               cap: int) -> tuple[bytes, model.Truncated | None]:
+    """The whole body, or over `cap` bytes its start and what is known of its length
+    (the caller closes the connection: the rest is never read)."""
+    data = response.read(cap + 1)
+    if len(data) <= cap:
+        return data, None
+    length = response.getheader("Content-Length", "")
+    size = int(length) if length.isdigit() else None
+    head = data[:model.KEPT_OF_TRUNCATED]
+    return head, model.Truncated(size, len(head), wire=True)
 
 
 class Client:
     """One kept-alive connection to the target, reopened when it breaks."""
 
-    def __init__(self, target: Target, timeout: float, verify: bool) -> None:
+    def __init__(self, target: Target, timeout: float, verify: bool,
+                 body_cap: int = BODY_CAP) -> None:
         self.target = target
         self.timeout = timeout
         self.verify = verify
+        self.body_cap = body_cap
         self.conn: http.client.HTTPConnection | None = None
         self.used = False
 
@@ -112,8 +140,9 @@ class Client:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body or None)
         response = conn.getresponse()
-        data = response.read()
+        data, truncated = _read_body(response, self.body_cap)
         self.used = True
-        if response.will_close:
+        if response.will_close or truncated is not None:
             self.close()
-        return Reply(response.status, response.reason, list(response.getheaders()), data)
+        return Reply(response.status, response.reason, list(response.getheaders()), data,
+                     truncated)
