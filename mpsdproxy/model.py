@@ -51,6 +51,7 @@ __all__ = [
     "Response",
     "Truncated",
     "KEPT_OF_TRUNCATED",
+    "MAX_HELD_BODY",
     "Exchange",
     "FORWARDED",
 ]
@@ -441,6 +442,9 @@ class Request(_Message):
 
 #: Bytes of a truncated body a record keeps: enough to see what it was.
 KEPT_OF_TRUNCATED = 64 * 1024
+#: The most of one answer's body a command holds (`run --body-cap` defaults to it): a
+#: target that never ends an answer cannot fill the memory.
+MAX_HELD_BODY = 16 * 1024 * 1024
 
 
 class Truncated(NamedTuple):

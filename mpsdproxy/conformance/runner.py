@@ -224,9 +224,10 @@ def http_transport(target: str, timeout: float = 10.0) -> Transport:
                                          headers=dict(headers))
         try:
             with opener.open(request, timeout=timeout) as response:
-                return Answer(response.status, tuple(response.headers.items()), response.read())
+                return Answer(response.status, tuple(response.headers.items()),
+                              response.read(model.MAX_HELD_BODY))
         except urllib.error.HTTPError as e:
-            return Answer(e.code, tuple(e.headers.items()), e.read())
+            return Answer(e.code, tuple(e.headers.items()), e.read(model.MAX_HELD_BODY))
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ConformanceError(f"{target}: no answer ({reason})") from None

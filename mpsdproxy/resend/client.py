@@ -20,10 +20,9 @@ __all__ = ["Client", "Reply", "answer_of"]
 
 
 #: An answer's body over this many bytes is not held whole, as `mpsdproxy run` streams
-#: a body over its body cap (16m by default): its first `model.KEPT_OF_TRUNCATED` bytes
-#: are kept, as they came, and the connection is closed. A target that never ends an
-#: answer cannot fill the memory.
-BODY_CAP = 16 * 1024 * 1024
+#: a body over its body cap: its first `model.KEPT_OF_TRUNCATED` bytes are kept, as they
+#: came, and the connection is closed.
+BODY_CAP = model.MAX_HELD_BODY
 
 
 class Reply(NamedTuple):
