@@ -226,6 +226,34 @@ def test_parquet_one_file_and_partitioned_read_back_the_same(night: Path, tmp_pa
     assert fleet_json(folder)["regressions"][0]["group"] == "101"
 
 
+def test_a_stopped_partitioned_export_leaves_only_whole_files(
+        night: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files reach the archive one rename each: stopped after the first, the archive holds
+    that one whole file and nothing half written, and reads back."""
+    import os
+
+    folder = tmp_path / "archive"
+    renames = 0
+    real_replace = os.replace
+
+    def replace_once(source: str, target: str) -> None:
+        nonlocal renames
+        renames += 1
+        if renames > 1:
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_once)
+    stopped = invoke("fleet", night, "--to-parquet", folder, "--partition", "build",
+                     "--sql", "SELECT 1")
+    monkeypatch.undo()
+    assert stopped.exit_code != 0 and renames == 2  # stopped at the second file
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert len(files) == 1 and not any(p.name.startswith(".") for p in folder.iterdir())
+    (row,) = fleet_json(folder, "--sql", "SELECT count(*) AS runs FROM runs")
+    assert row["runs"] >= 1
+
+
 def test_a_parquet_file_that_is_not_an_export_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.parquet"
     duckdb.sql(f"COPY (SELECT 1 AS x) TO '{other}' (FORMAT PARQUET)")

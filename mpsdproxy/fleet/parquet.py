@@ -27,6 +27,8 @@ back into the same views.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 import duckdb
@@ -83,10 +85,22 @@ def _select(keys: Sequence[str]) -> str:
         FROM _verdicts v JOIN runs r USING (run)"""
 
 
+def _move_files(staging: str, output: str) -> None:
+    """Each file DuckDB wrote under `staging` to the same place under `output`, one
+    rename each: an archive only ever gains whole files, however an export ends (the
+    half-written files of a stopped one stay in the hidden staging folder, which is
+    removed, and which a fleet read skips)."""
+    for root, _, files in os.walk(staging):
+        target = os.path.join(output, os.path.relpath(root, staging))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            os.replace(os.path.join(root, name), os.path.join(target, name))
+
+
 def export(fleet: Fleet, output: str, partition: Sequence[str] = ()) -> int:
     """Write the fleet's records and verdicts to `output`: one Parquet file, or with
     `partition` a Hive-partitioned folder (added to: existing files are kept, new ones
-    get fresh names). Returns the rows written."""
+    get fresh names, each whole or not at all). Returns the rows written."""
     metadata = (f"KV_METADATA {{'mpsdproxy.schema': {sql_text(SCHEMA)}, "
                 f"'mpsdproxy.schema_version': '{SCHEMA_VERSION}'}}")
     options = ["FORMAT PARQUET", "COMPRESSION ZSTD", metadata]
@@ -98,16 +112,30 @@ def export(fleet: Fleet, output: str, partition: Sequence[str] = ()) -> int:
                     "FILENAME_PATTERN 'part_{uuid}'"]
     elif os.path.isdir(output):
         raise FleetError(f"{output}: a folder; without --partition the export is one file")
-    temporary = output if partition else output + ".part"
+    try:
+        if partition:
+            os.makedirs(output, exist_ok=True)
+            temporary = tempfile.mkdtemp(prefix=".mpsdproxy-export-", dir=output)
+        else:
+            temporary = output + ".part"
+    except OSError as e:
+        raise FleetError(f"{output}: {e.strerror or e}") from None
     try:
         fleet.con.execute(f"COPY ({_select(partition)}) TO {sql_text(temporary)} "
                           f"({', '.join(options)})")
-        if not partition:
+        if partition:
+            _move_files(temporary, output)
+        else:
             os.replace(temporary, output)
     except duckdb.Error as e:
-        if not partition and os.path.exists(temporary):
-            os.unlink(temporary)
         raise FleetError(f"{output}: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise FleetError(f"{output}: {e.strerror or e}") from None
+    finally:
+        if partition:
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif os.path.exists(temporary):
+            os.unlink(temporary)
     count = fleet.con.execute("SELECT (SELECT count(*) FROM _lines) + "
                               "(SELECT count(*) FROM _verdicts)").fetchone()
     return int(count[0]) if count else 0
