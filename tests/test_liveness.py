@@ -65,6 +65,15 @@ def test_a_fifo_is_refused_in_one_line_before_listening(flag: str, fifo: Path,
 
 
 @POSIX_ONLY
+def test_resend_to_a_fifo_is_refused_before_sending(fifo: Path, tmp_path: Path) -> None:
+    done = run_cli("resend", str(ROOT / "recordings" / "sample-lobby.jsonl"),
+                   "--to", "http://127.0.0.1:9", "--record", str(fifo), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a regular file (a FIFO)" in lines[0], done.stderr
+
+
+@POSIX_ONLY
 def test_dev_stdout_is_refused_as_a_recording(tmp_path: Path) -> None:
     done = run_cli("run", "--listen-port", str(free_port()), "--confdir",
                    str(tmp_path / "conf"), "--record", "/dev/stdout", cwd=tmp_path)

@@ -202,6 +202,8 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
     from mpsdproxy import resend as resend_module
 
     safefiles.refuse_overwrite_of_inputs([record_path], [file])
+    if record_path:
+        safefiles.refuse_not_regular(record_path, "recording")  # a FIFO would hang it
     safefiles.refuse_unreadable_recording(file)  # before a request is sent
 
     progress = Progress("resend", "sent", quiet)

@@ -179,7 +179,7 @@ def foreign_file(path: str | os.PathLike[str]) -> str | None:
     recording (no header) and a first line too long to check here all pass: the reader
     judges them line by line. Raises OSError when the file cannot be read."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not os.path.isfile(path):  # missing, or a FIFO or device: reading it could block
         return None
     with open(path, "rb") as f:
         first = f.readline(1 << 20)
