@@ -97,6 +97,8 @@ def atomic_path(path: PathLike, *, append: bool = False) -> Iterator[str]:
     those of the file it replaces).
     """
     path = os.fspath(path)
+    if _special(path):  # renaming over it would replace the device or FIFO itself
+        refuse_not_regular(path, "file written whole")
     folder = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
                                      dir=folder)
@@ -116,14 +118,32 @@ def atomic_path(path: PathLike, *, append: bool = False) -> Iterator[str]:
 @contextlib.contextmanager
 def atomic_output(path: PathLike, mode: str = "w", *,
                   encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """`path` opened for writing through `atomic_path`: it appears whole or not at all."""
+    """`path` opened for writing through `atomic_path`: it appears whole or not at all.
+
+    A path that is a device or a FIFO (`-o /dev/stdout`, a named pipe) is written
+    straight to, as any Unix tool would: there is no file to replace, and a rename over
+    it would replace the device node itself."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_output writes a new file: mode 'w' or 'wb', not {mode!r}")
+    if _special(path):
+        with open(path, mode, encoding=None if "b" in mode else encoding) as stream:
+            yield stream
+        return
     with atomic_path(path) as temporary, \
             open(temporary, mode, encoding=None if "b" in mode else encoding) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def _special(path: PathLike) -> bool:
+    """Whether `path` exists and is neither a regular file nor a folder (a device such as
+    `/dev/stdout`, a FIFO, a socket); symlinks are followed."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def refuse_empty(path: PathLike, what: str = "recording") -> None:

@@ -387,6 +387,46 @@ def test_report_output_is_written_whole(rec: Path, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("command", [["report", "--format", "json"], ["export", "--format", "har"]])
+def test_output_to_a_fifo_or_device_is_written_into_not_replaced(
+        rec: Path, tmp_path: Path, command: list[str]) -> None:
+    """`-o /dev/stdout` or a named pipe: the output streams into it, and the node stays
+    (a rename over it, as a file is written whole, would replace the device itself)."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the writer's open never waits
+    os.set_blocking(reader, True)
+    holder = os.open(fifo, os.O_WRONLY)  # the drain sees no end before the command's
+    got = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(reader, 65536):
+            got.extend(chunk)
+
+    draining = threading.Thread(target=drain, daemon=True)
+    draining.start()
+    try:
+        code, _, err = _cli(command[0], rec, *command[1:], "-o", fifo)
+        os.close(holder)
+        draining.join(timeout=30)
+    finally:
+        os.close(reader)
+    assert code == 0, err
+    assert json.loads(bytes(got))  # the whole document came through the pipe
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_import_never_renames_over_a_fifo(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, _, err = _cli("import", _har(tmp_path / "c.har"), "-o", fifo, "--append")
+    assert "not a regular file (a FIFO)" in _bad_input(code, err, fifo)
+
+
 def test_report_output_in_a_missing_folder_is_bad_input(rec: Path, tmp_path: Path) -> None:
     out = tmp_path / "no" / "such" / "report.html"
     _bad_input(*_cli("report", rec, "-o", out)[::2], out)
