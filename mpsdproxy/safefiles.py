@@ -94,11 +94,14 @@ def atomic_path(path: PathLike, *, append: bool = False) -> Iterator[str]:
 
     The temporary file lives in the same folder so the rename never crosses a file
     system. The result gets the permissions an ordinary `open` would give it (or
-    those of the file it replaces).
+    those of the file it replaces). A symlink is written through: its target is
+    replaced, the link stays.
     """
     path = os.fspath(path)
     if _special(path):  # renaming over it would replace the device or FIFO itself
         refuse_not_regular(path, "file written whole")
+    if os.path.islink(path):  # written through, as `>` would: the link stays a link
+        path = os.path.realpath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
                                      dir=folder)

@@ -420,6 +420,18 @@ def test_output_to_a_fifo_or_device_is_written_into_not_replaced(
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
+def test_output_through_a_symlink_replaces_its_target_and_keeps_the_link(
+        rec: Path, tmp_path: Path) -> None:
+    target = tmp_path / "reports" / "today.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    code, _, err = _cli("report", rec, "--format", "json", "-o", link)
+    assert code == 0, err
+    assert link.is_symlink() and json.loads(target.read_text())["report"] == "mpsdproxy"
+
+
 def test_import_never_renames_over_a_fifo(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
