@@ -27,7 +27,7 @@ from typing import Any
 __all__ = ["BadFile", "SameFileError", "UNREADABLE_LIMIT", "same_file",
            "refuse_overwrite_of_inputs", "atomic_path", "atomic_output", "refuse_empty",
            "refuse_unreadable", "refuse_unreadable_recording", "refuse_no_records",
-           "refuse_not_regular"]
+           "refuse_not_regular", "refuse_being_written"]
 
 PathLike = str | os.PathLike[str]
 
@@ -102,6 +102,7 @@ def atomic_path(path: PathLike, *, append: bool = False) -> Iterator[str]:
         refuse_not_regular(path, "file written whole")
     if os.path.islink(path):  # written through, as `>` would: the link stays a link
         path = os.path.realpath(path)
+    refuse_being_written(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
                                      dir=folder)
@@ -137,6 +138,16 @@ def atomic_output(path: PathLike, mode: str = "w", *,
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def refuse_being_written(path: PathLike) -> None:
+    """`recording.LockedError` when a writer (a running proxy, a resend) holds `path`: a
+    file renamed over it would leave that writer appending to a file no one can open,
+    and every exchange it records from then on would be lost."""
+    from mpsdproxy.recording import writer
+
+    if writer.being_written(path):
+        raise writer.LockedError(os.fspath(path))
 
 
 def _special(path: PathLike) -> bool:

@@ -262,6 +262,25 @@ def test_resend_and_import_never_append_to_a_file_that_is_not_a_recording(
     assert notes.read_bytes() == FOREIGN["notes.md"]
 
 
+@pytest.mark.parametrize("command", ["import", "report", "export"])
+def test_no_output_is_renamed_over_a_recording_being_written(rec: Path, tmp_path: Path,
+                                                             command: str) -> None:
+    """A proxy keeps appending to the file it opened: a file renamed over its recording
+    would leave every exchange it records from then on in a file no one can open."""
+    live = tmp_path / "live.jsonl"
+    args = {"import": ["import", _har(tmp_path / "c.har"), "-o", live, "--append"],
+            "report": ["report", rec, "--format", "json", "-o", live],
+            "export": ["export", rec, "--format", "har", "-o", live]}[command]
+    with recording.Writer(live) as writer:
+        before = live.read_bytes()
+        code, _, err = _cli(*args)
+        assert "another mpsdproxy process is writing" in _bad_input(code, err, live)
+        assert live.read_bytes() == before
+        writer.write(recording.to_record(recording.to_exchange(
+            next(recording.read(rec, strict=True))), recording.Redactor()))
+    assert [r["seq"] for r in recording.read(live, strict=True)] == [1]  # still its file
+
+
 # -- reading garbage is bad input, never a pass --------------------------------------------
 
 
