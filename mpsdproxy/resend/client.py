@@ -19,15 +19,9 @@ from mpsdproxy.resend.target import Target
 __all__ = ["Client", "Reply", "answer_of"]
 
 
-#: An answer's body over this many bytes is not held whole, as `mpsdproxy run` streams
-#: a body over its body cap: its first `model.KEPT_OF_TRUNCATED` bytes are kept, as they
-#: came, and the connection is closed.
-BODY_CAP = model.MAX_HELD_BODY
-
-
 class Reply(NamedTuple):
     """An answer as http.client read it: its text is ISO-8859-1, one character a byte.
-    `truncated` is set when `body` is only the start of it (over BODY_CAP)."""
+    `truncated` is set when `body` is only the start of it (over `model.MAX_HELD_BODY`)."""
 
     status: int
     reason: str
@@ -58,12 +52,12 @@ def answer_of(reply: Reply) -> model.Response:
     return model.Response(reply.status, reason, headers, body)
 
 
-def _read_body(response: http.client.HTTPResponse,
-               cap: int) -> tuple[bytes, model.Truncated | None]:
-    """The whole body, or over `cap` bytes its start and what is known of its length
-    (the caller closes the connection: the rest is never read)."""
-    data = response.read(cap + 1)
-    if len(data) <= cap:
+def _read_body(response: http.client.HTTPResponse) -> tuple[bytes, model.Truncated | None]:
+    """The whole body, or over `model.MAX_HELD_BODY` bytes (as `mpsdproxy run` streams a
+    body over its cap) its first `model.KEPT_OF_TRUNCATED` bytes, as they came, and what
+    is known of its length: the caller closes the connection, the rest is never read."""
+    data = response.read(model.MAX_HELD_BODY + 1)
+    if len(data) <= model.MAX_HELD_BODY:
         return data, None
     length = response.getheader("Content-Length", "")
     size = int(length) if length.isdigit() else None
@@ -74,12 +68,10 @@ def _read_body(response: http.client.HTTPResponse,
 class Client:
     """One kept-alive connection to the target, reopened when it breaks."""
 
-    def __init__(self, target: Target, timeout: float, verify: bool,
-                 body_cap: int = BODY_CAP) -> None:
+    def __init__(self, target: Target, timeout: float, verify: bool) -> None:
         self.target = target
         self.timeout = timeout
         self.verify = verify
-        self.body_cap = body_cap
         self.conn: http.client.HTTPConnection | None = None
         self.used = False
 
@@ -139,7 +131,7 @@ class Client:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body or None)
         response = conn.getresponse()
-        data, truncated = _read_body(response, self.body_cap)
+        data, truncated = _read_body(response)
         self.used = True
         if response.will_close or truncated is not None:
             self.close()
