@@ -93,6 +93,19 @@ def test_tags_go_into_the_header_and_older_files_gain_one(tmp_path: Path) -> Non
     assert recording.read_tags(path) == {"build": "7", "console": "k"}
 
 
+def test_new_tags_on_a_symlinked_recording_reach_its_target(tmp_path: Path) -> None:
+    """`run --record link --tag ...` appends through the link: the header must go
+    there too, not into a copy that replaces the link and takes the records."""
+    target = write_run(tmp_path / "archive.jsonl", {"build": "7"})
+    link = tmp_path / "today.jsonl"
+    link.symlink_to(target)
+    with recording.Writer(link, {"console": "k"}) as w:
+        assert w.write(exchange("GET", "/handles/h", 200, 1.0, T0)) == 4
+    assert link.is_symlink()
+    assert recording.read_tags(target) == {"build": "7", "console": "k"}
+    assert [r["seq"] for r in recording.read(target, strict=True)] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("pair", ["build", "=1", "bad key=1", "k=\x01"])
 def test_bad_tags_are_refused_naming_the_pair(pair: str) -> None:
     with pytest.raises(ValueError, match="tag"):

@@ -181,10 +181,12 @@ def set_tags(path: str | os.PathLike[str], tags: Mapping[str, str]) -> dict[str,
     """Merge `tags` into a recording's header (a version 1 file gets a header), keeping
     every other line byte for byte; returns the tags the header now holds.
 
-    Written to a temporary file beside it and renamed, so a failure leaves the
-    recording as it was. A writer holding the file is refused (LockedError).
+    Written to a temporary file beside it and renamed while the lock is held, so a
+    failure leaves the recording as it was and no writer can start appending to the
+    file being replaced. A writer holding the file is refused (LockedError). A symlink
+    is written through: its target gets the header and the link stays a link.
     """
-    path = os.fspath(path)
+    path = os.path.realpath(os.fspath(path))
     merged = {**read_tags(path), **tags}
     folder = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
@@ -197,8 +199,9 @@ def set_tags(path: str | os.PathLike[str], tags: Mapping[str, str]) -> dict[str,
             if not _is_header(first):
                 out.write(first)
             shutil.copyfileobj(source, out, 1 << 20)
-        shutil.copymode(path, temporary)
-        os.replace(temporary, path)
+            out.flush()
+            shutil.copymode(path, temporary)
+            os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
