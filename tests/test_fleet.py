@@ -239,6 +239,17 @@ def test_parquet_one_file_and_partitioned_read_back_the_same(night: Path, tmp_pa
     assert fleet_json(folder)["regressions"][0]["group"] == "101"
 
 
+def test_a_run_in_both_its_recording_and_an_export_beside_it_counts_once(
+        night: Path, tmp_path: Path) -> None:
+    older = write_run(tmp_path / "older.jsonl", {"build": "99"})  # kept only in the archive
+    expected = fleet_json(night, older, "--sql", COUNTS)
+    archive = night / "archive.parquet"
+    result = invoke("fleet", night, older, "--to-parquet", archive, "--sql", "SELECT 1")
+    assert result.exit_code == 0, result.output
+    older.unlink()
+    assert fleet_json(night, "--sql", COUNTS) == expected
+
+
 def test_a_stopped_partitioned_export_leaves_only_whole_files(
         night: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files reach the archive one rename each: stopped after the first, the archive holds

@@ -204,7 +204,7 @@ class Fleet:
                 self._load_recordings(sources.recordings, sources.sidecars)
                 self._refuse_unreadable(sources.recordings)
                 if sources.parquet:
-                    self._load_parquet(sources.parquet)
+                    self._load_parquet(sources.parquet, sources.recordings)
             for name, body in VIEWS.items():
                 self.con.execute(f"CREATE VIEW {name} AS {body}")
         except duckdb.Error as e:
@@ -259,15 +259,19 @@ class Fleet:
             except safefiles.BadFile as e:
                 raise FleetError(str(e)) from None
 
-    def _load_parquet(self, files: Sequence[str]) -> None:
+    def _load_parquet(self, files: Sequence[str], recordings: Sequence[str]) -> None:
+        """Parquet beside recordings: a run read from its recording is not read again from
+        an export of it (an archive kept in the recordings' folder), so it counts once."""
         check_schema(self.con, files)
         reader = f"read_parquet({_list(files)}, union_by_name=true)"
+        fresh = f"NOT list_contains({_list(recordings)}, run)"
         self.con.execute(f"""INSERT INTO _lines SELECT {', '.join(LINE_COLUMNS)}
-            FROM {reader} WHERE record_type IN ('file', 'header', 'exchange', 'message')""")
+            FROM {reader} WHERE record_type IN ('file', 'header', 'exchange', 'message')
+            AND {fresh}""")
         columns = ", ".join(_PARQUET_VERDICT.get(c, f"verdict_{c}")
                             for c in VERDICT_TABLE_COLUMNS)
         self.con.execute(f"INSERT INTO _verdicts SELECT {columns} FROM {reader} "
-                         "WHERE record_type = 'verdict'")
+                         f"WHERE record_type = 'verdict' AND {fresh}")
 
     def _view_parquet(self, files: Sequence[str]) -> None:
         """Parquet alone is read in place, not copied: its columns are already the tables'
