@@ -149,3 +149,25 @@ def test_sigterm_with_nothing_in_flight_stops_promptly(launch: Launcher) -> None
     started = time.monotonic()
     assert proxy.stop() == 0, proxy.output()
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("request_bytes", [
+    # mitmproxy's reader gives up on trailers with no hook: the flow never ends.
+    b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    b"X-Trailer: 1\r\n\r\n",
+    # the client leaves halfway through its body: mitmproxy's error hook ends it.
+    b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n{}",
+], ids=["trailers", "half-a-body"])
+def test_a_request_its_client_gave_up_on_is_not_waited_for(
+        launch: Launcher, slow_upstream: tuple[Slow, int], request_bytes: bytes) -> None:
+    _, port = slow_upstream
+    proxy = launch.proxy("--mode", f"reverse:http://127.0.0.1:{port}", "--quiet",
+                         "--set", "mpsd_shutdown_grace=3")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+        client.sendall(request_bytes)
+        client.shutdown(socket.SHUT_WR)
+        while client.recv(4096):  # until the proxy closes the connection
+            pass
+    assert proxy.stop() == 0, proxy.output()
+    assert "Stopping" in proxy.output()
+    assert "still in flight" not in proxy.output(), proxy.output()

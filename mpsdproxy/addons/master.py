@@ -184,7 +184,8 @@ class GracefulStop:
 
     def __init__(self, master: DumpMaster) -> None:
         self.master = master
-        self.in_flight: set[str] = set()
+        #: Each exchange in flight by its flow's id, with its flow.
+        self.in_flight: dict[str, Any] = {}
         #: The chain's after-answer queue (`MpsdChain` hands it over): an exchange is in
         #: flight until its answer is out and the work queued for it has run.
         self.after_answer: AfterAnswer | None = None
@@ -209,7 +210,7 @@ class GracefulStop:
             self.grace = float(value)
 
     def requestheaders(self, flow: Any) -> None:
-        self.in_flight.add(flow.id)
+        self.in_flight[flow.id] = flow
 
     def response(self, flow: Any) -> None:
         self._finished(flow)
@@ -217,13 +218,25 @@ class GracefulStop:
     def error(self, flow: Any) -> None:
         self._finished(flow)
 
+    def client_disconnected(self, client: Any) -> None:
+        """A request whose client left before sending all of it can never be answered.
+        mitmproxy says so with an `error` hook, except where its own reader gave up on
+        the request (a chunked body with trailers): no hook at all comes then, and the
+        stop would wait the whole grace for it."""
+        for flow in list(self.in_flight.values()):
+            if flow.client_conn is client and flow.request.timestamp_end is None:
+                self._forget(flow.id)
+
     def _finished(self, flow: Any) -> None:
         """Forget the flow once its answer is written (after this hook) and the work
         queued for it is done (at once outside a chain)."""
         if self.after_answer is None:
-            self.in_flight.discard(flow.id)
+            self._forget(flow.id)
         else:
-            self.after_answer.soon(self.in_flight.discard, flow.id)
+            self.after_answer.soon(self._forget, flow.id)
+
+    def _forget(self, flow_id: str) -> None:
+        self.in_flight.pop(flow_id, None)
 
     def stop(self) -> None:
         """The first call drains then stops; any later one stops at once."""
