@@ -477,6 +477,12 @@ def test_diff_on_unreadable_input_exits_2_not_1(rec: Path, tmp_path: Path, bad: 
 
 def test_diff_of_a_recording_with_itself_still_passes(rec: Path) -> None:
     assert _cli("diff", rec, rec)[0] == 0
+    lines = rec.read_bytes().splitlines(keepends=True)
+    rec.write_bytes(b"".join(lines[:9]) + b"garbage\n")  # 1 of 10: within the 10 %
+    assert _cli("diff", rec, rec)[0] == 0
+    rec.write_bytes(b"".join(lines[:8]) + b"garbage\n{}\n")  # 2 of 10: counted once
+    code, _, err = _cli("diff", rec, rec)
+    assert "2 of 10 lines unreadable" in _bad_input(code, err, rec)
 
 
 @pytest.mark.parametrize("content", [b"", b'{"format": "mpsdproxy-recording", "version": 2}\n',

@@ -150,7 +150,9 @@ def diff(old: str, new: str, fmt: str, ignore: tuple[str, ...], no_default_ignor
     sides = ((old, result.pairs + len(result.unpaired_old)),
              (new, result.pairs + len(result.unpaired_new)))
     for path, records in sides:
-        bad = [i for i in result.issues if i.path == str(path) and not i.truncated]
+        # By line: a recording diffed with itself has each bad line reported by both sides.
+        bad = list({i.line: i for i in result.issues
+                    if i.path == str(path) and not i.truncated}.values())
         first = (bad[0].line, bad[0].problem) if bad else None
         safefiles.refuse_unreadable(path, records, len(bad), first)
     click.echo(result.to_json() if fmt == "json" else diff_module.render_text(result))
