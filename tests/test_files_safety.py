@@ -589,3 +589,14 @@ def test_text_outputs_show_control_characters_escaped(rec: Path) -> None:
         assert "\x1b" not in out + err and "\r" not in out + err, command
     assert "demo\\x1b[2Jlobby\\x0d" in outputs["report"][1] + outputs["diff"][1]
     assert "OK\\x1b]0;title\\x07" in outputs["fleet --sql"][1]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_parquet_file_is_never_renamed_over_a_fifo(rec: Path, tmp_path: Path) -> None:
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, _, err = _cli("export", rec, "--format", "parquet", "-o", fifo)
+    assert "not a regular file (a FIFO)" in _bad_input(code, err, fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

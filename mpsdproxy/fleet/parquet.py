@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 import duckdb
 
+from mpsdproxy import safefiles
 from mpsdproxy.fleet.engine import LINE_COLUMNS
 from mpsdproxy.fleet.engine import SCHEMA
 from mpsdproxy.fleet.engine import SCHEMA_VERSION
@@ -97,6 +98,24 @@ def _move_files(staging: str, output: str) -> None:
             os.replace(os.path.join(root, name), os.path.join(target, name))
 
 
+def _copy(fleet: Fleet, partition: Sequence[str], target: str, options: Sequence[str]) -> None:
+    fleet.con.execute(f"COPY ({_select(partition)}) TO {sql_text(target)} "
+                      f"({', '.join(options)})")
+
+
+def _export_folder(fleet: Fleet, partition: Sequence[str], output: str,
+                   options: Sequence[str]) -> None:
+    """A partitioned COPY into a hidden staging folder inside `output`, then each whole
+    file moved into place (`_move_files`): a stopped export leaves no half file."""
+    os.makedirs(output, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=".mpsdproxy-export-", dir=output)
+    try:
+        _copy(fleet, partition, temporary, options)
+        _move_files(temporary, output)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 def export(fleet: Fleet, output: str, partition: Sequence[str] = ()) -> int:
     """Write the fleet's records and verdicts to `output`: one Parquet file, or with
     `partition` a Hive-partitioned folder (added to: existing files are kept, new ones
@@ -114,28 +133,16 @@ def export(fleet: Fleet, output: str, partition: Sequence[str] = ()) -> int:
         raise FleetError(f"{output}: a folder; without --partition the export is one file")
     try:
         if partition:
-            os.makedirs(output, exist_ok=True)
-            temporary = tempfile.mkdtemp(prefix=".mpsdproxy-export-", dir=output)
-        else:
-            temporary = output + ".part"
-    except OSError as e:
-        raise FleetError(f"{output}: {e.strerror or e}") from None
-    try:
-        fleet.con.execute(f"COPY ({_select(partition)}) TO {sql_text(temporary)} "
-                          f"({', '.join(options)})")
-        if partition:
-            _move_files(temporary, output)
-        else:
-            os.replace(temporary, output)
+            _export_folder(fleet, partition, output, options)
+        else:  # whole or not at all, as every output (never renamed over a device)
+            with safefiles.atomic_path(output) as temporary:
+                _copy(fleet, partition, temporary, options)
     except duckdb.Error as e:
         raise FleetError(f"{output}: {str(e).splitlines()[0]}") from None
+    except safefiles.BadFile as e:
+        raise FleetError(str(e)) from None
     except OSError as e:
         raise FleetError(f"{output}: {e.strerror or e}") from None
-    finally:
-        if partition:
-            shutil.rmtree(temporary, ignore_errors=True)
-        elif os.path.exists(temporary):
-            os.unlink(temporary)
     count = fleet.con.execute("SELECT (SELECT count(*) FROM _lines) + "
                               "(SELECT count(*) FROM _verdicts)").fetchone()
     return int(count[0]) if count else 0
