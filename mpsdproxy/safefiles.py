@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -27,9 +28,12 @@ from typing import Any
 __all__ = ["BadFile", "SameFileError", "UNREADABLE_LIMIT", "same_file",
            "refuse_overwrite_of_inputs", "atomic_path", "atomic_output", "refuse_empty",
            "refuse_unreadable", "refuse_unreadable_recording", "refuse_no_records",
-           "refuse_not_regular", "refuse_being_written"]
+           "refuse_not_regular", "refuse_being_written", "STDOUT"]
 
 PathLike = str | os.PathLike[str]
+
+#: What `-o -` names, as in every Unix tool: standard output, not a file called "-".
+STDOUT = "-"
 
 #: Over this share of unreadable lines (a cut last line aside) a recording is not
 #: judged: a report or diff of what is left would pass on garbage.
@@ -37,7 +41,12 @@ UNREADABLE_LIMIT = 0.10
 
 
 class BadFile(ValueError):
-    """A file a command will not use; the message is one line that names it."""
+    """A file a command will not use; the message is one line that names it (`path`,
+    when given, so a caller reporting on another file does not name that one too)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class SameFileError(BadFile):
@@ -98,7 +107,7 @@ def atomic_path(path: PathLike, *, append: bool = False) -> Iterator[str]:
     replaced, the link stays.
     """
     path = os.fspath(path)
-    if _special(path):  # renaming over it would replace the device or FIFO itself
+    if path == STDOUT or _special(path):  # a rename over it would replace the device itself
         refuse_not_regular(path, "file written whole")
     if os.path.islink(path):  # written through, as `>` would: the link stays a link
         path = os.path.realpath(path)
@@ -124,11 +133,17 @@ def atomic_output(path: PathLike, mode: str = "w", *,
                   encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """`path` opened for writing through `atomic_path`: it appears whole or not at all.
 
-    A path that is a device or a FIFO (`-o /dev/stdout`, a named pipe) is written
-    straight to, as any Unix tool would: there is no file to replace, and a rename over
-    it would replace the device node itself."""
+    `-` (`STDOUT`) is standard output. A path that is a device or a FIFO
+    (`-o /dev/stdout`, a named pipe) is written straight to, as any Unix tool would:
+    there is no file to replace, and a rename over it would replace the device node
+    itself."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_output writes a new file: mode 'w' or 'wb', not {mode!r}")
+    if os.fspath(path) == STDOUT:
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        yield stream
+        stream.flush()
+        return
     if _special(path):
         with open(path, mode, encoding=None if "b" in mode else encoding) as stream:
             yield stream
@@ -239,13 +254,16 @@ def refuse_not_regular(path: PathLike, what: str = "file") -> None:
     path = os.fspath(path)
     if not path:
         return
+    if path == STDOUT:
+        raise BadFile(f"{path}: names standard output here, not a file; a {what} must be "
+                      "an ordinary file", path)
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return  # missing (created later) or unreadable: opening it says why
     if not stat.S_ISREG(mode):
         raise BadFile(f"{path}: not a regular file ({_kind(mode)}); a {what} must be "
-                      "an ordinary file")
+                      "an ordinary file", path)
 
 
 def _kind(mode: int) -> str:

@@ -591,6 +591,37 @@ def test_text_outputs_show_control_characters_escaped(rec: Path) -> None:
     assert "OK\\x1b]0;title\\x07" in outputs["fleet --sql"][1]
 
 
+@pytest.mark.parametrize("command", [["report", "--format", "json"], ["export", "--format", "har"],
+                                     ["fleet", "--format", "json"]])
+def test_dash_as_output_is_standard_output(rec: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           command: list[str]) -> None:
+    """As in every Unix tool: the document alone on stdout (what was written is said on
+    stderr), and no file called `-`."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(command[0], rec, *command[1:], "-o", "-")
+    assert code == 0, err
+    assert json.loads(out)
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "{rec}", "--format", "parquet", "-o", "-"],
+    ["fleet", "{rec}", "--to-parquet", "-"],
+    ["import", "{har}", "-o", "-"],
+    ["resend", "{rec}", "--to", "http://127.0.0.1:9", "--record", "-"],
+    ["run", "--listen-port", "0", "--record", "-"],
+    ["run", "--listen-port", "0", "--sweep", "--sweep-state", "-"],
+], ids=["parquet", "fleet-parquet", "import", "resend", "run-record", "sweep-state"])
+def test_a_file_read_back_or_appended_to_is_never_standard_output(
+        rec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = {"{rec}": str(rec), "{har}": str(_har(tmp_path / "c.har"))}
+    code, _, err = _cli(*(paths.get(arg, arg) for arg in command))
+    assert "-: names standard output here" in _bad_input(code, err, "-")
+    assert not (tmp_path / "-").exists()
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_parquet_file_is_never_renamed_over_a_fifo(rec: Path, tmp_path: Path) -> None:
     import stat

@@ -147,7 +147,8 @@ async def start(
 
 
 class FileGuard:
-    """Refuses a FIFO, a device or a folder as `mpsd_record` or `mpsd_scenario`.
+    """Refuses a FIFO, a device, a folder or `-` as `mpsd_record`, `mpsd_scenario` or
+    `mpsd_sweep_state`.
 
     Opening a FIFO waits for a writer (or a reader) forever, and `/dev/stdout` as a
     recording mixes records into the live log: the proxy would hang before it
@@ -159,7 +160,8 @@ class FileGuard:
     def configure(self, updated: set[str]) -> None:
         from mitmproxy import ctx
 
-        checked = {"mpsd_record": "recording", "mpsd_scenario": "scenario file"}
+        checked = {"mpsd_record": "recording", "mpsd_scenario": "scenario file",
+                   "mpsd_sweep_state": "sweep state"}
         for name in sorted(checked.keys() & updated):
             value = getattr(ctx.options, name, "")
             paths = [value] if isinstance(value, str) else list(value)

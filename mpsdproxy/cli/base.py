@@ -79,7 +79,7 @@ def about(path: str, error: BaseException) -> str:
 def emit(text: str, output: str | None, what: str) -> None:
     """`text` to stdout, or written whole to `output` (never half a file) with one line on
     stderr naming `what` was written: every command's output goes out this way."""
-    if not output:
+    if not output or output == safefiles.STDOUT:
         click.echo(text, nl=False)
         return
     try:

@@ -262,7 +262,7 @@ def export(file: str, fmt: str, output: str, no_redact: bool, partition: str | N
     if fmt == "parquet":
         safefiles.refuse_empty(file)
         rows = export_parquet([file], output, partition)
-        click.echo(f"Exported {rows} rows to {output}")
+        click.echo(f"Exported {rows} rows to {output}", err=True)
         return
     if partition is not None:
         raise click.BadParameter("only with --format parquet", param_hint="--partition")
@@ -282,7 +282,7 @@ def export(file: str, fmt: str, output: str, no_redact: bool, partition: str | N
         raise BadInput(about(file, e)) from None
     for line in (*map(str, result.issues), *result.skipped):
         click.secho(one_line(f"skipped {line}"), fg="yellow", err=True)
-    click.echo(f"Exported {result.count} exchanges to {output}")
+    click.echo(f"Exported {result.count} exchanges to {output}", err=True)  # stdout: the export
 
 
 @cli.command("import", context_settings=CONTEXT)
