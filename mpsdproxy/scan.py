@@ -38,7 +38,7 @@ MAX_MEMBER = 64 * 1024 * 1024
 
 
 class ScanFinding(NamedTuple):
-    """A credential left in `path` at `where`; `excerpt` is the kind and 4 characters."""
+    """A credential left in `path` at `where`; `excerpt` is its first 4 characters."""
 
     path: str
     where: str
@@ -46,15 +46,15 @@ class ScanFinding(NamedTuple):
     excerpt: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.where}: {self.excerpt}"
+        return f"{self.path}:{self.where}: {self.kind}: {self.excerpt}"
 
 
 class ScanError(ValueError):
     """A file that cannot be scanned (unreadable, a broken archive); names the file."""
 
 
-def _excerpt(kind: str, value: str) -> str:
-    return f"{kind} {model.terminal_safe(value[:4])}..."
+def _excerpt(value: str) -> str:
+    return f"{model.terminal_safe(value[:4])}..."
 
 
 class _Scanner:
@@ -66,7 +66,7 @@ class _Scanner:
         self.names = Redactor()
 
     def add(self, where: str, kind: str, value: str) -> None:
-        self.found.append(ScanFinding(self.path, where.strip(), kind, _excerpt(kind, value)))
+        self.found.append(ScanFinding(self.path, where.strip(), kind, _excerpt(value)))
 
     def text(self, where: str, text: str) -> None:
         """Shapes anywhere in `text`."""

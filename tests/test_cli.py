@@ -3,16 +3,15 @@ the demo runs end to end in a child process and leaves nothing behind."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-import mpsdproxy
 from mpsdproxy import catalog
 from mpsdproxy import interchange
 from mpsdproxy.cli import cli
@@ -129,21 +128,23 @@ def test_import_wires_scope_flags_and_says_what_was_kept_by_host(
     assert call["hosts"] == ["a.example"] and call["processes"] == ["Title.exe"]
 
 
-def test_scan_prints_a_line_per_finding_and_exits_1(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    found = types.SimpleNamespace(path="x.har", where="entry 3 header X-AuthXToken",
-                                  kind="xbl3", excerpt="XBL3.0 x=...;<token, 812 chars>")
-    fake = types.ModuleType("mpsdproxy.scan")
-    fake.scan_file = lambda path: [found] if path.endswith(".har") else []  # type: ignore
-    monkeypatch.setitem(sys.modules, "mpsdproxy.scan", fake)
-    monkeypatch.setattr(mpsdproxy, "scan", fake, raising=False)
-    clean = CliRunner().invoke(cli, ["scan", "a.jsonl"])
-    assert clean.exit_code == 0
-    assert "nothing credential-shaped found" in clean.stdout
-    dirty = CliRunner().invoke(cli, ["scan", "a.jsonl", "x.har"])
-    assert dirty.exit_code == 1
-    assert dirty.stdout.splitlines() == [
-        "x.har:entry 3 header X-AuthXToken: xbl3: XBL3.0 x=...;<token, 812 chars>"]
+def test_scan_prints_a_line_per_finding_and_exits_1(tmp_path: Path) -> None:
+    from test_secrets import XBL
+
+    clean, dirty = tmp_path / "a.har", tmp_path / "x.har"
+    for path, value in ((clean, "gzip"), (dirty, XBL)):
+        path.write_text(json.dumps({"log": {"version": "1.2", "entries": [{
+            "request": {"method": "GET", "url": "https://h/", "headers": [
+                {"name": "X-Note", "value": value}]},
+            "response": {"status": 200, "headers": []}}]}}))
+    result = CliRunner().invoke(cli, ["scan", str(clean)])
+    assert result.exit_code == 0, result.output
+    assert "nothing credential-shaped found" in result.stdout
+    result = CliRunner().invoke(cli, ["scan", str(clean), str(dirty)])
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"{dirty}:entry 1 request.headers[X-Note]: "
+                                          f"xbl3: {XBL[:4]}..."]
+    assert XBL[5:] not in result.stdout
 
 
 def test_format_choices_come_from_the_format_table() -> None:

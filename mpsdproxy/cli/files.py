@@ -373,8 +373,7 @@ def scan(files: tuple[str, ...]) -> None:
             unreadable += 1
             continue
         for finding in findings:
-            click.echo(one_line(f"{finding.path}:{finding.where}: {finding.kind}: "
-                                 f"{finding.excerpt}"))
+            click.echo(one_line(str(finding)))
         found += len(findings)
     if unreadable:
         sys.exit(2)
