@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import read_records
 
 from mpsdproxy import catalog
-from mpsdproxy import interchange
 from mpsdproxy.cli import cli
 
 
@@ -100,32 +100,37 @@ def test_check_names_file_line_and_key_of_each_problem() -> None:
     assert ": rules[0].when.nth: " in lines[0]
 
 
-def test_import_wires_scope_flags_and_says_what_was_kept_by_host(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, Any]] = []
+def test_import_says_what_was_kept_and_dropped_by_host(tmp_path: Path) -> None:
+    def entry(url: str) -> dict[str, Any]:
+        return {"startedDateTime": "2026-01-01T00:00:00.000Z", "time": 1,
+                "request": {"method": "GET", "url": url, "headers": []},
+                "response": {"status": 200, "statusText": "OK", "headers": [],
+                             "content": {"size": 0, "mimeType": ""}}}
 
-    def import_file(path: str, out_path: str, fmt: str | None = None, **kwargs: Any) -> Any:
-        calls.append({"path": path, "out_path": out_path, "fmt": fmt, **kwargs})
-        return interchange.ImportResult(
-            count=3, kept_by_host={"sessiondirectory.xboxlive.com": 2, "rta.xboxlive.com": 1},
-            dropped_by_host={"www.bing.com": 4, "login.live.com": 5})
-
-    monkeypatch.setattr(interchange, "import_file", import_file)
-    capture = tmp_path / "capture.saz"
-    capture.write_bytes(b"PK")
+    lobby = "https://sessiondirectory.xboxlive.com/serviceconfigs/x/sessiontemplates/t/sessions/"
+    urls = ([lobby + "a", lobby + "b", "https://rta.xboxlive.com/connect"]
+            + ["https://www.bing.com/"] * 4 + ["https://login.live.com/"] * 5)
+    capture = tmp_path / "capture.har"
+    capture.write_text(json.dumps({"log": {"version": "1.2",
+                                           "entries": [entry(u) for u in urls]}}))
     out = tmp_path / "out.jsonl"
-    out.write_bytes(b"")
-    result = CliRunner().invoke(cli, [
-        "import", str(capture), "-o", str(out), "--append", "--all-hosts", "--host", "a.example",
-        "--process", "Title.exe", "--format", "saz"])
+    result = CliRunner().invoke(cli, ["import", str(capture), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
         f"Imported into {out}: kept 3 exchange(s) (sessiondirectory.xboxlive.com 2, "
         "rta.xboxlive.com 1); dropped 9 (login.live.com 5, www.bing.com 4)")
-    (call,) = calls
-    assert call["fmt"] == "saz"
-    assert call["append"] is True and call["all_hosts"] is True
-    assert call["hosts"] == ["a.example"] and call["processes"] == ["Title.exe"]
+    result = CliRunner().invoke(cli, ["import", str(capture), "-o", str(out), "--append",
+                                      "--host", "www.bing.com"])  # one more host kept
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(
+        ": kept 7 exchange(s) (www.bing.com 4, sessiondirectory.xboxlive.com 2, "
+        "rta.xboxlive.com 1); dropped 5 (login.live.com 5)")
+    result = CliRunner().invoke(cli, ["import", str(capture), "-o", str(out), "--append",
+                                      "--all-hosts"])
+    assert result.exit_code == 0, result.output
+    assert ": kept 12 exchange(s) (" in result.stdout
+    assert result.stdout.strip().endswith("; dropped 0")
+    assert len(read_records(out)) == 3 + 7 + 12
 
 
 def test_scan_prints_a_line_per_finding_and_exits_1(tmp_path: Path) -> None:
