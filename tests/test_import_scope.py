@@ -96,6 +96,17 @@ def test_processes_select_sessions_by_fiddler_process_column(tmp_path: Path) -> 
     assert result.count == 2 and result.dropped_by_host == {HOST: 1}
 
 
+def test_the_process_flag_reaches_the_import(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mpsdproxy.cli import cli
+
+    src, out = saz_with_processes(tmp_path / "p.saz"), tmp_path / "o.jsonl"
+    result = CliRunner().invoke(cli, ["import", src, "-o", str(out), "--process", "x49.exe"])
+    assert result.exit_code == 0, result.output
+    assert f"kept 2 exchange(s) ({HOST} 2); dropped 1 ({HOST} 1)" in result.stdout
+
+
 def test_an_existing_output_is_refused_unless_appending(tmp_path: Path) -> None:
     src, out = mixed(tmp_path), tmp_path / "out.jsonl"
     interchange.import_file(src, str(out))
