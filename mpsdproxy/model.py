@@ -79,12 +79,23 @@ def to_bytes(text: str) -> bytes:
 
 def printable(text: str) -> str:
     """Text for people and for strict UTF-8 files: a byte that was not UTF-8 shows
-    as `\\xNN`; everything else is unchanged."""
+    as `\\xNN`, and any other lone surrogate (JSON's `"\\ud800"`, which no UTF-8 can
+    hold) as `\\uNNNN`; everything else is unchanged."""
     try:
         text.encode(ENCODING)
     except UnicodeEncodeError:
-        return to_bytes(text).decode(ENCODING, "backslashreplace")
+        return _SURROGATE.sub(_escape_surrogate, text)
     return text
+
+
+#: What `from_bytes` makes of a byte that is not UTF-8 (surrogateescape), and every
+#: other lone surrogate.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(m: re.Match[str]) -> str:
+    code = ord(m[0])
+    return f"\\x{code - 0xdc00:02x}" if 0xdc80 <= code <= 0xdcff else f"\\u{code:04x}"
 
 
 #: C0 controls, DEL, C1 controls (CSI is \x9b) and the bidirectional overrides and

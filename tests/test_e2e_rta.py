@@ -111,3 +111,30 @@ def test_regular_mode_decrypts_the_rta_host(launch: Launcher, confdir: Path) -> 
     assert records[0]["request"]["url"] == "https://rta.xboxlive.com/connect"
     assert [messages.is_message(r) for r in records] == [False, True, True, True]
     assert [r.get("rta", {}).get("type") for r in records[1:3]] == ["subscribe", "subscribe"]
+
+
+def test_a_lone_surrogate_in_a_message_is_shown_escaped_live_and_in_every_report(
+        launch: Launcher, tmp_path: Path) -> None:
+    """JSON may escape a lone surrogate (`"\\ud800"`), which no UTF-8 can hold once decoded:
+    the live log printed no line for it (an addon error instead), and `report` crashed."""
+    from click.testing import CliRunner
+
+    from mpsdproxy.cli import cli
+
+    standin = launch.standin()
+    proxy = launch.proxy("--mode", f"reverse:{standin.url}")
+    with ExitStack() as stack:
+        console = Console(proxy.port, "console-a", "2533274800000001", stack, NAME)
+        console.ws.send('[1, 2, "\\ud800"]')  # a subscribe to a resource no one has
+        answer = console.next_message(lambda m: m.type is rta.Type.SUBSCRIBE)
+        assert answer.status is not rta.Status.SUCCESS
+    assert proxy.stop() == 0
+    assert "Addon error" not in proxy.output(), proxy.output()
+    assert "\\ud800" in proxy.output()
+    assert proxy.record is not None
+    for fmt in ("text", "json", "html", "junit"):
+        out = tmp_path / f"report.{fmt}"
+        result = CliRunner().invoke(cli, ["report", str(proxy.record), "--format", fmt,
+                                          "-o", str(out)])
+        assert result.exit_code in (0, 1), result.output
+        assert "\\ud800" in out.read_text(encoding="utf-8") or fmt == "junit"

@@ -29,6 +29,26 @@ def test_utf8_text_decodes_as_utf8_and_stray_bytes_stay_bytes() -> None:
     assert model.printable("Café") == "Café"
 
 
+def test_printable_shows_every_lone_surrogate_and_always_encodes() -> None:
+    """A JSON text may hold `"\\ud800"`: decoded, no UTF-8 can hold it, and reports of a
+    recording holding one crashed on it."""
+    assert model.printable("uri \ud800 and \udfff") == "uri \\ud800 and \\udfff"
+    assert model.printable(model.from_bytes(b"a\xe9") + "\ud83d") == "a\\xe9\\ud83d"
+    assert model.terminal_safe("\x1b\udbff") == "\\x1b\\udbff"
+
+
+@given(st.text(max_size=32))
+def test_printable_text_is_always_utf8(text: str) -> None:
+    shown = model.printable(text)
+    shown.encode("utf-8")  # raises if a surrogate is left
+    assert shown == text or "\\" in shown
+
+
+@given(st.binary(max_size=64))
+def test_printable_shows_bytes_as_backslash_replace_does(raw: bytes) -> None:
+    assert model.printable(model.from_bytes(raw)) == raw.decode("utf-8", "backslashreplace")
+
+
 def test_headers_keep_order_and_repeats_and_fold_like_mitmproxy() -> None:
     headers = Headers([("Via", "a"), ("ETag", '"1"'), ("via", "b")])
     assert headers.get("VIA") == "a, b"
