@@ -138,3 +138,53 @@ def test_a_lone_surrogate_in_a_message_is_shown_escaped_live_and_in_every_report
                                           "-o", str(out)])
         assert result.exit_code in (0, 1), result.output
         assert "\\ud800" in out.read_text(encoding="utf-8") or fmt == "junit"
+
+
+def test_a_plain_mitmdump_capture_imports_with_its_rta_messages(
+        launch: Launcher, tmp_path: Path) -> None:
+    """A studio's own `mitmdump -w` capture of two consoles: the websocket flows' messages
+    (subscribes, results, the tap) and closes come in as records."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+    from conftest import free_port
+    from conftest import wait_for_port
+
+    from mpsdproxy.cli import cli
+
+    standin = launch.standin()
+    port, capture, log = free_port(), tmp_path / "capture.mitm", tmp_path / "mitmdump.log"
+    mitmdump = Path(sys.executable).parent / "mitmdump"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(mitmdump), "-p", str(port), "--mode", f"reverse:{standin.url}",
+             "-w", str(capture), "--set", f"confdir={tmp_path}"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_for_port(port, proc, log)
+        with ExitStack() as stack:
+            first = Console(port, "console-a", "2533274800000001", stack, NAME)
+            second = Console(port, "console-b", "2533274800000002", stack, NAME)
+            first.subscribe()
+            second.subscribe()
+            first.join()
+            joined = second.join()
+            assert first.tap_for(joined).change_number == joined
+        time.sleep(0.5)  # the closes reach mitmdump, which writes each websocket's flow
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    out = tmp_path / "capture.jsonl"
+    result = CliRunner().invoke(cli, ["import", str(capture), "-o", str(out), "--all-hosts"])
+    assert result.exit_code == 0, result.output
+    records = list(recording.read(out, strict=True, messages=True))
+    found = [(r["direction"], r["rta"]["type"]) for r in records if "rta" in r]
+    assert found.count(("client", "subscribe")) == 2
+    assert found.count(("server", "subscribe")) == 2
+    assert ("server", "event") in found  # the tap
+    closes = [r for r in records if r.get("opcode") == "close"]
+    assert len(closes) == 2 and all(r["direction"] == "client" for r in closes)
+    tapped = [t for r in records if r.get("rta", {}).get("type") == "event"
+              for t in r["rta"]["taps"]]
+    assert joined in [t["changeNumber"] for t in tapped]

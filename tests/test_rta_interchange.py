@@ -17,6 +17,7 @@ from mpsdproxy import interchange
 from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import rta
+from mpsdproxy.addons import flowfile
 from mpsdproxy.interchange import wsframes
 from mpsdproxy.recording import messages as ws
 
@@ -247,8 +248,9 @@ def test_a_message_without_its_handshake_is_named_not_dropped(tmp_path: Path) ->
     with recording.Writer(path) as w:
         w.write(recording.to_record(put(0, 200), recording.Redactor()))
         w.write(ws.to_record(frame(1, "server", rta.resync_message(), "10.0.0.5:1")))
-    for fmt in ("har", "saz"):
-        result = interchange.export_file(str(path), str(tmp_path / f"o.{fmt}"), fmt)
+    for fmt in ("har", "saz", "mitm"):
+        result = interchange.export_file(str(path), str(tmp_path / f"o.{fmt}"), fmt,
+                                         flowfile.FORMATS)
         assert [s.split(":")[0] for s in result.skipped] == ["record 2"], fmt
 
 
@@ -262,10 +264,53 @@ def test_a_frame_a_fault_dropped_is_never_exported_as_one_the_title_got(
               one), dropped=True)
     with recording.Writer(rec) as w:  # a writer appends
         w.write(ws.to_record(dropped, recording.Redactor()))
-    for fmt in ("har", "saz"):
+    for fmt in ("har", "saz", "mitm"):
         exported = tmp_path / f"live.{fmt}"
-        result = interchange.export_file(str(rec), str(exported), fmt)
+        result = interchange.export_file(str(rec), str(exported), fmt, flowfile.FORMATS)
         assert any("a frame a fault kept from the title" in s for s in result.skipped), fmt
         back = tmp_path / f"back-{fmt}.jsonl"
-        interchange.import_file(str(exported), str(back))
-        assert kinds(back) == delivered, fmt
+        interchange.import_file(str(exported), str(back), formats=flowfile.FORMATS)
+        assert kinds(back) == [k for k in delivered
+                               if fmt != "mitm" or k != ANSWERING_CLOSE], fmt
+
+
+# --- mitmproxy flow files: a websocket's messages on its handshake's flow -----------------------
+
+#: What a flow file has no place for in `live_recording`: the server's answer to the
+#: client's close (mitmproxy keeps one close: who closed, the code, the reason).
+ANSWERING_CLOSE = "server close"
+
+
+def test_a_flow_file_holds_each_socket_s_messages_and_close_as_mitmproxy_reads_them(
+        tmp_path: Path) -> None:
+    from mitmproxy import io as mio
+
+    rec = live_recording(tmp_path / "live.jsonl")
+    flows_file = tmp_path / "live.mitm"
+    result = interchange.export_file(str(rec), str(flows_file), "mitm", flowfile.FORMATS)
+    assert [s.split(":")[0] for s in result.skipped] == ["record 12"]  # the answering close
+    with flows_file.open("rb") as f:
+        read = list(mio.FlowReader(f).stream())
+    assert [f.response.status_code for f in read] == [101, 101, 201, 412, 200]
+    one, two = (f.websocket for f in read[:2])
+    assert [(m.from_client, m.is_text, m.content) for m in one.messages] == [
+        (True, True, rta.subscribe_message(1).encode()),
+        (False, True, rta.subscribe_result_message(1, 0, 0, {"ConnectionId": "c1"}).encode()),
+        (False, True, rta.tap_message(0, [rta.Tap(LOBBY, 2, "branch-1", "sub-1")],
+                                      "n1").encode()),
+        (False, False, b"\x01\x02\xff")]
+    assert one.messages[0].timestamp == T0 + 0.1 and one.close_code is None
+    assert (two.close_code, two.closed_by_client, two.timestamp_end) == (1000, True, T0 + 3)
+
+
+def test_flow_files_round_trip_the_messages_in_order(tmp_path: Path) -> None:
+    rec = live_recording(tmp_path / "live.jsonl")
+    exported, back = tmp_path / "live.mitm", tmp_path / "back.jsonl"
+    interchange.export_file(str(rec), str(exported), "mitm", flowfile.FORMATS)
+    result = interchange.import_file(str(exported), str(back), formats=flowfile.FORMATS)
+    assert result.messages == 7
+    assert kinds(back) == [k for k in kinds(rec) if k != ANSWERING_CLOSE]
+    keys = ("direction", "opcode", "payload", "start", "client", "rta")
+    assert [{k: r.get(k) for k in keys} for r in messages_of(back)] == [
+        {k: r.get(k) for k in keys} for r in messages_of(rec)
+        if f"{r['direction']} {r['opcode']}" != ANSWERING_CLOSE]

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from mitmproxy import connection
 from mitmproxy import flow as mflow
 from mitmproxy import http
+from mitmproxy import websocket
 from mitmproxy.net import encoding
 
 from mpsdproxy import model
@@ -49,6 +50,7 @@ __all__ = [
     "exchange_of",
     "to_mitmproxy",
     "flow_of",
+    "websocket_data_of",
 ]
 
 _FORBIDDEN = re.compile(f"[{model.BREAKS}]")
@@ -465,3 +467,38 @@ def websocket_close_of(flow: http.HTTPFlow) -> messages.WebsocketMessage | None:
     return messages.WebsocketMessage(
         url=_url(flow), direction="client" if data.closed_by_client else "server",
         opcode="close", payload=payload, start=data.timestamp_end, client=_client(flow))
+
+
+#: Status code a close frame without one stands for (RFC 6455 7.1.5: "no status received").
+NO_STATUS = 1005
+
+
+def websocket_data_of(sent: list[messages.WebsocketMessage]
+                      ) -> tuple[websocket.WebSocketData, list[messages.WebsocketMessage]]:
+    """A websocket's recorded messages as mitmproxy keeps them on its flow (the inverse of
+    `websocket_message_of` and `websocket_close_of`), and those it has no place for.
+
+    mitmproxy holds whole text and binary messages (a fragmented one joined) and one
+    close: who closed, the code and the reason. The answering close, pings and pongs
+    are left out."""
+    data = websocket.WebSocketData()
+    left_out: list[messages.WebsocketMessage] = []
+    for message in sent:
+        if message.opcode in ("text", "binary"):
+            data.messages.append(websocket.WebSocketMessage(
+                messages.OPCODES[message.opcode], message.direction == "client",
+                message.payload, message.start, dropped=message.dropped,
+                injected=message.provenance.get("source") == "injected"))
+        elif message.opcode == "continuation" and data.messages:
+            data.messages[-1].content += message.payload
+        elif message.opcode == "close" and data.close_code is None:
+            payload = message.payload
+            data.close_code = (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2
+                               else NO_STATUS)
+            data.close_reason = model.from_bytes(payload[2:])
+            data.closed_by_client = message.direction == "client"
+            data.timestamp_end = message.start
+        else:
+            left_out.append(message)
+    return data, left_out
+

@@ -81,7 +81,10 @@ class Format(NamedTuple):
     `write(exchanges, fo, skipped, total)` gets the number of records ahead
     (SAZ pads its session numbers to it). With `messages`, `write` takes
     websocket messages (`recording.messages.WebsocketMessage`) too, each after
-    its handshake; otherwise they are named in `skipped`. With `bounded`, `read`
+    its handshake; otherwise they are named in `skipped`. With `gathers` it also
+    takes `gathered` (handshake seq -> its messages, `gather_messages` over a first
+    pass), for a format that keeps a websocket's messages inside its handshake (HAR's
+    entry, mitmproxy's flow), written in its place. With `bounded`, `read`
     takes a `max_body` cap (an archive or a whole-document format, whose reader
     decides how much to hold); a line- or flow-at-a-time reader needs none. The
     formats here need nothing but the standard library; mitmproxy's flow files
@@ -96,6 +99,7 @@ class Format(NamedTuple):
     write: Writer
     messages: bool = False
     bounded: bool = False
+    gathers: bool = False
 
 
 def _write_har(exchanges: Iterable[Item], fo: IO[bytes], skipped: list[str],
@@ -118,7 +122,7 @@ def _write_saz(exchanges: Iterable[Item], fo: IO[bytes], skipped: list[str],
 FORMATS: dict[str, Format] = {
     "har": Format("har", (".har",),
                   lambda head: head.lstrip(b"\xef\xbb\xbf \r\n\t").startswith(b"{"),
-                  read_har, _write_har, messages=True, bounded=True),
+                  read_har, _write_har, messages=True, bounded=True, gathers=True),
     "saz": Format("saz", (".saz",), lambda head: head.startswith(b"PK"), read_saz, _write_saz,
                   messages=True, bounded=True),
     "csv": Format("csv", (".csv",), csv_looks_like, read_csv, write_csv),
@@ -232,9 +236,9 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     records that cannot be expressed (no absolute URL) in `skipped`. Every
     exchange is redacted again on its way out (`redactor`, the default one
     unless told otherwise), so even a private recording made with redaction off
-    exports safe to share. HAR reads the recording once more first and holds its
-    websocket messages, so each handshake's entry is written in its place with
-    them (HAR has them inside the entry). The output is written to a temporary file and
+    exports safe to share. A format that `gathers` (HAR, mitmproxy flows) reads the
+    recording once more first and holds its websocket messages, so each handshake is
+    written in its place with them. The output is written to a temporary file and
     renamed: a failed export leaves the old file as it was. Raises ValueError
     when `out_path` is the recording, and (`safefiles.BadFile`) when the file is not a
     recording or mostly unreadable, as `report` and `diff` refuse it. `progress`, when
@@ -251,9 +255,9 @@ def export_file(recording_path: str, out_path: str, fmt: str,
     if progress is not None:
         items = _counted(items, progress)
     write = chosen.write
-    if chosen.write is _write_har:  # its handshakes' entries hold their messages
+    if chosen.gathers:  # its handshakes hold their messages
         gathered = gather_messages(items_of(recording.read(recording_path, messages=True)))
-        write = functools.partial(_write_har, gathered=gathered)
+        write = functools.partial(chosen.write, gathered=gathered)
     with safefiles.atomic_output(out_path, "wb") as f:
         result.count = write(items, f, result.skipped, total)
     return result
