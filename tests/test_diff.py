@@ -308,6 +308,11 @@ def test_request_body_changes_are_prefixed(pair) -> None:
     ("request:properties.custom.mode", ("request:*",), True),
     ("properties.custom.mode", ("request:*",), False),
     ("changeNumber", diff.DEFAULT_IGNORES, False),
+    ("members.1.properties.system.connection", diff.DEFAULT_IGNORES, True),
+    ("request:members.me.properties.system.connection", diff.DEFAULT_IGNORES, True),
+    ("members.0.deviceToken", diff.DEFAULT_IGNORES, True),
+    ("header:sec-websocket-accept", diff.DEFAULT_IGNORES, True),
+    ("members.0.properties.system.active", diff.DEFAULT_IGNORES, False),
 ])
 def test_ignored(path: str, patterns: tuple[str, ...], expected: bool) -> None:
     assert diff.ignored(path, patterns) is expected

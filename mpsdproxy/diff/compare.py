@@ -33,6 +33,9 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     "createTime",
     "stageStartTime",
     "timestamp",
+    # per console and per RTA connection: another devkit, or a resend, gets its own
+    "deviceToken",
+    "system.connection",
     # response headers that are per response, or follow from the body
     "header:date",
     "header:etag",
@@ -43,6 +46,7 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     "header:connection",
     "header:keep-alive",
     "header:server",
+    "header:sec-websocket-accept",  # follows from the handshake's random key
 )
 
 
