@@ -430,6 +430,12 @@ class Request(_Message):
     def resource(self) -> resources.Resource:
         return resources.parse(self._split.path)
 
+    @property
+    def opens_websocket(self) -> bool:
+        """Whether it asks to become a websocket (`Upgrade: websocket`, the RTA's
+        `GET /connect`): what follows is no HTTP answer but a conversation."""
+        return "websocket" in (self.headers.get("upgrade") or "").lower()
+
     @functools.cached_property
     def user(self) -> str:
         """Who sent it, never in clear: `recording.user_of` of the (first) Authorization

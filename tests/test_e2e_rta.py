@@ -28,6 +28,7 @@ from websockets.sync.client import connect
 from mpsdproxy import recording
 from mpsdproxy import rta
 from mpsdproxy.recording import messages
+from mpsdproxy.recording import messages as ws
 
 NAME = "party-rta"
 KEY = lobby_key(NAME)
@@ -188,3 +189,48 @@ def test_a_plain_mitmdump_capture_imports_with_its_rta_messages(
     tapped = [t for r in records if r.get("rta", {}).get("type") == "event"
               for t in r["rta"]["taps"]]
     assert joined in [t["changeNumber"] for t in tapped]
+
+
+def test_resend_opens_the_websockets_again_and_hears_the_target(launch: Launcher,
+                                                                 tmp_path: Path) -> None:
+    """Two consoles' run re-sent to a fresh stand-in: each websocket is opened again (101,
+    not the 400 a plain GET got), the subscribes go on it in their places, and the
+    target's own answers and taps are recorded; `diff` pairs the handshakes."""
+    from click.testing import CliRunner
+
+    from mpsdproxy.cli import cli
+
+    proxy = launch.proxy("--mode", f"reverse:{launch.standin().url}")
+    with ExitStack() as stack:
+        first = Console(proxy.port, "console-a", "2533274800000001", stack, NAME)
+        second = Console(proxy.port, "console-b", "2533274800000002", stack, NAME)
+        first.subscribe()
+        second.subscribe()
+        first.join()
+        second.join()
+    assert proxy.stop() == 0 and proxy.record is not None
+    target, again = launch.standin(), tmp_path / "again.jsonl"
+    result = CliRunner().invoke(cli, ["resend", str(proxy.record), "--to", target.url,
+                                      "--record", str(again)])
+    assert result.exit_code == 0, result.output
+    records = list(recording.read(again, strict=True, messages=True))
+    exchanges = [r for r in records if not ws.is_message(r)]
+    assert [r["response"]["status"] for r in exchanges] == [101, 101, 201, 200]
+    assert all(r["provenance"]["source"] == "resent" for r in records)
+    said = [(r["direction"], r.get("rta", {}).get("type"), r["opcode"])
+            for r in records if ws.is_message(r)]
+    assert said.count(("client", "subscribe", "text")) == 2
+    assert said.count(("server", "subscribe", "text")) == 2  # the target's own answers
+    assert ("server", "event", "text") in said  # the tap of the second join, heard
+    assert said.count(("client", None, "close")) == 2
+    results = [r["rta"] for r in records if r.get("rta", {}).get("type") == "subscribe"
+               and r["direction"] == "server"]
+    assert all(r["status"] == 0 for r in results)
+    handshake_seqs = {r["seq"] for r in exchanges if r["response"]["status"] == 101}
+    for r in records:  # each message after its handshake, on its socket
+        if ws.is_message(r):
+            assert r["seq"] > min(handshake_seqs)
+    assert f", {len(said)} websocket message(s); recorded to" in result.stdout
+    diffed = CliRunner().invoke(cli, ["diff", str(proxy.record), str(again)])
+    assert diffed.exit_code == 0, diffed.output
+    assert "4 pairs, 0 changed, 0 only in old, 0 only in new" in diffed.output

@@ -192,10 +192,11 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
     """Re-issue a recording's requests, in order, against a stand-in or test service.
 
     Redacted tokens are replaced by stand-in tokens derived from their hash, so
-    distinct users stay distinct. A target that cannot be reached stops it after
-    --max-failures requests in a row. Exit 1 when any request got no answer, 2 for a
-    file that is not a recording (empty, or over 10 % unreadable lines) or a --record
-    that is the recording itself.
+    distinct users stay distinct. A websocket (the RTA's) is opened again, the title's
+    messages go on it in their places, and what the target sends on it is recorded. A
+    target that cannot be reached stops it after --max-failures requests in a row. Exit 1 when
+    any request got no answer, 2 for a file that is not a recording (empty, or over 10 %
+    unreadable lines) or a --record that is the recording itself.
 
     \b
     Example:
@@ -228,6 +229,7 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
     if result.stopped:
         click.secho(one_line(f"Error: {result.stopped}"), fg="red", err=True)
     click.echo(f"{result.sent} sent, {result.answered} answered, {result.failed} failed"
+               + (f", {result.messages} websocket message(s)" if result.messages else "")
                + (f"; recorded to {record_path}" if record_path else ""))
     sys.exit(0 if result.ok else 1)
 
@@ -381,3 +383,4 @@ def scan(files: tuple[str, ...]) -> None:
         sys.exit(1)
     click.echo(f"{len(files)} file{'s' if len(files) != 1 else ''} scanned: "
                "nothing credential-shaped found")
+

@@ -27,7 +27,16 @@ over as the target hands out its own:
   never had (`*` is kept);
 - handle and ticket ids: the id in a POST /handles (or hopper POST) answer of
   the original is mapped to the id the target returned, in later paths and in
-  JSON bodies.
+  JSON bodies;
+- RTA ConnectionIds: the one a subscribe got in the original run is mapped to the
+  one the target gave, in later JSON bodies (the member's `connection`), so the
+  target taps the re-opened websocket.
+
+A websocket handshake (the RTA's `GET /connect`) opens a websocket at the target
+(`sockets`): the title's recorded messages go on it in their places, the target's
+own messages are recorded as they come (at each of the original server's messages
+the target gets up to a second to catch up), and it is closed at the end. The
+recording's server messages are never sent.
 
 With `rename`, each distinct session name (compared case-insensitively, as the
 service does) gets one fresh unique name, used consistently in paths and in

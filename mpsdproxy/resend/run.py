@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http.client
 import logging
 import os
@@ -19,6 +20,8 @@ from mpsdproxy import classify
 from mpsdproxy import encoding
 from mpsdproxy import model
 from mpsdproxy import recording
+from mpsdproxy.recording import messages as ws
+from mpsdproxy.resend import sockets
 from mpsdproxy.resend.carry import Carry
 from mpsdproxy.resend.carry import Renamer
 from mpsdproxy.resend.carry import request_body
@@ -57,6 +60,8 @@ class ResendResult:
     issues: list[recording.ReadIssue] = field(default_factory=list)
     stopped: str | None = None  # why it gave up early: one line, None when it went through
     not_sent: int = 0  # records left unsent when it stopped early
+    #: Websocket messages sent and heard on the re-opened websockets (the RTA's).
+    messages: int = 0
 
     @property
     def ok(self) -> bool:
@@ -136,29 +141,116 @@ def resend_records(
     redactor: recording.Redactor | None = None,
     writer: recording.Writer | None = None,
     renamer: Renamer | None = None,
+    heard: Callable[[ws.WebsocketMessage], None] | None = None,
 ) -> Iterator[ResentExchange]:
-    """Re-send records one by one, yielding each outcome as it comes back."""
+    """Re-send records one by one, yielding each outcome as it comes back. Websocket
+    handshakes open websockets at the target, and the recorded client messages go on them
+    in their places (`sockets`); each message sent or received is recorded and handed to
+    `heard`."""
     target = parse_target(to_url)
     redactor = redactor or recording.Redactor()
     carry = Carry(renamer or Renamer(rename))
     client = Client(target, timeout, verify)
+    conversations = sockets.Conversations()
+
+    def heard_on(handshake: int | None) -> Callable[[ws.WebsocketMessage], None]:
+        provenance = {"source": "resent", "record": handshake}
+
+        def hear(message: ws.WebsocketMessage) -> None:
+            message = dataclasses.replace(message, provenance=provenance)
+            if writer is not None:
+                writer.write(ws.to_record(message, redactor))
+            if heard is not None:
+                heard(message)
+        return hear
+
     try:
         for record in records:
+            if ws.is_message(record):
+                _follow(record, conversations, carry)
+                conversations.read()
+                continue
             try:
                 original = recording.to_exchange(record)
             except (ValueError, KeyError, TypeError) as e:
                 yield _refused(record, e)
                 continue
-            sent = _send(original, target, client, carry, keep_host)
+            if original.request.opens_websocket:
+                sent = _open(original, target, carry, keep_host, conversations,
+                             functools.partial(sockets.Conversation, target,
+                                               heard=heard_on(original.seq), timeout=timeout,
+                                               verify=verify))
+            else:
+                sent = _send(original, target, client, carry, keep_host)
             exchange = sent.exchange
             seq = writer.write(_record(sent, target, redactor)) if writer is not None else None
+            conversations.read()  # what the target sent meanwhile: a tap after a write
             if exchange.error:  # debug: the caller reports each outcome once
                 logger.debug(f"resend of record {original.seq} to {exchange.request.url} "
                                f"failed: {exchange.error}")
             yield ResentExchange(record["seq"], exchange.request.method, exchange.request.url,
                                  exchange.status, exchange.error, seq, sent.unreachable)
     finally:
+        conversations.finish()
         client.close()
+
+
+def _follow(record: dict[str, Any], conversations: sockets.Conversations,
+            carry: Carry) -> None:
+    """A recorded message on a re-opened websocket: the title's is sent; at the server's,
+    the target is given a moment to say as much, and a ConnectionId it handed out
+    is carried over for the one the original run got (the title writes it into its
+    member, and the target taps only connections it knows). A message whose socket did
+    not open goes nowhere."""
+    try:
+        message = ws.from_record(record)
+    except ValueError as e:
+        logger.debug(f"resend: {e}")
+        return
+    if message.dropped:
+        return
+    if message.direction == "client":
+        conversation = conversations.of(message)
+        if conversation is not None:
+            conversation.send(message)
+        return
+    conversation = conversations.heard_in_recording(message)
+    said = ws.rta_of(record)
+    if conversation is not None and said is not None and said.sequence is not None \
+            and said.connection_id:
+        new = conversation.connection_ids.get(said.sequence)
+        if new:
+            carry.ids[said.connection_id.lower()] = new
+
+
+def _open(original: model.Exchange, target: Target, carry: Carry, keep_host: bool,
+          conversations: sockets.Conversations,
+          new: Callable[[str], sockets.Conversation]) -> _Sent:
+    """Open a recorded websocket at the target (`new(url)`, kept in `conversations` for
+    the messages that follow); the exchange of the handshake. The recorded key is not
+    what goes (each handshake has its own), so the record leaves it out."""
+    request = original.request
+    path = request_target(carry.path(request.path))
+    headers = request_headers(request.headers, carry, None if keep_host else target.netloc)
+    said = [(n, v) for n, v in headers.record
+            if n.lower() not in ("sec-websocket-key", "sec-websocket-extensions")]
+    sent = model.Request("GET", target.url(path),
+                         [*said, ("Upgrade", "websocket"), ("Connection", "Upgrade")])
+    conversation = new(sent.url)
+    start = time.time()
+    response, error, unreachable = None, None, False
+    try:
+        response = conversation.connect(target.base_path + path, headers.send)
+    except OSError as e:
+        error, unreachable = f"{type(e).__name__}: {e}", True
+    except (sockets.ProtocolError, model.ModelError) as e:
+        error = f"invalid websocket handshake from the target: {e}"
+    if conversation.open:
+        conversations.add(request.url, original.client, conversation)
+    exchange = model.Exchange(request=sent, response=response, error=error, start=start,
+                              end=time.time(), client=conversation.local,
+                              provenance={"source": "resent", "record": original.seq})
+    return _Sent(exchange, path, headers.send, unreachable)
 
 
 def resend(
@@ -193,10 +285,14 @@ def resend(
     renamer = Renamer(rename)
     writer = recording.Writer(record_path) if record_path else None
     try:
-        records = recording.read(path, issues=result.issues)
+        records = recording.read(path, issues=result.issues, messages=True)
+
+        def count(_: ws.WebsocketMessage) -> None:
+            result.messages += 1
+
         outcomes = resend_records(records, to_url, keep_host=keep_host, timeout=timeout,
                                   verify=verify, redactor=redactor, writer=writer,
-                                  renamer=renamer)
+                                  renamer=renamer, heard=count)
         in_a_row = 0
         for outcome in outcomes:
             _count(result, outcome)
@@ -205,7 +301,7 @@ def resend(
             in_a_row = in_a_row + 1 if outcome.unreachable else 0
             if max_failures and in_a_row >= max_failures:
                 outcomes.close()
-                result.not_sent = sum(1 for _ in records)
+                result.not_sent = sum(1 for r in records if not ws.is_message(r))
                 result.stopped = (f"stopped after {in_a_row} connection failures in a row "
                                   f"to {to_url} (last: {outcome.error}); "
                                   f"{result.not_sent} not sent")
