@@ -34,7 +34,11 @@ Times: ReqTimeUTC is the start, to the millisecond; the end is the start plus
 EllapsedCallTimeMs (written as the difference of the two times rounded to the
 millisecond, so both come back to the millisecond). HttpStatusCode 0 is a call
 without a response. Rows with IsShoulderTap true are RTA notifications, not HTTP
-calls: they are noted in `skipped` (the RTA issue gives them meaning).
+calls: they are noted in `skipped`. The client library's trace writer never sets the
+flag (`Source/Shared/service_call_logger_data.cpp` has no shoulder-tap constructor)
+and the analyzer's rules leave such rows out (`RepeatedCallsRule.cs`, and
+`Utils.GetExcessCallsForTimeWindow` for the frequency rules), so a trace's RTA side is
+read from SAZ, HAR or flow files.
 """
 
 from __future__ import annotations
@@ -386,7 +390,7 @@ def _read_row(number: int, line: str, names: Sequence[str], provenance: Mapping[
     try:
         if _flag(row["IsShoulderTap"], "IsShoulderTap"):
             skip(skipped, f"line {number}: shoulder tap (an RTA notification, not an HTTP "
-                          f"call): not imported yet")
+                          f"call): a CSV trace holds no RTA message")
             return None
         return _exchange(row, provenance)
     except ValueError as e:  # model.ModelError is one
