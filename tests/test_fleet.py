@@ -331,10 +331,13 @@ def test_no_output_lands_on_a_recording_found_in_a_folder_or_glob(night: Path, t
     assert run.read_bytes() == before
 
 
-def test_a_duration_that_is_no_time_is_unknown_and_the_json_stays_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durations", [("1e400", "-5", "-1e400"), ("true", '"7"', "[1]")])
+def test_a_duration_that_is_no_time_is_unknown_and_the_json_stays_json(
+        tmp_path: Path, durations: tuple[str, str, str]) -> None:
+    """As `codec.duration_of` has it: a JSON true is no 1 ms, nor a string a number."""
     run = write_run(tmp_path / "odd.jsonl", {"build": "1"})
     lines = run.read_text().splitlines()
-    for at, duration in zip((1, 2, 3), ("1e400", "-5", "-1e400"), strict=True):
+    for at, duration in zip((1, 2, 3), durations, strict=True):
         lines[at] = re.sub(r'"duration_ms":[^,]+', f'"duration_ms":{duration}', lines[at])
     run.write_text("\n".join(lines) + "\n")
     result = invoke("fleet", run, "--format", "json")

@@ -66,7 +66,7 @@ RECORD_COLUMNS: dict[str, str] = {
     "seq": "BIGINT",
     "kind": "VARCHAR",
     "start": "VARCHAR",
-    "duration_ms": "DOUBLE",
+    "duration_ms": "JSON",  # read as it is written: a JSON true is no duration
     "client": "VARCHAR",
     "request": "STRUCT(method VARCHAR, url VARCHAR)",
     "response": "STRUCT(status INTEGER, reason VARCHAR)",
@@ -96,15 +96,17 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 MAX_LINE_BYTES = 32 * 1024 * 1024
 
 #: The table every record line goes to (header, exchange and message lines alike). A
-#: duration that is not finite or is below 0 is unknown, as `codec.duration_of` says
-#: (DuckDB reads a JSON true in a DOUBLE column as 1: no recorder writes one).
+#: duration that is not a finite JSON number of at least 0 is unknown, as
+#: `codec.duration_of` says (a DOUBLE column would have read a JSON true as 1).
 LINES_SELECT = f"""
     CASE WHEN format IS NOT NULL THEN 'header' WHEN kind = 'websocket' THEN 'message'
          WHEN seq IS NOT NULL THEN 'exchange' ELSE 'other' END AS record_type,
     CASE WHEN format IS NOT NULL THEN tags END AS tags,
     seq,
     try_strptime(start, '{TIME_FORMAT}') AS start,
-    CASE WHEN isfinite(duration_ms) AND duration_ms >= 0 THEN duration_ms END AS duration_ms,
+    CASE WHEN json_type(duration_ms) IN ('DOUBLE', 'BIGINT', 'UBIGINT')
+         AND isfinite(duration_ms::DOUBLE) AND duration_ms::DOUBLE >= 0
+         THEN duration_ms::DOUBLE END AS duration_ms,
     client,
     request.method AS method,
     coalesce(request.url, url) AS url,
