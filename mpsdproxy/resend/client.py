@@ -16,7 +16,7 @@ from mpsdproxy import encoding
 from mpsdproxy import model
 from mpsdproxy.resend.target import Target
 
-__all__ = ["Client", "Reply", "answer_of"]
+__all__ = ["Client", "Reply", "answer_of", "tls_context"]
 
 
 class Reply(NamedTuple):
@@ -65,6 +65,15 @@ def _read_body(response: http.client.HTTPResponse) -> tuple[bytes, model.Truncat
     return head, model.Truncated(size, len(head), wire=True)
 
 
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """TLS to the target: the system's trust, or none with `--insecure`."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class Client:
     """One kept-alive connection to the target, reopened when it breaks."""
 
@@ -77,12 +86,9 @@ class Client:
 
     def _open(self) -> http.client.HTTPConnection:
         if self.target.scheme == "https":
-            context = ssl.create_default_context()
-            if not self.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
             return http.client.HTTPSConnection(
-                self.target.host, self.target.port, timeout=self.timeout, context=context)
+                self.target.host, self.target.port, timeout=self.timeout,
+                context=tls_context(self.verify))
         return http.client.HTTPConnection(self.target.host, self.target.port,
                                           timeout=self.timeout)
 

@@ -4,9 +4,11 @@ A recorded handshake opens a websocket to the target with the recorded headers (
 stand-in token for a redacted Authorization, as every re-sent request); each client
 message the recording holds for that socket is sent in its place among the requests;
 what the target sends is taken as it comes. One thread does it all: after every step
-the open sockets are read without waiting, and at the end each is read until it has
-been quiet for a moment, then closed (`Conversations`). The recording's own server
-messages are never sent: the target answers for itself.
+the open sockets are read without waiting; where the recording's server spoke, its
+socket gets up to `STEP_S` for the target to say as much (a subscribe's answer, the tap
+after a write); at the end each is read until it has been quiet for `QUIET_S`, then
+closed (`Conversations`). The recording's own server messages are never sent: the
+target answers for itself.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from wsproto.utilities import RemoteProtocolError
 from mpsdproxy import model
 from mpsdproxy import rta
 from mpsdproxy.recording.messages import WebsocketMessage
+from mpsdproxy.resend.client import tls_context
 from mpsdproxy.resend.target import Target
 
 __all__ = ["Conversation", "Conversations", "ProtocolError", "QUIET_S"]
@@ -80,11 +83,7 @@ class Conversation:
         when it cannot be reached."""
         sock = socket.create_connection((self.target.host, self.target.port), self.timeout)
         if self.target.scheme == "https":
-            context = ssl.create_default_context()
-            if not self.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            sock = context.wrap_socket(sock, server_hostname=self.target.host)
+            sock = tls_context(self.verify).wrap_socket(sock, server_hostname=self.target.host)
         self.sock = sock
         host, port = sock.getsockname()[:2]
         self.local = f"{host}:{port}"
