@@ -234,3 +234,15 @@ def test_resend_opens_the_websockets_again_and_hears_the_target(launch: Launcher
     diffed = CliRunner().invoke(cli, ["diff", str(proxy.record), str(again)])
     assert diffed.exit_code == 0, diffed.output
     assert "4 pairs, 0 changed, 0 only in old, 0 only in new" in diffed.output
+    # Over TLS: mitmproxy's reverse mode takes TLS on the same port, with its own CA.
+    front, tls = launch.proxy("--mode", f"reverse:{target.url}", record=False), \
+        tmp_path / "tls.jsonl"
+    result = CliRunner().invoke(cli, ["resend", str(proxy.record), "--to",
+                                      f"https://127.0.0.1:{front.port}", "--insecure",
+                                      "--rename", "--record", str(tls)])
+    assert result.exit_code == 0, result.output
+    records = list(recording.read(tls, strict=True, messages=True))
+    assert [r["response"]["status"] for r in records if not ws.is_message(r)] == [
+        101, 101, 201, 200]
+    assert ("server", "event") in [(r["direction"], r.get("rta", {}).get("type"))
+                                   for r in records if ws.is_message(r)]
