@@ -167,7 +167,7 @@ def test_a_failed_export_keeps_the_old_output(tmp_path: Path) -> None:
     old = tmp_path / "old.har"
     old.write_text("precious")
 
-    def broken(exchanges: Any, fo: Any, skipped: Any, total: int) -> int:
+    def broken(exchanges: Any, fo: Any, skipped: Any, total: int, **_: Any) -> int:
         fo.write(b"half")
         raise OSError("disk full")
 
