@@ -97,3 +97,17 @@ class Console:
         if not any((n or 0) >= change_number for n in self.taps):
             self.next_message(self._reaches(change_number))
         return list(self.taps)
+
+
+def two_join(port: int, stack: ExitStack, lobby: str) -> tuple[Console, Console, int]:
+    """Two consoles on `port` subscribe and join `lobby` one after the other, as
+    MultiplayerManager does; the first has read the tap of the second's join. Both
+    consoles and that join's changeNumber."""
+    first = Console(port, "console-a", "2533274800000001", stack, lobby)
+    second = Console(port, "console-b", "2533274800000002", stack, lobby)
+    first.subscribe()
+    second.subscribe()
+    first.join()
+    joined = second.join()
+    first.taps_until(joined)
+    return first, second, joined

@@ -23,6 +23,7 @@ from conftest import Launcher
 from rta_kit import WAIT
 from rta_kit import Console
 from rta_kit import lobby_key
+from rta_kit import two_join
 from websockets.sync.client import connect
 
 from mpsdproxy import recording
@@ -165,13 +166,7 @@ def test_a_plain_mitmdump_capture_imports_with_its_rta_messages(
     try:
         wait_for_port(port, proc, log)
         with ExitStack() as stack:
-            first = Console(port, "console-a", "2533274800000001", stack, NAME)
-            second = Console(port, "console-b", "2533274800000002", stack, NAME)
-            first.subscribe()
-            second.subscribe()
-            first.join()
-            joined = second.join()
-            assert first.tap_for(joined).change_number == joined
+            _, _, joined = two_join(port, stack, NAME)
         time.sleep(0.5)  # the closes reach mitmdump, which writes each websocket's flow
     finally:
         proc.terminate()
@@ -202,12 +197,7 @@ def test_resend_opens_the_websockets_again_and_hears_the_target(launch: Launcher
 
     proxy = launch.proxy("--mode", f"reverse:{launch.standin().url}")
     with ExitStack() as stack:
-        first = Console(proxy.port, "console-a", "2533274800000001", stack, NAME)
-        second = Console(proxy.port, "console-b", "2533274800000002", stack, NAME)
-        first.subscribe()
-        second.subscribe()
-        first.join()
-        second.join()
+        two_join(proxy.port, stack, NAME)
     assert proxy.stop() == 0 and proxy.record is not None
     target, again = launch.standin(), tmp_path / "again.jsonl"
     result = CliRunner().invoke(cli, ["resend", str(proxy.record), "--to", target.url,

@@ -19,6 +19,7 @@ from conftest import Launcher
 from rta_kit import WAIT
 from rta_kit import Console
 from rta_kit import lobby_key
+from rta_kit import two_join
 from websockets.exceptions import ConnectionClosed
 
 from mpsdproxy import recording
@@ -33,13 +34,7 @@ def _play(port: int) -> tuple[Console, Console, int]:
     """The title's part, as each console plays it: subscribe, join, one write; the
     consoles and the last changeNumber."""
     with ExitStack() as stack:
-        first = Console(port, "console-a", "2533274800000001", stack, NAME)
-        second = Console(port, "console-b", "2533274800000002", stack, NAME)
-        first.subscribe()
-        second.subscribe()
-        first.join()
-        joined = second.join()
-        first.taps_until(joined)
+        first, second, joined = two_join(port, stack, NAME)
         written = first.write({"properties": {"custom": {"map": "harbor"}}})
         first.taps_until(written)
         second.taps_until(written)
