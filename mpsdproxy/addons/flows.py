@@ -23,7 +23,6 @@ status becomes an error instead of a response.
 from __future__ import annotations
 
 import re
-import struct
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -463,7 +462,7 @@ def websocket_close_of(flow: http.HTTPFlow) -> messages.WebsocketMessage | None:
     data = flow.websocket
     if data is None or data.close_code is None:
         return None
-    payload = struct.pack("!H", data.close_code) + model.to_bytes(data.close_reason or "")
+    payload = messages.close_payload(data.close_code, model.to_bytes(data.close_reason or ""))
     return messages.WebsocketMessage(
         url=_url(flow), direction="client" if data.closed_by_client else "server",
         opcode="close", payload=payload, start=data.timestamp_end, client=_client(flow))
@@ -492,10 +491,9 @@ def websocket_data_of(sent: list[messages.WebsocketMessage]
         elif message.opcode == "continuation" and data.messages:
             data.messages[-1].content += message.payload
         elif message.opcode == "close" and data.close_code is None:
-            payload = message.payload
-            data.close_code = (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2
-                               else NO_STATUS)
-            data.close_reason = model.from_bytes(payload[2:])
+            code, reason = messages.close_of(message.payload)
+            data.close_code = NO_STATUS if code is None else code
+            data.close_reason = model.from_bytes(reason)
             data.closed_by_client = message.direction == "client"
             data.timestamp_end = message.start
         else:

@@ -20,7 +20,6 @@ module adds itself are escape sequences.
 
 from __future__ import annotations
 
-import struct
 import sys
 import time
 from collections.abc import Mapping
@@ -106,7 +105,7 @@ def _status(status: int | None) -> str:
 def _frame_texts(message: messages.WebsocketMessage) -> tuple[str, list[str]]:
     """`RTA` and what an RTA message (or a close) says; `WS` and the frame's size else."""
     if message.opcode == "close":
-        code = struct.unpack("!H", message.payload[:2])[0] if len(message.payload) >= 2 else None
+        code, _ = messages.close_of(message.payload)
         return "RTA", [f"closed by {message.direction} ({code if code is not None else 'no code'})"]
     decoded = (rta.decode(message.payload, from_client=message.direction == "client")
                if message.opcode == "text" else None)

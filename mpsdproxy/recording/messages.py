@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -55,7 +56,7 @@ from mpsdproxy.recording import codec
 
 __all__ = ["KIND", "OPCODES", "DIRECTIONS", "RTA_PATH", "WebsocketMessage", "to_record",
            "from_record", "is_message", "is_dropped", "check_message", "is_rta_url",
-           "rta_field", "rta_of"]
+           "rta_field", "rta_of", "close_payload", "close_of"]
 
 KIND = "websocket"
 #: Opcode names and their numbers on the wire (RFC 6455 section 5.2).
@@ -246,3 +247,17 @@ def from_record(record: Mapping[str, Any]) -> WebsocketMessage:
         client=record.get("client") if isinstance(record.get("client"), str) else None,
         provenance=provenance if isinstance(provenance, Mapping) else model.FORWARDED,
         fin=record.get("fin") is not False, seq=record["seq"], dropped=is_dropped(record))
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    """A close frame's payload: the code, two bytes in network order, then the reason."""
+    return struct.pack("!H", code) + reason
+
+
+def close_of(payload: bytes) -> tuple[int | None, bytes]:
+    """A close frame's code and reason; no code (None) in a payload under two bytes, as
+    RFC 6455 7.1.5 has it ("no status received")."""
+    if len(payload) < 2:
+        return None, b""
+    return struct.unpack("!H", payload[:2])[0], payload[2:]
+

@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import struct
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -80,10 +79,10 @@ def _close_of(record: Mapping[str, Any]) -> Hangup:
             else str(payload.get("text", "")).encode()
     except (binascii.Error, ValueError):
         data = b""
-    if len(data) < 2:
+    code, reason = messages.close_of(data)
+    if code is None:
         return Hangup()
-    code = struct.unpack("!H", data[:2])[0]
-    return Hangup(code, data[2:].decode("utf-8", "replace"))
+    return Hangup(code, reason.decode("utf-8", "replace"))
 
 
 Changes = Mapping[tuple[str, int], int]

@@ -37,6 +37,8 @@ from wsproto.utilities import RemoteProtocolError
 from mpsdproxy import model
 from mpsdproxy import rta
 from mpsdproxy.recording.messages import WebsocketMessage
+from mpsdproxy.recording.messages import close_of
+from mpsdproxy.recording.messages import close_payload
 from mpsdproxy.resend.client import tls_context
 from mpsdproxy.resend.target import Target
 
@@ -129,7 +131,8 @@ class Conversation:
         if not self.open or self.sock is None:
             return
         if message.opcode == "close":
-            self.close(_close_code(message.payload), message.payload[2:])
+            code, reason = close_of(message.payload)
+            self.close(GOING_AWAY if code is None else code, reason)
             return
         if message.opcode not in ("text", "binary", "continuation"):
             return  # pings and pongs belong to the connection, not the conversation
@@ -183,7 +186,7 @@ class Conversation:
         elif isinstance(event, CloseConnection):
             self.heard(WebsocketMessage(
                 self.url, "server", "close",
-                event.code.to_bytes(2, "big") + (event.reason or "").encode(),
+                close_payload(event.code, (event.reason or "").encode()),
                 start=time.time(), client=self.local))
             try:
                 self._write(self.ws.send(event.response()))
@@ -217,7 +220,7 @@ class Conversation:
             self._end()
             return
         self.heard(WebsocketMessage(self.url, "client", "close",
-                                    code.to_bytes(2, "big") + reason, start=time.time(),
+                                    close_payload(code, reason), start=time.time(),
                                     client=self.local))
         deadline = time.monotonic() + self.timeout
         while self.open and time.monotonic() < deadline:
@@ -242,10 +245,6 @@ class Conversation:
 def _refused(event: RejectConnection, body: bytes) -> model.Response:
     headers = [(model.from_bytes(n), model.from_bytes(v)) for n, v in event.headers]
     return model.Response(event.status_code, "", headers, body)
-
-
-def _close_code(payload: bytes) -> int:
-    return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else GOING_AWAY
 
 
 class Conversations:
