@@ -194,7 +194,7 @@ class _Sockets:
 
     @staticmethod
     def is_handshake(exchange: model.Exchange) -> bool:
-        return exchange.status == 101 or "upgrade" in exchange.request.headers
+        return exchange.status == 101 or exchange.request.opens_websocket
 
     def hold(self, exchange: model.Exchange, entry: dict[str, Any]) -> dict[str, Any] | None:
         """Hold a handshake's entry; the entry it replaces (same URL and client), if any."""
