@@ -76,7 +76,8 @@ def _segment(segment: str, change: Callable[[str], str]) -> str:
 
 
 class Carry:
-    """Values of the original run mapped to the target's: ETags, handle and ticket ids."""
+    """Values of the original run mapped to the target's: ETags, handle and ticket ids,
+    RTA ConnectionIds."""
 
     def __init__(self, renamer: Renamer) -> None:
         self.rename = renamer
@@ -100,8 +101,13 @@ class Carry:
         return "/".join(segs) + sep + query
 
     def id(self, value: str) -> str:
-        """The target's id for a handle or ticket id of the original run."""
+        """The target's id for a handle or ticket id (or RTA ConnectionId) of the original
+        run."""
         return self.ids.get(value.lower(), value)
+
+    def same_as(self, original: str, new: str) -> None:
+        """From now on `new`, the target's, goes wherever the original run had `original`."""
+        self.ids[original.lower()] = new
 
     def body(self, value: Any) -> Any:
         """A JSON body with session refs renamed and carried-over ids replaced."""
@@ -140,7 +146,7 @@ class Carry:
             return
         old_id, new_id = _json_field(original, key), _json_field(answer, key)
         if old_id and new_id:
-            self.ids[old_id.lower()] = new_id
+            self.same_as(old_id, new_id)
 
 
 def _json_field(message: model.Response, key: str) -> str | None:

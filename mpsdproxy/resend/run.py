@@ -220,7 +220,7 @@ def _follow(record: dict[str, Any], conversations: sockets.Conversations,
             and said.connection_id:
         new = conversation.connection_ids.get(said.sequence)
         if new:
-            carry.ids[said.connection_id.lower()] = new
+            carry.same_as(said.connection_id, new)
 
 
 def _open(original: model.Exchange, target: Target, carry: Carry, keep_host: bool,
