@@ -506,3 +506,38 @@ def test_an_answer_that_never_ends_is_kept_in_part_and_the_run_goes_on(tmp_path:
     assert kept["size"] is None and kept["wire"] is True
     assert 0 < kept["kept"] <= model.KEPT_OF_TRUNCATED
     assert after["response"]["status"] == 200
+
+
+def test_a_target_that_never_stops_talking_cannot_hold_the_resend(tmp_path: Path) -> None:
+    """A websocket target that sends a frame every few milliseconds, forever: the resend
+    still reads what came, closes the socket and ends."""
+    from websockets.sync.server import serve
+
+    from mpsdproxy import rta
+    from mpsdproxy.recording import messages as ws
+
+    def chatter(connection: Any) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                connection.send('[3, 1, {"shoulderTaps": []}]')
+                threading.Event().wait(0.005)
+
+    with serve(chatter, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/connect"
+        handshake = model.Exchange(
+            model.Request("GET", url, [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
+            model.Response(101, "Switching Protocols", []), client="10.0.0.1:5")
+        path = tmp_path / "chatty.jsonl"
+        with recording.Writer(path) as w:
+            w.write(recording.to_record(handshake, recording.Redactor()))
+            w.write(ws.to_record(ws.WebsocketMessage(
+                url, "client", "text", rta.subscribe_message(1).encode(), client="10.0.0.1:5")))
+        again = tmp_path / "again.jsonl"
+        result = resend.resend(str(path), f"http://127.0.0.1:{port}", str(again), timeout=1.0)
+        server.shutdown()
+    assert result.answered == 1 and result.messages > 2
+    kinds = [(r.get("direction"), r.get("opcode")) for r in
+             recording.read(again, strict=True, messages=True) if ws.is_message(r)]
+    assert kinds[0] == ("client", "text") and ("client", "close") in kinds

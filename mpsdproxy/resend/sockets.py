@@ -160,6 +160,13 @@ class Conversation:
         self._take(data)
         return True
 
+    def drain(self, wait: float, limit: float) -> None:
+        """Read until nothing has come for `wait` seconds, for `limit` seconds at most (a
+        target that never stops talking cannot hold the resend)."""
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0 and self.read(min(wait, left)):
+            pass
+
     def _take(self, data: bytes) -> None:
         try:
             self.ws.receive_data(data or None)
@@ -278,14 +285,13 @@ class Conversations:
         return iter({id(c): c for c in self.by_key.values()}.values())
 
     def read(self) -> None:
-        """Take what every open socket has sent so far, without waiting."""
+        """Take what every open socket has sent so far, without waiting for more."""
         for conversation in self:
-            while conversation.read():
-                pass
+            conversation.drain(0.0, STEP_S)
 
     def finish(self, quiet: float = QUIET_S) -> None:
-        """Read each socket until it has been quiet for `quiet` seconds, then close it."""
+        """Read each socket until it has been quiet for `quiet` seconds (its timeout at
+        most), then close it."""
         for conversation in self:
-            while conversation.read(quiet):
-                pass
+            conversation.drain(quiet, conversation.timeout)
             conversation.close()
