@@ -45,6 +45,7 @@ __all__ = [
     "to_bytes",
     "printable",
     "terminal_safe",
+    "clipped",
     "printable_data",
     "Headers",
     "Request",
@@ -109,6 +110,18 @@ _UNSAFE_IN_LINES = re.compile(
 def _escape_control(m: re.Match[str]) -> str:
     code = ord(m[0])
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+#: The most characters of one value a line for people shows (a URI, a path).
+SHOWN_CHARS = 200
+
+
+def clipped(text: str, most: int = SHOWN_CHARS) -> str:
+    """`text` as one line for people shows it: whole up to `most` characters, else its
+    start and how long it was (a title may send a URI of megabytes)."""
+    if len(text) <= most:
+        return text
+    return f"{text[:most]}... ({len(text):,} characters)"
 
 
 def terminal_safe(text: object, *, lines: bool = False) -> str:

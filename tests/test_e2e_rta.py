@@ -236,3 +236,29 @@ def test_resend_opens_the_websockets_again_and_hears_the_target(launch: Launcher
         101, 101, 201, 200]
     assert ("server", "event") in [(r["direction"], r.get("rta", {}).get("type"))
                                    for r in records if ws.is_message(r)]
+
+
+def test_a_megabyte_uri_is_shown_clipped_live_and_in_the_report(
+        launch: Launcher, tmp_path: Path) -> None:
+    """What a title sends may be huge: a line for people shows the start and the length
+    (`model.clipped`), the recording and the JSON report keep it whole."""
+    from click.testing import CliRunner
+
+    from mpsdproxy.cli import cli
+
+    standin = launch.standin()
+    proxy = launch.proxy("--mode", f"reverse:{standin.url}")
+    uri = "https://sessiondirectory.xboxlive.com/" + "a" * 1_000_000
+    with ExitStack() as stack:
+        console = Console(proxy.port, "console-a", "2533274800000001", stack, NAME)
+        console.ws.send(rta.subscribe_message(2, uri))
+        console.next_message(lambda m: m.type is rta.Type.SUBSCRIBE)
+    assert proxy.stop() == 0 and proxy.record is not None
+    shown = f"... ({len(uri):,} characters)"
+    assert shown in proxy.output()
+    assert max(len(line) for line in proxy.output().splitlines()) < 1000
+    text = CliRunner().invoke(cli, ["report", str(proxy.record)])
+    assert shown in text.stdout and max(len(line) for line in text.stdout.splitlines()) < 1000
+    out = tmp_path / "report.json"
+    CliRunner().invoke(cli, ["report", str(proxy.record), "--format", "json", "-o", str(out)])
+    assert uri in out.read_text()

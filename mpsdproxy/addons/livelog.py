@@ -84,7 +84,7 @@ def _rta_texts(decoded: rta.Message, from_client: bool) -> list[str]:
                 for t in decoded.taps]
     kind = "subscribe" if decoded.type is rta.Type.SUBSCRIBE else "unsubscribe"
     if from_client and decoded.type is rta.Type.SUBSCRIBE:
-        return [f"subscribe #{decoded.sequence} {decoded.uri}"]
+        return [f"subscribe #{decoded.sequence} {model.clipped(str(decoded.uri))}"]
     if from_client:
         return [f"unsubscribe #{decoded.sequence} subscription {decoded.subscription_id}"]
     text = f"{kind} result #{decoded.sequence} status {_status(decoded.status)}"
@@ -136,7 +136,7 @@ def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | No
     hide = recording.Redactor().text
     request, response = exchange.request, exchange.response
     resource = request.resource
-    short = resource.short if resource.kind != "unknown" else hide(request.path)
+    short = resource.short if resource.kind != "unknown" else model.clipped(hide(request.path))
     classification = classification or {}
     status = exchange.status
     if response is not None:

@@ -148,7 +148,7 @@ def rta_lines(report: Report) -> list[str]:
                      f"{', closed' if c.closed else ''}")
     for s in section.subscriptions:
         verb = "unsubscribe" if s.unsubscribe else "subscribe"
-        what = s.uri or (f"subscription {s.subscription_id}"
+        what = model.clipped(s.uri) if s.uri else (f"subscription {s.subscription_id}"
                          if s.subscription_id is not None else "?")
         answer = "no answer" if s.status is None else (
             f"{s.status_name} (#{s.result_seq}), subscription {s.subscription_id}")
