@@ -221,6 +221,16 @@ def test_control_characters_from_the_wire_never_reach_the_terminal() -> None:
     assert "Busy\\x1b" in plain and "[injected: r\\x1b" in plain
 
 
+def test_a_huge_session_name_or_path_is_shown_clipped() -> None:
+    name = "L" * 50_000
+    scid = "7492baca-c1b4-440d-a391-b7ef00000001"
+    for path in (f"/serviceconfigs/{scid}/sessiontemplates/t/sessions/{name}", f"/x/{name}"):
+        line = livelog.format_line(model.Exchange(
+            model.Request("GET", f"https://sessiondirectory.xboxlive.com{path}"),
+            model.Response(200, "OK")))
+        assert len(line) < 400 and "characters)" in line, line[:300]
+
+
 def test_terminal_safe_keeps_ordinary_text() -> None:
     assert model.terminal_safe("sessions/lobby-1 é ✓") == "sessions/lobby-1 é ✓"
     assert model.terminal_safe("a\tb\nc\x7f") == "a\\x09b\\x0ac\\x7f"

@@ -136,7 +136,7 @@ def format_line(exchange: model.Exchange, classification: Mapping[str, Any] | No
     hide = recording.Redactor().text
     request, response = exchange.request, exchange.response
     resource = request.resource
-    short = resource.short if resource.kind != "unknown" else model.clipped(hide(request.path))
+    short = model.clipped(resource.short if resource.kind != "unknown" else hide(request.path))
     classification = classification or {}
     status = exchange.status
     if response is not None:
