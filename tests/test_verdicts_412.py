@@ -197,3 +197,16 @@ def test_the_public_capture_handles_both_412s(tmp_path: Path) -> None:
     assert [(v.status, v.records) for v in verdicts] == [
         (Status.PASS, (8, 13)), (Status.PASS, (12, 14))]
     assert not [v for v in found if v.status is Status.FAIL]
+
+
+def test_a_huge_session_name_is_clipped_in_the_sentence_not_in_the_identity() -> None:
+    """The verdict quotes the call; a 50,000-character name shows clipped. Two such
+    sessions that differ only past the clip are still judged apart."""
+    base = LOBBY.rsplit("/", 1)[0] + "/" + "L" * 50_000
+    one, two = base + "-one", base + "-two"
+    verdicts = [v for v in judge([refused(1, 0, path=one), refused(2, 0.1, path=two),
+                                  rec(3, 0.5, "PUT", path=one, headers=STALE, body=MINE),
+                                  rec(4, 0.6, "PUT", path=two, headers=FRESH, body=MINE)])
+                if v.rule == "412-handled"]
+    assert sorted(v.status for v in verdicts) == sorted([Status.FAIL, Status.PASS])
+    assert all(len(v.reason) < 1000 and "characters)" in v.reason for v in verdicts)

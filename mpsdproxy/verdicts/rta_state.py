@@ -181,7 +181,7 @@ class Listening:
                 if self.titles.get(key) is not None:
                     self.title(key, ex.end)  # a title heard of: kept while it is active
             return
-        label = f"sessions/{ex.resource.name}"
+        label = model.clipped(f"sessions/{ex.resource.name}")
         for key in keys_of(ex):
             views = self.title(key, ex.end).views
             old = views.get(session)

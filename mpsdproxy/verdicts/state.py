@@ -125,18 +125,23 @@ class Facts:
         self.analysed = analysed  # a call the Trace Analyzer analyses (module docstring)
 
     @functools.cached_property
-    def where(self) -> str:
-        """The resource for people: sessions/lobby-1, handles/query, ..."""
+    def _resource_path(self) -> str:
         if self.resource.kind is Kind.UNKNOWN:
             return self.target.split("?", 1)[0]
         return self.resource.short
 
     @functools.cached_property
+    def where(self) -> str:
+        """The resource for people: sessions/lobby-1, handles/query, ... (a huge name
+        clipped: it is quoted in verdict sentences)."""
+        return model.clipped(self._resource_path)
+
+    @functools.cached_property
     def place(self) -> str:
-        """The resource's identity: the session key, else kind and path."""
+        """The resource's identity: the session key, else kind and path (whole)."""
         if self.resource.kind is Kind.UNKNOWN:
-            return self.where
-        return self.session or f"{self.resource.kind.value}:{self.where}".lower()
+            return self._resource_path
+        return self.session or f"{self.resource.kind.value}:{self._resource_path}".lower()
 
     @functools.cached_property
     def body_hash(self) -> int:
