@@ -182,3 +182,17 @@ def test_the_capture_links_its_412_to_the_tap_for_change_number_2(tmp_path: Path
     assert "after the tap for changeNumber 2" in report.render(built, "html")
     assert json.loads(report.render(built, "json"))["rta"]["precondition_links"][0]["tap"][
         "changeNumber"] == 2
+
+
+def test_a_huge_session_name_is_clipped_in_the_text() -> None:
+    """A tap and a 412 on a session with a 50,000-character name: the text shows the
+    name clipped, as every line for people does."""
+    ws_client, name = f"{CONSOLE}:50100", "L" * 50_000
+    records = numbered([
+        handshake(0, ws_client),
+        taps(1.5, ws_client, (f"{SCID}~lobbysession~{name.lower()}", 2)),
+        exchange(1.45, "PUT", 412, url=MPSD + PATH.replace("lobby-1", name)),
+    ])
+    text = report.render(report.report_records(records), "text")
+    assert "taps for" in text and "412 on" in text
+    assert max(len(line) for line in text.splitlines()) < 1000

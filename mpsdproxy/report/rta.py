@@ -140,7 +140,7 @@ class PreconditionLink:
 
     def sentence(self) -> str:
         """The link for people: `#37 412 sessions/x: after the tap for changeNumber 2 (#31)`."""
-        head = f"#{self.seq} 412 on {self.where}"
+        head = f"#{self.seq} 412 on {model.clipped(self.where)}"
         if self.tap is None:
             return f"{head}: no tap for this session came before it"
         gap = ""

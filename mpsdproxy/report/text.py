@@ -158,7 +158,7 @@ def rta_lines(report: Report) -> list[str]:
         numbers = ", ".join(f"{change(t.change_number)} (#{t.seq})" for t in session.taps)
         more = f" and {session.total - len(session.taps)} more" \
             if session.total > len(session.taps) else ""
-        lines.append(f"  taps for {session.session}: changeNumber {numbers}{more}")
+        lines.append(f"  taps for {model.clipped(session.session)}: changeNumber {numbers}{more}")
     if section.links:
         lines.append("  412s and the tap before them:")
         lines += [f"    {link.sentence()}" for link in section.links]
