@@ -11,6 +11,7 @@ live log shows the tap. Real sockets on loopback, bounded waits, our own ids.
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from collections.abc import Iterator
@@ -162,12 +163,13 @@ def test_a_plain_mitmdump_capture_imports_with_its_rta_messages(
         proc = subprocess.Popen(
             [str(mitmdump), "-p", str(port), "--mode", f"reverse:{standin.url}",
              "-w", str(capture), "--set", f"confdir={tmp_path}"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its log line as it happens
     try:
         wait_for_port(port, proc, log)
         with ExitStack() as stack:
             _, _, joined = two_join(port, stack, NAME)
-        time.sleep(0.5)  # the closes reach mitmdump, which writes each websocket's flow
+        _wait_for_ended_websockets(log, 2)  # mitmdump writes a websocket flow at its end
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -262,3 +264,16 @@ def test_a_megabyte_uri_is_shown_clipped_live_and_in_the_report(
     out = tmp_path / "report.json"
     CliRunner().invoke(cli, ["report", str(proxy.record), "--format", "json", "-o", str(out)])
     assert uri in out.read_text()
+
+
+
+def _wait_for_ended_websockets(log: Path, count: int) -> None:
+    """Until mitmdump has said `count` websockets ended (bounded): its `save` addon writes
+    such a flow at that moment, and the file is whole once it exits."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if log.read_text(errors="replace").count("WebSocket connection closed by") >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"mitmdump did not end {count} websockets in {WAIT} s: "
+                         f"{log.read_text(errors='replace')[-2000:]}")
