@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import re
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -47,7 +46,6 @@ __all__ = [
     "printable",
     "terminal_safe",
     "clipped",
-    "quoted",
     "printable_data",
     "Headers",
     "Request",
@@ -124,16 +122,6 @@ def clipped(text: str, most: int = SHOWN_CHARS) -> str:
     if len(text) <= most:
         return text
     return f"{text[:most]}... ({len(text):,} characters)"
-
-
-def quoted(value: Any, most: int = 60) -> str:
-    """A value as an error message quotes it: spelt as JSON, the way the file or request
-    that held it spelt it (`true`, `"x"`, `1e+308`, not Python's `True`, `'x'`), clipped."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return text if len(text) <= most else f"{text[:most]}..."
 
 
 def terminal_safe(text: object, *, lines: bool = False) -> str:

@@ -221,9 +221,9 @@ def test_overload_switch() -> None:
 
     bad = send(emu, "POST", "/_emulator/overload", b'{"retry_after": 0}', [])
     assert bad.status == 400 and not emu.overloaded
-    for sent, said in ((b"true", b"not true"), (b'"2"', b'not "2"'), (b"1.5", b"not 1.5")):
+    for sent, said in ((b"true", b"not true"), (b'"2"', b"not '2'"), (b"1.5", b"not 1.5")):
         bad = send(emu, "POST", "/_emulator/overload", b'{"retry_after": ' + sent + b"}", [])
-        assert bad.status == 400 and said in bad.body, bad.body  # as JSON spells it
+        assert bad.status == 400 and said in bad.body, bad.body  # yamlfile.show: true, not True
     unknown = send(emu, "POST", "/_emulator/overload", b'{"retry": 1}', [])
     assert unknown.status == 400 and b"retry_after and requests" in unknown.body
     wrong_verb = send(emu, "GET", "/_emulator/overload", b"", [])

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from mpsdproxy import fgrl
-from mpsdproxy import model
 from mpsdproxy import yamlfile
 from mpsdproxy.yamlfile import KeyPath
 
@@ -57,7 +56,7 @@ class ConfigError(yamlfile.InputError):
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} should be a whole number of at least 1, "
-                         f"not {model.quoted(value)}")
+                         f"not {yamlfile.show(value)}")
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,8 @@ class MatchmakingConfig:
         for name in ("found_after_s", "expires_after_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{name} should be a number of seconds, not {model.quoted(value)}")
+                raise ValueError(f"{name} should be a number of seconds, "
+                                 f"not {yamlfile.show(value)}")
         _positive("players_per_match", self.players_per_match)
 
 
@@ -216,7 +216,7 @@ def _mapping(value: Any, path: KeyPath, allowed: Iterable[str]) -> dict[Any, Any
 
 def _whole(value: Any, path: KeyPath) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Invalid(path, f"should be a whole number of at least 1, not {model.quoted(value)}")
+        raise _Invalid(path, f"should be a whole number of at least 1, not {yamlfile.show(value)}")
     return value
 
 
@@ -333,7 +333,7 @@ def _flag(value: Any, path: KeyPath) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise _Invalid(path, f"should be true or false, not {model.quoted(value)}")
+        raise _Invalid(path, f"should be true or false, not {yamlfile.show(value)}")
     return value
 
 
@@ -341,7 +341,7 @@ def _xuid(value: Any, path: KeyPath, on_key: bool = False) -> str:
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(text, str) or not _XUID.fullmatch(text):
         raise _Invalid(path, f"a XUID should be a decimal number like 2533274800000001, "
-                             f"not {model.quoted(value)}", on_key=on_key)
+                             f"not {yamlfile.show(value)}", on_key=on_key)
     return text
 
 
@@ -379,7 +379,7 @@ def _parse_friends(value: Any, path: KeyPath) -> dict[str, frozenset[str]]:
 def _seconds(value: Any, path: KeyPath) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise _Invalid(path, "should be a number of seconds (0 or more), "
-                             f"not {model.quoted(value)}")
+                             f"not {yamlfile.show(value)}")
     return float(value)
 
 
@@ -403,7 +403,7 @@ def _title_id(value: Any, path: KeyPath) -> int:
         return DEFAULT_TITLE_ID
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32:
         raise _Invalid(path, f"should be a title id, a whole number 1-4294967295, "
-                             f"not {model.quoted(value)}")
+                             f"not {yamlfile.show(value)}")
     return value
 
 

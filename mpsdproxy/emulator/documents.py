@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from mpsdproxy import model
 from mpsdproxy.emulator.config import DEFAULT_TITLE_ID
 from mpsdproxy.emulator.members import Writer
 from mpsdproxy.emulator.members import refresh_service_fields
@@ -493,6 +492,5 @@ def take(value: str | None) -> int:
     if value is None:
         return 100
     if not value.isdigit() or int(value) > 100:
-        raise Refusal("400.bad-request",
-                      f"take should be a whole number 0-100, not {model.quoted(value)}.")
+        raise Refusal("400.bad-request", f"take should be a whole number 0-100, not {value!r}.")
     return int(value)
