@@ -232,8 +232,7 @@ def _open(original: model.Exchange, target: Target, carry: Carry, keep_host: boo
     request = original.request
     path = request_target(carry.path(request.path))
     headers = request_headers(request.headers, carry, None if keep_host else target.netloc)
-    said = [(n, v) for n, v in headers.record
-            if n.lower() not in ("sec-websocket-key", "sec-websocket-extensions")]
+    said = [(n, v) for n, v in headers.record if n.lower() not in sockets.FRESH]
     sent = model.Request("GET", target.url(path),
                          [*said, ("Upgrade", "websocket"), ("Connection", "Upgrade")])
     conversation = new(sent.url)

@@ -42,7 +42,7 @@ from mpsdproxy.recording.messages import close_payload
 from mpsdproxy.resend.client import tls_context
 from mpsdproxy.resend.target import Target
 
-__all__ = ["Conversation", "Conversations", "ProtocolError", "QUIET_S"]
+__all__ = ["Conversation", "Conversations", "FRESH", "ProtocolError", "QUIET_S"]
 
 #: A target that broke the websocket protocol (a bad handshake answer, a bad frame).
 ProtocolError = RemoteProtocolError
@@ -53,9 +53,10 @@ QUIET_S = 0.5
 #: How long a step waits for the target to catch up with what the recording's server had
 #: sent by then on a socket (a subscribe's answer, the tap after a write).
 STEP_S = 1.0
+#: Handshake headers each connection makes afresh: a recorded one is not what goes.
+FRESH = frozenset({"sec-websocket-key", "sec-websocket-extensions", "sec-websocket-accept"})
 #: The websocket headers wsproto writes itself (a recorded key or version would clash).
-_OWN = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol",
-                  "sec-websocket-extensions", "sec-websocket-accept"})
+_OWN = FRESH | {"sec-websocket-version", "sec-websocket-protocol"}
 #: Close code for "going away" (RFC 6455 7.4.1): the recording ended with the socket open.
 GOING_AWAY = 1001
 
@@ -75,9 +76,11 @@ class Conversation:
         self.open = False
         self._parts: list[bytes | str] = []
         self._text_out = False  # the kind of the message a continuation frame goes on
-        #: Messages the target sent so far, and the ConnectionId each subscribe
-        #: sequence got (what the title then writes into its member).
+        #: Messages the target sent so far, as many as the recording's server had sent
+        #: by the step reached, and the ConnectionId each subscribe sequence got (what
+        #: the title then writes into its member).
         self.from_target = 0
+        self.from_recording = 0
         self.connection_ids: dict[int, str] = {}
 
     def connect(self, path: str, headers: list[tuple[str, str]]) -> model.Response:
@@ -208,12 +211,13 @@ class Conversation:
                 and said.connection_id:
             self.connection_ids[said.sequence] = said.connection_id
 
-    def keep_up(self, heard: int, wait: float = STEP_S) -> None:
-        """Read until the target has sent `heard` messages, as many as the recording's
-        server had by this point on the socket, or `wait` seconds went by (a target that
-        sends fewer is what a diff is for)."""
+    def keep_up(self, wait: float = STEP_S) -> None:
+        """Read until the target has sent as many messages as the recording's server had
+        by this point on the socket, or `wait` seconds went by (a target that sends fewer
+        is what a diff is for)."""
         deadline = time.monotonic() + wait
-        while self.open and self.from_target < heard and time.monotonic() < deadline:
+        while self.open and self.from_target < self.from_recording \
+                and time.monotonic() < deadline:
             self.read(max(0.0, deadline - time.monotonic()))
 
     def close(self, code: int = GOING_AWAY, reason: bytes = b"") -> None:
@@ -262,21 +266,18 @@ class Conversations:
     def __init__(self) -> None:
         self.by_key: dict[tuple[str, str | None], Conversation] = {}
         self.by_url: dict[str, Conversation] = {}
-        #: Server messages the recording held so far, per socket.
-        self.recorded: dict[int, int] = {}
 
     def heard_in_recording(self, message: WebsocketMessage) -> Conversation | None:
         """The recording's server said `message` here: its socket (None when it did not
         open) is read until the target has said as much."""
         conversation = self.of(message)
         if conversation is not None:
-            self.recorded[id(conversation)] += 1
-            conversation.keep_up(self.recorded[id(conversation)])
+            conversation.from_recording += 1
+            conversation.keep_up()
         return conversation
 
     def add(self, url: str, client: str | None, conversation: Conversation) -> None:
         self.by_key[(url, client)] = self.by_url[url] = conversation
-        self.recorded[id(conversation)] = 0
 
     def of(self, message: WebsocketMessage) -> Conversation | None:
         return self.by_key.get((message.url, message.client)) or self.by_url.get(message.url)
