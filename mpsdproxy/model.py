@@ -9,8 +9,8 @@ recording codec builds them from record lines.
 fields: text is decoded as UTF-8 with `surrogateescape`, so a byte that is not
 UTF-8 (0xE9 in a path, 0xFF in a header) becomes one lone surrogate, and
 `to_bytes` gives the exact bytes back. Nothing else in the package decodes a
-header, a URL or a reason: it calls `from_bytes` / `to_bytes` here, and shows
-such text to people through `printable`.
+header, a URL or a reason: it calls `from_bytes` / `to_bytes` here (defined in
+`wiretext`, below every module), and shows such text to people through `printable`.
 
 **Valid by construction**, as h11's events are: a status outside 100-599, a
 method that is not a token, or a header name, header value, URL or reason with
@@ -36,8 +36,13 @@ from typing import NamedTuple
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from mpsdproxy import identity
 from mpsdproxy import jsonbody
 from mpsdproxy import resources
+from mpsdproxy.wiretext import ENCODING
+from mpsdproxy.wiretext import ERRORS
+from mpsdproxy.wiretext import from_bytes
+from mpsdproxy.wiretext import to_bytes
 
 __all__ = [
     "ModelError",
@@ -57,8 +62,6 @@ __all__ = [
     "FORWARDED",
 ]
 
-ENCODING = "utf-8"
-ERRORS = "surrogateescape"
 
 #: Who answered when no addon did: the service (or the configured upstream).
 FORWARDED: Mapping[str, Any] = MappingProxyType({"source": "forwarded"})
@@ -66,16 +69,6 @@ FORWARDED: Mapping[str, Any] = MappingProxyType({"source": "forwarded"})
 
 class ModelError(ValueError):
     """A request or response that cannot exist on the wire; says which part and why."""
-
-
-def from_bytes(raw: bytes) -> str:
-    """Wire bytes -> text, by the package's one rule (UTF-8, surrogateescape)."""
-    return raw.decode(ENCODING, ERRORS)
-
-
-def to_bytes(text: str) -> bytes:
-    """Text -> the exact wire bytes it was decoded from (inverse of `from_bytes`)."""
-    return text.encode(ENCODING, ERRORS)
 
 
 def printable(text: str) -> str:
@@ -451,15 +444,11 @@ class Request(_Message):
 
     @functools.cached_property
     def user(self) -> str:
-        """Who sent it, never in clear: `recording.user_of` of the (first) Authorization
+        """Who sent it, never in clear: `identity.user_of` of the (first) Authorization
         value, "" without one. Worked out once: the injector's throttling and the
-        verdicts' budgets both key by it. (Imported late: recording builds on model.)"""
+        verdicts' budgets both key by it."""
         auth = self.headers.first("authorization")
-        if not auth:
-            return ""
-        from mpsdproxy import recording  # here: recording imports model
-
-        return recording.user_of(auth)
+        return identity.user_of(auth) if auth else ""
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):

@@ -22,17 +22,14 @@ import re
 from typing import NamedTuple
 
 from mpsdproxy import model
+from mpsdproxy.identity import REDACTED
+from mpsdproxy.identity import is_redacted
 
 __all__ = ["Finding", "Shape", "SHAPES", "SECRET_WORDS", "REDACTED", "find", "suspicious",
            "may_hold", "secret_key", "is_redacted"]
 
 #: A name holding one of these words (any case) names a credential.
 SECRET_WORDS: tuple[str, ...] = ("token", "ticket", "proof", "secret", "password", "passwd")
-
-#: What a redacted value looks like (`recording.redact_value` writes it): a hash, or an
-#: XBL authorization value with its user hash and its token each hashed.
-REDACTED = re.compile(r"redacted:[0-9a-f]{12}"
-                      r"|XBL[23]\.0 x=redacted:[0-9a-f]{12};redacted:[0-9a-f]{12}")
 
 #: Names that hold a secret word yet an identifier or a setting, not a credential: the
 #: token's type, the session directory's device token (the value a session's `host`
@@ -61,10 +58,6 @@ def secret_key(name: str) -> bool:
     if not any(word in low for word in SECRET_WORDS):
         return low in ("sig", "signature", "proofkey")
     return low not in NOT_SECRET_NAMES and not low.endswith(_NOT_SECRET_ENDINGS)
-
-
-def is_redacted(value: str) -> bool:
-    return REDACTED.fullmatch(value) is not None
 
 
 class Shape(NamedTuple):

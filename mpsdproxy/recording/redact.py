@@ -22,7 +22,6 @@ joined) finds something that could be a credential: the same answer for less wor
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -31,6 +30,9 @@ from typing import Any
 from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy import secrets
+from mpsdproxy.identity import REDACTED_PREFIX
+from mpsdproxy.identity import redact_value
+from mpsdproxy.identity import user_of
 
 __all__ = ["DEFAULT_REDACT", "SECRET_WORDS", "REDACTED_PREFIX", "redact_value", "user_of",
            "Redactor"]
@@ -44,45 +46,7 @@ DEFAULT_REDACT: tuple[str, ...] = (
 #: A header whose name holds one of these words carries a credential, whatever its name.
 SECRET_WORDS: tuple[str, ...] = secrets.SECRET_WORDS
 
-REDACTED_PREFIX = "redacted:"
-
 _SECRET_NAME = re.compile("|".join(SECRET_WORDS))
-
-
-#: An Xbox Live authorization value: `XBL3.0 x=<user hash>;<token>` (protocol notes §2.1).
-_XBL_AUTHORIZATION = re.compile(r"(XBL[23]\.0 x=)([^;]*);(.*)", re.DOTALL)
-
-
-def _hashed(value: str) -> str:
-    digest = hashlib.sha256(model.to_bytes(value)).hexdigest()
-    return REDACTED_PREFIX + digest[:12]
-
-
-def redact_value(value: str) -> str:
-    """`redacted:` + a short stable hash, so equal secrets stay recognisably equal.
-
-    An XBL authorization value keeps its shape, with the user hash (`x=`) and the token
-    hashed apart: `XBL3.0 x=redacted:…;redacted:…`. The user's part survives a token
-    refresh, so budgets and verdicts keyed by user (`user_of`) read the same from a live
-    request and from its record.
-    """
-    if secrets.is_redacted(value):
-        return value  # never hash a hash: redaction is idempotent
-    xbl = _XBL_AUTHORIZATION.fullmatch(value)
-    if xbl is not None:
-        return f"{xbl[1]}{_hashed(xbl[2])};{_hashed(xbl[3])}"
-    return _hashed(value)
-
-
-def user_of(authorization: str) -> str:
-    """Who sends a request, from its Authorization value, raw or redacted, never in
-    clear: `x=redacted:…` (the XBL user hash, hashed) when there is one, else the
-    redacted value itself (a token refresh then looks like a new user)."""
-    xbl = _XBL_AUTHORIZATION.fullmatch(authorization)
-    if xbl is None:
-        return redact_value(authorization)
-    user = xbl[2]
-    return f"x={user}" if secrets.is_redacted(user) else f"x={_hashed(user)}"
 
 
 def _replaced(text: str, found: list[secrets.Finding]) -> str:
