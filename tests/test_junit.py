@@ -158,3 +158,18 @@ def test_the_cli_fails_the_xml_under_fail_on_anomaly(tmp_path: Path) -> None:
     anomalies = [c for c in root.iter("testcase") if c.get("classname") == "mpsdproxy.anomalies"]
     assert code == 1 and anomalies
     assert all(c.find("failure") is not None for c in anomalies)
+
+
+def test_lines_no_verdict_saw_are_counted_and_listed(tmp_path: Path) -> None:
+    """CI reads only the XML: a line the report could not read is in it, by file and line."""
+    path = write(tmp_path / "pass.jsonl", playtest())
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3]) + '{"seq": 99, "request": 7}\n' + "".join(lines[3:]))
+    _, root = _junit(path)
+    suite = root.find("testsuite")
+    assert suite is not None
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["skipped_lines"] == "1"
+    assert "pass.jsonl:4: missing 'request'" in suite.findtext("system-err", "")
+    _, clean = _junit(write(tmp_path / "clean.jsonl", playtest()))
+    assert clean.find("testsuite/system-err") is None

@@ -466,12 +466,29 @@ MALFORMED = [
     (_with(0, request__url=None), "missing 'request' with 'method' and 'url'"),
     (_with(0, response__status="200"), "'response' should be null or an object"),
     (_with(0, response=[]), "'response' should be null or an object"),
-    (_with(0, request__body="raw"), "a 'body' should be null or one of"),
-    (_with(0, response__body={"text": "a", "json": 1}), "a 'body' should be null or one of"),
-    (_with(0, response__body={"hex": "00"}), "a 'body' should be null or one of"),
-    (_with(0, response__body={"base64": "not base64!"}), "a 'base64' body that is not base64"),
-    (_with(0, request__body={"base64": "é"}), "a 'base64' body that is not base64"),
-    (_with(0, request__body={"base64": 12}), "a 'base64' body that is not base64"),
+    (_with(0, response__status=True), "'response' should be null or an object"),
+    (_with(0, request__body="raw"), "'request.body' should be null or one of"),
+    (_with(0, response__body={"text": "a", "json": 1}), "'response.body' should be null or one of"),
+    (_with(0, response__body={"hex": "00"}), "'response.body' should be null or one of"),
+    (_with(0, response__body={"base64": "not base64!"}), "'response.body' is not valid base64"),
+    (_with(0, request__body={"base64": "é"}), "'request.body' is not valid base64"),
+    (_with(0, request__body={"base64": 12}), "'request.body' should hold its text or base64 as"),
+    (_with(0, request__body={"text": None}), "'request.body' should hold its text or base64 as"),
+    (_with(0, request__headers=5), "'request.headers' should be a list of [name, value] pairs"),
+    (_with(0, request__headers=[["Host"]]), "'request.headers' should be a list of [name, value]"),
+    (_with(0, response__headers=[["Age", 1]]), "'response.headers' should be a list of [name,"),
+    (_with(0, response__headers=["Age: 1"]), "'response.headers' should be a list of [name,"),
+    (_with(0, response__reason=200), "'response.reason' should be a string or null, not a number"),
+    (_with(0, response__truncated=[]), "'response.truncated' should be an object or null, not an"),
+    (_with(0, provenance=True), "'provenance' should be an object or null, not true or false"),
+    (_with(0, classification="200.ok"), "'classification' should be an object or null, not a"),
+    (_with(0, resource=[]), "'resource' should be an object or null, not an array"),
+    (_with(0, error={"msg": "x"}), "'error' should be a string or null, not an object"),
+    (_with(0, provenance={"source": ["injected"]}), "'provenance.source' should be a string"),
+    (_with(0, provenance={"source": "replayed", "record": "3"}), "'provenance.record' should be a"),
+    (_with(0, classification={"id": 200}), "'classification.id' should be a string or null"),
+    (_with(0, classification={"id": "200.ok", "anomalies": [1]}), "'classification.anomalies'"),
+    (_with(0, resource={"kind": "session", "template": 1.5}), "'resource.template' should be a"),
     ("[" * 100_000 + "\n", "not valid JSON"),
 ]
 
@@ -498,6 +515,22 @@ def test_nothing_is_silently_dropped(tmp_path: Path):
     records = list(recording.read(path, issues=issues))
     assert len(records) == len(bad)
     assert [i.line for i in issues] == list(range(2, 2 * len(bad) + 1, 2))
+
+
+@pytest.mark.parametrize("changes", [{"client": 1.5}, {"start": 1480000000},
+                                     {"end": ["x"]}, {"duration_ms": "12"},
+                                     {"duration_ms": True}])
+def test_when_and_from_where_of_another_type_read_as_unknown(tmp_path: Path,
+                                                             changes: dict[str, object]) -> None:
+    """A time or a peer that cannot be read is unknown, as in a record without it: the
+    exchange itself is still read (and replayed, reported, exported)."""
+    path = tmp_path / "run.jsonl"
+    path.write_text(_with(1, **changes))
+    exchange = recording.to_exchange(next(recording.read(path, strict=True)))
+    assert exchange.request.method == "GET"
+    assert exchange.client is None or "client" not in changes
+    assert exchange.start is None or "start" not in changes
+    assert exchange.end is None or "end" not in changes
 
 
 def test_a_response_may_be_null(tmp_path: Path):

@@ -347,12 +347,15 @@ def test_odd_records_are_counted_not_fatal() -> None:
            {"seq": 2, "request": {"method": "GET", "url": MPSD + LOBBY},
             "response": {"status": 799, "headers": []}, "start": "never"},
            {"seq": 3, "request": {"method": "GET", "url": MPSD + LOBBY}, "response": None,
-            "start": "never", "provenance": "forwarded"}]
+            "start": "never", "provenance": {"source": "forwarded"}},
+           {"seq": 4, "request": {"method": "GET", "url": MPSD + LOBBY}, "response": None,
+            "provenance": "forwarded"}]
     rep = report.report_records(odd)
     assert rep.exchanges == 1
-    assert rep.skipped_total == 2
-    assert [line for line, _ in rep.skipped] == [1, 2]
+    assert rep.skipped_total == 3
+    assert [line for line, _ in rep.skipped] == [1, 2, 4]
     assert "799" in rep.skipped[1][1]
+    assert "'provenance' should be an object" in rep.skipped[2][1]
     assert rep.by_status == {None: 1}
     assert {a.code for a in rep.anomalies} == {"no-response"}
     assert report.render(rep, "html").startswith("<!DOCTYPE html>")

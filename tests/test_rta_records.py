@@ -120,3 +120,11 @@ def test_a_recording_holds_the_field_and_reads_it_back(tmp_path: Path) -> None:
     assert kinds == [rta.Type.SUBSCRIBE, rta.Type.SUBSCRIBE, rta.Type.EVENT, rta.Type.RESYNC]
     assert [r["rta"].get("taps") for r in read][2] == [
         {"session": LOBBY.lower(), "changeNumber": 2, "branch": "branch-1"}]
+
+
+@pytest.mark.parametrize("taps", [True, 3, "taps", {"session": LOBBY}])
+def test_an_rta_field_whose_taps_are_no_list_reads_as_no_taps(taps: object) -> None:
+    event = record(RTA, "server", rta.tap_message(0, [tap(4)], "ncid-2"))
+    event["rta"]["taps"] = taps
+    read = ws.rta_of(event)
+    assert read is not None and read.type is rta.Type.EVENT and read.taps == ()

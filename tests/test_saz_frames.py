@@ -102,6 +102,18 @@ def test_message_records_round_trip_and_are_checked() -> None:
     assert "opcode" in recording.check_outline({**record, "opcode": "shout"}, messages=True)
 
 
+@pytest.mark.parametrize("field, value, problem", [
+    ("opcode", ["text"], "'opcode' should be one of"),
+    ("direction", {"to": "server"}, "'direction' should be client or server"),
+    ("provenance", True, "'provenance' should be an object or null, not true or false"),
+    ("rta", [1, 2], "'rta' should be an object or null, not an array"),
+])
+def test_a_message_field_of_another_type_is_named(field: str, value: object,
+                                                  problem: str) -> None:
+    record = {"seq": 3, **ws.to_record(ws.WebsocketMessage(RTA, "server", "text", b"[3,1]"))}
+    assert problem in recording.check_outline({**record, field: value}, messages=True)
+
+
 def test_frames_are_written_as_fiddler_lays_them_out() -> None:
     frames = [wsframes.Frame("client", "text", b"x" * 300, 0.0),
               wsframes.Frame("server", "binary", b"\x01" * 70000, None)]

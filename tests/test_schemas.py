@@ -13,7 +13,11 @@ from typing import Any
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
+from mpsdproxy import recording
 from mpsdproxy import report
 from mpsdproxy.cli import cli
 
@@ -112,3 +116,45 @@ def test_the_public_capture_imported_matches_both_schemas(tmp_path: Path) -> Non
     shown = CliRunner().invoke(cli, ["report", str(imported), "--format", "json"])
     assert shown.exit_code == 0, shown.output
     assert _problems(REPORT, json.loads(shown.stdout)) == []
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a JSON value (keys and indexes), the value's own first."""
+    found = [prefix]
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, child in items:
+        found += _paths(child, (*prefix, key))
+    return found
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                  max_size=3),
+    max_leaves=6)
+#: What the reader checks beyond the schema's types: seq's range and base64's alphabet.
+_BEYOND_TYPES = {"seq", "base64", "encoded", "payload"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_reader_takes_every_line_the_schema_allows(data: st.DataObject) -> None:
+    """A line of another shape than the tool writes, yet one the shipped schema allows,
+    is one every command reads (the reader's checks are the schema's, never stricter):
+    each line of the samples with one value anywhere replaced or removed."""
+    lines = [item for path in SAMPLES for item in _lines(path) if "seq" in item]
+    item = data.draw(st.sampled_from(lines))
+    paths = [p for p in _paths(item) if p and not _BEYOND_TYPES & set(map(str, p))]
+    where = data.draw(st.sampled_from(paths))
+    changed = json.loads(json.dumps(item))
+    parent = changed
+    for key in where[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[where[-1]]
+    else:
+        parent[where[-1]] = data.draw(_JSON)
+    if _problems(RECORDING, changed) == []:
+        assert recording.check_outline(changed, messages=True) is None, changed

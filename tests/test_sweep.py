@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from conftest import ManualClock
 
 from mpsdproxy import catalog
@@ -18,6 +19,7 @@ from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import resources
 from mpsdproxy import sweep
+from mpsdproxy.cli import cli
 from mpsdproxy.report import matrix
 from mpsdproxy.sweep.state import BadState
 from mpsdproxy.verdicts import recovery_rules
@@ -327,6 +329,28 @@ def test_the_matrix_tells_the_four_states_apart(tmp_path: Path) -> None:
     cell = failed.cell("PUT session LobbySession", "503.service-unavailable")
     assert cell.state == matrix.NOT_RECOVERED and "bad.jsonl#3" in cell.records
     assert matrix.exit_code(failed, "fail") == 1 and matrix.exit_code(built, "fail") == 0
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "junit", "html"])
+def test_the_matrix_shows_any_template_name_safely(tmp_path: Path, fmt: str) -> None:
+    """A template name percent-decoded to a byte that is not UTF-8 and an escape sequence
+    (what a title may send) reaches every matrix format as valid UTF-8, never as a crash
+    or as bytes that act on a terminal."""
+    odd = LOBBY.replace("LobbySession", "Lobby%E9%1B%5B2J")
+    records = [rec(1, 0, "PUT", 201, body=ME, answer=DOC, path=odd),
+               rec(2, 1, "PUT", 503, cell=PUT_503.replace("LobbySession", "Lobby\udce9\x1b[2J"),
+                   body=ME, path=odd)]
+    out = tmp_path / f"matrix.{fmt}"
+    result = CliRunner().invoke(cli, ["report", str(write(tmp_path, records)), "--matrix",
+                                      "--format", fmt, "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert "\\xe9" in text  # the byte that was not UTF-8, shown
+    assert fmt == "html" or "\x1b" not in text  # a browser does not act on ESC
+    if fmt == "junit":
+        ET.fromstring(text)
+    if fmt == "json":
+        assert any("\\xe9" in op for op in json.loads(text)["operations"])
 
 
 def test_the_junit_has_one_case_per_cell_named_by_it(tmp_path: Path) -> None:

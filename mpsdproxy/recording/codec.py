@@ -53,6 +53,7 @@ __all__ = [
     "is_header_line",
     "is_seq",
     "duration_of",
+    "check_fields",
     "SEQ_PROBLEM",
     "encode_body",
     "decode_body",
@@ -114,6 +115,25 @@ SEQ_PROBLEM = f"missing 'seq', or not a whole number from 0 to {MAX_SEQ}"
 def is_seq(value: Any) -> bool:
     """Whether `value` can be a record's seq (a JSON true is not a number here)."""
     return type(value) is int and 0 <= value <= MAX_SEQ
+
+
+#: JSON's name for each type a record's field can hold, as a problem names it.
+_JSON_NAMES: dict[type, str] = {str: "a string", dict: "an object", list: "an array",
+                                int: "a number", float: "a number", bool: "true or false"}
+
+
+def check_fields(record: Mapping[str, Any], fields: Iterable[tuple[str, type | tuple[type, ...]]],
+                 prefix: str = "") -> str | None:
+    """Why one of `fields` (name, type) of `record` is not of its type when present and
+    not null (a JSON true is not a number here), or None: the problem names the field as
+    `prefix` + name."""
+    for name, kind in fields:
+        value = record.get(name)
+        if value is not None and (type(value) is bool or not isinstance(value, kind)):
+            wanted = _JSON_NAMES[kind[0] if isinstance(kind, tuple) else kind]
+            found = _JSON_NAMES.get(type(value), type(value).__name__)
+            return f"'{prefix}{name}' should be {wanted} or null, not {found}"
+    return None
 
 
 def duration_of(value: Any) -> float | None:
@@ -332,7 +352,7 @@ def to_exchange(record: Mapping[str, Any]) -> model.Exchange:
         error=record.get("error"),
         start=_time_or_none(record.get("start")),
         end=_time_or_none(record.get("end")),
-        client=record.get("client"),
+        client=record.get("client") if isinstance(record.get("client"), str) else None,
         provenance=provenance if isinstance(provenance, Mapping) else model.FORWARDED,
         seq=record.get("seq") if isinstance(record.get("seq"), int) else None,
     )

@@ -181,8 +181,9 @@ def _from_field(field_: Mapping[str, Any]) -> rta.Message | None:
     except KeyError:
         return None
     connection = _str(field_.get("connection_id"))
+    listed = field_.get("taps")
     taps = tuple(rta.Tap(str(t["session"]), _int(t.get("changeNumber")), _str(t.get("branch")))
-                 for t in field_.get("taps") or () if isinstance(t, Mapping)
+                 for t in (listed if isinstance(listed, list) else ()) if isinstance(t, Mapping)
                  and isinstance(t.get("session"), str))
     return rta.Message(kind, sequence=_int(field_.get("sequence")), uri=_str(field_.get("uri")),
                        status=_int(field_.get("status")),
@@ -208,16 +209,25 @@ def rta_of(record: Mapping[str, Any]) -> rta.Message | None:
     return rta.decode(payload["text"], from_client=record.get("direction") == "client")
 
 
+#: The optional fields of a message record, each with its one type when not null (its
+#: `start` and `client`, when not text, are unknown: `from_record`).
+_FIELDS: tuple[tuple[str, type], ...] = (("provenance", dict), ("rta", dict))
+
+
 def check_message(record: Mapping[str, Any]) -> str | None:
     """Why a record line is not a websocket message record, or None when it is one."""
     if not codec.is_seq(record.get("seq")):
         return codec.SEQ_PROBLEM
     if not isinstance(record.get("url"), str):
         return "a websocket message needs its 'url'"
-    if record.get("direction") not in DIRECTIONS:
+    direction, opcode = record.get("direction"), record.get("opcode")
+    if not isinstance(direction, str) or direction not in DIRECTIONS:
         return "a websocket message's 'direction' should be client or server"
-    if record.get("opcode") not in OPCODES:
+    if not isinstance(opcode, str) or opcode not in OPCODES:
         return f"a websocket message's 'opcode' should be one of {', '.join(OPCODES)}"
+    problem = codec.check_fields(record, _FIELDS)
+    if problem:
+        return problem
     payload = record.get("payload")
     if not (isinstance(payload, dict) and len(payload) == 1
             and isinstance(payload.get("text", payload.get("base64")), str)):

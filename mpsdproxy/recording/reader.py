@@ -92,8 +92,32 @@ def _item(path: str, number: int, line: str) -> dict[str, Any] | ReadIssue | Non
     return ReadIssue(path, number, problem) if problem else item
 
 
+#: The optional fields of an exchange record and of its request and response, each with
+#: the one type it has when present and not null (`codec.check_fields`): the shipped
+#: schema's types (`data/recording.schema.json`), which the reader never narrows. When
+#: and from where (`start`, `end`, `duration_ms`, `client`) are not among them: one that
+#: cannot be read is unknown, as a recording without it (`codec.to_exchange`).
+_RECORD_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("error", str), ("provenance", dict), ("classification", dict), ("resource", dict),
+)
+_PART_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("reason", str), ("truncated", dict),
+)
+#: The members readers take of the record's objects (a provenance's others are free).
+_NESTED_FIELDS: dict[str, tuple[tuple[str, type | tuple[type, ...]], ...]] = {
+    "provenance": (("source", str), ("rule", str), ("scenario", str), ("phase", str),
+                   ("fault", str), ("format", str), ("file", str), ("record", int)),
+    "classification": (("id", str), ("meaning", str), ("anomalies", list)),
+    "resource": (("kind", str), ("scid", str), ("template", str), ("name", str),
+                 ("element", str)),
+}
+_ANOMALY_FIELDS: tuple[tuple[str, type], ...] = (("code", str), ("message", str))
+
+
 def check_outline(item: dict[str, Any], *, messages: bool = False) -> str | None:
-    """Why a parsed line is not a record, or None when it is one.
+    """Why a parsed line is not a record, or None when it is one: every field a reader
+    takes has its one type (or is null), so no reader meets a header that is a number or
+    a provenance that is `true`; the problem names the field.
 
     A websocket message record (`"kind": "websocket"`) is one with `messages`;
     without, it is named as such, so a caller that only handles exchanges
@@ -111,25 +135,58 @@ def check_outline(item: dict[str, Any], *, messages: bool = False) -> str | None
         return "missing 'request' with 'method' and 'url'"
     response = item.get("response")
     if response is not None and (
-        not isinstance(response, dict) or not isinstance(response.get("status"), int)
+        not isinstance(response, dict) or type(response.get("status")) is not int
     ):
         return "'response' should be null or an object with an integer 'status'"
-    for part in (request, response or {}):
-        body = part.get("body")
-        if body is not None and not (isinstance(body, dict) and len(body) == 1
-                                     and next(iter(body)) in ("json", "text", "base64")):
-            return "a 'body' should be null or one of {json|text|base64: ...}"
-        if "base64" in (body or {}):
-            try:
-                base64.b64decode(body["base64"], validate=True)
-            except (binascii.Error, ValueError, TypeError):  # ValueError: non-ASCII text
-                return "a 'base64' body that is not base64"
-        encoded = part.get("encoded")
-        if encoded is not None:
-            try:
-                base64.b64decode(encoded["base64"], validate=True)
-            except (binascii.Error, ValueError, TypeError, KeyError):
-                return "an 'encoded' body should be {base64: ...}"
+    return (codec.check_fields(item, _RECORD_FIELDS) or _nested_problem(item)
+            or _part_problem("request", request)
+            or (_part_problem("response", response) if response is not None else None))
+
+
+def _nested_problem(item: dict[str, Any]) -> str | None:
+    """Why a member of the record's provenance, classification or resource is not of its
+    type, or None."""
+    for name, fields in _NESTED_FIELDS.items():
+        if item.get(name) is not None:
+            problem = codec.check_fields(item[name], fields, f"{name}.")
+            if problem:
+                return problem
+    anomalies = (item.get("classification") or {}).get("anomalies")
+    if anomalies is not None and not all(
+            isinstance(a, dict) and codec.check_fields(a, _ANOMALY_FIELDS) is None
+            for a in anomalies):
+        return "'classification.anomalies' should be a list of {code, message} objects"
+    return None
+
+
+def _part_problem(name: str, part: dict[str, Any]) -> str | None:
+    """Why a record's request or response (`name`) cannot be read, or None."""
+    problem = codec.check_fields(part, _PART_FIELDS, f"{name}.")
+    if problem:
+        return problem
+    headers = part.get("headers")
+    if headers is not None and not (isinstance(headers, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)
+            and isinstance(pair[1], str) for pair in headers)):
+        return f"'{name}.headers' should be a list of [name, value] pairs of strings"
+    body = part.get("body")
+    if body is not None and not (isinstance(body, dict) and len(body) == 1
+                                 and next(iter(body)) in ("json", "text", "base64")):
+        return f"'{name}.body' should be null or one of {{json|text|base64: ...}}"
+    if body is not None and "json" not in body and not isinstance(next(iter(body.values())),
+                                                                  str):
+        return f"'{name}.body' should hold its text or base64 as a string"
+    if "base64" in (body or {}):
+        try:
+            base64.b64decode(body["base64"], validate=True)
+        except (binascii.Error, ValueError, TypeError):  # ValueError: non-ASCII text
+            return f"'{name}.body' is not valid base64"
+    encoded = part.get("encoded")
+    if encoded is not None:
+        try:
+            base64.b64decode(encoded["base64"], validate=True)
+        except (binascii.Error, ValueError, TypeError, KeyError):
+            return f"'{name}.encoded' should be {{base64: ...}}"
     return None
 
 

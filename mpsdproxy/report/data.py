@@ -170,6 +170,12 @@ class Report:
         """(host, exchanges) for people: most first, then by name."""
         return sorted(self.other_hosts.items(), key=lambda kv: (-kv[1], kv[0]))
 
+    def skipped_lines(self, most: int | None = None) -> list[str]:
+        """The skipped lines as `file:line: problem` (the first `most`), as every format
+        names them."""
+        where = self.source or "record"
+        return [f"{where}:{line}: {problem}" for line, problem in self.skipped[:most]]
+
     def total(self, status: Status) -> int:
         return sum(c.get(status.value, 0) for c in self.verdict_counts.values())
 

@@ -138,8 +138,8 @@ def _context(report: Report) -> dict[str, Any]:
     span = "" if report.start is None else (
         f" \N{MIDDLE DOT} {when(report.start)} to {when(report.end)}, "
         f"{(report.end or report.start) - report.start:.1f} s")
-    skipped = f", {report.skipped_total} unreadable line(s) skipped" \
-        if report.skipped_total else ""
+    skipped = f", {report.skipped_total} unreadable line(s) skipped: " \
+        f"{'; '.join(report.skipped_lines(3))}" if report.skipped_total else ""
     return {
         "r": report,
         "title": os.path.basename(report.source) or "records",

@@ -75,11 +75,13 @@ def _text(value: Any) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group(0)):02x}", model.printable(str(value)))
 
 
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: Any) -> ET.Element:
-    element = ET.SubElement(parent, tag, {k: _text(v) for k, v in attrs.items()})
+def element(parent: ET.Element, tag: str, text: str | None = None, **attrs: Any) -> ET.Element:
+    """A child element whose text and attributes hold any text XML 1.0 can carry
+    (`_text`): the one way the JUnit writers (report and sweep matrix) add one."""
+    child = ET.SubElement(parent, tag, {k: _text(v) for k, v in attrs.items()})
     if text is not None:
-        element.text = _text(text)
-    return element
+        child.text = _text(text)
+    return child
 
 
 # --------------------------------------------------------------------------- names
@@ -163,23 +165,23 @@ def _body(group: _Group) -> str:
 
 def _group_case(suite: ET.Element, report: Report, group: _Group, tally: _Tally) -> None:
     seqs = [seq for v in group.verdicts for seq in v.records]
-    case = _sub(suite, "testcase", classname=f"mpsdproxy.verdicts.{group.rule}",
+    case = element(suite, "testcase", classname=f"mpsdproxy.verdicts.{group.rule}",
                 name=group.name, time=_seconds(_span(report, seqs)))
     tally.tests += 1
     worst = [v for v in group.verdicts if v.status is group.status]
     message = worst[0].reason + (f" (and {len(worst) - 1} more)" if len(worst) > 1 else "")
     if group.status is Status.FAIL:
         tally.failures += 1
-        _sub(case, "failure", _body(group), message=message, type="fail")
+        element(case, "failure", _body(group), message=message, type="fail")
     elif group.status is Status.WARN:
         tally.skipped += 1
-        _sub(case, "skipped", message=f"warning: {message}")
-        _sub(case, "system-out", _body(group))
+        element(case, "skipped", message=f"warning: {message}")
+        element(case, "system-out", _body(group))
     elif group.status is Status.NOT_APPLICABLE:
         tally.skipped += 1
-        _sub(case, "skipped", message=f"not applicable: {message}")
+        element(case, "skipped", message=f"not applicable: {message}")
     else:
-        _sub(case, "system-out", _body(group))
+        element(case, "system-out", _body(group))
 
 
 def _omitted_cases(suite: ET.Element, report: Report, tally: _Tally) -> None:
@@ -187,46 +189,46 @@ def _omitted_cases(suite: ET.Element, report: Report, tally: _Tally) -> None:
         rule = verdicts.RULES_BY_ID.get(rule_id)
         title = rule.title if rule is not None else rule_id
         for status, n in sorted(per_status.items()):
-            case = _sub(suite, "testcase", classname=f"mpsdproxy.verdicts.{rule_id}",
+            case = element(suite, "testcase", classname=f"mpsdproxy.verdicts.{rule_id}",
                         name=f"{rule_id}: {status} verdicts not listed", time=_seconds(0))
             tally.tests += 1
             text = f"{title}: {n} more {status} verdicts (not listed)"
             if status == Status.FAIL.value:
                 tally.failures += 1
-                _sub(case, "failure", text, message=f"{n} more failures", type="fail")
+                element(case, "failure", text, message=f"{n} more failures", type="fail")
             elif status in (Status.WARN.value, Status.NOT_APPLICABLE.value):
                 tally.skipped += 1
-                _sub(case, "skipped", message=text)
+                element(case, "skipped", message=text)
             else:
-                _sub(case, "system-out", text)
+                element(case, "system-out", text)
 
 
 def _scope_case(suite: ET.Element, report: Report, tally: _Tally) -> None:
     """The failing testcase of a recording in which there was nothing to judge."""
     if not report.no_mpsd:
         return
-    case = _sub(suite, "testcase", classname="mpsdproxy.scope",
+    case = element(suite, "testcase", classname="mpsdproxy.scope",
                 name="session-directory traffic", time=_seconds(0))
     tally.tests += 1
     tally.failures += 1
     sentence = no_mpsd_sentence(report)
-    _sub(case, "failure", sentence, message=sentence, type="no-traffic")
+    element(case, "failure", sentence, message=sentence, type="no-traffic")
 
 
 def _anomaly_cases(suite: ET.Element, report: Report, tally: _Tally) -> None:
     """Under `--fail-on anomaly`: one failing testcase per anomaly code, or one passing."""
     if not report.anomalies:
-        _sub(suite, "testcase", classname="mpsdproxy.anomalies", name="no anomalies",
+        element(suite, "testcase", classname="mpsdproxy.anomalies", name="no anomalies",
              time=_seconds(0))
         tally.tests += 1
         return
     for a in sorted(report.anomalies, key=lambda a: a.code):
-        case = _sub(suite, "testcase", classname="mpsdproxy.anomalies", name=a.code,
+        case = element(suite, "testcase", classname="mpsdproxy.anomalies", name=a.code,
                     time=_seconds(_span(report, a.records)))
         tally.tests += 1
         tally.failures += 1
         records = ", ".join(map(str, a.records))
-        _sub(case, "failure", f"{a.count} responses: {a.message}\nrecords: {records}",
+        element(case, "failure", f"{a.count} responses: {a.message}\nrecords: {records}",
              message=f"{a.count} x {a.message}", type="anomaly")
 
 
@@ -241,14 +243,15 @@ def _timestamp(epoch: float | None) -> str:
 
 
 def _properties(suite: ET.Element, report: Report, fail_on: str | None) -> None:
-    props = _sub(suite, "properties")
+    props = element(suite, "properties")
     for name, value in (("source", report.source), ("limits", report.limits),
                         ("exchanges", report.exchanges),
                         ("mpsd_exchanges", report.mpsd_exchanges),
                         ("other_exchanges", report.other_exchanges),
                         ("anomalies", report.anomaly_total),
+                        ("skipped_lines", report.skipped_total),
                         ("fail_on", fail_on or "none")):
-        _sub(props, "property", name=name, value=value)
+        element(props, "property", name=name, value=value)
 
 
 def render_junit(report: Report, fail_on: str | None = None) -> str:
@@ -265,6 +268,9 @@ def render_junit(report: Report, fail_on: str | None = None) -> str:
     _omitted_cases(suite, report, tally)
     if fail_on == "anomaly" and not report.no_mpsd:
         _anomaly_cases(suite, report, tally)
+    if report.skipped_total:  # the lines no verdict saw, where CI shows a suite's output
+        element(suite, "system-err", f"{report.skipped_total} unreadable line(s) skipped:\n"
+                + "\n".join(report.skipped_lines()))
     for name, value in (("tests", tally.tests), ("failures", tally.failures), ("errors", 0),
                         ("skipped", tally.skipped), ("time", _seconds(duration)),
                         ("timestamp", _timestamp(report.start))):

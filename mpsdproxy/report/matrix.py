@@ -31,11 +31,13 @@ from typing import Any
 
 from mpsdproxy import catalog
 from mpsdproxy import jsonbody
+from mpsdproxy import model
 from mpsdproxy import recording
 from mpsdproxy import rta
 from mpsdproxy import sessions
 from mpsdproxy import sweep
 from mpsdproxy.recording import messages
+from mpsdproxy.report import junit
 from mpsdproxy.verdicts import recovery_rules
 from mpsdproxy.verdicts.base import Status
 from mpsdproxy.verdicts.base import Verdict
@@ -72,6 +74,8 @@ class Matrix:
     operations: list[str]
     faults: list[str]
     cells: dict[str, CellResult]
+    #: Lines of the recordings no cell could use: `file:line: problem`.
+    skipped: list[str] = field(default_factory=list)
 
     def cell(self, operation: str, fault: str) -> CellResult:
         return self.cells[sweep.cell_name(operation, fault)]
@@ -85,7 +89,7 @@ class Matrix:
     def to_dict(self) -> dict[str, Any]:
         return {"format": "mpsdproxy-sweep-matrix", "version": 1,
                 "sources": self.sources, "operations": self.operations, "faults": self.faults,
-                "counts": self.counts(),
+                "counts": self.counts(), "skipped": self.skipped,
                 "cells": [c.to_dict() for c in self.cells.values()]}
 
 
@@ -97,6 +101,8 @@ class _Builder:
         self.why: dict[str, str] = {}  # cell -> why not (the last request's reason)
         #: cell -> (source, the recovery verdicts about its fault), per recording
         self.injected: dict[str, list[tuple[str, list[recovery_rules.Recovery]]]] = {}
+        #: Lines no cell could use, as `file:line: problem` (every format names them).
+        self.skipped: list[recording.ReadIssue] = []
 
     def add(self, path: str) -> None:
         tracker = sessions.SessionTracker()
@@ -104,7 +110,7 @@ class _Builder:
         self._seen: set[str] = set()
         decided = _verdicts(path)
         verdicts = _recovery_by_fault(decided)
-        for record in recording.read(path, messages=True):
+        for record in recording.read(path, messages=True, issues=self.skipped):
             if not isinstance(record.get("seq"), int):
                 continue
             if messages.is_message(record):
@@ -172,7 +178,8 @@ class _Builder:
             for fault in faults:
                 name = sweep.cell_name(op, fault)
                 cells[name] = self._cell(name, op.name, fault)
-        return Matrix(sources, [o.name for o in ops], faults, cells)
+        return Matrix(sources, [o.name for o in ops], faults, cells,
+                      [str(issue) for issue in self.skipped])
 
     def _cell(self, name: str, operation: str, fault: str) -> CellResult:
         cell = CellResult(name, operation, fault)
@@ -294,6 +301,9 @@ def render_text(matrix: Matrix) -> str:
              f"{len(matrix.faults)} fault(s), from {', '.join(matrix.sources)}",
              "  " + ", ".join(f"{n} {state}" for state, n in counts.items()),
              "  (ok recovered, FAIL not recovered, ? not exercised yet, - not reachable)", ""]
+    if matrix.skipped:
+        lines[-1:] = [f"  {len(matrix.skipped)} line(s) skipped: "
+                      + "; ".join(matrix.skipped[:3]), ""]
     if not counts[RECOVERED] and not counts[NOT_RECOVERED]:
         lines[-1:] = ["  No fault of a sweep is in these recordings: record a pass with "
                       "`mpsdproxy run --sweep --record FILE`.", ""]
@@ -309,11 +319,11 @@ def render_text(matrix: Matrix) -> str:
             left = [f for f in matrix.faults if matrix.cell(op, f).state == state]
             if left:
                 lines.append(f"  {_MARKS[state]:>4} {state.replace('-', ' ')}: {', '.join(left)}")
-    return "\n".join(lines) + "\n"
+    return model.terminal_safe("\n".join(lines) + "\n", lines=True)
 
 
 def render_json(matrix: Matrix) -> str:
-    return jsonbody.document(matrix.to_dict())
+    return jsonbody.document(model.printable_data(matrix.to_dict()))
 
 
 def render_junit(matrix: Matrix) -> str:
@@ -327,16 +337,19 @@ def render_junit(matrix: Matrix) -> str:
                           skipped=str(counts[NOT_REACHABLE] + counts[NOT_EXERCISED]))
     for cell in matrix.cells.values():
         seconds = (cell.recover_ms or 0.0) / 1000
-        case = ET.SubElement(suite, "testcase", name=cell.name, classname=cell.operation,
+        case = junit.element(suite, "testcase", name=cell.name, classname=cell.operation,
                              time=f"{seconds:.3f}")
         detail = f"{cell.reason}\nrecords: {', '.join(cell.records)}" if cell.records \
             else cell.reason
         if cell.state == NOT_RECOVERED:
-            ET.SubElement(case, "failure", message=cell.reason, type="not-recovered").text = detail
+            junit.element(case, "failure", detail, message=cell.reason, type="not-recovered")
         elif cell.state in (NOT_REACHABLE, NOT_EXERCISED):
-            ET.SubElement(case, "skipped", message=f"{cell.state}: {cell.reason}")
+            junit.element(case, "skipped", message=f"{cell.state}: {cell.reason}")
         else:
-            ET.SubElement(case, "system-out").text = detail
+            junit.element(case, "system-out", detail)
+    if matrix.skipped:
+        junit.element(suite, "system-err", f"{len(matrix.skipped)} line(s) skipped:\n"
+                      + "\n".join(matrix.skipped))
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, "unicode") + "\n"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+from mpsdproxy import model
 from mpsdproxy.report import html
 from mpsdproxy.report.matrix import NOT_EXERCISED
 from mpsdproxy.report.matrix import NOT_REACHABLE
@@ -26,7 +27,8 @@ MARKS = {RECOVERED: "✓", NOT_RECOVERED: "✗", NOT_EXERCISED: "?", NOT_REACHAB
 
 
 def _anchor(name: str) -> str:
-    return "cell-" + hashlib.sha1(name.encode()).hexdigest()[:10]
+    """A cell's id in the page, from its name (any text: by the bytes it stands for)."""
+    return "cell-" + hashlib.sha1(model.to_bytes(name)).hexdigest()[:10]
 
 
 def render_html(matrix: Matrix) -> str:

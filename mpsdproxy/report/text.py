@@ -60,9 +60,8 @@ def _head(report: Report) -> list[str]:
     scope = f" ({scope_note(report)})" if report.other_hosts else ""
     lines.append(f"{report.exchanges} exchanges{span}{scope}; limits: {report.limits}")
     if report.skipped_total:
-        where = report.source or "record"
         lines.append(f"{report.skipped_total} line(s) skipped: " +
-                     "; ".join(f"{where}:{n}: {p}" for n, p in report.skipped[:3]))
+                     "; ".join(report.skipped_lines(3)))
     return [*lines, "", _headline(report), ""]
 
 
