@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,13 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CAPTURE = ROOT.parent / "shared" / "captures" / "X49_53_violation.csv"
 SAMPLES = sorted((ROOT / "recordings").glob("sample-*.jsonl"))
 URL = "https://sessiondirectory.xboxlive.com/serviceconfigs/s/sessiontemplates/t/sessions/x"
-
-
-def every_host() -> dict[str, Any]:
-    """Keep every host when import_file scopes by host (the issue-13 default).
-    TODO: pass all_hosts=True directly once the scope change has landed."""
-    wanted = inspect.signature(interchange.import_file).parameters
-    return {"all_hosts": True} if "all_hosts" in wanted else {}
 
 
 def capture() -> Path:
@@ -69,7 +60,7 @@ def test_the_public_trace_imports_every_row(tmp_path: Path) -> None:
     taps = sum(1 for line in rows if next(csv.reader([line]))[13].lower() == "true")
     assert interchange.guess_format(str(path), ALL) == "csv"
     out = str(tmp_path / "out.jsonl")
-    result = interchange.import_file(str(path), out, formats=ALL, **every_host())
+    result = interchange.import_file(str(path), out, formats=ALL, all_hosts=True)
     assert [s for s in result.skipped if "shoulder tap" not in s] == []
     assert result.count + taps == len(rows)
     records = list(recording.read(out, strict=True))
@@ -126,7 +117,7 @@ def test_a_recording_round_trips_through_the_trace(sample: Path, tmp_path: Path)
         assert csvtrace.analyzer_values(line) == values
         assert len(values) == len(csvtrace.COLUMNS) + 1
     back = str(tmp_path / "back.jsonl")
-    imported = interchange.import_file(str(exported), back, formats=ALL, **every_host())
+    imported = interchange.import_file(str(exported), back, formats=ALL, all_hosts=True)
     assert (imported.count, imported.skipped) == (len(before), [])
     assert not diff.diff(str(sample), back).regressed
     for old, new in zip(before, recording.read(back), strict=True):
@@ -178,7 +169,7 @@ def test_bad_rows_are_one_line_each(tmp_path: Path) -> None:
                  row(EllapsedCallTimeMs="-4"),                # line 13
                  '"a","b\n')                                  # line 14: quote left open
     out = str(tmp_path / "out.jsonl")
-    result = interchange.import_file(path, out, formats=ALL, **every_host())
+    result = interchange.import_file(path, out, formats=ALL, all_hosts=True)
     assert result.count == 1
     assert [s.split(":")[0] for s in result.skipped] == [
         f"line {n}" for n in (4, 5, 6, 7, 8, 9, 10, 11, 13, 14)]
@@ -193,7 +184,7 @@ def test_a_file_that_is_not_a_trace_is_one_value_error(text: str, tmp_path: Path
     path.write_text(text, encoding="utf-8")
     out = tmp_path / "out.jsonl"
     with pytest.raises(ValueError, match="not a Trace Analyzer CSV trace") as caught:
-        interchange.import_file(str(path), str(out), formats=ALL, **every_host())
+        interchange.import_file(str(path), str(out), formats=ALL, all_hosts=True)
     assert "\n" not in str(caught.value)
     assert not os.path.exists(out)
 

@@ -314,3 +314,23 @@ def test_flow_files_round_trip_the_messages_in_order(tmp_path: Path) -> None:
     assert [{k: r.get(k) for k in keys} for r in messages_of(back)] == [
         {k: r.get(k) for k in keys} for r in messages_of(rec)
         if f"{r['direction']} {r['opcode']}" != ANSWERING_CLOSE]
+
+
+@pytest.mark.parametrize("fmt", ["har", "saz", "mitm"])
+def test_a_run_in_front_of_the_stand_in_comes_back_whole_from_its_export(
+        tmp_path: Path, fmt: str) -> None:
+    """The stand-in serves MPSD and the RTA's `/connect` on 127.0.0.1: the import's default
+    scope keeps both, as the recorder did (before, every handshake and so every message
+    was dropped as another host's)."""
+    rec = live_recording(tmp_path / "live.jsonl")
+    local = "http://127.0.0.1:5123"
+    text = rec.read_text().replace('["Host","rta.xboxlive.com"]', '["Host","127.0.0.1:5123"]')
+    assert '"127.0.0.1:5123"' in text
+    rec.write_text(text.replace("https://rta.xboxlive.com", local)
+                   .replace("https://sessiondirectory.xboxlive.com", local))
+    exported, back = tmp_path / f"live.{fmt}", tmp_path / f"back-{fmt}.jsonl"
+    interchange.export_file(str(rec), str(exported), fmt, flowfile.FORMATS)
+    result = interchange.import_file(str(exported), str(back), formats=flowfile.FORMATS)
+    assert result.dropped_by_host == {}
+    expected = [k for k in kinds(rec) if fmt != "mitm" or k != ANSWERING_CLOSE]
+    assert kinds(back) == expected

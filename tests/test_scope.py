@@ -7,7 +7,6 @@ tell the session directory's exchanges from a whole machine's traffic itself.
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -31,11 +30,9 @@ def capture(name: str) -> Path:
 
 
 def import_all_hosts(name: str, out: Path) -> Path:
-    """Import a capture keeping every host (`all_hosts=True` once import has a scope)."""
-    keep_all = {"all_hosts": True} \
-        if "all_hosts" in inspect.signature(interchange.import_file).parameters else {}
-    interchange.import_file(str(capture(name)), str(out), hosts=None,
-                            formats=flowfile.FORMATS, **keep_all)
+    """Import a capture keeping every host."""
+    interchange.import_file(str(capture(name)), str(out), formats=flowfile.FORMATS,
+                            all_hosts=True)
     return out
 
 

@@ -296,7 +296,8 @@ def export(file: str, fmt: str, output: str, no_redact: bool, partition: str | N
               help="Default: guessed from the file.")
 @click.option("--host", "hosts", multiple=True, metavar="HOST",
               help="Keep this host too (repeatable), beyond the default: the session "
-                   "directory, matchmaking and RTA hosts.")
+                   "directory, matchmaking and RTA hosts, and on any host MPSD calls and "
+                   "the RTA websocket.")
 @click.option("--all-hosts", is_flag=True, help="Keep the exchanges of every host.")
 @click.option("--process", "processes", multiple=True, metavar="NAME",
               help="SAZ: keep only the exchanges of this process (Fiddler's process "

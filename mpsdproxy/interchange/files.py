@@ -278,6 +278,10 @@ class _Scope:
         self.processes = {_program(p) for p in processes or ()}
 
     def keeps(self, exchange: model.Exchange, process: str | None) -> bool:
+        """Whether the exchange is the title's session traffic: on a kept host, an MPSD
+        path on any host (`classify.is_mpsd`), or the RTA websocket by the recorder's own
+        rule (`messages.is_rta_url`: `/connect` on the stand-in's host too), so a
+        recording made in front of the stand-in comes back whole from its export."""
         if self.processes and _program(process or "") not in self.processes:
             return False
         if self.all_hosts:
@@ -285,7 +289,8 @@ class _Scope:
         request = exchange.request
         return (request.host in self.hosts
                 or resources.bare_host(request.headers.first("host") or "") in self.hosts
-                or classify.is_mpsd(exchange))
+                or classify.is_mpsd(exchange)
+                or (request.opens_websocket and ws.is_rta_url(request.url)))
 
 
 def _program(name: str) -> str:
