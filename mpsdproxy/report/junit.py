@@ -166,7 +166,7 @@ def _body(group: _Group) -> str:
 def _group_case(suite: ET.Element, report: Report, group: _Group, tally: _Tally) -> None:
     seqs = [seq for v in group.verdicts for seq in v.records]
     case = element(suite, "testcase", classname=f"mpsdproxy.verdicts.{group.rule}",
-                name=group.name, time=_seconds(_span(report, seqs)))
+                   name=group.name, time=_seconds(_span(report, seqs)))
     tally.tests += 1
     worst = [v for v in group.verdicts if v.status is group.status]
     message = worst[0].reason + (f" (and {len(worst) - 1} more)" if len(worst) > 1 else "")
@@ -190,7 +190,7 @@ def _omitted_cases(suite: ET.Element, report: Report, tally: _Tally) -> None:
         title = rule.title if rule is not None else rule_id
         for status, n in sorted(per_status.items()):
             case = element(suite, "testcase", classname=f"mpsdproxy.verdicts.{rule_id}",
-                        name=f"{rule_id}: {status} verdicts not listed", time=_seconds(0))
+                           name=f"{rule_id}: {status} verdicts not listed", time=_seconds(0))
             tally.tests += 1
             text = f"{title}: {n} more {status} verdicts (not listed)"
             if status == Status.FAIL.value:
@@ -208,7 +208,7 @@ def _scope_case(suite: ET.Element, report: Report, tally: _Tally) -> None:
     if not report.no_mpsd:
         return
     case = element(suite, "testcase", classname="mpsdproxy.scope",
-                name="session-directory traffic", time=_seconds(0))
+                   name="session-directory traffic", time=_seconds(0))
     tally.tests += 1
     tally.failures += 1
     sentence = no_mpsd_sentence(report)
@@ -219,17 +219,17 @@ def _anomaly_cases(suite: ET.Element, report: Report, tally: _Tally) -> None:
     """Under `--fail-on anomaly`: one failing testcase per anomaly code, or one passing."""
     if not report.anomalies:
         element(suite, "testcase", classname="mpsdproxy.anomalies", name="no anomalies",
-             time=_seconds(0))
+                time=_seconds(0))
         tally.tests += 1
         return
     for a in sorted(report.anomalies, key=lambda a: a.code):
         case = element(suite, "testcase", classname="mpsdproxy.anomalies", name=a.code,
-                    time=_seconds(_span(report, a.records)))
+                       time=_seconds(_span(report, a.records)))
         tally.tests += 1
         tally.failures += 1
         records = ", ".join(map(str, a.records))
         element(case, "failure", f"{a.count} responses: {a.message}\nrecords: {records}",
-             message=f"{a.count} x {a.message}", type="anomaly")
+                message=f"{a.count} x {a.message}", type="anomaly")
 
 
 # --------------------------------------------------------------------------- the document
