@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 __all__ = ["INVALID", "MAX_DEPTH", "parse", "compact", "is_compact", "nests_at_most",
-           "dumps_line", "document", "all_finite"]
+           "dumps_line", "document", "all_finite", "json_kind"]
 
 #: What `parse` returns for bytes that are not JSON (None is a JSON value).
 INVALID: Any = object()
@@ -55,6 +55,13 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw)
     except _ERRORS:
         return INVALID
+
+
+def json_kind(value: Any) -> str:
+    """What JSON calls a parsed value, as a sentence names it ("an object", "a number"):
+    the stand-in's 400s and a recording's skipped lines say what they found."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
 
 
 def parse(raw: bytes) -> Any:

@@ -105,7 +105,7 @@ def test_message_records_round_trip_and_are_checked() -> None:
 @pytest.mark.parametrize("field, value, problem", [
     ("opcode", ["text"], "'opcode' should be one of"),
     ("direction", {"to": "server"}, "'direction' should be client or server"),
-    ("provenance", True, "'provenance' should be an object or null, not true or false"),
+    ("provenance", True, "'provenance' should be an object or null, not a boolean"),
     ("rta", [1, 2], "'rta' should be an object or null, not an array"),
 ])
 def test_a_message_field_of_another_type_is_named(field: str, value: object,

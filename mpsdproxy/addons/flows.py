@@ -339,9 +339,9 @@ def to_mitmproxy(response: model.Response, http_version: str = "HTTP/1.1") -> ht
 
 # --- flow files -----------------------------------------------------------------------------
 
-def _address(value: object) -> tuple[str, int] | None:
-    """`127.0.0.1:50412` or `[::1]:50412` -> (host, port); None for anything else."""
-    if not isinstance(value, str) or ":" not in value:
+def _address(value: str | None) -> tuple[str, int] | None:
+    """`127.0.0.1:50412` or `[::1]:50412` -> (host, port)."""
+    if not value or ":" not in value:
         return None
     host, _, port = value.rpartition(":")
     try:

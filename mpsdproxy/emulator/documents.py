@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from mpsdproxy import jsonbody
 from mpsdproxy.emulator.config import DEFAULT_TITLE_ID
 from mpsdproxy.emulator.members import Writer
 from mpsdproxy.emulator.members import refresh_service_fields
@@ -29,7 +30,6 @@ from mpsdproxy.emulator.members import session_defaults
 from mpsdproxy.emulator.members import stamp_joined
 from mpsdproxy.emulator.members import stamp_reserved
 from mpsdproxy.emulator.protocol import Refusal
-from mpsdproxy.emulator.protocol import json_kind
 from mpsdproxy.emulator.protocol import require_object
 from mpsdproxy.emulator.views import CURRENT_CONTRACT
 from mpsdproxy.emulator.views import is_large
@@ -427,7 +427,7 @@ def _merge_roles(member: dict[str, Any], value: Any, where: str) -> None:
             roles[role_type] = role
         else:
             raise Refusal("400.bad-request", f"{where}.{role_type} should be a role name, "
-                                             f"not {json_kind(role)}.")
+                                             f"not {jsonbody.json_kind(role)}.")
     if not roles:
         member.pop("roles", None)
 

@@ -36,10 +36,10 @@ from datetime import UTC
 from datetime import datetime
 from typing import Any
 
+from mpsdproxy import jsonbody
 from mpsdproxy.emulator.documents import session_ref
 from mpsdproxy.emulator.protocol import Identity
 from mpsdproxy.emulator.protocol import Refusal
-from mpsdproxy.emulator.protocol import json_kind
 from mpsdproxy.emulator.protocol import require_object
 from mpsdproxy.emulator.state import Directory
 from mpsdproxy.emulator.state import Session
@@ -96,7 +96,7 @@ def _search_attributes(value: Any) -> None:
             if (isinstance(item, str) if part == "strings" else number):
                 continue
             raise Refusal("400.bad-request", f"searchAttributes.{part}.{name} must be "
-                                             f"{wanted}, not {json_kind(item)}.")
+                                             f"{wanted}, not {jsonbody.json_kind(item)}.")
 
 
 def build_handle(directory: Directory, body: Mapping[str, Any], kind: str,

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
+from mpsdproxy import jsonbody
 from mpsdproxy import model
 from mpsdproxy.emulator import protocol
 from mpsdproxy.emulator import search_filter
@@ -105,7 +106,7 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         raise Refusal("400.bad-request", f"{name} must be a string, not "
-                                         f"{protocol.json_kind(value)}.")
+                                         f"{jsonbody.json_kind(value)}.")
     return value
 
 

@@ -33,7 +33,6 @@ __all__ = [
     "path_of",
     "query_of",
     "flag",
-    "json_kind",
     "json_object",
     "require_object",
 ]
@@ -109,11 +108,6 @@ def flag(request: model.Request, name: str) -> bool:
     return query_of(request).get(name, "").strip().lower() == "true"
 
 
-def json_kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
-
-
 def _json_problem(body: bytes) -> str:
     """Why a body is not JSON, in the json module's words (only asked once it failed)."""
     try:
@@ -139,7 +133,7 @@ def json_object(request: model.Request, *, empty_ok: bool = False) -> dict[str, 
                       f"The request body is not valid JSON: {_json_problem(request.body)}")
     if not isinstance(value, dict):
         raise Refusal("400.bad-request",
-                      f"The request body must be a JSON object, not {json_kind(value)}.")
+                      f"The request body must be a JSON object, not {jsonbody.json_kind(value)}.")
     if not jsonbody.all_finite(value):  # else the stand-in would answer `Infinity`: no JSON
         raise Refusal("400.bad-request", "The request body is not valid JSON: NaN, "
                                          "Infinity or a number too large for a double.")
@@ -163,5 +157,6 @@ def check_signature(request: model.Request, *, required: bool) -> None:
 
 def require_object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise Refusal("400.bad-request", f"{where} must be a JSON object, not {json_kind(value)}.")
+        raise Refusal("400.bad-request",
+                      f"{where} must be a JSON object, not {jsonbody.json_kind(value)}.")
     return value

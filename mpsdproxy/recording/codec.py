@@ -117,11 +117,6 @@ def is_seq(value: Any) -> bool:
     return type(value) is int and 0 <= value <= MAX_SEQ
 
 
-#: JSON's name for each type a record's field can hold, as a problem names it.
-_JSON_NAMES: dict[type, str] = {str: "a string", dict: "an object", list: "an array",
-                                int: "a number", float: "a number", bool: "true or false"}
-
-
 def check_fields(record: Mapping[str, Any], fields: Iterable[tuple[str, type | tuple[type, ...]]],
                  prefix: str = "") -> str | None:
     """Why one of `fields` (name, type) of `record` is not of its type when present and
@@ -130,9 +125,9 @@ def check_fields(record: Mapping[str, Any], fields: Iterable[tuple[str, type | t
     for name, kind in fields:
         value = record.get(name)
         if value is not None and (type(value) is bool or not isinstance(value, kind)):
-            wanted = _JSON_NAMES[kind[0] if isinstance(kind, tuple) else kind]
-            found = _JSON_NAMES.get(type(value), type(value).__name__)
-            return f"'{prefix}{name}' should be {wanted} or null, not {found}"
+            wanted = jsonbody.json_kind((kind[0] if isinstance(kind, tuple) else kind)())
+            return (f"'{prefix}{name}' should be {wanted} or null, "
+                    f"not {jsonbody.json_kind(value)}")
     return None
 
 
