@@ -23,7 +23,10 @@ noisy.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,12 +71,13 @@ class Config:
     variants: tuple[str, ...] = VARIANTS  # the smoke run starts fewer proxies
     instances: int = 3  # processes per variant, taking the rounds in turn
     before: str = ""  # a git revision whose full variant runs beside today's ("": none)
+    hook_rounds: int = 3  # alternating processes per tree timing the hooks beside `before`
 
 
 QUICK = Config(rounds=4, seconds=1.0, hook_iterations=5_000, instances=2)
 SMOKE = Config(connections=(2,), rounds=1, seconds=0.3, paths=4, upstream="python",
                tool="python", hook_iterations=200, warm_up=False,
-               variants=(BASE, CLASSIFY, FULL), instances=1)
+               variants=(BASE, CLASSIFY, FULL), instances=1, hook_rounds=1)
 
 
 # --- the scenario -------------------------------------------------------------------------
@@ -243,10 +247,12 @@ def realistic_flow(body: bytes, name: str = "bench-lobby-1") -> tuple[Any, Any]:
     return tflow.tflow(req=request), response
 
 
-def time_hooks(iterations: int, with_scenario: bool, bodies: list[bytes]) -> dict[str, Any]:
+def time_hooks(iterations: int, with_scenario: bool, bodies: list[bytes],
+               with_hot_spots: bool = True) -> dict[str, Any]:
     """Each addon's hooks on realistic flows, `iterations` times, a session of its own
     for each body in turn: median µs per request per addon and per hook, after a
-    warm-up of a tenth."""
+    warm-up of a tenth; with `with_hot_spots`, the functions inside them too (today's tree
+    only: they name today's functions)."""
     from mitmproxy.test import taddons
 
     from mpsdproxy.addons import default_addons
@@ -281,7 +287,8 @@ def time_hooks(iterations: int, with_scenario: bool, bodies: list[bytes]) -> dic
         per_addon[addon] = per_addon.get(addon, 0.0) + statistics.median(values)
     return {"iterations": iterations, "per_addon_us": per_addon, "per_hook_us": per_hook,
             "total_us": sum(per_addon.values()), "scenario": with_scenario,
-            "hot_spots_us": hot_spots(bodies[0], max(100, iterations // 4))}
+            **({"hot_spots_us": hot_spots(bodies[0], max(100, iterations // 4))}
+               if with_hot_spots else {})}
 
 
 def _one_request(chain: list[Any], flow: Any, response: Any) -> dict[tuple[str, str], int]:
@@ -312,8 +319,6 @@ def hot_spots(body: bytes, number: int) -> dict[str, float]:
     a parsed body or resource cached on one exchange would make them look cheaper
     than they are in the chain.
     """
-    import json
-
     from mpsdproxy import classify
     from mpsdproxy import recording
     from mpsdproxy import resources
@@ -418,7 +423,42 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
         result["recorded_lines"] = sum(_count_records(p) for p in workdir.glob("full*.jsonl"))
     log(f"  timing hooks in-process ({config.hook_iterations} requests)")
     result["hooks"] = time_hooks(config.hook_iterations, with_scenario, list(bodies.values()))
+    if before_tree is not None and with_scenario:
+        log(f"  timing hooks in-process beside {config.before} ({config.hook_rounds} rounds)")
+        result["hooks_vs_before"] = hooks_side_by_side(
+            before_tree, workdir, config.hook_iterations // 2, config.paths, config.hook_rounds)
     return result
+
+
+def hooks_side_by_side(before_tree: Path, workdir: Path, iterations: int, paths: int,
+                       rounds: int = 3) -> dict[str, Any]:
+    """`time_hooks` of today's tree and of `before_tree`, each in processes of its own,
+    alternating (`rounds` each, so a slow spell hits both), the same harness and
+    flows: µs per request of each hook, the median over the rounds, by tree. Where the
+    in-process gap between two revisions lies, hook by hook."""
+    harness = workdir / "bench-harness"
+    harness.mkdir(exist_ok=True)
+    if not (harness / "bench").exists():
+        (harness / "bench").symlink_to(common.BENCH, target_is_directory=True)
+    code = ("import json, sys; from bench import overhead; "
+            "r = overhead.time_hooks(int(sys.argv[1]), True, "
+            "list(overhead.session_bodies(int(sys.argv[2])).values()), with_hot_spots=False); "
+            "print(json.dumps(r['per_hook_us']))")
+    trees = {"today": str(harness), "before": f"{harness}{os.pathsep}{before_tree}"}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, path in trees.items():
+            done = subprocess.run([common.PYTHON, "-c", code, str(iterations), str(paths)],
+                                  capture_output=True, text=True, timeout=600, check=True,
+                                  cwd=workdir, env={**os.environ, "PYTHONPATH": path})
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {"iterations": iterations, "rounds": rounds,
+            "per_hook_us": {name: _median_by_key(times) for name, times in runs.items()}}
+
+
+def _median_by_key(runs: list[dict[str, float]]) -> dict[str, float]:
+    keys = dict.fromkeys(key for run in runs for key in run)
+    return {key: statistics.median(run.get(key, 0.0) for run in runs) for key in keys}
 
 
 def _largest(values: Iterable[float | None]) -> float | None:

@@ -325,6 +325,7 @@ def breakdown_section(result: dict[str, Any]) -> str:
         f"GET and its 200, median of {hooks['iterations']:,} requests"
         + (", scenario loaded" if hooks["scenario"] else ", no scenario available")
         + "):\n\n" + table(("addon", "µs per request", "by hook (µs)"), hook_rows)
+        + side_by_side_hooks(result)
         + ("\n\n**Inside the hooks**: µs per call of the functions they are made of, on "
            "the same exchange:\n\n" + table(("function", "µs per call"), spot_rows)
            if spot_rows else "")
@@ -332,6 +333,30 @@ def breakdown_section(result: dict[str, Any]) -> str:
         + ", ".join(f"{VARIANT_LABELS[k]} {num(v)} MB" for k, v in result["peak_rss_mb"].items())
         + f". Records written by the full variant: {result['recorded_lines']:,}."
     )
+
+
+def side_by_side_hooks(result: dict[str, Any]) -> str:
+    """The in-process hook times of today's tree beside the `--before` revision's, when
+    the run had one: where the gap between the two lies, hook by hook."""
+    side = result.get("hooks_vs_before")
+    if not side:
+        return ""
+    before, today = side["per_hook_us"]["before"], side["per_hook_us"]["today"]
+    rows = []
+    for hook in dict.fromkeys([*before, *today]):
+        then, now = before.get(hook), today.get(hook)
+        if max(then or 0.0, now or 0.0) < 0.5:
+            continue
+        rows.append((hook, num(then, 1) if then is not None else "–",
+                     num(now, 1) if now is not None else "–",
+                     f"{(now or 0.0) - (then or 0.0):+.1f}"))
+    total_then, total_now = sum(before.values()), sum(today.values())
+    rows.append(("**all hooks**", num(total_then, 1), num(total_now, 1),
+                 f"{total_now - total_then:+.1f}"))
+    return (f"\n\n**The same beside the `--before` revision ({result.get('before')})**: each "
+            f"tree's hooks in processes of their own, alternating, {side['rounds']} rounds "
+            f"× {side['iterations']:,} requests, the median of the rounds (µs per request):"
+            "\n\n" + table(("hook", "before", "today", "difference"), rows))
 
 
 def replay_section(result: dict[str, Any] | None) -> str:

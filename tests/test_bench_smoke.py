@@ -89,6 +89,9 @@ def test_overhead_runs_the_before_revision_beside_today(smoke):
         assert set(part["ratios"]["full_vs_before"]) == {"rps", "p50", "p99", "cpu_us"}
         assert part["absolute"]["before"]["requests"] > 0
         assert part["absolute"]["before"]["errors"] == 0
+    hooks = result["hooks_vs_before"]["per_hook_us"]  # in process, the two trees apart
+    assert hooks["before"]["Recorder.response"] > 0 and hooks["today"]["Recorder.response"] > 0
+    assert "beside the `--before` revision (HEAD)" in smoke["overhead"]["doc"]
     assert "ratio full / before" in smoke["overhead"]["doc"]
     assert "vs before, throughput" in smoke["overhead"]["doc"]
     from mpsdproxy import recording
