@@ -425,8 +425,12 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
     result["hooks"] = time_hooks(config.hook_iterations, with_scenario, list(bodies.values()))
     if before_tree is not None and with_scenario:
         log(f"  timing hooks in-process beside {config.before} ({config.hook_rounds} rounds)")
-        result["hooks_vs_before"] = hooks_side_by_side(
-            before_tree, workdir, config.hook_iterations // 2, config.paths, config.hook_rounds)
+        try:
+            result["hooks_vs_before"] = hooks_side_by_side(
+                before_tree, workdir, config.hook_iterations // 2, config.paths,
+                config.hook_rounds)
+        except (subprocess.SubprocessError, ValueError) as e:  # an older tree's chain
+            log(f"  the hooks of {config.before} could not be timed beside today's: {e}")
     return result
 
 
@@ -435,7 +439,8 @@ def hooks_side_by_side(before_tree: Path, workdir: Path, iterations: int, paths:
     """`time_hooks` of today's tree and of `before_tree`, each in processes of its own,
     alternating (`rounds` each, so a slow spell hits both), the same harness and
     flows: µs per request of each hook, the median over the rounds, by tree. Where the
-    in-process gap between two revisions lies, hook by hook."""
+    in-process gap between two revisions lies, hook by hook. A revision whose chain the
+    harness cannot build raises CalledProcessError."""
     harness = workdir / "bench-harness"
     harness.mkdir(exist_ok=True)
     if not (harness / "bench").exists():

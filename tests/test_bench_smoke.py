@@ -112,6 +112,29 @@ def test_before_target_is_the_a_a_band():
     assert results.before_targets("16", {"ratios": {}, "absolute": {}}) == []
 
 
+def test_hooks_beside_a_tree_without_a_chain_say_so(tmp_path):
+    """A revision whose addon chain the harness cannot build fails loudly (the overhead
+    part logs it and keeps what it measured), never as timings of nothing."""
+    tree = tmp_path / "tree"
+    (tree / "mpsdproxy").mkdir(parents=True)
+    (tree / "mpsdproxy" / "__init__.py").write_text("")
+    with pytest.raises(subprocess.CalledProcessError):
+        overhead.hooks_side_by_side(tree, tmp_path, iterations=10, paths=2, rounds=1)
+
+
+def test_hooks_side_by_side_table_lists_each_hook_of_either_tree():
+    side = {"rounds": 3, "iterations": 100, "per_hook_us": {
+        "before": {"Router.request": 3.0, "Recorder.response": 30.0},
+        "today": {"Router.request": 15.0, "Recorder.response": 60.0, "Settle.response": 0.7,
+                  "StandIn.request": 0.2}}}
+    text = results.side_by_side_hooks({"hooks_vs_before": side, "before": "abc123"})
+    assert "| Router.request | 3.0 | 15.0 | +12.0 |" in text
+    assert "| Settle.response | – | 0.7 | +0.7 |" in text
+    assert "StandIn.request" not in text  # under half a µs in both trees
+    assert "| **all hooks** | 33.0 | 75.9 | +42.9 |" in text
+    assert results.side_by_side_hooks({}) == ""
+
+
 def test_overhead_full_variant_records_everything_as_forwarded(smoke):
     """The scenario's rules match but never fire: every record is a forwarded 200."""
     if not smoke["overhead"]["results"]["scenario"]:
