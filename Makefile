@@ -28,8 +28,9 @@ browser:
 	    echo "chromium is not installed: the HTML report test will be skipped"; \
 	  fi; }
 
+# One worker per core, each test file on one worker (its fixtures built once).
 test: $(STAMP) lint browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 # Side by side with plain mitmproxy (wrk and nginx from Debian's packages); writes
 # docs/benchmarks.md. About 35 minutes; `$(BIN)/python bench/run.py --quick` is shorter.
