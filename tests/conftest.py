@@ -29,6 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Make mitmproxy's default CA (`~/.mitmproxy`) once, before any test or worker runs:
+    the demo and a few commands start proxies on it, and two pytest workers creating it
+    at the same moment on a fresh machine could read each other's half-written files."""
+    if hasattr(config, "workerinput"):  # a worker: the controller made it already
+        return
+    from mitmproxy import certs
+
+    certs.CertStore.from_store(Path("~/.mitmproxy").expanduser(), "mitmproxy", 2048)
+
+
 @contextlib.contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     """A threaded http.server on a free loopback port for the test's duration; yields it."""
