@@ -10,6 +10,7 @@ PID.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -168,10 +169,42 @@ def peak_rss_mb(pid: int) -> float | None:
 
 # --- processes --------------------------------------------------------------------------
 
+def _port_band() -> range:
+    """The loopback ports this process hands out to the servers it starts (the benchmark's,
+    the tests'): below the kernel's ephemeral range, which every outgoing connection takes
+    its local port from (a port picked there can be taken by a client before the server
+    binds it), and a slice of its own for each pytest-xdist worker (two workers never
+    pick the same one)."""
+    low, high = 10_000, 32_768
+    with contextlib.suppress(OSError, ValueError):
+        ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        start, end = int(ephemeral[0]), int(ephemeral[1])
+        low, high = (10_000, start) if start - 10_000 >= 4_000 else (end + 1, 65_536)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (high - low) // max(workers, 1)
+    return range(low + worker * size, low + (worker + 1) * size)
+
+
+_PORTS = _port_band()
+#: The next port to try: processes sharing a band (a test and the benchmark it runs) start
+#: far apart in it.
+_next_port = [_PORTS.start + (os.getpid() * 7919) % len(_PORTS)]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, from this process's band (`_port_band`), each
+    handed out once before the band wraps around."""
+    for _ in range(len(_PORTS)):
+        port = _next_port[0]
+        _next_port[0] = port + 1 if port + 1 < _PORTS.stop else _PORTS.start
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def port_open(port: int) -> bool:

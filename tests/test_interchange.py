@@ -20,6 +20,7 @@ from xml.etree import ElementTree
 
 import httpx
 import pytest
+from conftest import free_port
 from conftest import http_server
 from mitmproxy import http
 from mitmproxy import io as mio
@@ -481,12 +482,6 @@ def upstream() -> Iterator[int]:
 
     with http_server(Handler) as port:
         yield port
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 20.0) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from conftest import Launcher
+from conftest import free_port
 from conftest import read_records
 
 from mpsdproxy import recording
@@ -157,9 +158,7 @@ def test_upstream_failures_are_answered_recorded_and_survived(
     expect_status: int | None,
 ) -> None:
     if behaviour == "refuse":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]  # closed again: nothing listens there
+        port = free_port()  # nothing listens there, and nothing else is handed it
     else:
         port = upstream(behaviour).port
     proxy = launch.proxy("--mode", f"reverse:http://127.0.0.1:{port}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import urllib.request
 import uuid
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 from conftest import http_server
 
 from mpsdproxy import diff
@@ -251,9 +251,7 @@ def test_without_rename_names_are_kept(tmp_path: Path) -> None:
 
 
 def test_unreachable_target_records_errors(original: str, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there, and nothing else is handed it
     out = str(tmp_path / "resent.jsonl")
     result = resend.resend(original, f"http://127.0.0.1:{port}", out, timeout=2.0)
     assert (result.sent, result.answered, result.failed) == (7, 0, 7)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import free_port
 
 from mpsdproxy.addons import master
 
@@ -21,17 +22,11 @@ CORPUS = Path(__file__).resolve().parent / "scenarios_broken"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((CORPUS / "expected.yaml").read_text())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_run_refuses_before_listening(name: str, tmp_path: Path) -> None:
     want = EXPECTED[name]
     path = CORPUS / name
-    port = _free_port()
+    port = free_port()
     settings = {
         "mode": ["reverse:http://127.0.0.1:1"],
         "listen_host": "127.0.0.1",
