@@ -99,6 +99,18 @@ class Process:
         """Everything the process printed so far (stdout and stderr)."""
         return self.log.read_text(errors="replace")
 
+    def wait_output(self, *texts: str, count: int = 1, timeout: float = 10.0) -> str:
+        """The output once it holds each of `texts` (`count` times each), or as it is after
+        `timeout` seconds: a running process prints a line a moment after what it is
+        about (its banner after it listens, a log line after the answer), so a test that
+        looks at once can miss it on a busy machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.output()
+            if all(out.count(text) >= count for text in texts) or time.monotonic() > deadline:
+                return out
+            time.sleep(0.05)
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -46,7 +46,7 @@ def test_allow_remote_says_who_can_reach_the_proxy(launch: Launcher) -> None:
     port = free_port()
     proxy = launch.spawn(["run", "--confdir", str(launch.confdir), "--listen-host", "0.0.0.0",
                            "--listen-port", str(port), "--allow-remote"], port)
-    out = proxy.output()
+    out = proxy.wait_output("Reachable from other machines", "Anyone on that network")
     assert f"Reachable from other machines: 0.0.0.0:{port} (every interface)" in out
     assert "Anyone on that network" in out
     proxy.stop()
@@ -56,7 +56,7 @@ def test_remote_standin_control_api_needs_the_printed_token(launch: Launcher) ->
     port = free_port()
     standin = launch.spawn(["emulate", "--listen-host", "0.0.0.0", "--listen-port", str(port),
                              "--allow-remote"], port)
-    out = standin.output()
+    out = standin.wait_output("Reachable from other machines", "Control API token: ")
     assert "Reachable from other machines" in out
     token = out.split("Control API token: ")[1].split()[0]
     url = f"{standin.url}/_emulator/sessions"

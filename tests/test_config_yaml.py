@@ -150,7 +150,7 @@ def test_listen_host_from_the_file_with_allow_remote(launch: Launcher, confdir: 
     (confdir / "config.yaml").write_text("listen_host: 0.0.0.0\n", encoding="utf-8")
     proxy = launch.spawn(["run", "--confdir", str(confdir), "--listen-port", str(port),
                           "--allow-remote"], port)
-    assert "config.yaml:1: listen_host: 0.0.0.0" in proxy.output()
+    assert "config.yaml:1: listen_host: 0.0.0.0" in proxy.wait_output("config.yaml:1:")
 
 
 # The stand-in's own config file: `control_token:` (the flag wins)

@@ -40,7 +40,7 @@ def test_client_header_is_required_and_stripped(launch: Launcher) -> None:
     assert wrong.status_code == 403 and "Refused by mpsdproxy" in wrong.text
     assert passed.status_code == 404, passed.text  # the stand-in's: no such session, authorized
     assert "Refused by mpsdproxy" not in passed.text
-    log = proxy.output()
+    log = proxy.wait_output("Refused 127.0.0.1", count=2)
     assert log.count("Refused 127.0.0.1") == 2 and "k1" not in log and "nope" not in log
 
 
@@ -63,7 +63,7 @@ def test_allow_client_refuses_other_sources(launch: Launcher) -> None:
     refused = httpx.get(outside.url + PATH, headers=HEADERS, timeout=10)
     passed = httpx.get(inside.url + PATH, headers=HEADERS, timeout=10)
     assert refused.status_code == 403 and "source address" in refused.text
-    assert "Refused 127.0.0.1" in outside.output()
+    assert "Refused 127.0.0.1" in outside.wait_output("Refused 127.0.0.1")
     assert passed.status_code == 404 and "Refused" not in passed.text
 
 

@@ -192,7 +192,7 @@ def test_unmatched_error_names_the_near_miss(launch: Launcher, recorded: Recorde
     assert "closest recorded request is #7" in response.text  # GET .../members/7
     assert "path (" in response.text
     assert service.connections == 0
-    assert "closest recorded request is #7" in proxy.output()
+    assert "closest recorded request is #7" in proxy.wait_output("closest recorded request")
 
 
 def test_unmatched_emulate_answers_from_the_stand_in(launch: Launcher, recorded: Recorded,

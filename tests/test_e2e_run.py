@@ -65,7 +65,8 @@ def test_reverse_mode_produces_every_row(launch: Launcher) -> None:
     _check_lifecycle(results)
     records = _check_recording(proxy.record, results)
     assert records[0]["resource"]["kind"] == "session"
-    assert "201 Created" in proxy.output() and "412.if-match-session" in proxy.output()
+    output = proxy.wait_output("201 Created", "412.if-match-session")
+    assert "201 Created" in output and "412.if-match-session" in output
 
 
 def test_regular_mode_https_through_mitm_ca_to_upstream(launch: Launcher, confdir: Path) -> None:

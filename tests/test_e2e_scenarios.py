@@ -580,7 +580,7 @@ def test_edits_reload_while_the_proxy_runs(launch: Launcher, tmp_path: Path) -> 
     time.sleep(1.2)
     assert t.send("GET", session, user="l99").status_code == 429  # type: ignore[union-attr]
     t.close()
-    output = proxy.output()
+    output = proxy.wait_output(f"{rules}:3:", "the previous version stays in force")
     assert f"{rules}:3:" in output and "the previous version stays in force" in output
     assert shutdown_counts(proxy)["second"][1] >= 2
 
