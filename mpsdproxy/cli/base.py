@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 from typing import TextIO
 
@@ -65,6 +67,46 @@ def one_line(error: BaseException | str) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     joined = "".join(f"{line} " if line.endswith(":") else f"{line}; " for line in lines)
     return model.terminal_safe(joined.rstrip("; ") or type(error).__name__)
+
+
+#: A note on one item a reader or writer left out: `session 3: CONNECT`.
+_SKIP = re.compile(r"(record|session|entry|line) (\d+): (.+)", re.DOTALL)
+_PLURAL = {"record": "records", "session": "sessions", "entry": "entries", "line": "lines"}
+
+
+def skip_lines(notes: Iterable[str]) -> list[str]:
+    """The `skipped ...` lines for what a command left out, one per reason: the items
+    left out for the same reason are named on one line, as the report names records
+    (`skipped 37 sessions 1, 3, 5..9: CONNECT`), so a Fiddler capture's every tunnel
+    does not take a line of its own. A note of another shape keeps its line."""
+    groups: dict[tuple[str, str] | str, list[int]] = {}
+    for note in notes:
+        found = _SKIP.fullmatch(note)
+        if found is None:
+            groups.setdefault(note, [])
+        else:
+            groups.setdefault((found[1], found[3]), []).append(int(found[2]))
+    lines = []
+    for key, numbers in groups.items():
+        if isinstance(key, str):
+            lines.append(one_line(f"skipped {key}"))
+        elif len(numbers) == 1:
+            lines.append(one_line(f"skipped {key[0]} {numbers[0]}: {key[1]}"))
+        else:
+            lines.append(one_line(
+                f"skipped {len(numbers)} {_PLURAL[key[0]]} {_ranges(numbers)}: {key[1]}"))
+    return lines
+
+
+def _ranges(numbers: list[int]) -> str:
+    """`1, 3, 5..9`: sorted, runs of consecutive numbers as ranges."""
+    runs: list[list[int]] = []
+    for number in sorted(set(numbers)):
+        if runs and runs[-1][1] + 1 == number:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in runs)
 
 
 def about(path: str, error: BaseException) -> str:

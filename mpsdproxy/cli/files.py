@@ -18,6 +18,7 @@ from mpsdproxy.cli.base import about
 from mpsdproxy.cli.base import cli
 from mpsdproxy.cli.base import emit
 from mpsdproxy.cli.base import one_line
+from mpsdproxy.cli.base import skip_lines
 from mpsdproxy.cli.fleet import ExportFormat
 from mpsdproxy.cli.fleet import export_parquet
 
@@ -224,8 +225,8 @@ def resend(file: str, to_url: str, record_path: str | None, rename: bool, keep_h
                 verify=not insecure, on_exchange=show, max_failures=max_failures)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
-    for issue in result.issues:
-        click.secho(one_line(f"skipped {issue}"), fg="yellow", err=True)
+    for line in skip_lines(map(str, result.issues)):
+        click.secho(line, fg="yellow", err=True)
     if result.stopped:
         click.secho(one_line(f"Error: {result.stopped}"), fg="red", err=True)
     click.echo(f"{result.sent} sent, {result.answered} answered, {result.failed} failed"
@@ -282,8 +283,8 @@ def export(file: str, fmt: str, output: str, no_redact: bool, partition: str | N
                                              progress=progress)
     except (OSError, ValueError) as e:
         raise BadInput(about(file, e)) from None
-    for line in (*map(str, result.issues), *result.skipped):
-        click.secho(one_line(f"skipped {line}"), fg="yellow", err=True)
+    for line in skip_lines((*map(str, result.issues), *result.skipped)):
+        click.secho(line, fg="yellow", err=True)
     click.echo(f"Exported {result.count} exchanges to {output}", err=True)  # stdout: the export
 
 
@@ -343,8 +344,8 @@ def import_(file: str, output: str, append: bool, fmt: str | None, hosts: tuple[
                 progress=progress)
     except (OSError, ValueError) as e:  # the output is the input, exists, or bad input
         raise BadInput(about(file, e)) from None
-    for line in result.skipped:
-        click.secho(one_line(f"skipped {line}"), fg="yellow", err=True)
+    for line in skip_lines(result.skipped):
+        click.secho(line, fg="yellow", err=True)
     if run_tags:
         try:  # the import wrote a plain header: the tags go into it afterwards
             recording.set_tags(output, run_tags)
