@@ -13,6 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from conftest import parse_python
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mpsdproxy"
 MAX_LINES = 600
@@ -28,7 +30,7 @@ def _modules() -> list[Path]:
 def _imports(path: Path) -> set[str]:
     """The top-level names of every module `path` imports (at any depth of the file)."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse_python(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

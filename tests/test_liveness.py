@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
+from conftest import parse_python
 from injector_kit import rule
 from injector_kit import scenario_text
 from injector_kit import write
@@ -307,7 +308,7 @@ def _posix_use(node: ast.AST) -> str | None:
 
 
 def scan(source: str) -> list[tuple[int, str]]:
-    return list(_unguarded(ast.parse(source)))
+    return list(_unguarded(parse_python(source)))
 
 
 def test_no_unguarded_posix_only_call_in_the_package() -> None:
