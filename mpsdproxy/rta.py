@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "SUBPROTOCOL",
+    "SUBPROTOCOLS",
+    "chosen_subprotocol",
     "CONNECTIONS_URI",
     "RESOURCE_TYPE",
     "Type",
@@ -51,6 +54,11 @@ __all__ = [
 ]
 
 SUBPROTOCOL = "rta.xboxlive.com.V2"
+#: Every subprotocol the service accepts, the one it prefers first. The client library
+#: offers only V2; the public capture's console opens its privacy subscriptions with
+#: the older `rta.xboxlive.com`, and the service answers 101 with that one, its frames
+#: the same as V2's.
+SUBPROTOCOLS = (SUBPROTOCOL, "rta.xboxlive.com")
 #: What a title subscribes to for session-change shoulder taps.
 CONNECTIONS_URI = "https://sessiondirectory.xboxlive.com/connections/"
 RESOURCE_TYPE = "mpsd/session"
@@ -113,6 +121,14 @@ class Message:
             value = self.data.get("ConnectionId")
             return value if isinstance(value, str) else None
         return None
+
+
+def chosen_subprotocol(offered: Iterable[str]) -> str | None:
+    """The subprotocol the service answers a handshake offering `offered` with (each item
+    a `Sec-WebSocket-Protocol` value, possibly a comma-separated list); None when it
+    offers none of `SUBPROTOCOLS`, which the service refuses."""
+    tokens = {token.strip() for value in offered for token in value.split(",")}
+    return next((protocol for protocol in SUBPROTOCOLS if protocol in tokens), None)
 
 
 def session_key(resource: str) -> str:

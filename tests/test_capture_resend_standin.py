@@ -115,3 +115,19 @@ def test_the_capture_resent_to_the_stand_in_answers_as_the_service(tmp_path: Pat
         got = new.response.json
         differences += [f"{call}: {d}" for d in shape_differences(want, got)]
     assert differences == []
+
+
+def test_every_websocket_of_the_capture_opens_on_the_stand_in(tmp_path: Path) -> None:
+    """The console's three RTA websockets, the two privacy ones on the older subprotocol
+    `rta.xboxlive.com`, each opened by the service (101): the stand-in opens them too."""
+    needs_capture()
+    imported, again = tmp_path / "all.jsonl", tmp_path / "re.jsonl"
+    interchange.import_file(str(CAPTURE), str(imported))
+    handshakes = [e for e in _exchanges(imported) if e.request.path == "/connect"]
+    assert [e.response.status for e in handshakes] == [101, 101, 101]
+    with emulator.running() as (_, port):
+        resend.resend(str(imported), f"http://127.0.0.1:{port}", str(again))
+    answers = [e for e in _exchanges(again) if e.request.path == "/connect"]
+    assert [(e.response.status, e.response.headers.first("Sec-WebSocket-Protocol"))
+            for e in answers] == [
+        (101, e.request.headers.first("Sec-WebSocket-Protocol")) for e in handshakes]

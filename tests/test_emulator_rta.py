@@ -283,6 +283,21 @@ def test_connect_without_the_subprotocol_is_refused(standin: tuple[emulator.Emul
     assert plain.status_code == 400 and "websocket" in plain.text
 
 
+@pytest.mark.parametrize(("offered", "chosen"), [
+    (["rta.xboxlive.com"], "rta.xboxlive.com"),  # the public capture's privacy sockets
+    (["rta.xboxlive.com", rta.SUBPROTOCOL], rta.SUBPROTOCOL),
+])
+def test_the_older_subprotocol_is_answered_as_the_service_answers_it(
+        standin: tuple[emulator.Emulator, int], offered: list[str], chosen: str) -> None:
+    _, port = standin
+    with connect(f"ws://127.0.0.1:{port}/connect", subprotocols=offered,
+                 open_timeout=WAIT) as ws:
+        assert ws.subprotocol == chosen
+        ws.send(json.dumps([1, 1, rta.CONNECTIONS_URI]))
+        answer = rta.decode(ws.recv(timeout=WAIT), from_client=False)
+    assert answer is not None and answer.status == rta.Status.SUCCESS and answer.connection_id
+
+
 def test_http_keeps_alive_beside_a_websocket(pair: tuple[Title, Title]) -> None:
     ann, _ = pair
     ann.subscribe()

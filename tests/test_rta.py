@@ -34,3 +34,11 @@ def test_nul_padding_and_malformed_resources() -> None:
     assert rta.decode(padded, from_client=True).sequence == 3
     odd = '[3,0,{"shoulderTaps":[{"resource":"not-a-session","changeNumber":1}]}]'
     assert rta.decode(odd, from_client=False).taps == ()
+
+
+def test_the_service_picks_v2_and_answers_the_older_subprotocol_too() -> None:
+    assert rta.chosen_subprotocol(["rta.xboxlive.com.V2"]) == rta.SUBPROTOCOL
+    assert rta.chosen_subprotocol(["rta.xboxlive.com"]) == "rta.xboxlive.com"
+    assert rta.chosen_subprotocol(["rta.xboxlive.com, rta.xboxlive.com.V2"]) == rta.SUBPROTOCOL
+    assert rta.chosen_subprotocol(["chat", "rta.xboxlive.com.V3"]) is None
+    assert rta.chosen_subprotocol([]) is None

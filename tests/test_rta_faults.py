@@ -310,6 +310,16 @@ def test_other_websockets_are_left_alone(under: Callable[[str], Title]) -> None:
     assert numbers(title.frame(tap(LOBBY, 2))) == lobby(2)
 
 
+def test_a_websocket_on_the_older_subprotocol_is_rta_too(under: Callable[[str], Title]) -> None:
+    title = under("""
+  - name: missed-tap
+    fault: {tap: drop}
+""")
+    title.flow = rta_flow()
+    title.flow.request.headers["Sec-WebSocket-Protocol"] = "rta.xboxlive.com"
+    assert numbers(title.frame(tap(LOBBY, 2))) == []
+
+
 def test_http_rules_never_touch_the_websocket(under: Callable[[str], Title]) -> None:
     title = under("""
   - name: a-request-rule

@@ -197,6 +197,18 @@ def test_the_server_speaks_a_feed_on_the_socket_its_token_names(
         assert found.open_sockets() == 1
 
 
+def test_the_server_answers_a_recorded_websocket_with_the_older_subprotocol(
+        server: tuple[Server, asyncio.AbstractEventLoop, int], rta_replay: RtaReplay) -> None:
+    found, _, port = server
+    token = found.expect(rta_replay.feed(0))
+    with connect(f"ws://127.0.0.1:{port}/connect", subprotocols=["rta.xboxlive.com"],
+                 additional_headers={FEED_HEADER: token}, proxy=None,
+                 open_timeout=WAIT, close_timeout=2) as ws:
+        assert ws.subprotocol == "rta.xboxlive.com"
+        ws.send(rta.subscribe_message(1))
+        assert rta.decode(ws.recv(timeout=WAIT), from_client=False).connection_id == "conn-a"
+
+
 def test_the_server_refuses_a_handshake_without_a_known_token(
         server: tuple[Server, asyncio.AbstractEventLoop, int]) -> None:
     _, _, port = server

@@ -5,7 +5,7 @@ MultiplayerManager re-reads a session only when a shoulder tap says it changed
 tap's changeNumber is newer than its copy), so the failures studios ship are
 RTA failures: a missed tap, a late one, one for a changeNumber the title
 already has, the websocket dropping, a subscribe that fails. Each message of
-an RTA websocket (subprotocol `rta.xboxlive.com.V2`, or an RTA host) goes
+an RTA websocket (an RTA subprotocol, `rta.SUBPROTOCOLS`, or an RTA host) goes
 through the rules of the scenarios in force, with the same match/when/per as
 HTTP rules and in the same engines (`FaultInjector.scenarios`), so counters,
 switches, resets, hot reload and the counts printed at shutdown are shared:
@@ -74,8 +74,7 @@ SESSION_HOST = "https://sessiondirectory.xboxlive.com"
 
 def is_rta(flow: http.HTTPFlow) -> bool:
     """Whether a websocket flow is an RTA connection: its subprotocol, or an RTA host."""
-    offered = flow.request.headers.get("Sec-WebSocket-Protocol", "")
-    if rta.SUBPROTOCOL in (p.strip() for p in offered.split(",")):
+    if rta.chosen_subprotocol(flow.request.headers.get_all("Sec-WebSocket-Protocol")):
         return True
     return resources.bare_host(flow.request.pretty_host) in resources.RTA_HOSTS
 

@@ -69,7 +69,8 @@ Choices where the protocol notes are silent:
   callers of contract 105 read and write its field names (`views.py`).
 - Deleting another member needs a server principal (`server_principals`);
   `require_signature: true` refuses unsigned requests with 403.
-- `GET /connect` (any host, subprotocol `rta.xboxlive.com.V2`) is the Real-Time
+- `GET /connect` (any host, subprotocol `rta.xboxlive.com.V2` or the older
+  `rta.xboxlive.com`) is the Real-Time
   Activity websocket: subscribing to
   `https://sessiondirectory.xboxlive.com/connections/` answers a ConnectionId, and
   every change of a session taps the sockets whose ConnectionId a member holds in

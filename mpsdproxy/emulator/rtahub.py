@@ -1,7 +1,8 @@
 """The stand-in's Real-Time Activity service: who is subscribed on which websocket, and
 the shoulder taps a session change sends them.
 
-A title opens `wss://rta.xboxlive.com/connect` (subprotocol `rta.xboxlive.com.V2`) and
+A title opens `wss://rta.xboxlive.com/connect` (subprotocol `rta.xboxlive.com.V2`; the
+older `rta.xboxlive.com` is answered too, as the service does: `rta.SUBPROTOCOLS`) and
 subscribes to `https://sessiondirectory.xboxlive.com/connections/`; the answer carries
 a ConnectionId, which the title writes into its member as `properties.system.connection`
 (with `properties.system.subscription.id`). From then on, whenever a session's
@@ -269,14 +270,13 @@ def handshake(request: model.Request) -> list[tuple[bytes, bytes]] | str:
     key = (headers.first("Sec-WebSocket-Key") or "").strip()
     if not key:
         return "send a Sec-WebSocket-Key"
-    offered = [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol")
-               for p in value.split(",")]
-    if rta.SUBPROTOCOL not in offered:
+    subprotocol = rta.chosen_subprotocol(headers.get_all("Sec-WebSocket-Protocol"))
+    if subprotocol is None:
         return f"offer the subprotocol {rta.SUBPROTOCOL} (Sec-WebSocket-Protocol)"
     accept = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest())
     return [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
             (b"Sec-WebSocket-Accept", accept),
-            (b"Sec-WebSocket-Protocol", rta.SUBPROTOCOL.encode())]
+            (b"Sec-WebSocket-Protocol", subprotocol.encode())]
 
 
 async def serve_websocket(hub: Hub, reader: asyncio.StreamReader,

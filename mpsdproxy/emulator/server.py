@@ -6,8 +6,8 @@ events; everything in between is `Emulator.handle`. Keep-alive is served; garbag
 gets 400 and the connection is closed; a silent connection is closed after
 IDLE_TIMEOUT.
 
-`GET /connect` on any host with `Upgrade: websocket` and the subprotocol
-`rta.xboxlive.com.V2` becomes the Real-Time Activity websocket: h11 reads the request,
+`GET /connect` on any host with `Upgrade: websocket` and an RTA subprotocol
+(`rta.SUBPROTOCOLS`) becomes the Real-Time Activity websocket: h11 reads the request,
 answers 101 and hands the bytes after it to wsproto; `rtahub.py` speaks RTA on it
 and taps its subscribers whenever a session changes. Every other request keeps the
 HTTP keep-alive loop.

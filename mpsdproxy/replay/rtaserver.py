@@ -155,10 +155,11 @@ class Server:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in request.extra_headers}
         feed = self._expected.pop(headers.get(FEED_HEADER.lower(), ""), None)
-        if feed is None or rta.SUBPROTOCOL not in request.subprotocols:
+        subprotocol = rta.chosen_subprotocol(request.subprotocols)
+        if feed is None or subprotocol is None:
             writer.write(ws.send(wsproto.events.RejectConnection(status_code=404)))
             return None
-        writer.write(ws.send(wsproto.events.AcceptConnection(subprotocol=rta.SUBPROTOCOL)))
+        writer.write(ws.send(wsproto.events.AcceptConnection(subprotocol=subprotocol)))
         sock = _Socket(ws, writer, feed)
         self._open.add(sock)
         sock.send(feed.due())
