@@ -78,7 +78,9 @@ def build(
         else:
             body = message.encode() if isinstance(message, str) else message
     if entry.content_type is not None:
-        headers.append(("Content-Type", f"{entry.content_type}; charset=utf-8"))
+        # The table's own value, as the service sends it (protocol notes §2.2: the public
+        # capture's every MPSD answer says `application/json`, without a charset).
+        headers.append(("Content-Type", entry.content_type))
     for name in entry.required_headers:
         if name == "Retry-After":
             headers.append(("Retry-After", str(_whole_seconds(retry_after))))
