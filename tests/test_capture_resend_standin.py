@@ -30,6 +30,10 @@ from mpsdproxy import resources
 MPSD_HOST = "sessiondirectory.xboxlive.com"
 COMPARED_VALUES = ("changeNumber", "membersInfo")
 OPAQUE = frozenset({"gameTypes"})  # the title's own configuration: an object, nothing more
+#: A handshake answer's headers a resend never records: Fiddler's own counters, and the
+#: accept key, which follows from each handshake's random key.
+CAPTURE_ONLY_HEADERS = frozenset({"endtime", "receivedbytes", "sentbytes",
+                                  "sec-websocket-accept"})
 
 
 def _exchanges(path: Path) -> list[Any]:
@@ -131,3 +135,8 @@ def test_every_websocket_of_the_capture_opens_on_the_stand_in(tmp_path: Path) ->
     assert [(e.response.status, e.response.headers.first("Sec-WebSocket-Protocol"))
             for e in answers] == [
         (101, e.request.headers.first("Sec-WebSocket-Protocol")) for e in handshakes]
+    # and with the headers the service put on each: the same names, none missing
+    service_names = {name.lower() for e in handshakes for name, _ in e.response.headers}
+    for e in answers:
+        names = {name.lower() for name, _ in e.response.headers}
+        assert service_names - names <= CAPTURE_ONLY_HEADERS, service_names - names

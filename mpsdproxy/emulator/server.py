@@ -320,8 +320,12 @@ class _Connection:
                 time.time()), message=f"The RTA websocket at /connect: {accepted}.")
             await self._send(response, head=False, close=True)
             return
+        # The service's own headers too, as on its every answer (the public capture's 101s
+        # carry them, and Cache-Control: no-cache, no-store).
+        around = [protocol.NO_STORE, *protocol.standard_headers(time.time())]
+        headers = [*accepted, *((model.to_bytes(k), model.to_bytes(v)) for k, v in around)]
         self._write(self.conn.send(h11.InformationalResponse(status_code=101,
-                                                             headers=accepted)))
+                                                             headers=headers)))
         await self.writer.drain()
         leftover, _ = self.conn.trailing_data
         await rtahub.serve_websocket(self.hub, self.reader, self.writer, bytes(leftover))
