@@ -47,6 +47,10 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     "header:keep-alive",
     "header:server",
     "header:sec-websocket-accept",  # follows from the handshake's random key
+    # Fiddler's own counters on a websocket session it saved (SAZ), never the service's
+    "header:endtime",
+    "header:receivedbytes",
+    "header:sentbytes",
 )
 
 
