@@ -26,6 +26,7 @@ from mpsdproxy import interchange
 from mpsdproxy import recording
 from mpsdproxy import resend
 from mpsdproxy import resources
+from mpsdproxy.emulator import world
 
 MPSD_HOST = "sessiondirectory.xboxlive.com"
 COMPARED_VALUES = ("changeNumber", "membersInfo")
@@ -58,21 +59,13 @@ def _mpsd_only(path: Path, out: Path) -> None:
     out.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
-def _world(exchanges: list[Any]) -> emulator.EmulatorConfig:
-    """A config naming the capture's SCIDs and templates, with the constants the service
-    reported for each template's first session."""
-    scids: dict[str, dict[str, Any]] = {}
-    for exchange in exchanges:
-        resource = resources.parse(exchange.request.path)
-        if not (resource.scid and resource.template):
-            continue
-        templates = scids.setdefault(resource.scid, {"templates": {}, "hoppers": []})["templates"]
-        body = exchange.response.json
-        if isinstance(body, dict) and "constants" in body:
-            templates.setdefault(resource.template, {"constants": body["constants"]})
-    text = json.dumps({"version": 1, "scids": scids,
-                       "rate_limit": {"burst": 1000, "sustained": 10000}})
-    return emulator.parse_config(text, "<capture world>")
+def _world(recorded: Path) -> emulator.EmulatorConfig:
+    """The stand-in's world as `emulate --world-from` builds it: the capture's SCIDs and
+    templates, each with the constants the service reported for its first session (and
+    rate limits the capture's bursts stay under)."""
+    limits = emulator.parse_config(json.dumps(
+        {"version": 1, "rate_limit": {"burst": 1000, "sustained": 10000}}), "<limits>")
+    return world.with_world_of(limits, world.world_of_files([recorded]))
 
 
 def shape_differences(want: Any, got: Any, where: str = "") -> list[str]:
@@ -103,7 +96,7 @@ def test_the_capture_resent_to_the_stand_in_answers_as_the_service(tmp_path: Pat
     _mpsd_only(imported, original)
     before = _exchanges(original)
     assert len(before) == 10  # the capture's MPSD calls
-    with emulator.running(_world(before)) as (_, port):
+    with emulator.running(_world(original)) as (_, port):
         result = resend.resend(str(original), f"http://127.0.0.1:{port}", str(again),
                                rename=True)
     after = _exchanges(again)

@@ -12,7 +12,7 @@ Exit codes, the same for every command, so a CI gate can trust them:
   never a traceback.
 
 The commands live by job: `base` (the group and the parameter types every command
-shares), `live` (run, emulate, demo, check), `files` (report, diff, resend,
+shares), `live` (run, demo, check), `standin` (emulate), `files` (report, diff, resend,
 export, import, scan), `fleet` (many recordings at once, Parquet) and `conformance`.
 """
 
@@ -22,6 +22,7 @@ from mpsdproxy.cli import conformance as _conformance  # noqa: F401 - registers 
 from mpsdproxy.cli import files as _files  # noqa: F401 - registers its commands
 from mpsdproxy.cli import fleet as _fleet  # noqa: F401 - registers its command
 from mpsdproxy.cli import live as _live  # noqa: F401 - registers its commands
+from mpsdproxy.cli import standin as _standin  # noqa: F401 - registers its command
 from mpsdproxy.cli.base import cli
 
 __all__ = ["cli", "main"]
