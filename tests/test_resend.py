@@ -229,6 +229,24 @@ def test_resend_renames_carries_ids_and_etags_and_diffs_clean(original: str, tmp
     assert not compared.regressed, diff.render_text(compared)
 
 
+def test_an_id_written_inside_a_value_is_carried_over_too(tmp_path: Path) -> None:
+    """A title writes the handle it made into its session inside a string (the public
+    capture's `GameSessionTransferHandle: completed~<handle id>`): the resend writes the
+    handle the target made."""
+    made = "a0000001-0000-4000-8000-000000000000"  # what MiniDirectory("a") names it
+    transfer = {"properties": {"custom": {"transfer": f"completed~{made}"}}}
+    plan = write(tmp_path / "plan.jsonl",
+                 [*script()[:4], request_record("PUT", SESSION_PATH + "lobby-1", transfer)])
+    first, again = str(tmp_path / "first.jsonl"), str(tmp_path / "again.jsonl")
+    with serving(MiniDirectory("a")) as port:
+        assert resend.resend(plan, f"http://127.0.0.1:{port}", first).ok
+    service = MiniDirectory("b")
+    with serving(service) as port:
+        assert resend.resend(first, f"http://127.0.0.1:{port}", again).ok
+    written = json.loads(service.seen[-1]["body"])["properties"]["custom"]["transfer"]
+    assert written == "completed~b0000001-0000-4000-8000-000000000000"
+
+
 def test_a_changed_behaviour_is_named_by_diff(original: str, tmp_path: Path) -> None:
     out = str(tmp_path / "resent.jsonl")
     with serving(MiniDirectory("c", broken_handles=True)) as port:

@@ -31,6 +31,8 @@ HOP_BY_HOP: frozenset[str] = frozenset({
 })
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+#: A GUID anywhere in a text: handle, ticket and connection ids are GUIDs.
+_GUID_IN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
 def stand_in_authorization(value: str) -> str | None:
@@ -122,8 +124,17 @@ class Carry:
         if isinstance(value, list):
             return [self.body(v) for v in value]
         if isinstance(value, str):
-            return self.id(value)
+            return self.text(value)
         return value
+
+    def text(self, value: str) -> str:
+        """A string with each carried-over id in it replaced, the whole string or a GUID
+        inside it: a title writes the handle it made into its session as
+        `completed~<handle id>` (the public capture's GameSessionTransferHandle)."""
+        whole = self.id(value)
+        if whole != value or not self.ids:
+            return whole
+        return _GUID_IN.sub(lambda found: self.id(found[0]), value)
 
     def condition(self, value: str) -> str:
         """An If-Match/If-None-Match value, ETag by ETag."""
