@@ -31,6 +31,7 @@ from mpsdproxy import faults
 from mpsdproxy import fgrl
 from mpsdproxy import model
 from mpsdproxy import scenario
+from mpsdproxy.resources import Kind
 from mpsdproxy.scenario import Phase
 from mpsdproxy.sessions import TrackedSession
 
@@ -144,7 +145,9 @@ def answer(
                           else "the proxy has not seen the session")
         session = tracked.document() if fault.body is None else {}
         etag = tracked.etag
-        if row.status < 300:
+        if row.status < 300 and request.resource.kind is Kind.HANDLE_SESSION:
+            # Where the session lives, which the library reads from an answer by handle;
+            # the service sends none on the session's own URI (the public capture).
             extra.append(("Content-Location", tracked.path))
     elif row.returns_session:
         session = {}  # the rule's own body replaces it

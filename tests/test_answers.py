@@ -54,10 +54,14 @@ def test_a_412_to_if_match_carries_the_tracked_session_and_etag() -> None:
     conformant(req, got.response, "412.if-match-session")
 
 
-def test_a_200_says_where_the_session_lives() -> None:
-    got = answers.answer(request(), Fault(status=200), tracked())
+def test_a_200_by_handle_says_where_the_session_lives_and_one_by_path_does_not() -> None:
+    by_handle = request(path="/handles/0b1e2f3a-0000-4000-8000-0000000000aa/session")
+    got = answers.answer(by_handle, Fault(status=200), tracked())
     assert got.response is not None
     assert got.response.headers.get("Content-Location") == LOBBY
+    direct = answers.answer(request(), Fault(status=200), tracked())
+    assert direct.response is not None
+    assert direct.response.headers.get("Content-Location") is None  # as the service
 
 
 @pytest.mark.parametrize(("session", "why"), [

@@ -86,12 +86,24 @@ def _handle_session(directory: Directory, resource: Resource) -> Resource:
 
 def get_handle_session(directory: Directory, request: model.Request, resource: Resource,
                        who: Identity) -> model.Response:
-    return sessions.get_session(directory, request, _handle_session(directory, resource), who)
+    target = _handle_session(directory, resource)
+    return _located(directory, target, sessions.get_session(directory, request, target, who))
 
 
 def put_handle_session(directory: Directory, request: model.Request, resource: Resource,
                        who: Identity) -> model.Response:
-    return sessions.put_session(directory, request, _handle_session(directory, resource), who)
+    target = _handle_session(directory, resource)
+    return _located(directory, target, sessions.put_session(directory, request, target, who))
+
+
+def _located(directory: Directory, target: Resource, answer: model.Response) -> model.Response:
+    """A session reached by its handle answers with where it lives (Content-Location): the
+    library takes the session's reference from it (protocol notes §2.2,
+    `GetCurrentSessionByHandle`, `WriteSessionUsingSubpath`)."""
+    session = directory.sessions.get(target.key or "")
+    if session is None or answer.status not in (200, 201):
+        return answer
+    return answer.with_headers(answer.headers.with_value("Content-Location", session.path))
 
 
 def query_handles(directory: Directory, request: model.Request, resource: Resource,

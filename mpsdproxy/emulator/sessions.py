@@ -72,10 +72,11 @@ def _expires(document: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def session_reply(directory: Directory, entry_id: str, session: Session, who: Identity,
                   xuid: str | None = None) -> model.Response:
-    """A session answer (200/201): the caller's view, its ETag, Content-Location (and
-    Expires while a timer is pending)."""
+    """A session answer (200/201): the caller's view, its ETag (and Expires while a timer
+    is pending). No Content-Location: the service sends none on a session's own URI (the
+    public capture's session PUTs); one reached by its handle gets it (`handles`)."""
     shown = view(directory, session, who, xuid)
-    headers = [("Content-Location", session.path), protocol.REVALIDATE, *_expires(shown)]
+    headers = [protocol.REVALIDATE, *_expires(shown)]
     return directory.reply(entry_id, session=shown, etag=session.etag, headers=headers)
 
 
