@@ -3,6 +3,7 @@ calls name, so a capture made against the real service can be re-sent to it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -34,11 +35,16 @@ def _record(method: str, path: str, status: int, answer: Any = None) -> dict[str
     return recording.to_record(done, recording.Redactor(), classify.classify(done))
 
 
+MEMBER = {"constants": {"system": {"xuid": "2533274800000031", "index": 0}},
+          "gamertag": "Arena Ann", "activeTitleId": "987654321"}
+
+
 def _capture(path: Path) -> Path:
     """A title's calls against the real service: its session (twice: the first answer's
     constants count), a second template never answered with a document, a ticket."""
     records = [
-        _record("PUT", SESSION, 201, {"constants": CONSTANTS, "changeNumber": 1}),
+        _record("PUT", SESSION, 201, {"constants": CONSTANTS, "changeNumber": 1,
+                                      "members": {"0": MEMBER}}),
         _record("PUT", SESSION, 200, {"constants": {"system": {}, "custom": {}}}),
         _record("GET", f"/serviceconfigs/{SCID}/sessionTemplates/ArenaGame/sessions/g", 204),
         _record("POST", f"/serviceconfigs/{SCID}/hoppers/Ranked", 200, {"ticketId": "t"}),
@@ -51,7 +57,10 @@ def _capture(path: Path) -> Path:
 
 
 def test_a_recording_names_its_scid_templates_and_hoppers(tmp_path: Path) -> None:
-    [scid] = world.world_of_files([_capture(tmp_path / "capture.jsonl")])
+    learnt = world.world_of_files([_capture(tmp_path / "capture.jsonl")])
+    assert learnt.gamertags == {"2533274800000031": "Arena Ann"}
+    assert learnt.title_id == 987654321
+    [scid] = learnt.scids
     assert scid.scid == SCID and scid.hoppers == ("Ranked",)
     lobby, game = scid.templates
     assert (lobby.name, lobby.constants, lobby.large) == ("ArenaLobby", CONSTANTS, False)
@@ -64,10 +73,16 @@ def test_what_the_config_names_stays_as_the_config_says(tmp_path: Path) -> None:
     learnt = emulator.ScidConfig(shipped.scid.upper(), (
         emulator.TemplateConfig("lobbysession", {"system": {"maxMembersCount": 99}}),
         emulator.TemplateConfig("NewTemplate")), ("QuickMatch", "Other"))
-    [merged] = world.with_world_of(base, [learnt]).scids
+    seen = world.World((learnt,), {"1": "Learnt", "2": "Learnt Too"}, 55)
+    config = world.with_world_of(dataclasses.replace(base, gamertags={"1": "Configured"}), seen)
+    [merged] = config.scids
     assert merged.template("LobbySession") == shipped.template("LobbySession")
     assert merged.template("NewTemplate") is not None
     assert merged.hoppers == (*shipped.hoppers, "Other")
+    assert config.gamertags == {"1": "Configured", "2": "Learnt Too"}
+    assert config.title_id == 55  # the shipped config leaves it at the default
+    configured = dataclasses.replace(base, title_id=77)
+    assert world.with_world_of(configured, seen).title_id == 77
 
 
 def test_emulate_world_from_answers_the_capture_sessions(launch: Launcher,
@@ -77,9 +92,12 @@ def test_emulate_world_from_answers_the_capture_sessions(launch: Launcher,
     body = {"members": {"me": {"constants": {"system": {"initialize": True, "xuid": "1"}}}}}
     assert httpx.put(plain.url + SESSION, json=body, headers=HEADERS,
                      timeout=5).status_code == 404
+    body["members"]["me"]["constants"]["system"]["xuid"] = "2533274800000031"
     created = httpx.put(learnt.url + SESSION, json=body, headers=HEADERS, timeout=5)
     assert created.status_code == 201, created.text
     assert created.json()["constants"]["custom"] == {"mapSet": "arena"}
+    [member] = created.json()["members"].values()
+    assert (member["gamertag"], member["activeTitleId"]) == ("Arena Ann", "987654321")
 
 
 def test_a_recording_that_names_no_scid_is_bad_input(tmp_path: Path) -> None:

@@ -32,8 +32,9 @@ from mpsdproxy.cli.base import validate_port
               help="YAML file of SCIDs, templates, hoppers and limits (default: the shipped one).")
 @click.option("--world-from", "worlds", metavar="RECORDING", multiple=True, type=InputFile(),
               help="Add every SCID, session template (with the constants the service "
-                   "reported for it) and hopper this recording's calls name, so the "
-                   "capture re-sent here meets them (repeatable).")
+                   "reported for it) and hopper this recording's calls name, and the "
+                   "gamertags and title id its answers show, so the capture re-sent here "
+                   "meets them (repeatable; what the config says stays).")
 def emulate(listen_host: str, allow_remote: bool, control_token: str, listen_port: int,
             config: str | None, worlds: tuple[str, ...]) -> None:
     """Run the local MPSD stand-in: every row of the status table, no network needed.
