@@ -21,6 +21,7 @@ from typing import Any
 from test_saz_frames import CAPTURE
 from test_saz_frames import needs_capture
 
+from mpsdproxy import diff
 from mpsdproxy import emulator
 from mpsdproxy import interchange
 from mpsdproxy import recording
@@ -133,3 +134,23 @@ def test_every_websocket_of_the_capture_opens_on_the_stand_in(tmp_path: Path) ->
     for e in answers:
         names = {name.lower() for name, _ in e.response.headers}
         assert service_names - names <= CAPTURE_ONLY_HEADERS, service_names - names
+
+
+def test_the_whole_capture_resent_to_its_world_diffs_as_the_service(tmp_path: Path) -> None:
+    """`emulate --world-from` and `resend --rename` on the whole capture (RTA included):
+    `diff` finds nothing but the handle's store package name, which is the title's
+    configuration and nowhere in the capture's calls for the stand-in to learn."""
+    needs_capture()
+    imported, again = tmp_path / "all.jsonl", tmp_path / "re.jsonl"
+    interchange.import_file(str(CAPTURE), str(imported))
+    with emulator.running(_world(imported)) as (_, port):
+        result = resend.resend(str(imported), f"http://127.0.0.1:{port}", str(again),
+                               rename=True)
+    assert result.failed == 0
+    compared = diff.diff(str(imported), str(again))
+    assert not (compared.unpaired_old or compared.unpaired_new or compared.issues)
+    changes = [(change.new.label, field.path) for change in compared.changes
+               for field in change.fields]
+    assert all(change.fields and not (change.status_changed or change.new_anomalies)
+               for change in compared.changes)
+    assert {path for _, path in changes} <= {"gameTypes.uwp-desktop.pfn"}, changes
