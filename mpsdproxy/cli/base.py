@@ -20,6 +20,11 @@ PROGRESS_EVERY = 0.5
 """Seconds between two progress lines: often enough to see it move, rarely enough to cost
 nothing on a 50k-exchange file."""
 
+#: Where a server listens (`run`, `emulate`): loopback unless told otherwise.
+LISTEN_HOST = click.option("--listen-host", default="127.0.0.1", show_default=True,
+                           help="Address to listen on. Anything but loopback needs "
+                                "--allow-remote.")
+
 QUIET = click.option("--quiet", "-q", is_flag=True,
                      help="No progress counter on stderr (it is off anyway when stderr is "
                           "not a terminal).")

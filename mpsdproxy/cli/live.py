@@ -17,6 +17,7 @@ import click
 from mpsdproxy import safefiles
 from mpsdproxy.addons.router import DEFAULT_INTERCEPT_HOSTS
 from mpsdproxy.cli.base import CONTEXT
+from mpsdproxy.cli.base import LISTEN_HOST
 from mpsdproxy.cli.base import BadInput
 from mpsdproxy.cli.base import InputFile
 from mpsdproxy.cli.base import cli
@@ -163,8 +164,7 @@ def refuse_unusable_confdir(confdir: str) -> None:
 @click.option("--mode", "modes", metavar="MODE", multiple=True,
               help="A mitmproxy mode spec: regular (default), reverse:URL, upstream:URL, "
                    "wireguard, local, ... Repeat to listen in several modes at once.")
-@click.option("--listen-host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback needs --allow-remote.")
+@LISTEN_HOST
 @click.option("--allow-remote", is_flag=True,
               help="Allow listening beyond loopback (--listen-host, --mode ...@HOST:PORT or "
                    "--set listen_host): anyone on that network can then use the proxy.")

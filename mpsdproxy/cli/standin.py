@@ -8,6 +8,7 @@ import ipaddress
 import click
 
 from mpsdproxy.cli.base import CONTEXT
+from mpsdproxy.cli.base import LISTEN_HOST
 from mpsdproxy.cli.base import BadInput
 from mpsdproxy.cli.base import InputFile
 from mpsdproxy.cli.base import cli
@@ -16,8 +17,7 @@ from mpsdproxy.cli.base import validate_port
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--listen-host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback needs --allow-remote.")
+@LISTEN_HOST
 @click.option("--allow-remote", is_flag=True,
               help="Allow --listen-host beyond loopback; the control API then needs a token "
                    "(--control-token, or one generated and printed at start).")
