@@ -195,6 +195,31 @@ def test_the_summary_names_the_build_the_operation_and_the_verdict(night: Path) 
     assert invoke("fleet", night, "--fail-on", "regression").exit_code == 1
 
 
+def test_latency_errors_and_operations_count_session_directory_traffic_only(
+        tmp_path: Path) -> None:
+    """As `report` judges only MPSD traffic: an RTA websocket held open for a minute and a
+    telemetry host's 500 are exchanges of the run, not its latency or errors."""
+    path = tmp_path / "mixed.jsonl"
+    lobby = title.session_path("mixed")
+    with recording.Writer(path, None) as w:
+        w.write(exchange("PUT", lobby, 201, 5.0, T0))
+        w.write(exchange("GET", lobby, 200, 7.0, T0 + 1))
+        other = exchange("GET", "/connect", 101, 60_000.0, T0 + 2)
+        other["request"]["url"] = "https://rta.xboxlive.com/connect"
+        telemetry = exchange("POST", "/collect", 500, 900.0, T0 + 3)
+        telemetry["request"]["url"] = "https://vortex.data.microsoft.com/collect"
+        w.write(other)
+        w.write(telemetry)
+    summary = fleet_json(path)
+    [trend] = summary["trend"]
+    assert (trend["exchanges"], trend["errors"]) == (4, 0)
+    assert trend["p99_ms"] is not None and trend["p99_ms"] < 10
+    assert {o["operation"] for o in summary["runs"][0]["operations"]} == {
+        "PUT session", "GET session"}
+    counted = fleet_json(path, "--sql", "SELECT count(*) FILTER (WHERE mpsd) AS n FROM exchanges")
+    assert counted == [{"n": 2}]
+
+
 def test_runs_without_tags_group_by_file_and_by_any_tag(tmp_path: Path) -> None:
     write_run(tmp_path / "x.jsonl", None)
     write_run(tmp_path / "y.jsonl", {"console": "k"})

@@ -24,7 +24,8 @@ Their columns (added to, never changed, within `summary.SUMMARY_VERSION`):
   url, host, status, reason, error, row (the status table row, e.g.
   `412.if-match-session`), anomalies (VARCHAR[] of codes), resource_kind, template,
   session_name, operation (`PUT session`), source (forwarded, injected, ...),
-  fault_rule;
+  fault_rule, mpsd (session-directory traffic, as `classify.is_mpsd` says: the summary's
+  errors, latencies and operations count only these, as `report` does);
 - rta: run, file, seq, time, client, url, direction, opcode, rta_type, taps, source;
 - verdicts: run, file, rule, title, status (pass, warn, fail, not-applicable),
   reason, records (BIGINT[]), trigger, resource, client, time;
@@ -45,6 +46,7 @@ from typing import Any
 
 import duckdb
 
+from mpsdproxy import resources
 from mpsdproxy import safefiles
 from mpsdproxy.fleet.sources import FleetError
 from mpsdproxy.fleet.sources import Sources
@@ -127,14 +129,21 @@ VERDICT_TABLE_COLUMNS = ("run", "rule", "title", "status", "reason", "records", 
 #: Verdict columns a Parquet export keeps under the exchanges' names (the rest: verdict_*).
 _PARQUET_VERDICT = {"run": "run", "client": "client", "time": "start"}
 
+#: The session directory's hosts, as a SQL list: with an MPSD path on any host, what
+#: `classify.is_mpsd` calls MPSD traffic (the `mpsd` column of `exchanges`).
+_MPSD_HOSTS = "[" + ", ".join(f"'{host}'" for host in resources.MPSD_HOSTS) + "]"
+
 VIEWS: dict[str, str] = {
-    "exchanges": """
+    "exchanges": f"""
         SELECT run, regexp_extract(run, '[^/\\\\]+$') AS file, seq, start, duration_ms,
                client, method, url, regexp_extract(url, '^[a-zA-Z]+://([^/:?]+)', 1) AS host,
                status, reason, error, row_id AS "row", coalesce(anomalies, []) AS anomalies,
                resource_kind, template, session_name,
                coalesce(method, '?') || ' ' || coalesce(resource_kind, 'unknown') AS operation,
-               coalesce(source, 'forwarded') AS source, fault_rule
+               coalesce(source, 'forwarded') AS source, fault_rule,
+               (list_contains({_MPSD_HOSTS},
+                              lower(regexp_extract(url, '^[a-zA-Z]+://([^/:?]+)', 1)))
+                OR coalesce(resource_kind, 'unknown') <> 'unknown') AS mpsd
         FROM _lines WHERE record_type = 'exchange'""",
     "rta": """
         SELECT run, regexp_extract(run, '[^/\\\\]+$') AS file, seq, start AS time, client,

@@ -89,7 +89,7 @@ def _runs(fleet: Fleet) -> list[dict[str, Any]]:
             SELECT run, operation, count(*) AS count,
                    round(quantile_cont(duration_ms, 0.5), 1) AS p50_ms,
                    round(quantile_cont(duration_ms, 0.99), 1) AS p99_ms
-            FROM exchanges GROUP BY ALL ORDER BY run, count DESC, operation"""):
+            FROM exchanges WHERE mpsd GROUP BY ALL ORDER BY run, count DESC, operation"""):
         operations[op.pop("run")].append(op)
     for run in runs:
         name = run["run"]
@@ -115,9 +115,12 @@ def _trend(fleet: Fleet) -> list[dict[str, Any]]:
                           count(*) FILTER (WHERE status = 'pass') AS pass
                    FROM verdicts JOIN _grouped g USING (run) GROUP BY ALL),
              e AS (SELECT g.grp, count(*) AS exchanges,
-                          count(*) FILTER (WHERE status >= 500 OR status IS NULL) AS errors,
-                          round(quantile_cont(duration_ms, 0.5), 1) AS p50_ms,
-                          round(quantile_cont(duration_ms, 0.99), 1) AS p99_ms,
+                          count(*) FILTER (WHERE mpsd AND (status >= 500 OR status IS NULL))
+                              AS errors,
+                          round(quantile_cont(duration_ms, 0.5) FILTER (WHERE mpsd), 1)
+                              AS p50_ms,
+                          round(quantile_cont(duration_ms, 0.99) FILTER (WHERE mpsd), 1)
+                              AS p99_ms,
                           count(DISTINCT "row") FILTER (
                               WHERE list_contains({_catalog_ids()}, "row")) AS rows_reached
                    FROM exchanges JOIN _grouped g USING (run) GROUP BY ALL),
@@ -200,7 +203,7 @@ def _latency_changes(fleet: Fleet, order: list[str]) -> list[dict[str, Any]]:
     p99 = {(r["grp"], r["operation"]): r["p99_ms"] for r in fleet.rows("""
         SELECT g.grp, e.operation, quantile_cont(e.duration_ms, 0.99) AS p99_ms
         FROM exchanges e JOIN _grouped g USING (run)
-        WHERE e.duration_ms IS NOT NULL GROUP BY ALL""")}
+        WHERE e.mpsd AND e.duration_ms IS NOT NULL GROUP BY ALL""")}
     changes = []
     for before, after in _pairs(order):
         for (grp, op), now in sorted(p99.items()):
@@ -218,7 +221,7 @@ def _worst_consoles(fleet: Fleet, top: int) -> list[dict[str, Any]]:
         WITH v AS (SELECT run, count(*) FILTER (WHERE status = 'fail') AS fails
                    FROM verdicts GROUP BY run),
              e AS (SELECT run, count(*) FILTER (WHERE status >= 500 OR status IS NULL)
-                          AS errors FROM exchanges GROUP BY run)
+                          AS errors FROM exchanges WHERE mpsd GROUP BY run)
         SELECT r.console, count(*) AS runs, coalesce(sum(v.fails), 0)::BIGINT AS fails,
                sum(r.anomalies)::BIGINT AS anomalies,
                coalesce(sum(e.errors), 0)::BIGINT AS errors, sum(r.exchanges)::BIGINT
