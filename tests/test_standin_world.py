@@ -110,3 +110,31 @@ def test_a_recording_that_names_no_scid_is_bad_input(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
     assert str(empty) in line and "no session template or hopper" in line
+
+
+def test_a_second_recording_of_the_same_world_is_welcome(tmp_path: Path) -> None:
+    first, again = _capture(tmp_path / "first.jsonl"), _capture(tmp_path / "again.jsonl")
+    [scid] = world.world_of_files([first, again]).scids
+    assert [t.name for t in scid.templates] == ["ArenaLobby", "ArenaGame"]
+
+
+def test_answers_no_service_could_send_teach_nothing_and_break_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "odd.jsonl"
+    with recording.Writer(path) as writer:
+        writer.write(_record("PUT", SESSION, 201, {
+            "constants": {"system": 5, "custom": []},  # the config would refuse these
+            "members": {"0": {"constants": ["not", "a", "mapping"], "gamertag": "x"},
+                        "1": {"constants": {"system": "no"}, "activeTitleId": "12ab"}}}))
+    learnt = world.world_of_files([path])
+    [template] = learnt.scids[0].templates
+    assert template.constants == {"system": {}, "custom": {}} and not template.large
+    assert (learnt.gamertags, learnt.title_id) == ({}, None)
+
+
+def test_large_ness_comes_from_the_reported_constants(tmp_path: Path) -> None:
+    path = tmp_path / "large.jsonl"
+    large = {"system": {"capabilities": {"large": True}}, "custom": {}}
+    with recording.Writer(path) as writer:
+        writer.write(_record("PUT", SESSION, 201, {"constants": large}))
+    [template] = world.world_of_files([path]).scids[0].templates
+    assert template.large and template.constants == large

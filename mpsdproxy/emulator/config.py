@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_TITLE_ID",
     "default_gamertag",
     "parse_config",
+    "template_config",
     "load_config",
     "default_config",
 ]
@@ -257,6 +258,14 @@ def _parse_template(name: Any, value: Any, path: KeyPath, inherit: RateLimit) ->
         rate_limit=None if limit is None else _parse_rate_limit(
             limit, (*path, "rate_limit"), inherit),
     )
+
+
+def template_config(name: str, constants: Any = None) -> TemplateConfig:
+    """A template as a config file's `templates: {NAME: {constants: ...}}` gives it: the
+    same checks and the same large-ness (`world` builds templates from recordings with
+    it). Raises ValueError for what the file would refuse."""
+    return _parse_template(name, {} if constants is None else {"constants": constants},
+                           ("templates", name), RateLimit())
 
 
 def _large(constants: dict[str, Any], large: bool, path: KeyPath) -> bool:

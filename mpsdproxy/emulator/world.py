@@ -25,6 +25,7 @@ from mpsdproxy.emulator.config import DEFAULT_TITLE_ID
 from mpsdproxy.emulator.config import EmulatorConfig
 from mpsdproxy.emulator.config import ScidConfig
 from mpsdproxy.emulator.config import TemplateConfig
+from mpsdproxy.emulator.config import template_config
 from mpsdproxy.resources import Kind
 
 __all__ = ["World", "with_world_of", "world_of_files"]
@@ -55,18 +56,14 @@ class _Learner:
     gamertags: dict[str, str] = dataclasses.field(default_factory=dict)
     title_id: int | None = None
 
-    @property
-    def named(self) -> int:
-        """How many templates and hoppers are known: what a file must add to."""
-        return sum(len(s.templates) + len(s.hoppers) for s in self.scids.values())
-
-    def learn(self, exchange: model.Exchange) -> None:
+    def learn(self, exchange: model.Exchange) -> bool:
+        """Take in what one exchange names; whether it names a template or a hopper."""
         resource = exchange.request.resource
         document = exchange.response.json if exchange.response is not None else None
         if isinstance(document, dict):
             self._people(document)
         if not resource.scid:
-            return
+            return False
         scid = self.scids.setdefault(resource.scid.lower(), _Scid(resource.scid))
         if resource.template:
             known = scid.templates.setdefault(resource.template, None)
@@ -75,6 +72,7 @@ class _Learner:
                 scid.templates[resource.template] = constants
         if resource.kind in (Kind.HOPPER, Kind.TICKET) and resource.name:
             scid.hoppers.setdefault(resource.name, None)
+        return bool(resource.template) or resource.kind in (Kind.HOPPER, Kind.TICKET)
 
     def _people(self, document: dict[str, Any]) -> None:
         """Gamertags by XUID from a session's members, the title id from a member's
@@ -83,8 +81,10 @@ class _Learner:
         for member in members.values() if isinstance(members, dict) else ():
             if not isinstance(member, dict):
                 continue
-            system = (member.get("constants") or {}).get("system") or {}
-            xuid, gamertag = system.get("xuid"), member.get("gamertag")
+            constants = member.get("constants")
+            system = constants.get("system") if isinstance(constants, dict) else None
+            xuid = system.get("xuid") if isinstance(system, dict) else None
+            gamertag = member.get("gamertag")
             if isinstance(xuid, str) and isinstance(gamertag, str) and gamertag:
                 self.gamertags.setdefault(xuid, gamertag)
             self._title(member.get("activeTitleId"))
@@ -107,25 +107,26 @@ def world_of_files(paths: Iterable[str | os.PathLike[str]]) -> World:
     skips them). Raises ValueError when a file names no template or hopper."""
     learner = _Learner()
     for path in paths:
-        before = learner.named
+        named = False
         for item in recording.iter_records(path, messages=False):
             if isinstance(item, dict):
                 try:
-                    learner.learn(recording.to_exchange(item))
+                    named = learner.learn(recording.to_exchange(item)) or named
                 except ValueError:
                     continue  # a record no wire could carry: nothing to learn from it
-        if learner.named == before:
+        if not named:
             raise ValueError(f"{os.fspath(path)}: no session template or hopper of "
                              "any SCID in it: nothing to add to the stand-in's world")
     return learner.world()
 
 
 def _template(name: str, constants: dict[str, Any] | None) -> TemplateConfig:
-    constants = constants or {"system": {}, "custom": {}}
-    system = constants.get("system")
-    capabilities = system.get("capabilities") if isinstance(system, dict) else None
-    large = isinstance(capabilities, dict) and capabilities.get("large") is True
-    return TemplateConfig(name, constants, large)
+    """The template as the config would hold it; constants the config would refuse (no
+    service sends them) are left out rather than trusted."""
+    try:
+        return template_config(name, constants)
+    except ValueError:
+        return template_config(name)
 
 
 def with_world_of(config: EmulatorConfig, world: World) -> EmulatorConfig:
