@@ -25,6 +25,12 @@ def test_notes_sharing_a_reason_are_named_on_one_line_with_their_numbers_as_rang
     ]
 
 
+def test_a_long_list_is_cut_as_the_report_cuts_the_records_it_names() -> None:
+    [line] = skip_lines(f"session {n}: CONNECT" for n in range(1, 200, 2))
+    assert line.startswith("skipped 100 sessions 1, 3, 5, ")
+    assert line.endswith(" and 88 more up to 199: CONNECT")
+
+
 def test_each_kind_of_item_keeps_its_own_line_and_plural() -> None:
     notes = ["entry 1: CONNECT", "entry 2: CONNECT", "record 1: CONNECT"]
     assert skip_lines(notes) == ["skipped 2 entries 1..2: CONNECT",

@@ -81,9 +81,10 @@ _PLURAL = {"record": "records", "session": "sessions", "entry": "entries", "line
 
 def skip_lines(notes: Iterable[str]) -> list[str]:
     """The `skipped ...` lines for what a command left out, one per reason: the items
-    left out for the same reason are named on one line, as the report names records
-    (`skipped 37 sessions 1, 3, 5..9: CONNECT`), so a Fiddler capture's every tunnel
-    does not take a line of its own. A note of another shape keeps its line."""
+    left out for the same reason are named on one line as the report names the records
+    a verdict looked at (`verdicts.engine.LookedAt`: `skipped 37 sessions 1, 3, 5..9 and
+    20 more up to 102: CONNECT`), so a Fiddler capture's every tunnel does not take a
+    line of its own. A note of another shape keeps its line."""
     groups: dict[tuple[str, str] | str, list[int]] = {}
     for note in notes:
         found = _SKIP.fullmatch(note)
@@ -98,20 +99,15 @@ def skip_lines(notes: Iterable[str]) -> list[str]:
         elif len(numbers) == 1:
             lines.append(one_line(f"skipped {key[0]} {numbers[0]}: {key[1]}"))
         else:
-            lines.append(one_line(
-                f"skipped {len(numbers)} {_PLURAL[key[0]]} {_ranges(numbers)}: {key[1]}"))
+            from mpsdproxy.verdicts.engine import LookedAt  # only when something was left out
+
+            named = LookedAt()
+            for number in sorted(set(numbers)):
+                named.add(number)
+            more = f" and {named.unlisted} more up to {named.last}" if named.unlisted else ""
+            lines.append(one_line(f"skipped {len(numbers)} {_PLURAL[key[0]]} "
+                                  f"{named.records}{more}: {key[1]}"))
     return lines
-
-
-def _ranges(numbers: list[int]) -> str:
-    """`1, 3, 5..9`: sorted, runs of consecutive numbers as ranges."""
-    runs: list[list[int]] = []
-    for number in sorted(set(numbers)):
-        if runs and runs[-1][1] + 1 == number:
-            runs[-1][1] = number
-        else:
-            runs.append([number, number])
-    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in runs)
 
 
 def about(path: str, error: BaseException) -> str:
