@@ -141,8 +141,7 @@ VIEWS: dict[str, str] = {
                resource_kind, template, session_name,
                coalesce(method, '?') || ' ' || coalesce(resource_kind, 'unknown') AS operation,
                coalesce(source, 'forwarded') AS source, fault_rule,
-               (list_contains({_MPSD_HOSTS},
-                              lower(regexp_extract(url, '^[a-zA-Z]+://([^/:?]+)', 1)))
+               (list_contains({_MPSD_HOSTS}, lower(host))
                 OR coalesce(resource_kind, 'unknown') <> 'unknown') AS mpsd
         FROM _lines WHERE record_type = 'exchange'""",
     "rta": """
