@@ -145,6 +145,9 @@ BREAKS = "\r\n\x00"
 _TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
 #: Header names joined by NUL, each one a token.
 _TOKENS = re.compile(f"[{TOKEN_CHARS}]+(?:\0[{TOKEN_CHARS}]+)*")
+#: CR and LF as ints: `int in bytes` is one memchr, where `bytes in bytes` first tries
+#: the needle as an int and builds and drops a TypeError.
+_CR, _LF = b"\r\n"
 
 
 def _breaks(value: str) -> bool:
@@ -218,7 +221,7 @@ class Headers(Sequence[tuple[str, str]]):
             joined = b"\r"
         parts = joined.decode(ENCODING, ERRORS).split("\0")
         names = parts[::2]
-        if (len(parts) != 2 * len(fields) or b"\r" in joined or b"\n" in joined
+        if (len(parts) != 2 * len(fields) or _CR in joined or _LF in joined
                 or _TOKENS.fullmatch("\0".join(names)) is None):
             return cls((from_bytes(k), from_bytes(v)) for k, v in fields)
         return cls.derived(zip(names, parts[1::2], strict=False))  # counted above
