@@ -32,14 +32,15 @@ browser:
 test: $(STAMP) lint browser
 	$(BIN)/pytest -q -n auto --dist loadfile
 
-# Side by side with plain mitmproxy (wrk and nginx from Debian's packages); writes
-# docs/benchmarks.md. About 35 minutes; `$(BIN)/python bench/run.py --quick` is shorter.
+# Side by side with plain mitmproxy (wrk, nginx and valgrind from Debian's packages);
+# writes docs/benchmarks.md. About 40 minutes; `$(BIN)/python bench/run.py --quick` is shorter.
 bench: $(STAMP)
-	@{ command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1; } || { \
+	@{ command -v wrk >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1 \
+	   && command -v valgrind >/dev/null 2>&1; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx valgrind >/dev/null; \
 	  else \
-	    echo "wrk and nginx are not installed: the benchmark falls back to its own load tool"; \
+	    echo "wrk, nginx or valgrind is not installed: the benchmark falls back to its own load tool and counts no instructions"; \
 	  fi; }
 	$(BIN)/python bench/run.py
 

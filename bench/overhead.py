@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from bench import instructions
 from bench import measure
 
 #: Rules in the generated scenario; each matches every benchmark request, none fires.
@@ -49,6 +50,8 @@ BASE, CONTROL, CLASSIFY, RECORD, FULL = "mitmdump", "mitmdump-control", "classif
     "full"
 #: The full variant at an earlier revision (`Config.before`), run beside today's.
 BEFORE = "before"
+#: A second process of today's full variant: the A/A control of the instruction counts.
+CONTROL_FULL = "full-control"
 VARIANTS = (BASE, CONTROL, CLASSIFY, RECORD, FULL)
 PARTS = ((CLASSIFY, BASE, "classify (router, classifier, inert addons)"),
          (RECORD, CLASSIFY, "record (redact, JSON line, flush)"),
@@ -72,12 +75,13 @@ class Config:
     instances: int = 3  # processes per variant, taking the rounds in turn
     before: str = ""  # a git revision whose full variant runs beside today's ("": none)
     hook_rounds: int = 3  # alternating processes per tree timing the hooks beside `before`
+    instructions: int = 500  # requests counted under callgrind per proxy (0: not measured)
 
 
-QUICK = Config(rounds=4, seconds=1.0, hook_iterations=5_000, instances=2)
+QUICK = Config(rounds=4, seconds=1.0, hook_iterations=5_000, instances=2, instructions=300)
 SMOKE = Config(connections=(2,), rounds=1, seconds=0.3, paths=4, upstream="python",
                tool="python", hook_iterations=200, warm_up=False,
-               variants=(BASE, CLASSIFY, FULL), instances=1, hook_rounds=1)
+               variants=(BASE, CLASSIFY, FULL), instances=1, hook_rounds=1, instructions=0)
 
 
 # --- the scenario -------------------------------------------------------------------------
@@ -176,6 +180,34 @@ def start_proxies(services: common.Services, target: str, confdir: Path, with_sc
     common.wait_all([s for group in started.values() for s in group],
                     timeout=60.0 * max(1, instances))
     return started, launchers
+
+
+#: The proxies whose instructions per request are counted, with the variant each runs.
+COUNTED = {BASE: BASE, FULL: FULL, CONTROL_FULL: FULL, BEFORE: BEFORE}
+
+
+def count_instructions(services: common.Services, target: str, confdir: Path,
+                       with_scenario: bool, before_tree: Path | None, paths: list[str],
+                       requests: int) -> dict[str, Any]:
+    """Instructions per request (`bench/instructions.py`) of plain mitmdump, today's full
+    proxy twice (the second is the A/A control) and, with `before_tree`, the same proxy
+    at that revision. All start at once (a start under callgrind takes minutes); each is
+    then counted alone and stopped."""
+    workdir = services.workdir / "instructions"
+    workdir.mkdir(exist_ok=True)
+    started: dict[str, tuple[common.Service, Path]] = {}
+    for label, variant in COUNTED.items():
+        if variant == BEFORE and before_tree is None:
+            continue
+        ports = {name: common.free_port() for name in (*VARIANTS, BEFORE)}
+        argv = variant_argvs(ports, target, confdir, workdir, with_scenario,
+                             instance=len(started) + 1)[variant]
+        env = {"PYTHONPATH": str(before_tree)} if variant == BEFORE else None
+        started[label] = instructions.start(services, f"callgrind-{label}", argv,
+                                            ports[variant], env)
+    counts = {label: instructions.per_request(service, out, paths, requests)
+              for label, (service, out) in started.items()}
+    return {"requests": requests, "per_request": counts}
 
 
 # --- analysis -----------------------------------------------------------------------------
@@ -421,6 +453,13 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
         result["peak_rss_mb"] = {name: _largest(s.peak_rss_mb() for s in group)
                                  for name, group in proxies.items()}
         result["recorded_lines"] = sum(_count_records(p) for p in workdir.glob("full*.jsonl"))
+        if config.instructions and not instructions.available():
+            log("  valgrind is not installed: no instruction counts")
+        elif config.instructions:
+            log(f"  counting instructions under callgrind ({config.instructions} requests each)")
+            result["instructions"] = count_instructions(
+                services, upstream.url, confdir, with_scenario, before_tree, paths,
+                config.instructions)
     log(f"  timing hooks in-process ({config.hook_iterations} requests)")
     result["hooks"] = time_hooks(config.hook_iterations, with_scenario, list(bodies.values()))
     if before_tree is not None and with_scenario:

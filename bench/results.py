@@ -73,7 +73,23 @@ def overhead_targets(result: dict[str, Any] | None) -> list[Target]:
             f"{num(test['p99'], 1)} vs {num(base['p99'], 1)} ms (A/A {ratio(control['p99'])})",
             None if p99 is None else p99 <= 1.15))
         out += before_targets(connections, part)
-    return out
+    return out + instruction_targets(result.get("instructions"))
+
+
+def instruction_targets(counted: dict[str, Any] | None) -> list[Target]:
+    """Today's full proxy against the `--before` revision in instructions per request
+    (`bench/instructions.py`): no more work beyond what the A/A pair differs by."""
+    if not counted or "before" not in counted["per_request"]:
+        return []
+    per = counted["per_request"]
+    value = _div(per["full"], per["before"])
+    noise = _div(per["full-control"], per["full"])
+    band = abs(1 - noise) if noise is not None else 0.0
+    return [Target("vs before, instructions per request", f"≤ {1 + band:.3f}× "
+                   f"(A/A {noise:.3f}×)" if noise is not None else "≤ 1.000×",
+                   f"{value:.3f}×" if value is not None else "–",
+                   f"{per['full'] / 1e6:.2f} M vs {per['before'] / 1e6:.2f} M",
+                   None if value is None else value <= 1 + band)]
 
 
 def before_targets(connections: str, part: dict[str, Any]) -> list[Target]:
@@ -286,7 +302,27 @@ def overhead_section(result: dict[str, Any] | None) -> str:
                      + table(("proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"),
                              rows))
     parts.append(breakdown_section(result))
-    return "\n\n".join(parts)
+    parts.append(instructions_section(result.get("instructions")))
+    return "\n\n".join(part for part in parts if part)
+
+
+#: How the instruction counts name the proxies they counted.
+COUNTED_LABELS = {**VARIANT_LABELS, "full-control": "the full proxy again (A/A control)"}
+
+
+def instructions_section(counted: dict[str, Any] | None) -> str:
+    """Instructions per request under callgrind (`bench/instructions.py`), when counted."""
+    if not counted:
+        return ""
+    per = counted["per_request"]
+    base = per.get("mitmdump")
+    rows = [(COUNTED_LABELS.get(name, name), f"{value / 1e6:.3f}",
+             ratio(_div(value, base)), ratio(_div(value, per.get("before"))))
+            for name, value in per.items()]
+    return ("**Instructions per request** (each proxy alone under callgrind, "
+            f"{counted['requests']:,} session GETs over one connection after a warm-up; "
+            "the work done, without the timing noise: see `bench/instructions.py`):\n\n"
+            + table(("proxy", "M instructions", "vs base", "vs before"), rows))
 
 
 def breakdown_section(result: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
+from bench import instructions  # noqa: E402
 from bench import longrun  # noqa: E402
 from bench import measure  # noqa: E402
 from bench import overhead  # noqa: E402
@@ -110,6 +111,35 @@ def test_before_target_is_the_a_a_band():
     part["ratios"]["full_vs_before"]["rps"] = 0.95
     assert results.before_targets("16", part)[0].met is False
     assert results.before_targets("16", {"ratios": {}, "absolute": {}}) == []
+
+
+def test_instruction_target_is_the_a_a_band():
+    counted = {"requests": 500, "per_request": {
+        "mitmdump": 8.0e6, "full": 9.0e6, "full-control": 9.09e6, "before": 8.95e6}}
+    (target,) = results.instruction_targets(counted)
+    assert target.met is True  # 1.006 is within the A/A's 1 %
+    assert (target.target, target.measured) == ("≤ 1.010× (A/A 1.010×)", "1.006×")
+    counted["per_request"]["full-control"] = 9.0e6
+    assert results.instruction_targets(counted)[0].met is False  # no noise, more work
+    del counted["per_request"]["before"]
+    assert results.instruction_targets(counted) == []
+    assert "| mitmdump -q (base) | 8.000 | 1.00× | – |" in results.instructions_section(counted)
+    assert results.instructions_section(None) == ""
+
+
+@pytest.mark.skipif(not instructions.available(), reason="valgrind is not installed")
+def test_instructions_are_counted_on_a_live_server(tmp_path):
+    """The callgrind machinery on a real process and socket: a small HTTP server answers
+    the warm-up and the counted requests, and the dump gives a plausible count."""
+    (tmp_path / "a.json").write_text("{}")
+    port = common.free_port()
+    with common.Services(tmp_path) as services:
+        service, out = instructions.start(
+            services, "server", [sys.executable, "-m", "http.server", str(port),
+                                 "--bind", "127.0.0.1", "--directory", str(tmp_path)], port)
+        counted = instructions.per_request(service, out, ["/a.json"], 20)
+        assert service.proc.poll() is not None  # stopped once counted
+    assert 10_000 < counted < 50_000_000
 
 
 def test_hooks_beside_a_tree_without_a_chain_say_so(tmp_path):
