@@ -184,6 +184,8 @@ def start_proxies(services: common.Services, target: str, confdir: Path, with_sc
 
 #: The proxies whose instructions per request are counted, with the variant each runs.
 COUNTED = {BASE: BASE, FULL: FULL, CONTROL_FULL: FULL, BEFORE: BEFORE}
+#: Their instance numbers start here: their recordings are not the timed rounds'.
+COUNTED_INSTANCE = 100
 
 
 def count_instructions(services: common.Services, target: str, confdir: Path,
@@ -193,15 +195,13 @@ def count_instructions(services: common.Services, target: str, confdir: Path,
     proxy twice (the second is the A/A control) and, with `before_tree`, the same proxy
     at that revision. All start at once (a start under callgrind takes minutes); each is
     then counted alone and stopped."""
-    workdir = services.workdir / "instructions"
-    workdir.mkdir(exist_ok=True)
     started: dict[str, tuple[common.Service, Path]] = {}
     for label, variant in COUNTED.items():
         if variant == BEFORE and before_tree is None:
             continue
         ports = {name: common.free_port() for name in (*VARIANTS, BEFORE)}
-        argv = variant_argvs(ports, target, confdir, workdir, with_scenario,
-                             instance=len(started) + 1)[variant]
+        argv = variant_argvs(ports, target, confdir, services.workdir, with_scenario,
+                             instance=COUNTED_INSTANCE + len(started))[variant]
         env = {"PYTHONPATH": str(before_tree)} if variant == BEFORE else None
         started[label] = instructions.start(services, f"callgrind-{label}", argv,
                                             ports[variant], env)
@@ -457,9 +457,12 @@ def run(config: Config, workdir: Path | None = None, log: Log = print) -> dict[s
             log("  valgrind is not installed: no instruction counts")
         elif config.instructions:
             log(f"  counting instructions under callgrind ({config.instructions} requests each)")
-            result["instructions"] = count_instructions(
-                services, upstream.url, confdir, with_scenario, before_tree, paths,
-                config.instructions)
+            try:
+                result["instructions"] = count_instructions(
+                    services, upstream.url, confdir, with_scenario, before_tree, paths,
+                    config.instructions)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                log(f"  the instructions could not be counted: {e}")
     log(f"  timing hooks in-process ({config.hook_iterations} requests)")
     result["hooks"] = time_hooks(config.hook_iterations, with_scenario, list(bodies.values()))
     if before_tree is not None and with_scenario:
