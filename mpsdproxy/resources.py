@@ -161,7 +161,10 @@ def _segments(path: str) -> list[str]:
         path = urlsplit(path).path
     else:
         path = path.split("?", 1)[0].split("#", 1)[0]
-    return [unquote(s, errors="surrogateescape") for s in path.split("/") if s]
+    segments = [s for s in path.split("/") if s]
+    if "%" not in path:  # as a title sends them: nothing to decode (a call per segment)
+        return segments
+    return [unquote(s, errors="surrogateescape") for s in segments]
 
 
 def _session_part(scid: str, template: str, name: str, rest: list[str]) -> Resource:
