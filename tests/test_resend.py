@@ -524,6 +524,62 @@ def test_an_answer_that_never_ends_is_kept_in_part_and_the_run_goes_on(tmp_path:
     assert after["response"]["status"] == 200
 
 
+@contextlib.contextmanager
+def descriptors_past(number: int) -> Iterator[None]:
+    """Hold open files until the next descriptor the process opens is past `number`."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < number + 200:
+        if hard != resource.RLIM_INFINITY and hard < number + 200:
+            pytest.skip(f"this machine allows {hard} open files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (number + 200, hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < number:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_a_websocket_on_a_descriptor_past_1023_is_read(tmp_path: Path) -> None:
+    """select() refuses a descriptor past 1023, which a process holding many files gets
+    for its socket: the resend still reads the target's messages."""
+    from websockets.sync.server import serve
+
+    from mpsdproxy import rta
+    from mpsdproxy.recording import messages as ws
+
+    def answer(connection: Any) -> None:
+        with contextlib.suppress(Exception):
+            connection.recv()
+            connection.send('[3, 1, {"shoulderTaps": []}]')
+            connection.recv()
+
+    with serve(answer, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.socket.getsockname()[1]}/connect"
+        handshake = model.Exchange(
+            model.Request("GET", url, [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
+            model.Response(101, "Switching Protocols", []), client="10.0.0.1:5")
+        path, again = tmp_path / "tap.jsonl", tmp_path / "again.jsonl"
+        with recording.Writer(path) as w:
+            w.write(recording.to_record(handshake, recording.Redactor()))
+            w.write(ws.to_record(ws.WebsocketMessage(
+                url, "client", "text", rta.subscribe_message(1).encode(), client="10.0.0.1:5")))
+        with descriptors_past(1100):
+            result = resend.resend(str(path), url.removesuffix("/connect"), str(again),
+                                   timeout=1.0)
+        server.shutdown()
+    assert result.answered == 1
+    kinds = [(r.get("direction"), r.get("opcode")) for r in
+             recording.read(again, strict=True, messages=True) if ws.is_message(r)]
+    assert ("server", "text") in kinds
+
+
 def test_a_target_that_never_stops_talking_cannot_hold_the_resend(tmp_path: Path) -> None:
     """A websocket target that sends a frame every few milliseconds, forever: the resend
     still reads what came, closes the socket and ends."""

@@ -13,7 +13,7 @@ target answers for itself.
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 import ssl
 import time
@@ -152,7 +152,11 @@ class Conversation:
         anything came."""
         if not self.open or self.sock is None:
             return False
-        ready, _, _ = select.select([self.sock], [], [], wait)
+        # A selector, not select.select: that refuses a descriptor past 1023, which a
+        # process holding many files (a long resend, its caller's own) reaches.
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            ready = selector.select(wait)
         pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
         if not ready and not pending:
             return False
