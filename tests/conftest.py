@@ -56,6 +56,46 @@ def pytest_configure(config: pytest.Config) -> None:
     certs.CertStore.from_store(Path("~/.mitmproxy").expanduser(), "mitmproxy", 2048)
 
 
+def _taddons_contexts_clean_up() -> None:
+    """mitmproxy's `taddons.context` leaves behind what its master set up: an event loop
+    of its own when none runs (three descriptors), and a log handler that posts every
+    log record to that loop until the test ends. A hypothesis test making hundreds of
+    contexts took a worker past 1,500 open files (a laptop's limit is often 256 or
+    1,024). Here each context, when its `with` ends, takes its handler off the root
+    logger and then closes the loop it made."""
+    import asyncio
+    import logging
+
+    from mitmproxy import log
+    from mitmproxy.test import taddons
+
+    made = taddons.context.__init__
+
+    def __init__(self: taddons.context, *args: object, **kwargs: object) -> None:
+        try:
+            asyncio.get_running_loop()
+            self.made_loop = False
+        except RuntimeError:
+            self.made_loop = True
+        made(self, *args, **kwargs)
+
+    def __exit__(self: taddons.context, *exc: object) -> bool:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, log.LegacyLogEvents) and handler.master is self.master:
+                root.removeHandler(handler)
+        loop = self.master.event_loop
+        if getattr(self, "made_loop", False) and not loop.is_running():
+            loop.close()
+        return False
+
+    taddons.context.__init__ = __init__  # type: ignore[method-assign]
+    taddons.context.__exit__ = __exit__  # type: ignore[method-assign]
+
+
+_taddons_contexts_clean_up()
+
+
 @contextlib.contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     """A threaded http.server on a free loopback port for the test's duration; yields it."""
