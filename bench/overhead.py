@@ -199,12 +199,12 @@ def count_instructions(services: common.Services, target: str, confdir: Path,
     for label, variant in COUNTED.items():
         if variant == BEFORE and before_tree is None:
             continue
-        ports = {name: common.free_port() for name in (*VARIANTS, BEFORE)}
-        argv = variant_argvs(ports, target, confdir, services.workdir, with_scenario,
+        port = common.free_port()  # only `variant`'s command is started
+        argv = variant_argvs(dict.fromkeys((*VARIANTS, BEFORE), port), target, confdir,
+                             services.workdir, with_scenario,
                              instance=COUNTED_INSTANCE + len(started))[variant]
         env = {"PYTHONPATH": str(before_tree)} if variant == BEFORE else None
-        started[label] = instructions.start(services, f"callgrind-{label}", argv,
-                                            ports[variant], env)
+        started[label] = instructions.start(services, f"callgrind-{label}", argv, port, env)
     counts = {label: instructions.per_request(service, out, paths, requests)
               for label, (service, out) in started.items()}
     return {"requests": requests, "per_request": counts}

@@ -130,7 +130,9 @@ _NAME_WORDS = (b"ticket", b"proof", b"secret", b"passw", b"sig")
 _SHORT = 256
 _WORDS_LONG = (*_NAME_WORDS, b"token")  # `_worded` spells them out: keep them in step
 _WORDS = re.compile(b"|".join(_WORDS_LONG))
-#: The rarest letter of each word, and `Q`, as ints: `int in bytes` is one memchr.
+#: The rarest letter of each word, and `Q`, as ints: `int in bytes` is one memchr, where
+#: `bytes in bytes` first tries the needle as an int and builds and drops a TypeError
+#: (so longer needles are looked for with `find`).
 _K, _G, _F, _W, _Q = b"kgfwQ"
 _NOT_SECRET_TOKENS = tuple(n.encode() for n in sorted(NOT_SECRET_NAMES) if "token" in n)
 
@@ -145,9 +147,7 @@ def _shaped(raw: bytes) -> bool:
     """A short XSTS signature, a JWT's opening (`eyJ`: a short JWT's dots, dashes and
     underscores can break every run), or a run of token characters as long as the
     shortest token."""
-    # `Q` first: one memchr, and most texts hold no capital Q at all. (`find`, and an
-    # int for one byte: `bytes in bytes` first tries the needle as an int and builds and
-    # drops a TypeError each time, ten times the cost of the search.)
+    # `Q` first: one memchr, and most texts hold no capital Q at all.
     return (_Q in raw and raw.find(b"AAAAAQ") >= 0) or raw.find(b"eyJ") >= 0 or (
         len(raw) >= RUN and raw.translate(_RUN_MAP).find(_RUN) >= 0)
 

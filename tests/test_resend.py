@@ -526,11 +526,13 @@ def test_an_answer_that_never_ends_is_kept_in_part_and_the_run_goes_on(tmp_path:
 
 @contextlib.contextmanager
 def descriptors_past(number: int) -> Iterator[None]:
-    """Hold open files until the next descriptor the process opens is past `number`."""
+    """Hold open files until the next descriptor the process opens is past `number`
+    (the soft limit raised for it, and put back after)."""
     import os
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = limits
     if soft != resource.RLIM_INFINITY and soft < number + 200:
         if hard != resource.RLIM_INFINITY and hard < number + 200:
             pytest.skip(f"this machine allows {hard} open files")
@@ -543,74 +545,74 @@ def descriptors_past(number: int) -> Iterator[None]:
     finally:
         for fd in held:
             os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
-def test_a_websocket_on_a_descriptor_past_1023_is_read(tmp_path: Path) -> None:
-    """select() refuses a descriptor past 1023, which a process holding many files gets
-    for its socket: the resend still reads the target's messages."""
+@contextlib.contextmanager
+def rta_target(tmp_path: Path, handler: Any) -> Iterator[tuple[Path, str]]:
+    """A websocket server on loopback answering with `handler`, and a recording of a
+    title's RTA connection to it (the handshake, one subscribe); yields the recording
+    and the target to resend it to."""
     from websockets.sync.server import serve
 
     from mpsdproxy import rta
     from mpsdproxy.recording import messages as ws
 
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        target = f"http://127.0.0.1:{server.socket.getsockname()[1]}"
+        url = f"{target}/connect"
+        handshake = model.Exchange(
+            model.Request("GET", url, [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
+            model.Response(101, "Switching Protocols", []), client="10.0.0.1:5")
+        path = tmp_path / "tap.jsonl"
+        with recording.Writer(path) as w:
+            w.write(recording.to_record(handshake, recording.Redactor()))
+            w.write(ws.to_record(ws.WebsocketMessage(
+                url, "client", "text", rta.subscribe_message(1).encode(), client="10.0.0.1:5")))
+        try:
+            yield path, target
+        finally:
+            server.shutdown()
+
+
+def message_kinds(path: Path) -> list[tuple[Any, Any]]:
+    """(direction, opcode) of each websocket message a recording holds."""
+    from mpsdproxy.recording import messages as ws
+
+    return [(r.get("direction"), r.get("opcode")) for r in
+            recording.read(path, strict=True, messages=True) if ws.is_message(r)]
+
+
+def test_a_websocket_on_a_descriptor_past_1023_is_read(tmp_path: Path) -> None:
+    """select() refuses a descriptor past 1023, which a process holding many files gets
+    for its socket: the resend still reads the target's messages."""
     def answer(connection: Any) -> None:
         with contextlib.suppress(Exception):
             connection.recv()
             connection.send('[3, 1, {"shoulderTaps": []}]')
             connection.recv()
 
-    with serve(answer, "127.0.0.1", 0) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.socket.getsockname()[1]}/connect"
-        handshake = model.Exchange(
-            model.Request("GET", url, [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
-            model.Response(101, "Switching Protocols", []), client="10.0.0.1:5")
-        path, again = tmp_path / "tap.jsonl", tmp_path / "again.jsonl"
-        with recording.Writer(path) as w:
-            w.write(recording.to_record(handshake, recording.Redactor()))
-            w.write(ws.to_record(ws.WebsocketMessage(
-                url, "client", "text", rta.subscribe_message(1).encode(), client="10.0.0.1:5")))
-        with descriptors_past(1100):
-            result = resend.resend(str(path), url.removesuffix("/connect"), str(again),
-                                   timeout=1.0)
-        server.shutdown()
+    again = tmp_path / "again.jsonl"
+    with rta_target(tmp_path, answer) as (path, target), descriptors_past(1100):
+        result = resend.resend(str(path), target, str(again), timeout=1.0)
     assert result.answered == 1
-    kinds = [(r.get("direction"), r.get("opcode")) for r in
-             recording.read(again, strict=True, messages=True) if ws.is_message(r)]
-    assert ("server", "text") in kinds
+    assert ("server", "text") in message_kinds(again)
 
 
 def test_a_target_that_never_stops_talking_cannot_hold_the_resend(tmp_path: Path) -> None:
     """A websocket target that sends a frame every few milliseconds, forever: the resend
     still reads what came, closes the socket and ends."""
-    from websockets.sync.server import serve
-
-    from mpsdproxy import rta
-    from mpsdproxy.recording import messages as ws
-
     def chatter(connection: Any) -> None:
         with contextlib.suppress(Exception):
             while True:
                 connection.send('[3, 1, {"shoulderTaps": []}]')
                 threading.Event().wait(0.005)
 
-    with serve(chatter, "127.0.0.1", 0) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        port = server.socket.getsockname()[1]
-        url = f"http://127.0.0.1:{port}/connect"
-        handshake = model.Exchange(
-            model.Request("GET", url, [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
-            model.Response(101, "Switching Protocols", []), client="10.0.0.1:5")
-        path = tmp_path / "chatty.jsonl"
-        with recording.Writer(path) as w:
-            w.write(recording.to_record(handshake, recording.Redactor()))
-            w.write(ws.to_record(ws.WebsocketMessage(
-                url, "client", "text", rta.subscribe_message(1).encode(), client="10.0.0.1:5")))
-        again = tmp_path / "again.jsonl"
-        result = resend.resend(str(path), f"http://127.0.0.1:{port}", str(again), timeout=1.0)
-        server.shutdown()
+    again = tmp_path / "again.jsonl"
+    with rta_target(tmp_path, chatter) as (path, target):
+        result = resend.resend(str(path), target, str(again), timeout=1.0)
     assert result.answered == 1 and result.messages > 2
-    kinds = [(r.get("direction"), r.get("opcode")) for r in
-             recording.read(again, strict=True, messages=True) if ws.is_message(r)]
+    kinds = message_kinds(again)
     assert kinds.count(("client", "text")) == 1 and ("client", "close") in kinds
     assert ("server", "text") in kinds  # the chatter, read as it came
