@@ -26,6 +26,7 @@ from typing import Any
 
 from mitmproxy import exceptions
 from mitmproxy import options as mitm_options
+from mitmproxy.addons.script import ScriptLoader
 from mitmproxy.proxy import mode_specs
 from mitmproxy.tools.dump import DumpMaster
 
@@ -37,8 +38,9 @@ from mpsdproxy.addons import mitmconfig
 from mpsdproxy.addons import router
 from mpsdproxy.addons.later import AfterAnswer
 
-__all__ = ["DEFAULT_GRACE", "FileGuard", "GracefulStop", "ProxyError", "install_stop_signals",
-           "is_loopback", "read_config", "remote_points", "routing_options", "serve", "start"]
+__all__ = ["DEFAULT_GRACE", "AddonGroup", "FileGuard", "GracefulStop", "ProxyError",
+           "group_addons", "install_stop_signals", "is_loopback", "read_config",
+           "remote_points", "routing_options", "serve", "start"]
 
 #: Seconds the exchanges in flight get to finish once a stop signal came.
 DEFAULT_GRACE = 10
@@ -100,6 +102,58 @@ def _add_before_save(master: DumpMaster, chain: MpsdChain) -> None:
         order.insert(order.index(save), chain)
 
 
+class AddonGroup:
+    """A run of mitmproxy's own addons as one entry of its addon chain.
+
+    For every event (a request alone makes eight: requestheaders, request,
+    responseheaders and response, each followed by an `update`) mitmproxy's
+    `AddonManager.trigger_event` goes down its chain and gives each top-level addon
+    a coroutine, an error guard (a context manager) and a generator over the addon
+    and its children, whether or not the addon acts on the event. `mpsdproxy run`
+    loads 35 of them, and that walk cost far more per request than everything
+    mpsdproxy itself does (docs/benchmarks.md). An addon's children (its `addons`, as
+    mitmproxy's own script loader holds the scripts) are called in the same walk, in
+    order, with what they return awaited: as the children of a few groups,
+    mitmproxy's addons cost a few walks per event instead of 35.
+
+    One thing differs: the error guard is the group's. An exception in one grouped
+    addon's hook is still logged, and the addons after it in the same group miss
+    that event. So the groups hold only mitmproxy's built-in addons: the script
+    loader (user code) and the mpsdproxy chain keep a guard each (`group_addons`).
+    """
+
+    def __init__(self, addons: list[Any]) -> None:
+        self.addons = addons
+
+    def __repr__(self) -> str:
+        return f"AddonGroup({[type(addon).__name__ for addon in self.addons]})"
+
+
+def group_addons(chain: Sequence[Any], alone: Callable[[Any], bool]) -> list[Any]:
+    """`chain` with each run of addons between those that stay `alone` as one
+    `AddonGroup` (a run of one stays as it is): the same addons in the same order."""
+    grouped: list[Any] = []
+    run: list[Any] = []
+    for addon in [*chain, None]:
+        if addon is not None and not alone(addon):
+            run.append(addon)
+            continue
+        if len(run) > 1:
+            grouped.append(AddonGroup(run))
+        else:
+            grouped.extend(run)
+        run = []
+        if addon is not None:
+            grouped.append(addon)
+    return grouped
+
+
+def _keeps_its_guard(addon: Any) -> bool:
+    """The mpsdproxy chain and mitmproxy's script loader (whose children are the user's
+    scripts) each stay a top-level addon with an error guard of its own."""
+    return isinstance(addon, MpsdChain | ScriptLoader)
+
+
 async def start(
     settings: dict[str, Any], sets: Sequence[str] = (), quiet_mitmproxy: bool = False,
     config: dict[str, Any] | None = None,
@@ -127,6 +181,7 @@ async def start(
     # parts after them); the stop last (an exchange ends after it is recorded).
     chain = MpsdChain([FileGuard(), access.ClientAccess(), *default_addons(), stop])
     _add_before_save(master, chain)
+    master.addons.chain = group_addons(master.addons.chain, _keeps_its_guard)
     master.graceful_stop = stop  # type: ignore[attr-defined]
     config = config or {}
     try:
