@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 import signal
 from collections.abc import Callable
@@ -120,6 +121,8 @@ class AddonGroup:
     addon's hook is still logged, and the addons after it in the same group miss
     that event. So the groups hold only mitmproxy's built-in addons: the script
     loader (user code) and the mpsdproxy chain keep a guard each (`group_addons`).
+    mitmproxy's `addons.remove` takes addons out of the top level only; nothing removes
+    a built-in addon.
     """
 
     def __init__(self, addons: list[Any]) -> None:
@@ -133,18 +136,12 @@ def group_addons(chain: Sequence[Any], alone: Callable[[Any], bool]) -> list[Any
     """`chain` with each run of addons between those that stay `alone` as one
     `AddonGroup` (a run of one stays as it is): the same addons in the same order."""
     grouped: list[Any] = []
-    run: list[Any] = []
-    for addon in [*chain, None]:
-        if addon is not None and not alone(addon):
-            run.append(addon)
-            continue
-        if len(run) > 1:
-            grouped.append(AddonGroup(run))
+    for stays_alone, run in itertools.groupby(chain, key=alone):
+        addons = list(run)
+        if stays_alone or len(addons) == 1:
+            grouped.extend(addons)
         else:
-            grouped.extend(run)
-        run = []
-        if addon is not None:
-            grouped.append(addon)
+            grouped.append(AddonGroup(addons))
     return grouped
 
 
